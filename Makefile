@@ -1,0 +1,36 @@
+# One way to run each thing. `make serve` and `make test` each install what they need first.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: serve test lint typecheck format bench install
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+install: $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[dev]'
+
+serve: $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[server]'
+	$(BIN)/gradserve
+
+test: install
+	$(BIN)/ruff check service client tests bench
+	$(BIN)/ruff format --check service client tests bench
+	$(BIN)/mypy
+	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check service client tests bench
+
+format: install
+	$(BIN)/ruff format service client tests bench
+	$(BIN)/ruff check --fix service client tests bench
+
+typecheck: install
+	$(BIN)/mypy
+
+bench: install
+	$(BIN)/python -m bench

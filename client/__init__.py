@@ -1,0 +1,1 @@
+"""The gradserve Python client."""

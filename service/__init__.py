@@ -1,0 +1,3 @@
+"""gradserve: backpropagation as a service."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,159 @@
+"""The HTTP routes: thin, plain `def` (NumPy work runs in the worker threads, never on the loop)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, TypeVar
+
+from fastapi import APIRouter, Depends, Request, Response
+from pydantic import BaseModel, ValidationError
+
+from service import __version__, compute, wire
+from service.arrays import dumps
+from service.errors import BodyTooLarge, InvalidRequest, MalformedJSON, NotReady, issue
+from service.settings import Limits, Settings
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def app_settings(request: Request) -> Settings:
+    """The settings the app was created with."""
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+SettingsDep = Annotated[Settings, Depends(app_settings)]
+
+
+async def raw_body(request: Request, settings: SettingsDep) -> bytes:
+    """The request body as bytes, refused with 413 as soon as it passes the size limit."""
+    limit = settings.max_body_bytes
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge(_too_large(int(declared), limit))
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(_too_large(size, limit, at_least=True))
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(size: int, limit: int, at_least: bool = False) -> str:
+    return (
+        f"the body is {'over ' if at_least else ''}{size:,} bytes, over the limit "
+        f"max_body_bytes = {limit:,} (set by GRADSERVE_MAX_BODY_BYTES)"
+    )
+
+
+BodyDep = Annotated[bytes, Depends(raw_body)]
+
+
+def parse(model: type[M], body: bytes) -> M:
+    """Validate a body straight from its bytes; NaN and Infinity never get in."""
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        errors = exc.errors(include_input=False, include_url=False)
+        if any(e["type"] == "json_invalid" for e in errors):
+            raise MalformedJSON(f"the body is not valid JSON: {errors[0]['msg']}") from None
+        items = [issue(list(e["loc"]), e["msg"]) for e in errors]
+        lines = [".".join(map(str, e["loc"])) + ": " + e["msg"] for e in errors[:5]]
+        more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
+        raise InvalidRequest("; ".join(lines) + more, items) from None
+
+
+def json_response(body: dict[str, Any], encoding: wire.ArrayEncoding = "list") -> Response:
+    return Response(content=dumps(body, encoding), media_type="application/json")
+
+
+def request_body(model: type[BaseModel]) -> dict[str, Any]:
+    """OpenAPI for a body the route parses itself (from bytes, off the event loop)."""
+    ref = {"$ref": f"#/components/schemas/{model.__name__}"}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": ref}}}}
+
+
+def _problem(description: str) -> dict[str, Any]:
+    ref = {"$ref": "#/components/schemas/Problem"}
+    return {"description": description, "content": {"application/problem+json": {"schema": ref}}}
+
+
+COMPUTE_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: _problem("The body is not JSON"),
+    413: _problem("The body or the work it asks for is over a configured limit"),
+    422: _problem("The request, the network or the samples are not valid, or the result overflowed"),
+    500: _problem("An unexpected error (the body carries a request id to report)"),
+}
+
+REQUEST_MODELS: tuple[type[BaseModel], ...] = (
+    wire.ForwardRequest,
+    wire.GradientsRequest,
+    wire.SgdRequest,
+    wire.Problem,
+)
+
+router = APIRouter(prefix="/v1", responses=COMPUTE_ERRORS)
+
+
+@router.post(
+    "/forward",
+    response_model=wire.ForwardResponse,
+    openapi_extra=request_body(wire.ForwardRequest),
+    summary="Every unit's s and z for a batch, and the loss when targets are given",
+)
+def forward(body: BodyDep, settings: SettingsDep) -> Response:
+    req = parse(wire.ForwardRequest, body)
+    return json_response(compute.forward(req, settings), req.array_encoding)
+
+
+@router.post(
+    "/gradients",
+    response_model=wire.GradientsResponse,
+    openapi_extra=request_body(wire.GradientsRequest),
+    summary="The loss's gradient with respect to every weight and bias",
+)
+def gradients(body: BodyDep, settings: SettingsDep) -> Response:
+    req = parse(wire.GradientsRequest, body)
+    return json_response(compute.gradients(req, settings), req.array_encoding)
+
+
+@router.post(
+    "/sgd",
+    response_model=wire.SgdResponse,
+    openapi_extra=request_body(wire.SgdRequest),
+    summary="Train the network with SGD and return it updated",
+)
+def sgd(body: BodyDep, settings: SettingsDep) -> Response:
+    req = parse(wire.SgdRequest, body)
+    return json_response(compute.sgd(req, settings), req.array_encoding)
+
+
+@router.get("/info", response_model=wire.InfoResponse, summary="Version, activations, losses and limits")
+def info(settings: SettingsDep) -> wire.InfoResponse:
+    limits = {name: getattr(settings, name) for name in Limits.model_fields}
+    return wire.InfoResponse(
+        version=__version__,
+        activations=list(wire.ACTIVATIONS),
+        losses=list(wire.LOSSES),
+        limits=limits,
+    )
+
+
+health = APIRouter()
+
+
+@health.get("/healthz", response_model=wire.Health, summary="Liveness")
+def healthz() -> wire.Health:
+    return wire.Health(status="ok")
+
+
+@health.get(
+    "/readyz",
+    response_model=wire.Health,
+    responses={503: _problem("The self-check has not passed")},
+    summary="Readiness: 200 once the engine has passed its self-check",
+)
+def readyz(request: Request) -> wire.Health:
+    if not request.app.state.ready:
+        raise NotReady("the engine's start-up self-check has not passed")
+    return wire.Health(status="ready")

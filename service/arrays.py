@@ -1,0 +1,85 @@
+"""Arrays between the wire and NumPy: decoding request arrays, encoding responses."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import orjson
+
+from service import wire
+from service.errors import InvalidRequest, issue
+
+_DTYPES = {"float64": np.dtype("<f8"), "float32": np.dtype("<f4")}
+
+
+def to_numpy(value: Any, loc: Sequence[str | int]) -> np.ndarray:
+    """A validated wire Array as a float64 NumPy array of the shape the client sent."""
+    if isinstance(value, wire.EncodedArray):
+        return _decode(value, loc)
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except ValueError:
+        raise InvalidRequest(
+            f"{_where(loc)}: the nested lists are ragged (rows of different lengths)",
+            [issue(loc, "ragged nested lists")],
+        ) from None
+    return array
+
+
+def _decode(value: wire.EncodedArray, loc: Sequence[str | int]) -> np.ndarray:
+    dtype = _DTYPES[value.dtype]
+    try:
+        raw = base64.b64decode(value.data, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidRequest(
+            f"{_where(loc)}: data is not valid base64", [issue([*loc, "data"], "invalid base64")]
+        ) from None
+    count = int(np.prod(value.shape, dtype=np.int64))
+    if len(raw) != count * dtype.itemsize:
+        msg = (
+            f"{_where(loc)}: data holds {len(raw)} bytes but shape {value.shape} of "
+            f"{value.dtype} needs {count * dtype.itemsize}"
+        )
+        raise InvalidRequest(msg, [issue([*loc, "data"], msg)])
+    array = np.frombuffer(raw, dtype=dtype).reshape(value.shape).astype(np.float64)
+    if not np.isfinite(array).all():
+        msg = f"{_where(loc)}: every number must be finite (found NaN or infinity)"
+        raise InvalidRequest(msg, [issue([*loc, "data"], msg)])
+    return array
+
+
+def _where(loc: Sequence[str | int]) -> str:
+    return ".".join(str(part) for part in loc)
+
+
+def encoded(array: np.ndarray) -> dict[str, Any]:
+    """The wire's encoded form of an array: float64, C order, little-endian."""
+    data = np.ascontiguousarray(array, dtype="<f8")
+    return {
+        "dtype": "float64",
+        "shape": list(data.shape),
+        "data": base64.b64encode(data.tobytes()).decode("ascii"),
+    }
+
+
+def _as_list(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return np.ascontiguousarray(value)
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+def _as_encoded(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return encoded(value)
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+def dumps(body: Any, encoding: wire.ArrayEncoding = "list") -> bytes:
+    """Serialise a response body holding NumPy arrays: nested lists, or base64 objects."""
+    if encoding == "base64":
+        return orjson.dumps(body, default=_as_encoded)
+    return orjson.dumps(body, default=_as_list, option=orjson.OPT_SERIALIZE_NUMPY)

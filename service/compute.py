@@ -1,0 +1,228 @@
+"""What each compute endpoint does: a validated request in, a response body out.
+
+The engine works on flat tables; this module checks the limits, runs the engine, refuses
+results that overflowed, and cuts the tables back into the per-unit, per-weight form of the
+wire. Response bodies hold NumPy arrays, which `service.arrays.dumps` serialises.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from service import engine, wire
+from service.arrays import encoded
+from service.engine import Batch, Plan, Values
+from service.errors import LimitExceeded, NonFiniteResult
+from service.settings import Limits
+
+Body = dict[str, Any]
+
+
+def _limit(limits: Limits, name: str, value: int, what: str) -> None:
+    allowed = getattr(limits, name)
+    if value > allowed:
+        raise LimitExceeded(
+            f"{what} is {value:,}, over the limit {name} = {allowed:,} "
+            f"(set by GRADSERVE_{name.upper()})"
+        )
+
+
+def prepare(
+    net: wire.Network,
+    samples: wire.Samples,
+    limits: Limits,
+    *,
+    need_targets: bool,
+    passes: int = 1,
+    per_sample: bool = False,
+) -> tuple[Plan, Batch]:
+    """Compile the network and bind the samples, refusing whatever is over a limit."""
+    _limit(limits, "max_units", len(net.units), "the number of unit entries")
+    neurons = sum(u.size for u in net.units)
+    _limit(limits, "max_neurons", neurons, "the number of units counted with their sizes")
+    plan = engine.compile_network(net)
+    _limit(limits, "max_weight_elements", plan.n_weight_params, "the number of weight elements")
+    batch = engine.bind_samples(plan, samples, need_targets)
+    _limit(limits, "max_batch", batch.size, "the batch size")
+    _limit(limits, "max_activation_elements", neurons * batch.size, "units x batch")
+    if per_sample:
+        _limit(limits, "max_per_sample_elements", plan.n_params * batch.size, "batch x parameters")
+    work = (plan.n_weight_params + neurons) * batch.size * passes
+    _limit(limits, "max_work", work, "the work, (weight elements + units) x batch x passes,")
+    return plan, batch
+
+
+# ---------------------------------------------------------------- non-finite results
+
+
+def _check_values(plan: Plan, values: Values, delta: np.ndarray | None = None) -> None:
+    for name, table in (("s", values.s), ("z", values.z), ("delta", delta)):
+        if table is None or np.isfinite(table).all():
+            continue
+        bad = int(np.flatnonzero(~np.isfinite(table).all(axis=0))[0])
+        unit = plan.unit_at(bad)
+        raise NonFiniteResult(
+            f"{name} of unit {unit.id!r} is not finite: the numbers overflowed float64; "
+            "scale the weights or inputs down"
+        )
+
+
+def _check_params(plan: Plan, theta: np.ndarray, what: str) -> None:
+    finite = np.isfinite(theta)
+    if not finite.all():
+        name = plan.parameter_name(int(np.flatnonzero(~finite.reshape(-1, plan.n_params).all(0))[0]))
+        raise NonFiniteResult(f"the {what} of {name} is not finite: the numbers overflowed float64")
+
+
+def _check_loss(loss: float) -> float:
+    if not np.isfinite(loss):
+        raise NonFiniteResult("the loss is not finite: the numbers overflowed float64")
+    return loss
+
+
+# ---------------------------------------------------------------- response shapes
+
+
+def _unit_values(plan: Plan, values: Values, delta: np.ndarray | None = None) -> Body:
+    out: Body = {}
+    for u in plan.units:
+        entry: Body = {"z": values.z[:, u.cols]}
+        if u.role != "input":
+            entry = {"s": values.s[:, u.cols], **entry}
+            if delta is not None:
+                entry["delta"] = delta[:, u.cols]
+        out[u.id] = entry
+    return out
+
+
+def _scalar_or(array: np.ndarray) -> Any:
+    """The wire's number for a one-element array, the array otherwise."""
+    return float(array.reshape(())) if array.size == 1 else array
+
+
+def _gradient_body(plan: Plan, grad: np.ndarray) -> Body:
+    """Weights and biases cut out of a flat gradient [n_params] or [batch, n_params]."""
+    lead = grad.shape[:-1]
+
+    def cut(params: slice, shape: tuple[int, ...]) -> Any:
+        part = grad[..., params]
+        if lead:
+            return part.reshape(*lead, *shape) if part.shape[-1] > 1 else part[..., 0]
+        return _scalar_or(part.reshape(shape))
+
+    return {
+        "weights": [
+            {"source": w.source, "target": w.target, "value": cut(w.params, w.shape)}
+            for w in plan.weights
+        ],
+        "biases": {
+            u.id: cut(plan.bias_params(u), (u.size,)) for u in plan.units if u.role != "input"
+        },
+    }
+
+
+def _losses(plan: Plan, values: Values, batch: Batch, reduction: str) -> float:
+    assert batch.y is not None
+    per = engine.sample_losses(plan, values, batch.y)
+    return _check_loss(float(per.sum() * engine.reduction_scale(reduction, batch.size)))
+
+
+# ---------------------------------------------------------------- endpoints
+
+
+def forward(req: wire.ForwardRequest, limits: Limits) -> Body:
+    plan, batch = prepare(req.network, req.samples, limits, need_targets=False)
+    values = engine.forward(plan, plan.theta, batch.x)
+    _check_values(plan, values)
+    loss = None if batch.y is None else _losses(plan, values, batch, "mean")
+    return {
+        "outputs": {plan.units[i].id: values.z[:, plan.units[i].cols] for i in plan.outputs},
+        "units": _unit_values(plan, values),
+        "loss": loss,
+    }
+
+
+def gradients(req: wire.GradientsRequest, limits: Limits) -> Body:
+    plan, batch = prepare(
+        req.network, req.samples, limits, need_targets=True, passes=3, per_sample=req.per_sample
+    )
+    assert batch.y is not None
+    values = engine.forward(plan, plan.theta, batch.x)
+    delta = engine.backward(plan, plan.theta, values, batch.y)
+    _check_values(plan, values, delta)
+    grad = engine.gradient(plan, values, delta, engine.reduction_scale(req.reduction, batch.size))
+    _check_params(plan, grad, "gradient")
+    body: Body = {
+        "loss": _losses(plan, values, batch, req.reduction),
+        "gradients": _gradient_body(plan, grad),
+    }
+    if req.include_units:
+        body["units"] = _unit_values(plan, values, delta)
+    if req.per_sample:
+        per = engine.per_sample_gradient(plan, values, delta)
+        _check_params(plan, per, "per-sample gradient")
+        body["per_sample"] = _gradient_body(plan, per)
+    return body
+
+
+def sgd(req: wire.SgdRequest, limits: Limits) -> Body:
+    rows = _batch_rows(req.samples)
+    steps = req.epochs * engine.steps_per_epoch(rows, req.batch_size) if rows else 0
+    _limit(limits, "max_epochs", req.epochs, "epochs")
+    _limit(limits, "max_steps", steps, "the number of SGD steps")
+    # each epoch: forward and backward over every sample, then a forward for the history
+    plan, batch = prepare(req.network, req.samples, limits, need_targets=True, passes=4 * req.epochs + 1)
+    options = engine.SgdOptions(
+        learning_rate=req.learning_rate,
+        epochs=req.epochs,
+        batch_size=req.batch_size,
+        shuffle=req.shuffle,
+        seed=req.seed,
+        momentum=req.momentum,
+        nesterov=req.nesterov,
+        weight_decay=req.weight_decay,
+        reduction=req.reduction,
+    )
+    result = engine.train(plan, batch, options)
+    _check_params(plan, result.theta, "updated value")
+    history = [_check_loss(loss) for loss in result.history]
+    return {
+        "network": _updated_network(req.network, plan, result.theta, req.array_encoding),
+        "steps": result.steps,
+        "loss_before": _check_loss(result.loss_before),
+        "loss_after": history[-1],
+        "history": [{"epoch": e, "loss": loss} for e, loss in enumerate(history)],
+    }
+
+
+def _batch_rows(samples: wire.Samples) -> int:
+    """The batch size as sent (for the step limit before anything is decoded)."""
+    for value in samples.inputs.values():
+        if isinstance(value, list):
+            return len(value)
+        if isinstance(value, wire.EncodedArray) and value.shape:
+            return value.shape[0]
+    return 0
+
+
+def _like(original: Any, new: np.ndarray, encoding: wire.ArrayEncoding) -> Any:
+    """`new` in the form the client sent `original` in, so the network can be posted again."""
+    if encoding == "base64":
+        return new
+    if isinstance(original, wire.EncodedArray):
+        return encoded(new.reshape(original.shape))
+    if isinstance(original, list):
+        return new.reshape(np.shape(original))
+    return _scalar_or(new)
+
+
+def _updated_network(net: wire.Network, plan: Plan, theta: np.ndarray, encoding: wire.ArrayEncoding) -> Body:
+    body = net.model_dump(exclude_unset=True)
+    for entry, weight, info in zip(body.get("weights", []), net.weights, plan.weights, strict=True):
+        entry["value"] = _like(weight.value, theta[info.params].reshape(info.shape), encoding)
+    for entry, unit, info in zip(body["units"], net.units, plan.units, strict=True):
+        if unit.role != "input":
+            entry["bias"] = _like(unit.bias, theta[plan.bias_params(info)], encoding)
+    return body

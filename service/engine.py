@@ -1,0 +1,782 @@
+"""The backpropagation engine.
+
+A network is compiled once per request into a `Plan`: its units laid side by side as columns
+of one table (batch as the leading axis), sorted into levels so that every weight runs from an
+earlier level to a later one. Forward fills a level at a time; backward walks the levels in
+reverse and *accumulates* dE/dz over every successor (the seed's multiple-outputs rule), then
+turns it into delta = dE/ds. Every parameter, weights then biases, lives in one flat vector
+`theta`, so gradients and SGD are plain vector arithmetic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from service import wire
+from service.arrays import to_numpy
+from service.errors import InvalidGraph, InvalidSamples, issue, raise_collected
+
+Array = np.ndarray
+
+
+# ---------------------------------------------------------------- activations
+
+
+def sigmoid(s: Array) -> Array:
+    """The logistic function, stable for every finite s."""
+    e = np.exp(-np.abs(s))
+    return np.where(s >= 0, 1.0, e) / (1.0 + e)
+
+
+@dataclass(frozen=True)
+class Activation:
+    """An elementwise activation: its rule and, beside it, its derivative f'(s) given s and z."""
+
+    forward: Callable[[Array], Array]
+    derivative: Callable[[Array, Array], Array]
+
+
+ELEMENTWISE: dict[str, Activation] = {
+    "identity": Activation(lambda s: s, lambda s, z: np.ones_like(s)),
+    "sigmoid": Activation(sigmoid, lambda s, z: z * (1.0 - z)),
+    "tanh": Activation(np.tanh, lambda s, z: 1.0 - z * z),
+    "relu": Activation(lambda s: np.maximum(s, 0.0), lambda s, z: (s > 0).astype(np.float64)),
+    "leaky_relu": Activation(
+        lambda s: np.where(s > 0, s, 0.01 * s), lambda s, z: np.where(s > 0, 1.0, 0.01)
+    ),
+    "softplus": Activation(lambda s: np.logaddexp(0.0, s), lambda s, z: sigmoid(s)),
+}
+
+
+@dataclass(frozen=True)
+class Segments:
+    """Consecutive column segments, one per unit entry: what softmax normalises over."""
+
+    starts: Array
+    sizes: Array
+
+    def sum(self, x: Array) -> Array:
+        return np.add.reduceat(x, self.starts, axis=1)
+
+    def max(self, x: Array) -> Array:
+        return np.maximum.reduceat(x, self.starts, axis=1)
+
+    def spread(self, per_segment: Array) -> Array:
+        return np.repeat(per_segment, self.sizes, axis=1)
+
+    def logsumexp(self, s: Array) -> Array:
+        m = self.max(s)
+        return m + np.log(self.sum(np.exp(s - self.spread(m))))
+
+
+def softmax(s: Array, seg: Segments) -> Array:
+    """Softmax within each segment, shifted by the segment's max so exp never overflows."""
+    e = np.exp(s - seg.spread(seg.max(s)))
+    return e / seg.spread(seg.sum(e))
+
+
+@dataclass(frozen=True)
+class Group:
+    """Columns of one level that share an activation."""
+
+    activation: str
+    cols: slice
+    segments: Segments | None  # softmax only
+
+    def forward(self, s: Array) -> Array:
+        if self.segments is not None:
+            return softmax(s, self.segments)
+        return ELEMENTWISE[self.activation].forward(s)
+
+    def vjp(self, g: Array, s: Array, z: Array) -> Array:
+        """dE/ds from dE/dz."""
+        if self.segments is not None:
+            return z * (g - self.segments.spread(self.segments.sum(g * z)))
+        return g * ELEMENTWISE[self.activation].derivative(s, z)
+
+    def derivative(self, s: Array, z: Array) -> Array:
+        """f'(s) elementwise (for softmax, the diagonal of its Jacobian)."""
+        if self.segments is not None:
+            return z * (1.0 - z)
+        return ELEMENTWISE[self.activation].derivative(s, z)
+
+
+# ---------------------------------------------------------------- the plan
+
+
+@dataclass(frozen=True)
+class UnitInfo:
+    id: str
+    role: str
+    size: int
+    activation: str
+    cols: slice
+    level: int
+
+
+@dataclass(frozen=True)
+class WeightInfo:
+    source: str
+    target: str
+    shape: tuple[int, int]
+    offset: int  # where its elements start in theta, row-major
+
+    @property
+    def params(self) -> slice:
+        return slice(self.offset, self.offset + self.shape[0] * self.shape[1])
+
+
+@dataclass(frozen=True)
+class Block:
+    """Some target columns of a level and every column feeding them: S[:, tgt] = Z[:, src] @ W."""
+
+    src: slice | Array
+    tgt: slice
+    params: slice | Array  # a slice of theta (one whole weight) or indices into theta + [0]
+    shape: tuple[int, int]
+
+    def matrix(self, theta: Array, theta0: Array | None) -> Array:
+        if isinstance(self.params, slice):
+            return theta[self.params].reshape(self.shape)
+        assert theta0 is not None
+        return theta0[self.params]
+
+
+@dataclass(frozen=True)
+class Level:
+    cols: slice  # the non-input columns of this level
+    groups: tuple[Group, ...]
+    blocks: tuple[Block, ...]
+
+
+@dataclass(frozen=True)
+class WeightGroup:
+    """Weights of one shape, whose gradients are computed together."""
+
+    shape: tuple[int, int]
+    weights: tuple[int, ...]
+    src: Array | slice  # [E, m] column indices, or a slice when E == 1
+    tgt: Array | slice  # [E, n]
+    params: Array | slice  # [E, m*n] theta indices, or a slice when E == 1
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A compiled network: layout, levels, parameter offsets, and the loss."""
+
+    units: tuple[UnitInfo, ...]
+    unit_index: dict[str, int]
+    weights: tuple[WeightInfo, ...]
+    levels: tuple[Level, ...]
+    weight_groups: tuple[WeightGroup, ...]
+    n_cols: int
+    n_weight_params: int
+    n_inputs: int  # input columns are 0 .. n_inputs
+    outputs: tuple[int, ...]  # unit indices, in the order of out_cols
+    out_cols: Array
+    out_sigmoid: int  # with cross_entropy: out_cols[:out_sigmoid] are binary, the rest softmax
+    out_segments: Segments | None
+    loss: str
+    theta: Array = field(repr=False)  # the initial parameters: weights, then one bias per column
+
+    @property
+    def n_params(self) -> int:
+        return self.n_weight_params + self.n_cols
+
+    def bias_params(self, unit: UnitInfo) -> slice:
+        return slice(self.n_weight_params + unit.cols.start, self.n_weight_params + unit.cols.stop)
+
+    @property
+    def has_gathered_blocks(self) -> bool:
+        return any(not isinstance(b.params, slice) for lv in self.levels for b in lv.blocks)
+
+    def parameter_name(self, index: int) -> str:
+        """Which weight or bias a position of theta belongs to, for error messages."""
+        if index < self.n_weight_params:
+            for w in self.weights:
+                if w.params.start <= index < w.params.stop:
+                    return f"weight {w.source}->{w.target}"
+        col = index - self.n_weight_params
+        return f"bias of {self.unit_at(col).id}"
+
+    def unit_at(self, col: int) -> UnitInfo:
+        for u in self.units:
+            if u.cols.start <= col < u.cols.stop:
+                return u
+        raise IndexError(col)
+
+
+#: a block of gathered columns may hold at most this many times the elements of its real
+#: weights (or MIN_BLOCK): past that a level is split, so sparse graphs stay cheap.
+DENSITY = 4
+MIN_BLOCK = 4096
+
+
+def compile_network(net: wire.Network) -> Plan:
+    """Check the graph once, up front, and lay it out for the level-at-a-time passes."""
+    problems: list[dict[str, object]] = []
+    index: dict[str, int] = {}
+    for i, u in enumerate(net.units):
+        if u.id in index:
+            problems.append(issue(["network", "units", i, "id"], f"duplicate unit id {u.id!r}"))
+        else:
+            index[u.id] = i
+    roles = [u.role for u in net.units]
+    if "input" not in roles:
+        problems.append(issue(["network", "units"], "the network has no input unit"))
+    if "output" not in roles:
+        problems.append(issue(["network", "units"], "the network has no output unit"))
+    if net.loss == "cross_entropy":
+        for i, u in enumerate(net.units):
+            if u.role == "output" and u.resolved_activation not in ("sigmoid", "softmax"):
+                problems.append(
+                    issue(
+                        ["network", "units", i, "activation"],
+                        f"cross_entropy needs output {u.id!r} to use sigmoid (binary) or softmax "
+                        f"(categorical), not {u.resolved_activation}",
+                    )
+                )
+
+    values: list[Array] = []
+    edges: list[tuple[int, int]] = []
+    seen: set[tuple[str, str]] = set()
+    for k, w in enumerate(net.weights):
+        loc = ["network", "weights", k]
+        name = f"weight {w.source}->{w.target}"
+        unknown = [uid for uid in (w.source, w.target) if uid not in index]
+        if unknown:
+            problems.append(issue(loc, f"{name} names unknown unit(s) {', '.join(map(repr, unknown))}"))
+            continue
+        if (w.source, w.target) in seen:
+            problems.append(issue(loc, f"{name} is given twice"))
+            continue
+        seen.add((w.source, w.target))
+        src, tgt = net.units[index[w.source]], net.units[index[w.target]]
+        if tgt.role == "input":
+            problems.append(issue(loc, f"{name} points into input unit {w.target!r}"))
+            continue
+        value = to_numpy(w.value, [*loc, "value"])
+        shape = (src.size, tgt.size)
+        if value.ndim == 0 and shape == (1, 1):
+            value = value.reshape(1, 1)
+        if value.shape != shape:
+            problems.append(
+                issue(
+                    [*loc, "value"],
+                    f"{name} has shape {list(value.shape)}, expected [{shape[0]}, {shape[1]}] "
+                    f"([{w.source}.size, {w.target}.size])",
+                )
+            )
+            continue
+        values.append(value)
+        edges.append((index[w.source], index[w.target]))
+
+    biases: list[Array] = []
+    for i, u in enumerate(net.units):
+        bias = np.zeros(u.size) if u.bias is None else to_numpy(u.bias, ["network", "units", i, "bias"])
+        if bias.ndim == 0 and u.size == 1:
+            bias = bias.reshape(1)
+        if bias.shape != (u.size,):
+            problems.append(
+                issue(
+                    ["network", "units", i, "bias"],
+                    f"bias of {u.id!r} has shape {list(bias.shape)}, expected [{u.size}]",
+                )
+            )
+        biases.append(bias)
+    raise_collected(InvalidGraph, problems)
+
+    levels = _levels(net, edges)
+    return _lay_out(net, edges, values, biases, levels)
+
+
+def _levels(net: wire.Network, edges: Sequence[tuple[int, int]]) -> list[int]:
+    """Each unit's level (longest path from a unit without inputs); names a cycle if there is one."""
+    n = len(net.units)
+    succ: list[list[int]] = [[] for _ in range(n)]
+    indegree = [0] * n
+    for a, b in edges:
+        succ[a].append(b)
+        indegree[b] += 1
+    level = [0] * n
+    ready = [i for i in range(n) if indegree[i] == 0]
+    done = 0
+    while ready:
+        a = ready.pop()
+        done += 1
+        for b in succ[a]:
+            level[b] = max(level[b], level[a] + 1)
+            indegree[b] -= 1
+            if indegree[b] == 0:
+                ready.append(b)
+    if done < n:
+        cycle = _a_cycle(n, edges, indegree)
+        ids = [net.units[i].id for i in cycle]
+        path = " -> ".join([*ids, ids[0]])
+        raise InvalidGraph(
+            f"the network has a cycle: {path}",
+            [issue(["network", "weights"], f"cycle through units {', '.join(map(repr, ids))}")],
+        )
+    return level
+
+
+def _a_cycle(n: int, edges: Sequence[tuple[int, int]], indegree: list[int]) -> list[int]:
+    """One cycle among the units Kahn's algorithm could not order, in edge order."""
+    pred: list[int] = [-1] * n
+    for a, b in edges:
+        if indegree[a] > 0 and indegree[b] > 0:
+            pred[b] = a  # every unit left over has a predecessor left over
+    node = next(i for i in range(n) if indegree[i] > 0)
+    seen: dict[int, int] = {}
+    walk: list[int] = []
+    while node not in seen:
+        seen[node] = len(walk)
+        walk.append(node)
+        node = pred[node]
+    return list(reversed(walk[seen[node] :]))
+
+
+def _lay_out(
+    net: wire.Network,
+    edges: list[tuple[int, int]],
+    values: list[Array],
+    biases: list[Array],
+    level: list[int],
+) -> Plan:
+    units = net.units
+    # Columns: by level; inputs first in level 0; within a level by activation, so that each
+    # activation is one contiguous group; otherwise in the listed order.
+    order = sorted(
+        range(len(units)),
+        key=lambda i: (level[i], units[i].role != "input", units[i].resolved_activation, i),
+    )
+    infos: list[UnitInfo | None] = [None] * len(units)
+    col = 0
+    for i in order:
+        u = units[i]
+        infos[i] = UnitInfo(u.id, u.role, u.size, u.resolved_activation, slice(col, col + u.size), level[i])
+        col += u.size
+    info = [x for x in infos if x is not None]
+    n_cols = col
+
+    weights: list[WeightInfo] = []
+    offset = 0
+    for (a, b), value in zip(edges, values, strict=True):
+        weights.append(WeightInfo(units[a].id, units[b].id, value.shape, offset))
+        offset += value.size
+    n_weight_params = offset
+    theta = np.empty(n_weight_params + n_cols)
+    for w, value in zip(weights, values, strict=True):
+        theta[w.params] = value.ravel()
+    for u, bias in zip(info, biases, strict=True):
+        theta[n_weight_params + u.cols.start : n_weight_params + u.cols.stop] = bias
+
+    incoming: list[list[int]] = [[] for _ in units]
+    for k, (_, b) in enumerate(edges):
+        incoming[b].append(k)
+    by_level: dict[int, list[int]] = {}
+    for i in order:
+        if units[i].role != "input":
+            by_level.setdefault(level[i], []).append(i)
+    levels = tuple(
+        Level(
+            cols=slice(info[members[0]].cols.start, info[members[-1]].cols.stop),
+            groups=_groups([info[i] for i in members]),
+            blocks=tuple(_blocks([info[i] for i in members], [incoming[i] for i in members], edges, info, weights)),
+        )
+        for _, members in sorted(by_level.items())
+    )
+
+    outputs = sorted(
+        (i for i, u in enumerate(units) if u.role == "output"),
+        key=lambda i: (info[i].activation == "softmax", i),
+    )
+    out_cols = np.concatenate([np.arange(info[i].cols.start, info[i].cols.stop) for i in outputs])
+    softmax_outputs = [i for i in outputs if info[i].activation == "softmax"]
+    out_sigmoid = sum(info[i].size for i in outputs if info[i].activation != "softmax")
+    return Plan(
+        units=tuple(info),
+        unit_index={u.id: i for i, u in enumerate(info)},
+        weights=tuple(weights),
+        levels=levels,
+        weight_groups=_weight_groups(weights, info, edges),
+        n_cols=n_cols,
+        n_weight_params=n_weight_params,
+        n_inputs=sum(u.size for u in info if u.role == "input"),
+        outputs=tuple(outputs),
+        out_cols=out_cols,
+        out_sigmoid=out_sigmoid,
+        out_segments=_segments([info[i].size for i in softmax_outputs]) if softmax_outputs else None,
+        loss=net.loss,
+        theta=theta,
+    )
+
+
+def _segments(sizes: Sequence[int]) -> Segments:
+    sizes_arr = np.asarray(sizes, dtype=np.intp)
+    return Segments(starts=np.concatenate([[0], np.cumsum(sizes_arr)[:-1]]).astype(np.intp), sizes=sizes_arr)
+
+
+def _groups(members: list[UnitInfo]) -> tuple[Group, ...]:
+    groups: list[Group] = []
+    start = 0
+    while start < len(members):
+        end = start
+        while end < len(members) and members[end].activation == members[start].activation:
+            end += 1
+        run = members[start:end]
+        segments = _segments([u.size for u in run]) if run[0].activation == "softmax" else None
+        groups.append(Group(run[0].activation, slice(run[0].cols.start, run[-1].cols.stop), segments))
+        start = end
+    return tuple(groups)
+
+
+def _columns(units: Sequence[UnitInfo]) -> Array:
+    return np.concatenate([np.arange(u.cols.start, u.cols.stop) for u in units]) if units else np.empty(0, np.intp)
+
+
+def _as_slice(cols: Array) -> slice | Array:
+    """A sorted column set as a slice when it is contiguous (a view, not a copy)."""
+    if len(cols) and cols[-1] - cols[0] + 1 == len(cols):
+        return slice(int(cols[0]), int(cols[-1]) + 1)
+    return cols
+
+
+def _blocks(
+    members: list[UnitInfo],
+    incoming: list[list[int]],
+    edges: list[tuple[int, int]],
+    info: list[UnitInfo],
+    weights: list[WeightInfo],
+) -> Iterator[Block]:
+    """Split a level into blocks, greedily, keeping each gathered block mostly real weights."""
+    if not any(incoming):
+        return  # level 0: units without incoming weights; s is the bias
+    chunk: list[int] = []
+    sources: set[int] = set()
+    real = 0
+
+    def emit() -> Block:
+        tgt_units = [members[m] for m in chunk]
+        src_cols = np.unique(_columns([info[edges[k][0]] for m in chunk for k in incoming[m]]))
+        tgt = slice(tgt_units[0].cols.start, tgt_units[-1].cols.stop)
+        ks = [k for m in chunk for k in incoming[m]]
+        shape = (len(src_cols), tgt.stop - tgt.start)
+        whole = len(ks) == 1 and weights[ks[0]].shape == shape
+        if whole:
+            return Block(_as_slice(src_cols), tgt, weights[ks[0]].params, shape)
+        params = np.full(shape, -1, dtype=np.intp)  # -1: the zero appended to theta
+        row_of = {int(c): r for r, c in enumerate(src_cols)}
+        for k in ks:
+            w, src = weights[k], info[edges[k][0]]
+            rows = np.array([row_of[c] for c in range(src.cols.start, src.cols.stop)])
+            tcol = info[edges[k][1]].cols.start - tgt.start
+            params[rows[:, None], np.arange(tcol, tcol + w.shape[1])] = np.arange(
+                w.params.start, w.params.stop
+            ).reshape(w.shape)
+        return Block(_as_slice(src_cols), tgt, params, shape)
+
+    for m, ks in enumerate(incoming):
+        unit_sources = {edges[k][0] for k in ks}
+        unit_real = sum(weights[k].shape[0] * weights[k].shape[1] for k in ks)
+        merged = sources | unit_sources
+        width = sum(info[s].size for s in merged) * (
+            members[m].cols.stop - (members[chunk[0]].cols.start if chunk else members[m].cols.start)
+        )
+        if chunk and width > max(DENSITY * (real + unit_real), MIN_BLOCK):
+            yield emit()
+            chunk, sources, real = [], set(), 0
+            merged = unit_sources
+        chunk.append(m)
+        sources = merged
+        real += unit_real
+    if chunk:
+        yield emit()
+
+
+def _weight_groups(
+    weights: list[WeightInfo], info: list[UnitInfo], edges: list[tuple[int, int]]
+) -> tuple[WeightGroup, ...]:
+    by_shape: dict[tuple[int, int], list[int]] = {}
+    for k, w in enumerate(weights):
+        by_shape.setdefault(w.shape, []).append(k)
+    groups = []
+    for shape, ks in by_shape.items():
+        m, n = shape
+        if len(ks) == 1:
+            k = ks[0]
+            src, tgt = info[edges[k][0]].cols, info[edges[k][1]].cols
+            groups.append(WeightGroup(shape, (k,), src, tgt, weights[k].params))
+            continue
+        src_idx = np.array([info[edges[k][0]].cols.start for k in ks])[:, None] + np.arange(m)
+        tgt_idx = np.array([info[edges[k][1]].cols.start for k in ks])[:, None] + np.arange(n)
+        params = np.array([weights[k].offset for k in ks])[:, None] + np.arange(m * n)
+        groups.append(WeightGroup(shape, tuple(ks), src_idx, tgt_idx, params))
+    return tuple(groups)
+
+
+# ---------------------------------------------------------------- samples
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Samples laid out for a plan: inputs [batch, n_inputs], targets [batch, n_outputs] or None."""
+
+    x: Array
+    y: Array | None
+
+    @property
+    def size(self) -> int:
+        return int(self.x.shape[0])
+
+    def rows(self, index: slice | Array) -> Batch:
+        return Batch(self.x[index], None if self.y is None else self.y[index])
+
+
+def bind_samples(plan: Plan, samples: wire.Samples, need_targets: bool) -> Batch:
+    """Check the samples against the network and lay them out in its column order."""
+    problems: list[dict[str, object]] = []
+    batch: int | None = None
+    first: str = ""
+
+    def gather(kind: str, given: dict[str, object], wanted: list[UnitInfo]) -> Array | None:
+        nonlocal batch, first
+        wanted_ids = {u.id for u in wanted}
+        for uid in given:
+            if uid not in wanted_ids:
+                role = plan.units[plan.unit_index[uid]].role if uid in plan.unit_index else None
+                why = f"is a {role} unit" if role else "is not a unit of the network"
+                problems.append(issue(["samples", kind, uid], f"{kind}[{uid!r}]: {uid!r} {why}"))
+        parts = []
+        for u in wanted:
+            loc = ["samples", kind, u.id]
+            if u.id not in given:
+                problems.append(issue(["samples", kind], f"{kind} has no entry for {u.role} unit {u.id!r}"))
+                continue
+            a = to_numpy(given[u.id], loc)
+            if a.ndim == 1 and u.size == 1:
+                a = a.reshape(-1, 1)
+            if a.ndim != 2 or a.shape[1] != u.size or a.shape[0] < 1:
+                problems.append(
+                    issue(loc, f"{kind}[{u.id!r}] has shape {list(a.shape)}, expected [batch, {u.size}]")
+                )
+                continue
+            if batch is None:
+                batch, first = a.shape[0], f"{kind}[{u.id!r}]"
+            elif a.shape[0] != batch:
+                problems.append(
+                    issue(loc, f"{kind}[{u.id!r}] has batch {a.shape[0]} but {first} has batch {batch}")
+                )
+                continue
+            parts.append(a)
+        if problems:
+            return None
+        return np.concatenate(parts, axis=1)
+
+    inputs = [u for u in plan.units if u.role == "input"]
+    outputs = [plan.units[i] for i in plan.outputs]
+    x = gather("inputs", dict(samples.inputs), inputs)
+    y = None
+    if samples.targets or need_targets:
+        y = gather("targets", dict(samples.targets), outputs)
+    raise_collected(InvalidSamples, problems)
+    assert x is not None
+    if y is not None and plan.loss == "cross_entropy" and ((y < 0) | (y > 1)).any():
+        raise InvalidSamples("cross_entropy needs every target in [0, 1]")
+    return Batch(x, y)
+
+
+# ---------------------------------------------------------------- forward and backward
+
+
+@dataclass(frozen=True)
+class Values:
+    """Every unit's s and z for a batch, as [batch, n_cols] tables."""
+
+    s: Array
+    z: Array
+
+
+def _theta0(plan: Plan, theta: Array) -> Array | None:
+    return np.append(theta, 0.0) if plan.has_gathered_blocks else None
+
+
+def forward(plan: Plan, theta: Array, x: Array) -> Values:
+    """s and z of every unit, a level at a time over the whole batch."""
+    rows = x.shape[0]
+    s = np.zeros((rows, plan.n_cols))
+    z = np.empty((rows, plan.n_cols))
+    z[:, : plan.n_inputs] = x
+    bias = theta[plan.n_weight_params :]
+    theta0 = _theta0(plan, theta)
+    for level in plan.levels:
+        for block in level.blocks:
+            s[:, block.tgt] = z[:, block.src] @ block.matrix(theta, theta0)
+        s[:, level.cols] += bias[level.cols]
+        for group in level.groups:
+            z[:, group.cols] = group.forward(s[:, group.cols])
+    return Values(s, z)
+
+
+LOSS_SCALE = {"half_squared_error": 0.5, "squared_error": 1.0}
+
+
+def sample_losses(plan: Plan, values: Values, y: Array) -> Array:
+    """E_n for every sample n."""
+    if plan.loss in LOSS_SCALE:
+        diff = values.z[:, plan.out_cols] - y
+        return LOSS_SCALE[plan.loss] * np.einsum("ij,ij->i", diff, diff)
+    s = values.s[:, plan.out_cols]
+    k = plan.out_sigmoid
+    # binary: -y log(sigmoid s) - (1 - y) log(1 - sigmoid s) = softplus(s) - y s
+    losses = (np.logaddexp(0.0, s[:, :k]) - y[:, :k] * s[:, :k]).sum(axis=1)
+    if plan.out_segments is not None:
+        seg, ys, ss = plan.out_segments, y[:, k:], s[:, k:]
+        # categorical: -sum y log softmax(s) = sum(y) logsumexp(s) - sum y s, per output
+        losses += (seg.sum(ys) * seg.logsumexp(ss)).sum(axis=1) - np.einsum("ij,ij->i", ys, ss)
+    return losses
+
+
+def _loss_gradient(plan: Plan, values: Values, y: Array) -> tuple[Array | None, Array | None]:
+    """dE_n/dz of the outputs (squared errors) or dE_n/ds (cross-entropy, computed from s)."""
+    z = values.z[:, plan.out_cols]
+    if plan.loss in LOSS_SCALE:
+        return 2.0 * LOSS_SCALE[plan.loss] * (z - y), None
+    ds = z - y
+    if plan.out_segments is not None:
+        k, seg = plan.out_sigmoid, plan.out_segments
+        ds[:, k:] = seg.spread(seg.sum(y[:, k:])) * z[:, k:] - y[:, k:]
+    return None, ds
+
+
+def backward(plan: Plan, theta: Array, values: Values, y: Array) -> Array:
+    """delta = dE_n/ds of every unit and sample, [batch, n_cols] (zero on input columns)."""
+    rows = values.z.shape[0]
+    g = np.zeros((rows, plan.n_cols))  # dE_n/dz, accumulated over every successor
+    delta = np.zeros((rows, plan.n_cols))
+    dz, ds = _loss_gradient(plan, values, y)
+    loss_ds = None
+    if dz is not None:
+        g[:, plan.out_cols] = dz
+    else:
+        loss_ds = np.zeros((rows, plan.n_cols))
+        loss_ds[:, plan.out_cols] = ds
+    theta0 = _theta0(plan, theta)
+    for level in reversed(plan.levels):
+        for group in level.groups:
+            c = group.cols
+            delta[:, c] = group.vjp(g[:, c], values.s[:, c], values.z[:, c])
+        if loss_ds is not None:
+            delta[:, level.cols] += loss_ds[:, level.cols]
+        for block in level.blocks:
+            g[:, block.src] += delta[:, block.tgt] @ block.matrix(theta, theta0).T
+    return delta
+
+
+def gradient(plan: Plan, values: Values, delta: Array, scale: float) -> Array:
+    """scale * sum_n dE_n/dtheta: every weight's z_i delta_j and every bias's delta_j."""
+    grad = np.empty(plan.n_params)
+    for wg in plan.weight_groups:
+        if isinstance(wg.src, slice):
+            grad[wg.params] = (values.z[:, wg.src].T @ delta[:, wg.tgt]).ravel()
+        else:
+            zs, ds = values.z[:, wg.src], delta[:, wg.tgt]  # [batch, E, m], [batch, E, n]
+            grad[wg.params] = np.einsum("bem,ben->emn", zs, ds).reshape(len(wg.weights), -1)
+    grad[plan.n_weight_params :] = delta.sum(axis=0)
+    grad *= scale
+    return grad
+
+
+def per_sample_gradient(plan: Plan, values: Values, delta: Array) -> Array:
+    """dE_n/dtheta for every sample n: [batch, n_params]."""
+    rows = delta.shape[0]
+    grad = np.empty((rows, plan.n_params))
+    for wg in plan.weight_groups:
+        if isinstance(wg.src, slice):
+            per = values.z[:, wg.src, None] * delta[:, None, wg.tgt]
+            grad[:, wg.params] = per.reshape(rows, -1)
+        else:
+            per = np.einsum("bem,ben->bemn", values.z[:, wg.src], delta[:, wg.tgt])
+            grad[:, wg.params] = per.reshape(rows, len(wg.weights), -1)
+    grad[:, plan.n_weight_params :] = delta
+    return grad
+
+
+def reduction_scale(reduction: str, rows: int) -> float:
+    return 1.0 / rows if reduction == "mean" else 1.0
+
+
+def loss_value(plan: Plan, theta: Array, batch: Batch, reduction: str) -> float:
+    """The reduced loss of a batch."""
+    assert batch.y is not None
+    losses = sample_losses(plan, forward(plan, theta, batch.x), batch.y)
+    return float(losses.sum() * reduction_scale(reduction, batch.size))
+
+
+# ---------------------------------------------------------------- SGD
+
+
+@dataclass(frozen=True)
+class SgdOptions:
+    learning_rate: float
+    epochs: int = 1
+    batch_size: int | None = None
+    shuffle: bool = False
+    seed: int | None = None
+    momentum: float = 0.0
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    reduction: str = "mean"
+
+
+def sgd_step(
+    theta: Array, grad: Array, buf: Array | None, opt: SgdOptions, trainable: Array
+) -> tuple[Array, Array | None]:
+    """One step of torch.optim.SGD's documented update; returns new (theta, momentum buffer)."""
+    g = grad + opt.weight_decay * theta if opt.weight_decay else grad
+    g = g * trainable  # input units' bias slots are not parameters
+    if opt.momentum:
+        buf = g.copy() if buf is None else opt.momentum * buf + g
+        g = g + opt.momentum * buf if opt.nesterov else buf
+    return theta - opt.learning_rate * g, buf
+
+
+def steps_per_epoch(rows: int, batch_size: int | None) -> int:
+    size = rows if batch_size is None else min(batch_size, rows)
+    return -(-rows // size)
+
+
+@dataclass(frozen=True)
+class Training:
+    theta: Array
+    steps: int
+    loss_before: float
+    history: list[float]
+
+
+def train(plan: Plan, batch: Batch, opt: SgdOptions) -> Training:
+    """Minibatch SGD over the batch; the loss is reported on the full batch."""
+    assert batch.y is not None
+    theta = plan.theta.copy()
+    trainable = np.ones(plan.n_params)
+    trainable[plan.n_weight_params : plan.n_weight_params + plan.n_inputs] = 0.0
+    size = batch.size if opt.batch_size is None else min(opt.batch_size, batch.size)
+    rng = np.random.default_rng(opt.seed)
+    loss_before = loss_value(plan, theta, batch, opt.reduction)
+    history, steps, buf = [], 0, None
+    for _ in range(opt.epochs):
+        order = rng.permutation(batch.size) if opt.shuffle else None
+        for start in range(0, batch.size, size):
+            index = slice(start, start + size) if order is None else order[start : start + size]
+            mini = batch.rows(index)
+            assert mini.y is not None
+            values = forward(plan, theta, mini.x)
+            delta = backward(plan, theta, values, mini.y)
+            grad = gradient(plan, values, delta, reduction_scale(opt.reduction, mini.size))
+            theta, buf = sgd_step(theta, grad, buf, opt, trainable)
+            steps += 1
+        history.append(loss_value(plan, theta, batch, opt.reduction))
+    return Training(theta, steps, loss_before, history)

@@ -1,0 +1,90 @@
+"""The service's own errors: raised anywhere, turned into problem+json in one place."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+PROBLEM_TYPE = "urn:gradserve:problem:"
+
+
+class ProblemError(Exception):
+    """An error a client can act on, carried to the one handler that answers it."""
+
+    status = 422
+    slug = "invalid-request"
+    title = "The request is not valid"
+
+    def __init__(self, detail: str, errors: Sequence[dict[str, Any]] | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.errors = list(errors) if errors else None
+
+    def body(self) -> dict[str, Any]:
+        """The problem+json body for this error."""
+        body: dict[str, Any] = {
+            "type": PROBLEM_TYPE + self.slug,
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+        }
+        if self.errors:
+            body["errors"] = self.errors
+        return body
+
+
+class MalformedJSON(ProblemError):
+    status = 400
+    slug = "malformed-json"
+    title = "The body is not valid JSON"
+
+
+class InvalidRequest(ProblemError):
+    slug = "invalid-request"
+    title = "The request does not match the schema"
+
+
+class InvalidGraph(ProblemError):
+    slug = "invalid-network"
+    title = "The network is not a valid graph"
+
+
+class InvalidSamples(ProblemError):
+    slug = "invalid-samples"
+    title = "The samples do not fit the network"
+
+
+class NonFiniteResult(ProblemError):
+    slug = "non-finite-result"
+    title = "The computation overflowed"
+
+
+class LimitExceeded(ProblemError):
+    status = 413
+    slug = "limit-exceeded"
+    title = "The request exceeds a configured limit"
+
+
+class BodyTooLarge(LimitExceeded):
+    slug = "body-too-large"
+    title = "The request body is too large"
+
+
+class NotReady(ProblemError):
+    status = 503
+    slug = "not-ready"
+    title = "The service is not ready"
+
+
+def issue(loc: Sequence[str | int], msg: str) -> dict[str, Any]:
+    """One entry of a problem's `errors` list."""
+    return {"loc": list(loc), "msg": msg}
+
+
+def raise_collected(cls: type[ProblemError], items: list[dict[str, Any]]) -> None:
+    """Raise `cls` for every collected issue at once, the first ones in the detail."""
+    if not items:
+        return
+    shown = "; ".join(item["msg"] for item in items[:5])
+    more = f" (and {len(items) - 5} more)" if len(items) > 5 else ""
+    raise cls(shown + more, items)

@@ -1,0 +1,52 @@
+"""The engine's start-up self-check: the seed's chain against its closed form."""
+
+from __future__ import annotations
+
+import math
+
+from service import engine, wire
+
+
+def chain_network(w_xj: float = 0.5, w_jk: float = -0.3, w_ko: float = 0.8) -> wire.Network:
+    """The seed's chain x -> j -> k -> o: sigmoid hidden units, a linear output, no biases."""
+    return wire.Network.model_validate(
+        {
+            "units": [
+                {"id": "x", "role": "input"},
+                {"id": "j"},
+                {"id": "k"},
+                {"id": "o", "role": "output"},
+            ],
+            "weights": [
+                {"source": "x", "target": "j", "value": w_xj},
+                {"source": "j", "target": "k", "value": w_jk},
+                {"source": "k", "target": "o", "value": w_ko},
+            ],
+        }
+    )
+
+
+def passes() -> bool:
+    """True when the engine's gradient of the chain equals the closed form."""
+    x, y, w1, w2, w3 = 1.5, 0.25, 0.5, -0.3, 0.8
+    plan = engine.compile_network(chain_network(w1, w2, w3))
+    batch = engine.bind_samples(
+        plan, wire.Samples.model_validate({"inputs": {"x": [x]}, "targets": {"o": [y]}}), True
+    )
+    assert batch.y is not None
+    values = engine.forward(plan, plan.theta, batch.x)
+    delta = engine.backward(plan, plan.theta, values, batch.y)
+    grad = engine.gradient(plan, values, delta, 1.0)
+
+    def sig(s: float) -> float:
+        return 1.0 / (1.0 + math.exp(-s))
+
+    zj = sig(w1 * x)
+    zk = sig(w2 * zj)
+    err = w3 * zk - y
+    expected = [
+        err * w3 * zk * (1 - zk) * w2 * zj * (1 - zj) * x,
+        err * w3 * zk * (1 - zk) * zj,
+        err * zk,
+    ]
+    return all(math.isclose(g, e, rel_tol=1e-12) for g, e in zip(grad[:3], expected, strict=True))

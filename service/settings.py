@@ -1,0 +1,59 @@
+"""The service's settings: one class, read from GRADSERVE_* environment variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Limits(BaseSettings):
+    """What one request may ask for; each is GRADSERVE_<NAME> and listed in /v1/info."""
+
+    model_config = SettingsConfigDict(env_prefix="GRADSERVE_", extra="ignore")
+
+    max_body_bytes: int = Field(32 * 1024 * 1024, ge=1, description="request body size")
+    max_units: int = Field(100_000, ge=1, description="unit entries in a network")
+    max_neurons: int = Field(1_000_000, ge=1, description="units counted with their sizes")
+    max_weight_elements: int = Field(5_000_000, ge=1, description="weight matrix elements")
+    max_batch: int = Field(100_000, ge=1, description="samples in a batch")
+    max_epochs: int = Field(10_000, ge=1, description="SGD epochs")
+    max_steps: int = Field(100_000, ge=1, description="SGD steps (epochs x minibatches)")
+    max_activation_elements: int = Field(
+        20_000_000, ge=1, description="neurons x batch: the size of one value table"
+    )
+    max_per_sample_elements: int = Field(
+        10_000_000, ge=1, description="batch x parameters, when per_sample gradients are asked"
+    )
+    max_work: int = Field(
+        50_000_000_000,
+        ge=1,
+        description="(weight elements + neurons) x batch x passes over the batch",
+    )
+
+
+class Settings(Limits):
+    """Server settings: where to listen, how many workers, and the limits."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    workers: int = Field(1, ge=1)
+    log_level: str = "info"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The settings of this process, read from the environment once."""
+    return Settings()
+
+
+def limits_table() -> dict[str, str]:
+    """Each limit's environment variable and meaning, for docs."""
+    return {
+        f"GRADSERVE_{name.upper()}": field.description or ""
+        for name, field in Limits.model_fields.items()
+    }
+
+
+__all__ = ["Limits", "Settings", "get_settings", "limits_table"]

@@ -1,0 +1,244 @@
+"""Every request and response body of the HTTP API, importable with pydantic alone.
+
+This module is the wire: the service validates requests with it and the client parses
+responses with it. It must never import numpy, fastapi or anything else heavy.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    StrictBool,
+    StrictInt,
+    Tag,
+    model_validator,
+)
+
+ACTIVATIONS = ("identity", "sigmoid", "tanh", "relu", "leaky_relu", "softplus", "softmax")
+LOSSES = ("half_squared_error", "squared_error", "cross_entropy")
+
+ActivationName = Literal["identity", "sigmoid", "tanh", "relu", "leaky_relu", "softplus", "softmax"]
+LossName = Literal["half_squared_error", "squared_error", "cross_entropy"]
+Reduction = Literal["mean", "sum"]
+ArrayEncoding = Literal["list", "base64"]
+UnitId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:\-]{1,64}$")]
+
+
+class WireModel(BaseModel):
+    """A request-side model: strict types, no unknown fields, finite numbers only."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
+
+
+class ResponseModel(BaseModel):
+    """A response-side model: tolerant of fields a newer server adds."""
+
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
+
+
+class EncodedArray(WireModel):
+    """An array as base64 of its C-order little-endian bytes."""
+
+    dtype: Literal["float64", "float32"]
+    shape: list[Annotated[StrictInt, Field(ge=0)]] = Field(max_length=8)
+    data: str
+
+
+def _array_kind(value: Any) -> str:
+    """Pick the one form an Array value claims to be, so a bad one gets one clear error."""
+    if isinstance(value, (dict, EncodedArray)):
+        return "encoded"
+    if isinstance(value, list):
+        depth = 1
+        while value and isinstance(value[0], list):
+            value, depth = value[0], depth + 1
+        return ("list", "list_of_lists", "list_of_lists_of_lists")[min(depth, 3) - 1]
+    return "number"
+
+
+Array = Annotated[
+    Union[
+        Annotated[float, Tag("number")],
+        Annotated[list[float], Tag("list")],
+        Annotated[list[list[float]], Tag("list_of_lists")],
+        Annotated[list[list[list[float]]], Tag("list_of_lists_of_lists")],
+        Annotated[EncodedArray, Tag("encoded")],
+    ],
+    Discriminator(_array_kind),
+    Field(
+        description="A number, nested lists of numbers, or an encoded array "
+        "{dtype, shape, data}; every number finite."
+    ),
+]
+
+
+# ---------------------------------------------------------------- the network
+
+
+class Unit(WireModel):
+    """One unit, or with `size` > 1 a layer of units sharing one activation."""
+
+    id: UnitId
+    role: Literal["input", "hidden", "output"] = "hidden"
+    size: Annotated[StrictInt, Field(ge=1)] = 1
+    activation: ActivationName | None = Field(
+        default=None, description="sigmoid for hidden units, identity for outputs; not on inputs"
+    )
+    bias: Array | None = Field(default=None, description="shape [size]; zeros when absent")
+
+    @model_validator(mode="after")
+    def _inputs_are_plain(self) -> Unit:
+        if self.role == "input" and self.activation is not None:
+            raise ValueError(f"input unit {self.id!r} takes no activation: its z is the sample's input")
+        if self.role == "input" and self.bias is not None:
+            raise ValueError(f"input unit {self.id!r} takes no bias: its z is the sample's input")
+        return self
+
+    @property
+    def resolved_activation(self) -> str:
+        """The activation in force, defaults applied ('identity' for inputs)."""
+        if self.activation is not None:
+            return self.activation
+        return "sigmoid" if self.role == "hidden" else "identity"
+
+
+class Weight(WireModel):
+    """The weights w_{source->target}: a matrix of shape [source.size, target.size]."""
+
+    source: UnitId
+    target: UnitId
+    value: Array
+
+
+class Network(WireModel):
+    """A directed acyclic graph of units joined by weights, and the loss it is trained on."""
+
+    units: list[Unit] = Field(min_length=1)
+    weights: list[Weight] = Field(default_factory=list)
+    loss: LossName = "half_squared_error"
+
+
+class Samples(WireModel):
+    """A batch: arrays of shape [batch, size] keyed by input and output unit id."""
+
+    inputs: dict[UnitId, Array]
+    targets: dict[UnitId, Array] = Field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- requests
+
+
+class ComputeRequest(WireModel):
+    network: Network
+    samples: Samples
+    array_encoding: ArrayEncoding = Field(
+        default="list", description="'base64' encodes every array of the response"
+    )
+
+
+class ForwardRequest(ComputeRequest):
+    pass
+
+
+class GradientsRequest(ComputeRequest):
+    reduction: Reduction = "mean"
+    per_sample: StrictBool = False
+    include_units: StrictBool = True
+
+
+class SgdRequest(ComputeRequest):
+    learning_rate: Annotated[float, Field(gt=0)]
+    epochs: Annotated[StrictInt, Field(ge=1)] = 1
+    batch_size: Annotated[StrictInt, Field(ge=1)] | None = None
+    shuffle: StrictBool = False
+    seed: StrictInt | None = None
+    momentum: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    nesterov: StrictBool = False
+    weight_decay: Annotated[float, Field(ge=0)] = 0.0
+    reduction: Reduction = "mean"
+
+    @model_validator(mode="after")
+    def _nesterov_needs_momentum(self) -> SgdRequest:
+        if self.nesterov and self.momentum == 0:
+            raise ValueError("nesterov needs momentum > 0 (as in torch.optim.SGD)")
+        return self
+
+
+# ---------------------------------------------------------------- responses
+
+
+class UnitValues(ResponseModel):
+    """A unit's values per sample, each [batch, size]; input units carry z only."""
+
+    s: Array | None = None
+    z: Array
+    delta: Array | None = None
+
+
+class ForwardResponse(ResponseModel):
+    outputs: dict[str, Array]
+    units: dict[str, UnitValues]
+    loss: float | None
+
+
+class WeightGradient(ResponseModel):
+    source: str
+    target: str
+    value: Array
+
+
+class Gradients(ResponseModel):
+    weights: list[WeightGradient]
+    biases: dict[str, Array]
+
+
+class GradientsResponse(ResponseModel):
+    loss: float
+    gradients: Gradients
+    units: dict[str, UnitValues] | None = None
+    per_sample: Gradients | None = None
+
+
+class EpochLoss(ResponseModel):
+    epoch: int
+    loss: float
+
+
+class SgdResponse(ResponseModel):
+    network: Network
+    steps: int
+    loss_before: float
+    loss_after: float
+    history: list[EpochLoss]
+
+
+class InfoResponse(ResponseModel):
+    version: str
+    activations: list[str]
+    losses: list[str]
+    limits: dict[str, int]
+
+
+class Health(ResponseModel):
+    status: str
+
+
+class ErrorItem(ResponseModel):
+    loc: list[str | int]
+    msg: str
+
+
+class Problem(ResponseModel):
+    """An RFC 9457 problem: every error the service answers has this body."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    errors: list[ErrorItem] | None = None
+    request_id: str | None = None
