@@ -67,14 +67,20 @@ class Segments:
     def spread(self, per_segment: Array) -> Array:
         return np.repeat(per_segment, self.sizes, axis=1)
 
-    def logsumexp(self, s: Array) -> Array:
+    def shifted(self, s: Array) -> tuple[Array, Array]:
+        """(s minus its segment's max, the max): every entry <= 0, so exp cannot overflow."""
         m = self.max(s)
-        return m + np.log(self.sum(np.exp(s - self.spread(m))))
+        with np.errstate(over="ignore"):  # s - m can only reach -inf, whose exp is an exact 0
+            return s - self.spread(m), m
+
+    def logsumexp(self, s: Array) -> Array:
+        shifted, m = self.shifted(s)
+        return m + np.log(self.sum(np.exp(shifted)))
 
 
 def softmax(s: Array, seg: Segments) -> Array:
-    """Softmax within each segment, shifted by the segment's max so exp never overflows."""
-    e = np.exp(s - seg.spread(seg.max(s)))
+    """Softmax within each segment, computed from the shifted s."""
+    e = np.exp(seg.shifted(s)[0])
     return e / seg.spread(seg.sum(e))
 
 
@@ -324,7 +330,7 @@ def _levels(net: wire.Network, edges: Sequence[tuple[int, int]]) -> list[int]:
 
 
 def _a_cycle(n: int, edges: Sequence[tuple[int, int]], indegree: list[int]) -> list[int]:
-    """One cycle among the units Kahn's algorithm could not order, in edge order."""
+    """One cycle among the units Kahn's algorithm could not order, following the edges."""
     pred: list[int] = [-1] * n
     for a, b in edges:
         if indegree[a] > 0 and indegree[b] > 0:
@@ -336,7 +342,9 @@ def _a_cycle(n: int, edges: Sequence[tuple[int, int]], indegree: list[int]) -> l
         seen[node] = len(walk)
         walk.append(node)
         node = pred[node]
-    return list(reversed(walk[seen[node] :]))
+    cycle = list(reversed(walk[seen[node] :]))
+    first = cycle.index(min(cycle))  # start at the unit listed first, so the answer is stable
+    return cycle[first:] + cycle[:first]
 
 
 def _lay_out(

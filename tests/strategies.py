@@ -1,0 +1,76 @@
+"""Hypothesis strategies: random DAGs of units and layers, in the wire's form, with samples."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import numpy as np
+from hypothesis import strategies as st
+
+ACTIVATIONS = ["identity", "sigmoid", "tanh", "relu", "leaky_relu", "softplus", "softmax"]
+LOSSES = ["half_squared_error", "squared_error", "cross_entropy"]
+
+
+def encode(array: np.ndarray, dtype: str = "float64") -> dict[str, Any]:
+    data = np.ascontiguousarray(array, dtype="<f8" if dtype == "float64" else "<f4")
+    return {"dtype": dtype, "shape": list(data.shape), "data": base64.b64encode(data.tobytes()).decode()}
+
+
+def _form(rng: np.random.Generator, array: np.ndarray, scalar_ok: bool) -> Any:
+    """The array in one of the wire's forms, drawn at random."""
+    pick = rng.integers(4)
+    if pick == 0 and scalar_ok and array.size == 1:
+        return float(array.ravel()[0])
+    if pick == 1:
+        return encode(array)
+    return array.tolist()
+
+
+@st.composite
+def networks(draw: st.DrawFn, max_hidden: int = 4, max_size: int = 3, singles: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A random network (any DAG, shuffled listing) and a batch for it."""
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    loss = draw(st.sampled_from(LOSSES))
+    n_in, n_hidden, n_out = draw(st.integers(1, 2)), draw(st.integers(0, max_hidden)), draw(st.integers(1, 2))
+    size = (lambda: 1) if singles else (lambda: draw(st.integers(1, max_size)))
+    units: list[dict[str, Any]] = [{"id": f"in{i}", "role": "input", "size": size()} for i in range(n_in)]
+    rest = [{"id": f"h{i}", "role": "hidden"} for i in range(n_hidden)]
+    rest += [{"id": f"out{i}", "role": "output"} for i in range(n_out)]
+    for u in rest:
+        u["size"] = size()
+        if loss == "cross_entropy" and u["role"] == "output":
+            u["activation"] = draw(st.sampled_from(["sigmoid", "softmax"]))
+        else:
+            u["activation"] = draw(st.sampled_from([*ACTIVATIONS, None]))
+            if u["activation"] is None:
+                del u["activation"]
+    order = rest.copy()
+    rng.shuffle(order)  # outputs may come before hidden units and feed them
+    topo = units + order
+    weights = []
+    for j, target in enumerate(topo):
+        if target["role"] == "input":
+            continue
+        sources = [s for s in topo[:j] if rng.random() < 0.6]
+        for source in sources:
+            value = rng.normal(scale=1.0 / np.sqrt(source["size"]), size=(source["size"], target["size"]))
+            weights.append({"source": source["id"], "target": target["id"], "value": _form(rng, value, True)})
+        if not sources or rng.random() < 0.7:
+            target["bias"] = _form(rng, rng.normal(scale=0.5, size=target["size"]), True)
+    rng.shuffle(weights)
+    listed = topo.copy()
+    rng.shuffle(listed)
+    for u in listed:
+        if u.get("size") == 1 and rng.random() < 0.5:
+            del u["size"]
+    batch = draw(st.integers(1, 5))
+    inputs = {u["id"]: _form(rng, rng.normal(size=(batch, u.get("size", 1))), False) for u in units}
+    targets = {}
+    for u in rest:
+        if u["role"] == "output":
+            k = u.get("size", 1)
+            y = rng.uniform(0, 1, size=(batch, k)) if loss == "cross_entropy" else rng.normal(size=(batch, k))
+            targets[u["id"]] = _form(rng, y, False)
+    net = {"units": listed, "weights": weights, "loss": loss}
+    return net, {"inputs": inputs, "targets": targets}

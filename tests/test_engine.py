@@ -1,0 +1,372 @@
+"""The engine against the seed's closed forms, an independent autodiff, and finite differences."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from service import engine, wire
+from service.engine import Plan
+from tests import seed
+from tests.reference import Reference
+from tests.strategies import networks
+
+TIGHT = {"rtol": 1e-9, "atol": 1e-12}
+
+
+def compile_and_bind(net: dict[str, Any], samples: dict[str, Any]) -> tuple[Plan, engine.Batch]:
+    plan = engine.compile_network(wire.Network.model_validate_json(json.dumps(net)))
+    batch = engine.bind_samples(plan, wire.Samples.model_validate_json(json.dumps(samples)), True)
+    return plan, batch
+
+
+def run(net: dict[str, Any], samples: dict[str, Any]) -> dict[str, Any]:
+    """The engine's values and summed gradients, keyed like the reference's."""
+    plan, batch = compile_and_bind(net, samples)
+    assert batch.y is not None
+    values = engine.forward(plan, plan.theta, batch.x)
+    delta = engine.backward(plan, plan.theta, values, batch.y)
+    grad = engine.gradient(plan, values, delta, 1.0)
+    cols = {u.id: u.cols for u in plan.units}
+    return {
+        "plan": plan,
+        "s": {u.id: values.s[:, u.cols] for u in plan.units if u.role != "input"},
+        "z": {u.id: values.z[:, u.cols] for u in plan.units},
+        "delta": {uid: delta[:, c] for uid, c in cols.items()},
+        "losses": engine.sample_losses(plan, values, batch.y),
+        "w": [grad[w.params].reshape(w.shape) for w in plan.weights],
+        "b": {u.id: grad[plan.bias_params(u)] for u in plan.units if u.role != "input"},
+        "per_sample": engine.per_sample_gradient(plan, values, delta),
+    }
+
+
+# ---------------------------------------------------------------- the seed's closed forms
+
+
+def test_chain_closed_form() -> None:
+    case = seed.chain()
+    got = run(case.network, case.samples)
+    for k, expected in enumerate(case.weight_gradients):
+        assert got["w"][k].item() == pytest.approx(expected, rel=1e-12)
+    for uid, expected in case.deltas.items():
+        assert got["delta"][uid].item() == pytest.approx(expected, rel=1e-12)
+    assert got["losses"][0] == pytest.approx(case.loss, rel=1e-12)
+
+
+def test_two_inputs_closed_form() -> None:
+    case = seed.two_inputs()
+    got = run(case.network, case.samples)
+    for k, expected in enumerate(case.weight_gradients):
+        assert got["w"][k].item() == pytest.approx(expected, rel=1e-12)
+
+
+def test_two_outputs_sums_both_paths() -> None:
+    case = seed.two_outputs()
+    got = run(case.network, case.samples)
+    for k, expected in enumerate(case.weight_gradients):
+        assert got["w"][k].item() == pytest.approx(expected, rel=1e-12)
+    # the input weight's gradient is the sum of the two paths' products, not either alone
+    path_a, path_b = case.paths
+    assert got["w"][0].item() == pytest.approx(path_a + path_b, rel=1e-12)
+    assert abs(path_a) > 1e-3 and abs(path_b) > 1e-3
+
+
+# ---------------------------------------------------------------- an independent autodiff
+
+
+@given(networks())
+def test_matches_independent_autodiff(case: tuple[dict[str, Any], dict[str, Any]]) -> None:
+    net, samples = case
+    got = run(net, samples)
+    ref = Reference(net, samples)
+    s, z, losses = ref.values()
+    np.testing.assert_allclose(got["losses"], losses, **TIGHT)
+    for uid in s:
+        np.testing.assert_allclose(got["s"][uid], s[uid], **TIGHT)
+        np.testing.assert_allclose(got["z"][uid], z[uid], **TIGHT)
+    grads = ref.gradients()
+    for k, value in enumerate(grads["w"]):
+        np.testing.assert_allclose(got["w"][k], value, **TIGHT)
+    for uid, value in grads["b"].items():
+        np.testing.assert_allclose(got["b"][uid], value, **TIGHT)
+        np.testing.assert_allclose(got["delta"][uid], grads["ds"][uid], **TIGHT)
+    plan: Plan = got["plan"]
+    for n, per in enumerate(ref.per_sample()):
+        for k, w in enumerate(plan.weights):
+            np.testing.assert_allclose(got["per_sample"][n, w.params], per["w"][k].ravel(), **TIGHT)
+        for u in plan.units:
+            if u.role != "input":
+                np.testing.assert_allclose(got["per_sample"][n, plan.bias_params(u)], per["b"][u.id], **TIGHT)
+
+
+# ---------------------------------------------------------------- finite differences
+
+
+def total_loss(plan: Plan, theta: np.ndarray, batch: engine.Batch) -> float:
+    assert batch.y is not None
+    return float(engine.sample_losses(plan, engine.forward(plan, theta, batch.x), batch.y).sum())
+
+
+@given(networks())
+def test_gradients_equal_central_differences(case: tuple[dict[str, Any], dict[str, Any]]) -> None:
+    net, samples = case
+    plan, batch = compile_and_bind(net, samples)
+    assert batch.y is not None
+    values = engine.forward(plan, plan.theta, batch.x)
+    grad = engine.gradient(plan, values, engine.backward(plan, plan.theta, values, batch.y), 1.0)
+    eps = 1e-6
+    numeric = np.zeros(plan.n_params)
+    for p in range(plan.n_params):
+        if plan.n_weight_params <= p < plan.n_weight_params + plan.n_inputs:
+            continue  # the bias slots of input columns are not parameters
+        up, down = plan.theta.copy(), plan.theta.copy()
+        up[p] += eps
+        down[p] -= eps
+        numeric[p] = (total_loss(plan, up, batch) - total_loss(plan, down, batch)) / (2 * eps)
+    scale = max(1.0, float(np.abs(grad).max()))
+    np.testing.assert_allclose(grad, numeric, rtol=1e-5, atol=1e-6 * scale)
+
+
+# ---------------------------------------------------------------- reductions and order
+
+
+@given(networks())
+def test_per_sample_gradients_add_up_to_the_sum(case: tuple[dict[str, Any], dict[str, Any]]) -> None:
+    net, samples = case
+    plan, batch = compile_and_bind(net, samples)
+    assert batch.y is not None
+    values = engine.forward(plan, plan.theta, batch.x)
+    delta = engine.backward(plan, plan.theta, values, batch.y)
+    per = engine.per_sample_gradient(plan, values, delta)
+    summed = engine.gradient(plan, values, delta, engine.reduction_scale("sum", batch.size))
+    mean = engine.gradient(plan, values, delta, engine.reduction_scale("mean", batch.size))
+    np.testing.assert_allclose(per.sum(axis=0), summed, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(per.mean(axis=0), mean, rtol=1e-12, atol=1e-14)
+
+
+@given(networks(), st.randoms(use_true_random=False))
+def test_listed_order_never_changes_a_result(case: tuple[dict[str, Any], dict[str, Any]], rnd: Any) -> None:
+    net, samples = case
+    shuffled = {**net, "units": rnd.sample(net["units"], len(net["units"])), "weights": rnd.sample(net["weights"], len(net["weights"]))}
+    a, b = run(net, samples), run(shuffled, samples)
+    by_pair = {(w["source"], w["target"]): k for k, w in enumerate(shuffled["weights"])}
+    for k, w in enumerate(net["weights"]):
+        np.testing.assert_allclose(a["w"][k], b["w"][by_pair[(w["source"], w["target"])]], rtol=1e-12, atol=1e-15)
+    for uid in a["b"]:
+        np.testing.assert_allclose(a["b"][uid], b["b"][uid], rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(a["z"][uid], b["z"][uid], rtol=1e-12, atol=1e-15)
+
+
+@contextmanager
+def gathered_blocks() -> Iterator[None]:
+    """Force every level into small gathered blocks (the sparse-graph layout)."""
+    saved = engine.DENSITY, engine.MIN_BLOCK
+    engine.DENSITY, engine.MIN_BLOCK = 1, 1
+    try:
+        yield
+    finally:
+        engine.DENSITY, engine.MIN_BLOCK = saved
+
+
+@given(networks(max_hidden=8, singles=True))
+def test_block_layout_never_changes_a_result(case: tuple[dict[str, Any], dict[str, Any]]) -> None:
+    net, samples = case
+    dense = run(net, samples)
+    with gathered_blocks():
+        split = run(net, samples)
+    fan_in = [sum(w["target"] == u["id"] for w in net["weights"]) for u in net["units"]]
+    if max(fan_in) >= 2:
+        assert split["plan"].has_gathered_blocks
+    for k in range(len(net["weights"])):
+        np.testing.assert_allclose(dense["w"][k], split["w"][k], rtol=1e-12, atol=1e-15)
+    for uid in dense["b"]:
+        np.testing.assert_allclose(dense["b"][uid], split["b"][uid], rtol=1e-12, atol=1e-15)
+
+
+# ---------------------------------------------------------------- SGD
+
+
+def test_learning_rate_zero_changes_nothing() -> None:
+    theta = np.array([0.5, -1.0, 2.0])
+    grad = np.array([1.0, 2.0, 3.0])
+    opt = engine.SgdOptions(learning_rate=0.0, momentum=0.9, weight_decay=0.1)
+    new, _ = engine.sgd_step(theta, grad, None, opt, np.ones(3))
+    np.testing.assert_array_equal(new, theta)
+
+
+@given(networks(), st.floats(1e-3, 1.0))
+def test_one_plain_step_is_w_minus_eta_g(case: tuple[dict[str, Any], dict[str, Any]], eta: float) -> None:
+    net, samples = case
+    plan, batch = compile_and_bind(net, samples)
+    assert batch.y is not None
+    values = engine.forward(plan, plan.theta, batch.x)
+    grad = engine.gradient(plan, values, engine.backward(plan, plan.theta, values, batch.y), 1.0 / batch.size)
+    trained = engine.train(plan, batch, engine.SgdOptions(learning_rate=eta))
+    expected = plan.theta - eta * grad
+    expected[plan.n_weight_params : plan.n_weight_params + plan.n_inputs] = 0.0
+    np.testing.assert_allclose(trained.theta, expected, rtol=1e-12, atol=1e-15)
+    assert trained.steps == 1
+
+
+def reference_sgd(net: dict[str, Any], samples: dict[str, Any], opt: engine.SgdOptions) -> dict[str, Any]:
+    """torch.optim.SGD's documented update, per parameter, on the reference's gradients."""
+    ref = Reference(net, samples)
+    params = {"w": [w.copy() for w in ref.params["w"]], "b": {k: v.copy() for k, v in ref.params["b"].items()}}
+    bufs: dict[Any, np.ndarray] = {}
+    rng = np.random.default_rng(opt.seed)
+    size = opt.batch_size or ref.batch
+    for _ in range(opt.epochs):
+        order = rng.permutation(ref.batch) if opt.shuffle else np.arange(ref.batch)
+        for start in range(0, ref.batch, size):
+            rows = order[start : start + size]
+            sub = Reference(net, {"inputs": {k: v[rows] for k, v in ref.x.items()}, "targets": {k: v[rows] for k, v in ref.y.items()}})
+            sub.params = {**sub.params, "w": params["w"], "b": params["b"]}
+            g = sub.gradients()
+            scale = 1.0 / len(rows) if opt.reduction == "mean" else 1.0
+            flat = [(("w", k), params["w"], k, g["w"][k]) for k in range(len(params["w"]))]
+            flat += [(("b", k), params["b"], k, g["b"][k]) for k in params["b"]]
+            for key, store, k, gk in flat:
+                p = store[k]
+                d_p = gk * scale + opt.weight_decay * p
+                if opt.momentum != 0:
+                    bufs[key] = d_p.copy() if key not in bufs else opt.momentum * bufs[key] + d_p
+                    d_p = d_p + opt.momentum * bufs[key] if opt.nesterov else bufs[key]
+                store[k] = p - opt.learning_rate * d_p
+    return params
+
+
+@given(
+    networks(max_hidden=3),
+    st.sampled_from([(0.0, False), (0.9, False), (0.5, True)]),
+    st.sampled_from([0.0, 0.01]),
+    st.sampled_from([None, 1, 2]),
+    st.booleans(),
+    st.sampled_from(["mean", "sum"]),
+)
+def test_multi_epoch_sgd_matches_torch_documented_update(
+    case: tuple[dict[str, Any], dict[str, Any]],
+    momentum: tuple[float, bool],
+    weight_decay: float,
+    batch_size: int | None,
+    shuffle: bool,
+    reduction: str,
+) -> None:
+    net, samples = case
+    opt = engine.SgdOptions(
+        learning_rate=0.05,
+        epochs=3,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        seed=7,
+        momentum=momentum[0],
+        nesterov=momentum[1],
+        weight_decay=weight_decay,
+        reduction=reduction,
+    )
+    plan, batch = compile_and_bind(net, samples)
+    trained = engine.train(plan, batch, opt)
+    expected = reference_sgd(net, samples, opt)
+    for k, w in enumerate(plan.weights):
+        np.testing.assert_allclose(trained.theta[w.params].reshape(w.shape), expected["w"][k], **TIGHT)
+    for u in plan.units:
+        if u.role != "input":
+            np.testing.assert_allclose(trained.theta[plan.bias_params(u)], expected["b"][u.id], **TIGHT)
+    assert trained.steps == 3 * engine.steps_per_epoch(batch.size, batch_size)
+
+
+# ---------------------------------------------------------------- numerical stability
+
+
+@pytest.mark.parametrize("name", sorted(engine.ELEMENTWISE))
+def test_activations_are_finite_for_huge_inputs(name: str) -> None:
+    s = np.array([[-1e308, -1e4, -800.0, -1.0, 0.0, 1.0, 800.0, 1e4, 1e308]])
+    act = engine.ELEMENTWISE[name]
+    z = act.forward(s)
+    d = act.derivative(s, z)
+    assert np.isfinite(z).all()
+    assert np.isfinite(d).all()
+
+
+def test_softmax_is_finite_for_huge_inputs() -> None:
+    seg = engine._segments([3, 2])
+    s = np.array([[1e308, -1e308, 0.0, 800.0, 799.0]])
+    z = engine.softmax(s, seg)
+    assert np.isfinite(z).all()
+    np.testing.assert_allclose(seg.sum(z), 1.0)
+
+
+@pytest.mark.parametrize(
+    ("loss", "activation"),
+    [("cross_entropy", "sigmoid"), ("cross_entropy", "softmax"), ("half_squared_error", "tanh")],
+)
+def test_losses_are_finite_for_large_pre_activations(loss: str, activation: str) -> None:
+    net = {
+        "units": [{"id": "x", "role": "input"}, {"id": "o", "role": "output", "size": 2, "activation": activation}],
+        "weights": [{"source": "x", "target": "o", "value": [[900.0, -900.0]]}],
+        "loss": loss,
+    }
+    got = run(net, {"inputs": {"x": [[1.0], [-1.0]]}, "targets": {"o": [[0.0, 1.0], [1.0, 0.0]]}})
+    assert np.isfinite(got["losses"]).all()
+    assert all(np.isfinite(w).all() for w in got["w"])
+    assert got["losses"] == pytest.approx([1800.0, 1800.0] if loss == "cross_entropy" else [2.5, 2.5], rel=1e-9)
+
+
+# ---------------------------------------------------------------- graph errors, found up front
+
+
+def error_of(net: dict[str, Any]) -> str:
+    with pytest.raises(Exception) as info:
+        engine.compile_network(wire.Network.model_validate_json(json.dumps(net)))
+    return str(info.value)
+
+
+def chain_with(**changes: Any) -> dict[str, Any]:
+    return {**seed.chain().network, **changes}
+
+
+def test_a_cycle_is_named() -> None:
+    net = chain_with(weights=[*seed.chain().network["weights"], {"source": "o", "target": "j", "value": 1.0}])
+    assert error_of(net) == "the network has a cycle: j -> k -> o -> j"
+
+
+def test_a_self_loop_is_a_cycle() -> None:
+    net = chain_with(weights=[*seed.chain().network["weights"], {"source": "k", "target": "k", "value": 1.0}])
+    assert error_of(net) == "the network has a cycle: k -> k"
+
+
+def test_graph_errors_name_their_ids() -> None:
+    w = seed.chain().network["weights"]
+    units = seed.chain().network["units"]
+    assert "unknown unit(s) 'q'" in error_of(chain_with(weights=[*w, {"source": "q", "target": "o", "value": 1.0}]))
+    assert "weight x->j is given twice" in error_of(chain_with(weights=[*w, w[0]]))
+    assert "duplicate unit id 'k'" in error_of(chain_with(units=[*units, {"id": "k"}]))
+    assert "points into input unit 'x'" in error_of(chain_with(weights=[*w, {"source": "o", "target": "x", "value": 1.0}]))
+    msg = error_of(chain_with(weights=[*w, {"source": "x", "target": "o", "value": [1.0, 2.0]}]))
+    assert "weight x->o has shape [2], expected [1, 1]" in msg
+    assert "no output unit" in error_of(chain_with(units=units[:3]))
+    msg = error_of(chain_with(loss="cross_entropy"))
+    assert "cross_entropy needs output 'o' to use sigmoid (binary) or softmax" in msg
+
+
+def test_large_sparse_graph_uses_gathered_blocks_and_stays_small() -> None:
+    rng = np.random.default_rng(0)
+    units: list[dict[str, Any]] = [{"id": f"i{k}", "role": "input"} for k in range(16)]
+    units += [{"id": f"u{k}", "role": "output" if k >= 290 else "hidden", "activation": "tanh"} for k in range(300)]
+    weights = []
+    for k in range(300):
+        pool = [u["id"] for u in units[: 16 + k]]
+        for src in rng.choice(pool, size=min(4, len(pool)), replace=False):
+            weights.append({"source": str(src), "target": f"u{k}", "value": float(rng.normal())})
+    plan = engine.compile_network(wire.Network.model_validate_json(json.dumps({"units": units, "weights": weights})))
+    real = len(weights)
+    gathered = sum(int(np.prod(b.shape)) for lv in plan.levels for b in lv.blocks)
+    assert gathered <= engine.DENSITY * real + engine.MIN_BLOCK * len(plan.levels)
+    assert math.isfinite(plan.theta.sum())
