@@ -9,7 +9,7 @@ from pydantic import BaseModel, ValidationError
 
 from service import __version__, compute, wire
 from service.arrays import dumps
-from service.errors import BodyTooLarge, InvalidRequest, MalformedJSON, NotReady, issue
+from service.errors import BodyTooLargeError, InvalidRequestError, MalformedJSONError, NotReadyError, issue
 from service.settings import Limits, Settings
 
 M = TypeVar("M", bound=BaseModel)
@@ -29,12 +29,12 @@ async def raw_body(request: Request, settings: SettingsDep) -> bytes:
     limit = settings.max_body_bytes
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
-        raise BodyTooLarge(_too_large(int(declared), limit))
+        raise BodyTooLargeError(_too_large(int(declared), limit))
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise BodyTooLarge(_too_large(size, limit, at_least=True))
+            raise BodyTooLargeError(_too_large(size, limit, at_least=True))
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -56,11 +56,11 @@ def parse(model: type[M], body: bytes) -> M:
     except ValidationError as exc:
         errors = exc.errors(include_input=False, include_url=False)
         if any(e["type"] == "json_invalid" for e in errors):
-            raise MalformedJSON(f"the body is not valid JSON: {errors[0]['msg']}") from None
+            raise MalformedJSONError(f"the body is not valid JSON: {errors[0]['msg']}") from None
         items = [issue(list(e["loc"]), e["msg"]) for e in errors]
         lines = [".".join(map(str, e["loc"])) + ": " + e["msg"] for e in errors[:5]]
         more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
-        raise InvalidRequest("; ".join(lines) + more, items) from None
+        raise InvalidRequestError("; ".join(lines) + more, items) from None
 
 
 def json_response(body: dict[str, Any], encoding: wire.ArrayEncoding = "list") -> Response:
@@ -155,5 +155,5 @@ def healthz() -> wire.Health:
 )
 def readyz(request: Request) -> wire.Health:
     if not request.app.state.ready:
-        raise NotReady("the engine's start-up self-check has not passed")
+        raise NotReadyError("the engine's start-up self-check has not passed")
     return wire.Health(status="ready")

@@ -11,9 +11,9 @@ import numpy as np
 import orjson
 
 from service import wire
-from service.errors import InvalidRequest, issue
+from service.errors import InvalidRequestError, issue
 
-_DTYPES = {"float64": np.dtype("<f8"), "float32": np.dtype("<f4")}
+_DTYPES: dict[str, np.dtype[Any]] = {"float64": np.dtype("<f8"), "float32": np.dtype("<f4")}
 
 
 def to_numpy(value: Any, loc: Sequence[str | int]) -> np.ndarray:
@@ -23,7 +23,7 @@ def to_numpy(value: Any, loc: Sequence[str | int]) -> np.ndarray:
     try:
         array = np.asarray(value, dtype=np.float64)
     except ValueError:
-        raise InvalidRequest(
+        raise InvalidRequestError(
             f"{_where(loc)}: the nested lists are ragged (rows of different lengths)",
             [issue(loc, "ragged nested lists")],
         ) from None
@@ -35,7 +35,7 @@ def _decode(value: wire.EncodedArray, loc: Sequence[str | int]) -> np.ndarray:
     try:
         raw = base64.b64decode(value.data, validate=True)
     except (binascii.Error, ValueError):
-        raise InvalidRequest(
+        raise InvalidRequestError(
             f"{_where(loc)}: data is not valid base64", [issue([*loc, "data"], "invalid base64")]
         ) from None
     count = int(np.prod(value.shape, dtype=np.int64))
@@ -44,11 +44,11 @@ def _decode(value: wire.EncodedArray, loc: Sequence[str | int]) -> np.ndarray:
             f"{_where(loc)}: data holds {len(raw)} bytes but shape {value.shape} of "
             f"{value.dtype} needs {count * dtype.itemsize}"
         )
-        raise InvalidRequest(msg, [issue([*loc, "data"], msg)])
+        raise InvalidRequestError(msg, [issue([*loc, "data"], msg)])
     array = np.frombuffer(raw, dtype=dtype).reshape(value.shape).astype(np.float64)
     if not np.isfinite(array).all():
         msg = f"{_where(loc)}: every number must be finite (found NaN or infinity)"
-        raise InvalidRequest(msg, [issue([*loc, "data"], msg)])
+        raise InvalidRequestError(msg, [issue([*loc, "data"], msg)])
     return array
 
 

@@ -14,7 +14,7 @@ import numpy as np
 from service import engine, wire
 from service.arrays import encoded
 from service.engine import Batch, Plan, Values
-from service.errors import LimitExceeded, NonFiniteResult
+from service.errors import LimitExceededError, NonFiniteResultError
 from service.settings import Limits
 
 Body = dict[str, Any]
@@ -23,9 +23,8 @@ Body = dict[str, Any]
 def _limit(limits: Limits, name: str, value: int, what: str) -> None:
     allowed = getattr(limits, name)
     if value > allowed:
-        raise LimitExceeded(
-            f"{what} is {value:,}, over the limit {name} = {allowed:,} "
-            f"(set by GRADSERVE_{name.upper()})"
+        raise LimitExceededError(
+            f"{what} is {value:,}, over the limit {name} = {allowed:,} (set by GRADSERVE_{name.upper()})"
         )
 
 
@@ -63,7 +62,7 @@ def _check_values(plan: Plan, values: Values, delta: np.ndarray | None = None) -
             continue
         bad = int(np.flatnonzero(~np.isfinite(table).all(axis=0))[0])
         unit = plan.unit_at(bad)
-        raise NonFiniteResult(
+        raise NonFiniteResultError(
             f"{name} of unit {unit.id!r} is not finite: the numbers overflowed float64; "
             "scale the weights or inputs down"
         )
@@ -73,12 +72,12 @@ def _check_params(plan: Plan, theta: np.ndarray, what: str) -> None:
     finite = np.isfinite(theta)
     if not finite.all():
         name = plan.parameter_name(int(np.flatnonzero(~finite.reshape(-1, plan.n_params).all(0))[0]))
-        raise NonFiniteResult(f"the {what} of {name} is not finite: the numbers overflowed float64")
+        raise NonFiniteResultError(f"the {what} of {name} is not finite: the numbers overflowed float64")
 
 
 def _check_loss(loss: float) -> float:
     if not np.isfinite(loss):
-        raise NonFiniteResult("the loss is not finite: the numbers overflowed float64")
+        raise NonFiniteResultError("the loss is not finite: the numbers overflowed float64")
     return loss
 
 
@@ -114,12 +113,9 @@ def _gradient_body(plan: Plan, grad: np.ndarray) -> Body:
 
     return {
         "weights": [
-            {"source": w.source, "target": w.target, "value": cut(w.params, w.shape)}
-            for w in plan.weights
+            {"source": w.source, "target": w.target, "value": cut(w.params, w.shape)} for w in plan.weights
         ],
-        "biases": {
-            u.id: cut(plan.bias_params(u), (u.size,)) for u in plan.units if u.role != "input"
-        },
+        "biases": {u.id: cut(plan.bias_params(u), (u.size,)) for u in plan.units if u.role != "input"},
     }
 
 
@@ -220,9 +216,9 @@ def _like(original: Any, new: np.ndarray, encoding: wire.ArrayEncoding) -> Any:
 
 def _updated_network(net: wire.Network, plan: Plan, theta: np.ndarray, encoding: wire.ArrayEncoding) -> Body:
     body = net.model_dump(exclude_unset=True)
-    for entry, weight, info in zip(body.get("weights", []), net.weights, plan.weights, strict=True):
-        entry["value"] = _like(weight.value, theta[info.params].reshape(info.shape), encoding)
-    for entry, unit, info in zip(body["units"], net.units, plan.units, strict=True):
+    for entry, weight, placed in zip(body.get("weights", []), net.weights, plan.weights, strict=True):
+        entry["value"] = _like(weight.value, theta[placed.params].reshape(placed.shape), encoding)
+    for entry, unit, laid_out in zip(body["units"], net.units, plan.units, strict=True):
         if unit.role != "input":
-            entry["bias"] = _like(unit.bias, theta[plan.bias_params(info)], encoding)
+            entry["bias"] = _like(unit.bias, theta[plan.bias_params(laid_out)], encoding)
     return body

@@ -17,7 +17,7 @@ import numpy as np
 
 from service import wire
 from service.arrays import to_numpy
-from service.errors import InvalidGraph, InvalidSamples, issue, raise_collected
+from service.errors import InvalidGraphError, InvalidSamplesError, issue, raise_collected
 
 Array = np.ndarray
 
@@ -44,9 +44,7 @@ ELEMENTWISE: dict[str, Activation] = {
     "sigmoid": Activation(sigmoid, lambda s, z: z * (1.0 - z)),
     "tanh": Activation(np.tanh, lambda s, z: 1.0 - z * z),
     "relu": Activation(lambda s: np.maximum(s, 0.0), lambda s, z: (s > 0).astype(np.float64)),
-    "leaky_relu": Activation(
-        lambda s: np.where(s > 0, s, 0.01 * s), lambda s, z: np.where(s > 0, 1.0, 0.01)
-    ),
+    "leaky_relu": Activation(lambda s: np.where(s > 0, s, 0.01 * s), lambda s, z: np.where(s > 0, 1.0, 0.01)),
     "softplus": Activation(lambda s: np.logaddexp(0.0, s), lambda s, z: sigmoid(s)),
 }
 
@@ -250,7 +248,7 @@ def compile_network(net: wire.Network) -> Plan:
     edges: list[tuple[int, int]] = []
     seen: set[tuple[str, str]] = set()
     for k, w in enumerate(net.weights):
-        loc = ["network", "weights", k]
+        loc: list[str | int] = ["network", "weights", k]
         name = f"weight {w.source}->{w.target}"
         unknown = [uid for uid in (w.source, w.target) if uid not in index]
         if unknown:
@@ -293,7 +291,7 @@ def compile_network(net: wire.Network) -> Plan:
                 )
             )
         biases.append(bias)
-    raise_collected(InvalidGraph, problems)
+    raise_collected(InvalidGraphError, problems)
 
     levels = _levels(net, edges)
     return _lay_out(net, edges, values, biases, levels)
@@ -322,7 +320,7 @@ def _levels(net: wire.Network, edges: Sequence[tuple[int, int]]) -> list[int]:
         cycle = _a_cycle(n, edges, indegree)
         ids = [net.units[i].id for i in cycle]
         path = " -> ".join([*ids, ids[0]])
-        raise InvalidGraph(
+        raise InvalidGraphError(
             f"the network has a cycle: {path}",
             [issue(["network", "weights"], f"cycle through units {', '.join(map(repr, ids))}")],
         )
@@ -379,8 +377,8 @@ def _lay_out(
     theta = np.empty(n_weight_params + n_cols)
     for w, value in zip(weights, values, strict=True):
         theta[w.params] = value.ravel()
-    for u, bias in zip(info, biases, strict=True):
-        theta[n_weight_params + u.cols.start : n_weight_params + u.cols.stop] = bias
+    for unit, bias in zip(info, biases, strict=True):
+        theta[n_weight_params + unit.cols.start : n_weight_params + unit.cols.stop] = bias
 
     incoming: list[list[int]] = [[] for _ in units]
     for k, (_, b) in enumerate(edges):
@@ -393,7 +391,9 @@ def _lay_out(
         Level(
             cols=slice(info[members[0]].cols.start, info[members[-1]].cols.stop),
             groups=_groups([info[i] for i in members]),
-            blocks=tuple(_blocks([info[i] for i in members], [incoming[i] for i in members], edges, info, weights)),
+            blocks=tuple(
+                _blocks([info[i] for i in members], [incoming[i] for i in members], edges, info, weights)
+            ),
         )
         for _, members in sorted(by_level.items())
     )
@@ -443,7 +443,11 @@ def _groups(members: list[UnitInfo]) -> tuple[Group, ...]:
 
 
 def _columns(units: Sequence[UnitInfo]) -> Array:
-    return np.concatenate([np.arange(u.cols.start, u.cols.stop) for u in units]) if units else np.empty(0, np.intp)
+    return (
+        np.concatenate([np.arange(u.cols.start, u.cols.stop) for u in units])
+        if units
+        else np.empty(0, np.intp)
+    )
 
 
 def _as_slice(cols: Array) -> slice | Array:
@@ -590,10 +594,10 @@ def bind_samples(plan: Plan, samples: wire.Samples, need_targets: bool) -> Batch
     y = None
     if samples.targets or need_targets:
         y = gather("targets", dict(samples.targets), outputs)
-    raise_collected(InvalidSamples, problems)
+    raise_collected(InvalidSamplesError, problems)
     assert x is not None
     if y is not None and plan.loss == "cross_entropy" and ((y < 0) | (y > 1)).any():
-        raise InvalidSamples("cross_entropy needs every target in [0, 1]")
+        raise InvalidSamplesError("cross_entropy needs every target in [0, 1]")
     return Batch(x, y)
 
 

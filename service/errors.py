@@ -33,44 +33,44 @@ class ProblemError(Exception):
         return body
 
 
-class MalformedJSON(ProblemError):
+class MalformedJSONError(ProblemError):
     status = 400
     slug = "malformed-json"
     title = "The body is not valid JSON"
 
 
-class InvalidRequest(ProblemError):
+class InvalidRequestError(ProblemError):
     slug = "invalid-request"
     title = "The request does not match the schema"
 
 
-class InvalidGraph(ProblemError):
+class InvalidGraphError(ProblemError):
     slug = "invalid-network"
     title = "The network is not a valid graph"
 
 
-class InvalidSamples(ProblemError):
+class InvalidSamplesError(ProblemError):
     slug = "invalid-samples"
     title = "The samples do not fit the network"
 
 
-class NonFiniteResult(ProblemError):
+class NonFiniteResultError(ProblemError):
     slug = "non-finite-result"
     title = "The computation overflowed"
 
 
-class LimitExceeded(ProblemError):
+class LimitExceededError(ProblemError):
     status = 413
     slug = "limit-exceeded"
     title = "The request exceeds a configured limit"
 
 
-class BodyTooLarge(LimitExceeded):
+class BodyTooLargeError(LimitExceededError):
     slug = "body-too-large"
     title = "The request body is too large"
 
 
-class NotReady(ProblemError):
+class NotReadyError(ProblemError):
     status = 503
     slug = "not-ready"
     title = "The service is not ready"

@@ -51,8 +51,7 @@ def get_settings() -> Settings:
 def limits_table() -> dict[str, str]:
     """Each limit's environment variable and meaning, for docs."""
     return {
-        f"GRADSERVE_{name.upper()}": field.description or ""
-        for name, field in Limits.model_fields.items()
+        f"GRADSERVE_{name.upper()}": field.description or "" for name, field in Limits.model_fields.items()
     }
 
 

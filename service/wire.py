@@ -6,7 +6,7 @@ responses with it. It must never import numpy, fastapi or anything else heavy.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -62,13 +62,11 @@ def _array_kind(value: Any) -> str:
 
 
 Array = Annotated[
-    Union[
-        Annotated[float, Tag("number")],
-        Annotated[list[float], Tag("list")],
-        Annotated[list[list[float]], Tag("list_of_lists")],
-        Annotated[list[list[list[float]]], Tag("list_of_lists_of_lists")],
-        Annotated[EncodedArray, Tag("encoded")],
-    ],
+    Annotated[float, Tag("number")]
+    | Annotated[list[float], Tag("list")]
+    | Annotated[list[list[float]], Tag("list_of_lists")]
+    | Annotated[list[list[list[float]]], Tag("list_of_lists_of_lists")]
+    | Annotated[EncodedArray, Tag("encoded")],
     Discriminator(_array_kind),
     Field(
         description="A number, nested lists of numbers, or an encoded array "

@@ -60,7 +60,9 @@ class Reference:
         self.y = {k: _matrix(v, (-1, self.size[k])) for k, v in samples.get("targets", {}).items()}
         self.batch = next(iter(self.x.values())).shape[0]
         self.params = {
-            "w": [_matrix(w["value"], (self.size[w["source"]], self.size[w["target"]])) for w in net["weights"]],
+            "w": [
+                _matrix(w["value"], (self.size[w["source"]], self.size[w["target"]])) for w in net["weights"]
+            ],
             "b": {
                 u["id"]: _matrix(u.get("bias", np.zeros(self.size[u["id"]])), (self.size[u["id"]],))
                 for u in net["units"]
@@ -73,7 +75,9 @@ class Reference:
             },
         }
 
-    def run(self, params: dict[str, Any], rows: slice | None = None) -> tuple[dict[str, Any], dict[str, Any], Any]:
+    def run(
+        self, params: dict[str, Any], rows: slice | None = None
+    ) -> tuple[dict[str, Any], dict[str, Any], Any]:
         """s, z per unit and E_n per sample."""
         rows = rows or slice(None)
         z: dict[str, Any] = {k: v[rows] for k, v in self.x.items()}

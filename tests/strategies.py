@@ -28,7 +28,9 @@ def _form(rng: np.random.Generator, array: np.ndarray, scalar_ok: bool) -> Any:
 
 
 @st.composite
-def networks(draw: st.DrawFn, max_hidden: int = 4, max_size: int = 3, singles: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
+def networks(
+    draw: st.DrawFn, max_hidden: int = 4, max_size: int = 3, singles: bool = False
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """A random network (any DAG, shuffled listing) and a batch for it."""
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     loss = draw(st.sampled_from(LOSSES))

@@ -1,0 +1,96 @@
+"""Limits, checked before any computing: an app with small limits, over httpx.ASGITransport."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from service.app import create_app
+from service.settings import Settings
+from tests import seed
+
+
+def call(settings: Settings, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    """One request to a fresh app built with `settings`, its lifespan run."""
+
+    async def go() -> httpx.Response:
+        app = create_app(settings)
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://gradserve") as client:
+                return await client.request(method, path, **kwargs)
+
+    return asyncio.run(go())
+
+
+def chain_request(**changes: Any) -> dict[str, Any]:
+    case = seed.chain()
+    return {"network": case.network, "samples": case.samples, **changes}
+
+
+def over_limit(response: httpx.Response, name: str) -> None:
+    assert response.status_code == 413, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    body = response.json()
+    assert name in body["detail"]
+    assert f"GRADSERVE_{name.upper()}" in body["detail"]
+
+
+def test_a_body_over_the_limit_is_413_by_its_content_length() -> None:
+    body = json.dumps(chain_request()).encode()
+    response = call(Settings(max_body_bytes=len(body) - 1), "POST", "/v1/gradients", content=body)
+    over_limit(response, "max_body_bytes")
+    assert call(Settings(max_body_bytes=len(body)), "POST", "/v1/gradients", content=body).status_code == 200
+
+
+def test_a_chunked_body_over_the_limit_is_413_while_it_streams() -> None:
+    body = json.dumps(chain_request()).encode()
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for start in range(0, len(body), 16):
+            yield body[start : start + 16]
+
+    response = call(Settings(max_body_bytes=100), "POST", "/v1/gradients", content=chunks())
+    over_limit(response, "max_body_bytes")
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "request_changes"),
+    [
+        ("max_units", 3, {}),
+        ("max_neurons", 3, {}),
+        ("max_weight_elements", 2, {}),
+        ("max_batch", 1, {"samples": {"inputs": {"x": [1.0, 2.0]}, "targets": {"o": [0.0, 1.0]}}}),
+        (
+            "max_activation_elements",
+            7,
+            {"samples": {"inputs": {"x": [1.0, 2.0]}, "targets": {"o": [0.0, 1.0]}}},
+        ),
+        ("max_work", 20, {}),
+        ("max_per_sample_elements", 6, {"per_sample": True}),
+    ],
+)
+def test_work_over_a_limit_is_413_naming_it(name: str, value: int, request_changes: dict[str, Any]) -> None:
+    response = call(Settings(**{name: value}), "POST", "/v1/gradients", json=chain_request(**request_changes))
+    over_limit(response, name)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "options"), [("max_epochs", 2, {"epochs": 3}), ("max_steps", 5, {"epochs": 6})]
+)
+def test_sgd_over_a_limit_is_413(name: str, value: int, options: dict[str, Any]) -> None:
+    response = call(
+        Settings(**{name: value}), "POST", "/v1/sgd", json=chain_request(learning_rate=0.1, **options)
+    )
+    over_limit(response, name)
+
+
+def test_limits_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GRADSERVE_MAX_BATCH", "7")
+    info = call(Settings(), "GET", "/v1/info").json()
+    assert info["limits"]["max_batch"] == 7
