@@ -87,7 +87,7 @@ def _check_loss(loss: float) -> float:
 def _unit_values(plan: Plan, values: Values, delta: np.ndarray | None = None) -> Body:
     out: Body = {}
     for u in plan.units:
-        entry: Body = {"z": values.z[:, u.cols]}
+        entry: Body = {"z": values.z_of(u)}
         if u.role != "input":
             entry = {"s": values.s[:, u.cols], **entry}
             if delta is not None:
@@ -134,7 +134,7 @@ def forward(req: wire.ForwardRequest, limits: Limits) -> Body:
     _check_values(plan, values)
     loss = None if batch.y is None else _losses(plan, values, batch, "mean")
     return {
-        "outputs": {plan.units[i].id: values.z[:, plan.units[i].cols] for i in plan.outputs},
+        "outputs": {plan.units[i].id: values.z_of(plan.units[i]) for i in plan.outputs},
         "units": _unit_values(plan, values),
         "loss": loss,
     }

@@ -26,9 +26,12 @@ Array = np.ndarray
 
 
 def sigmoid(s: Array) -> Array:
-    """The logistic function, stable for every finite s."""
-    e = np.exp(-np.abs(s))
-    return np.where(s >= 0, 1.0, e) / (1.0 + e)
+    """The logistic function 1 / (1 + e^-s), exact for every finite s."""
+    t = np.negative(s)
+    with np.errstate(over="ignore"):  # e^-s = inf where s < -709: 1 / (1 + inf) = 0, as it should be
+        np.exp(t, out=t)
+    t += 1.0
+    return np.reciprocal(t, out=t)
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,8 @@ class Group:
         """dE/ds from dE/dz."""
         if self.segments is not None:
             return z * (g - self.segments.spread(self.segments.sum(g * z)))
+        if self.activation == "identity":
+            return g
         return g * ELEMENTWISE[self.activation].derivative(s, z)
 
     def derivative(self, s: Array, z: Array) -> Array:
@@ -113,6 +118,8 @@ class Group:
 
 @dataclass(frozen=True)
 class UnitInfo:
+    """Where a unit lives: columns of the inputs `x` (input units) or of the value tables."""
+
     id: str
     role: str
     size: int
@@ -133,13 +140,22 @@ class WeightInfo:
         return slice(self.offset, self.offset + self.shape[0] * self.shape[1])
 
 
+Columns = slice | Array  # a slice when contiguous (a view), else gathered indices
+
+
 @dataclass(frozen=True)
 class Block:
-    """Some target columns of a level and every column feeding them: S[:, tgt] = Z[:, src] @ W."""
+    """Some columns of a level and every column feeding them.
 
-    src: slice | Array
+    S[:, tgt] = x[:, src_x] @ W[:split] + z[:, src_z] @ W[split:]: the rows of W that come
+    from input units are read straight from the inputs, never copied into the tables.
+    """
+
+    src_x: Columns | None
+    src_z: Columns | None
+    split: int
     tgt: slice
-    params: slice | Array  # a slice of theta (one whole weight) or indices into theta + [0]
+    params: Columns  # a slice of theta (one whole weight) or indices into theta + [0]
     shape: tuple[int, int]
 
     def matrix(self, theta: Array, theta0: Array | None) -> Array:
@@ -151,40 +167,42 @@ class Block:
 
 @dataclass(frozen=True)
 class Level:
-    cols: slice  # the non-input columns of this level
+    cols: slice  # table columns of this level's units
     groups: tuple[Group, ...]
     blocks: tuple[Block, ...]
 
 
 @dataclass(frozen=True)
 class WeightGroup:
-    """Weights of one shape, whose gradients are computed together."""
+    """Weights of one shape and one kind of source, whose gradients are computed together."""
 
     shape: tuple[int, int]
     weights: tuple[int, ...]
-    src: Array | slice  # [E, m] column indices, or a slice when E == 1
-    tgt: Array | slice  # [E, n]
-    params: Array | slice  # [E, m*n] theta indices, or a slice when E == 1
+    from_inputs: bool  # sources are input units (columns of x), else columns of z
+    src: Columns  # [E, m] column indices, or a slice when E == 1
+    tgt: Columns  # [E, n]
+    params: Columns  # [E, m*n] theta indices, or a slice when E == 1
 
 
 @dataclass(frozen=True)
 class Plan:
     """A compiled network: layout, levels, parameter offsets, and the loss."""
 
-    units: tuple[UnitInfo, ...]
+    units: tuple[UnitInfo, ...]  # in the listed order
     unit_index: dict[str, int]
     weights: tuple[WeightInfo, ...]
     levels: tuple[Level, ...]
     weight_groups: tuple[WeightGroup, ...]
-    n_cols: int
+    n_inputs: int  # columns of x
+    n_cols: int  # columns of the value tables: every non-input unit
     n_weight_params: int
-    n_inputs: int  # input columns are 0 .. n_inputs
     outputs: tuple[int, ...]  # unit indices, in the order of out_cols
     out_cols: Array
     out_sigmoid: int  # with cross_entropy: out_cols[:out_sigmoid] are binary, the rest softmax
     out_segments: Segments | None
     loss: str
     theta: Array = field(repr=False)  # the initial parameters: weights, then one bias per column
+    has_gathered_blocks: bool = False
 
     @property
     def n_params(self) -> int:
@@ -193,24 +211,16 @@ class Plan:
     def bias_params(self, unit: UnitInfo) -> slice:
         return slice(self.n_weight_params + unit.cols.start, self.n_weight_params + unit.cols.stop)
 
-    @property
-    def has_gathered_blocks(self) -> bool:
-        return any(not isinstance(b.params, slice) for lv in self.levels for b in lv.blocks)
-
     def parameter_name(self, index: int) -> str:
         """Which weight or bias a position of theta belongs to, for error messages."""
-        if index < self.n_weight_params:
-            for w in self.weights:
-                if w.params.start <= index < w.params.stop:
-                    return f"weight {w.source}->{w.target}"
-        col = index - self.n_weight_params
-        return f"bias of {self.unit_at(col).id}"
+        for w in self.weights:
+            if w.params.start <= index < w.params.stop:
+                return f"weight {w.source}->{w.target}"
+        return f"bias of {self.unit_at(index - self.n_weight_params).id!r}"
 
     def unit_at(self, col: int) -> UnitInfo:
-        for u in self.units:
-            if u.cols.start <= col < u.cols.stop:
-                return u
-        raise IndexError(col)
+        """The non-input unit that owns a column of the value tables."""
+        return next(u for u in self.units if u.role != "input" and u.cols.start <= col < u.cols.stop)
 
 
 #: a block of gathered columns may hold at most this many times the elements of its real
@@ -353,18 +363,24 @@ def _lay_out(
     level: list[int],
 ) -> Plan:
     units = net.units
-    # Columns: by level; inputs first in level 0; within a level by activation, so that each
-    # activation is one contiguous group; otherwise in the listed order.
+    # Inputs are the columns of x, in the listed order. Every other unit gets columns of the
+    # value tables: by level, then by activation (so each activation is one contiguous group
+    # per level), then in the listed order.
     order = sorted(
-        range(len(units)),
-        key=lambda i: (level[i], units[i].role != "input", units[i].resolved_activation, i),
+        range(len(units)), key=lambda i: (units[i].role != "input", level[i], units[i].resolved_activation, i)
     )
     infos: list[UnitInfo | None] = [None] * len(units)
-    col = 0
+    n_inputs = col = 0
     for i in order:
         u = units[i]
-        infos[i] = UnitInfo(u.id, u.role, u.size, u.resolved_activation, slice(col, col + u.size), level[i])
-        col += u.size
+        if u.role == "input":
+            infos[i] = UnitInfo(u.id, u.role, u.size, "identity", slice(n_inputs, n_inputs + u.size), 0)
+            n_inputs += u.size
+        else:
+            infos[i] = UnitInfo(
+                u.id, u.role, u.size, u.resolved_activation, slice(col, col + u.size), level[i]
+            )
+            col += u.size
     info = [x for x in infos if x is not None]
     n_cols = col
 
@@ -378,7 +394,8 @@ def _lay_out(
     for w, value in zip(weights, values, strict=True):
         theta[w.params] = value.ravel()
     for unit, bias in zip(info, biases, strict=True):
-        theta[n_weight_params + unit.cols.start : n_weight_params + unit.cols.stop] = bias
+        if unit.role != "input":
+            theta[n_weight_params + unit.cols.start : n_weight_params + unit.cols.stop] = bias
 
     incoming: list[list[int]] = [[] for _ in units]
     for k, (_, b) in enumerate(edges):
@@ -387,13 +404,12 @@ def _lay_out(
     for i in order:
         if units[i].role != "input":
             by_level.setdefault(level[i], []).append(i)
+    sources = _Sources(info, edges, weights, n_inputs)
     levels = tuple(
         Level(
             cols=slice(info[members[0]].cols.start, info[members[-1]].cols.stop),
             groups=_groups([info[i] for i in members]),
-            blocks=tuple(
-                _blocks([info[i] for i in members], [incoming[i] for i in members], edges, info, weights)
-            ),
+            blocks=tuple(_blocks([info[i] for i in members], [incoming[i] for i in members], sources)),
         )
         for _, members in sorted(by_level.items())
     )
@@ -402,24 +418,23 @@ def _lay_out(
         (i for i, u in enumerate(units) if u.role == "output"),
         key=lambda i: (info[i].activation == "softmax", i),
     )
-    out_cols = np.concatenate([np.arange(info[i].cols.start, info[i].cols.stop) for i in outputs])
     softmax_outputs = [i for i in outputs if info[i].activation == "softmax"]
-    out_sigmoid = sum(info[i].size for i in outputs if info[i].activation != "softmax")
     return Plan(
         units=tuple(info),
         unit_index={u.id: i for i, u in enumerate(info)},
         weights=tuple(weights),
         levels=levels,
         weight_groups=_weight_groups(weights, info, edges),
+        n_inputs=n_inputs,
         n_cols=n_cols,
         n_weight_params=n_weight_params,
-        n_inputs=sum(u.size for u in info if u.role == "input"),
         outputs=tuple(outputs),
-        out_cols=out_cols,
-        out_sigmoid=out_sigmoid,
+        out_cols=_columns([info[i] for i in outputs]),
+        out_sigmoid=sum(info[i].size for i in outputs if info[i].activation != "softmax"),
         out_segments=_segments([info[i].size for i in softmax_outputs]) if softmax_outputs else None,
         loss=net.loss,
         theta=theta,
+        has_gathered_blocks=any(not isinstance(b.params, slice) for lv in levels for b in lv.blocks),
     )
 
 
@@ -443,90 +458,97 @@ def _groups(members: list[UnitInfo]) -> tuple[Group, ...]:
 
 
 def _columns(units: Sequence[UnitInfo]) -> Array:
-    return (
-        np.concatenate([np.arange(u.cols.start, u.cols.stop) for u in units])
-        if units
-        else np.empty(0, np.intp)
-    )
+    if not units:
+        return np.empty(0, np.intp)
+    return np.concatenate([np.arange(u.cols.start, u.cols.stop) for u in units])
 
 
-def _as_slice(cols: Array) -> slice | Array:
+def _as_slice(cols: Array) -> Columns:
     """A sorted column set as a slice when it is contiguous (a view, not a copy)."""
     if len(cols) and cols[-1] - cols[0] + 1 == len(cols):
         return slice(int(cols[0]), int(cols[-1]) + 1)
     return cols
 
 
-def _blocks(
-    members: list[UnitInfo],
-    incoming: list[list[int]],
-    edges: list[tuple[int, int]],
-    info: list[UnitInfo],
-    weights: list[WeightInfo],
-) -> Iterator[Block]:
+@dataclass(frozen=True)
+class _Sources:
+    """What the block builder needs to know about weights and where their sources live."""
+
+    info: list[UnitInfo]
+    edges: list[tuple[int, int]]
+    weights: list[WeightInfo]
+    n_inputs: int
+
+    def source(self, k: int) -> UnitInfo:
+        return self.info[self.edges[k][0]]
+
+    def key(self, unit: UnitInfo) -> Array:
+        """A unit's columns numbered across x then the tables, so inputs sort first."""
+        base = 0 if unit.role == "input" else self.n_inputs
+        return np.arange(base + unit.cols.start, base + unit.cols.stop)
+
+
+def _blocks(members: list[UnitInfo], incoming: list[list[int]], src: _Sources) -> Iterator[Block]:
     """Split a level into blocks, greedily, keeping each gathered block mostly real weights."""
     if not any(incoming):
         return  # level 0: units without incoming weights; s is the bias
-    chunk: list[int] = []
-    sources: set[int] = set()
-    real = 0
 
-    def emit() -> Block:
-        tgt_units = [members[m] for m in chunk]
-        src_cols = np.unique(_columns([info[edges[k][0]] for m in chunk for k in incoming[m]]))
-        tgt = slice(tgt_units[0].cols.start, tgt_units[-1].cols.stop)
+    def emit(chunk: list[int]) -> Block:
         ks = [k for m in chunk for k in incoming[m]]
-        shape = (len(src_cols), tgt.stop - tgt.start)
-        whole = len(ks) == 1 and weights[ks[0]].shape == shape
-        if whole:
-            return Block(_as_slice(src_cols), tgt, weights[ks[0]].params, shape)
+        keys = np.unique(np.concatenate([src.key(src.source(k)) for k in ks]))
+        split = int(np.searchsorted(keys, src.n_inputs))
+        src_x = _as_slice(keys[:split]) if split else None
+        src_z = _as_slice(keys[split:] - src.n_inputs) if split < len(keys) else None
+        tgt = slice(members[chunk[0]].cols.start, members[chunk[-1]].cols.stop)
+        shape = (len(keys), tgt.stop - tgt.start)
+        if len(ks) == 1 and src.weights[ks[0]].shape == shape:
+            return Block(src_x, src_z, split, tgt, src.weights[ks[0]].params, shape)
         params = np.full(shape, -1, dtype=np.intp)  # -1: the zero appended to theta
-        row_of = {int(c): r for r, c in enumerate(src_cols)}
         for k in ks:
-            w, src = weights[k], info[edges[k][0]]
-            rows = np.array([row_of[c] for c in range(src.cols.start, src.cols.stop)])
-            tcol = info[edges[k][1]].cols.start - tgt.start
-            params[rows[:, None], np.arange(tcol, tcol + w.shape[1])] = np.arange(
-                w.params.start, w.params.stop
-            ).reshape(w.shape)
-        return Block(_as_slice(src_cols), tgt, params, shape)
+            w = src.weights[k]
+            rows = np.searchsorted(keys, src.key(src.source(k)))
+            first = src.info[src.edges[k][1]].cols.start - tgt.start
+            block = np.arange(w.params.start, w.params.stop).reshape(w.shape)
+            params[rows[:, None], np.arange(first, first + w.shape[1])] = block
+        return Block(src_x, src_z, split, tgt, params, shape)
 
+    chunk: list[int] = []
+    feeding: set[int] = set()
+    real = 0
     for m, ks in enumerate(incoming):
-        unit_sources = {edges[k][0] for k in ks}
-        unit_real = sum(weights[k].shape[0] * weights[k].shape[1] for k in ks)
-        merged = sources | unit_sources
-        width = sum(info[s].size for s in merged) * (
-            members[m].cols.stop - (members[chunk[0]].cols.start if chunk else members[m].cols.start)
-        )
+        unit_feeding = {src.edges[k][0] for k in ks}
+        unit_real = sum(src.weights[k].shape[0] * src.weights[k].shape[1] for k in ks)
+        merged = feeding | unit_feeding
+        first = members[chunk[0]] if chunk else members[m]
+        width = sum(src.info[a].size for a in merged) * (members[m].cols.stop - first.cols.start)
         if chunk and width > max(DENSITY * (real + unit_real), MIN_BLOCK):
-            yield emit()
-            chunk, sources, real = [], set(), 0
-            merged = unit_sources
+            yield emit(chunk)
+            chunk, merged, real = [], unit_feeding, 0
         chunk.append(m)
-        sources = merged
+        feeding = merged
         real += unit_real
     if chunk:
-        yield emit()
+        yield emit(chunk)
 
 
 def _weight_groups(
     weights: list[WeightInfo], info: list[UnitInfo], edges: list[tuple[int, int]]
 ) -> tuple[WeightGroup, ...]:
-    by_shape: dict[tuple[int, int], list[int]] = {}
+    by_kind: dict[tuple[tuple[int, int], bool], list[int]] = {}
     for k, w in enumerate(weights):
-        by_shape.setdefault(w.shape, []).append(k)
+        by_kind.setdefault((w.shape, info[edges[k][0]].role == "input"), []).append(k)
     groups = []
-    for shape, ks in by_shape.items():
+    for (shape, from_inputs), ks in by_kind.items():
         m, n = shape
         if len(ks) == 1:
             k = ks[0]
             src, tgt = info[edges[k][0]].cols, info[edges[k][1]].cols
-            groups.append(WeightGroup(shape, (k,), src, tgt, weights[k].params))
+            groups.append(WeightGroup(shape, (k,), from_inputs, src, tgt, weights[k].params))
             continue
         src_idx = np.array([info[edges[k][0]].cols.start for k in ks])[:, None] + np.arange(m)
         tgt_idx = np.array([info[edges[k][1]].cols.start for k in ks])[:, None] + np.arange(n)
         params = np.array([weights[k].offset for k in ks])[:, None] + np.arange(m * n)
-        groups.append(WeightGroup(shape, tuple(ks), src_idx, tgt_idx, params))
+        groups.append(WeightGroup(shape, tuple(ks), from_inputs, src_idx, tgt_idx, params))
     return tuple(groups)
 
 
@@ -606,10 +628,14 @@ def bind_samples(plan: Plan, samples: wire.Samples, need_targets: bool) -> Batch
 
 @dataclass(frozen=True)
 class Values:
-    """Every unit's s and z for a batch, as [batch, n_cols] tables."""
+    """A batch's inputs x [batch, n_inputs] and every other unit's s and z [batch, n_cols]."""
 
+    x: Array
     s: Array
     z: Array
+
+    def z_of(self, unit: UnitInfo) -> Array:
+        return (self.x if unit.role == "input" else self.z)[:, unit.cols]
 
 
 def _theta0(plan: Plan, theta: Array) -> Array | None:
@@ -618,19 +644,28 @@ def _theta0(plan: Plan, theta: Array) -> Array | None:
 
 def forward(plan: Plan, theta: Array, x: Array) -> Values:
     """s and z of every unit, a level at a time over the whole batch."""
-    rows = x.shape[0]
-    s = np.zeros((rows, plan.n_cols))
-    z = np.empty((rows, plan.n_cols))
-    z[:, : plan.n_inputs] = x
+    s = np.empty((x.shape[0], plan.n_cols))
+    z = np.empty((x.shape[0], plan.n_cols))
     bias = theta[plan.n_weight_params :]
     theta0 = _theta0(plan, theta)
     for level in plan.levels:
+        if not level.blocks:
+            s[:, level.cols] = bias[level.cols]
         for block in level.blocks:
-            s[:, block.tgt] = z[:, block.src] @ block.matrix(theta, theta0)
-        s[:, level.cols] += bias[level.cols]
+            w = block.matrix(theta, theta0)
+            out = s[:, block.tgt]
+            if block.src_z is None:
+                np.matmul(x[:, block.src_x], w, out=out)
+            elif block.src_x is None:
+                np.matmul(z[:, block.src_z], w, out=out)
+            else:
+                np.matmul(x[:, block.src_x], w[: block.split], out=out)
+                out += z[:, block.src_z] @ w[block.split :]
+        if level.blocks:
+            s[:, level.cols] += bias[level.cols]
         for group in level.groups:
             z[:, group.cols] = group.forward(s[:, group.cols])
-    return Values(s, z)
+    return Values(x, s, z)
 
 
 LOSS_SCALE = {"half_squared_error": 0.5, "squared_error": 1.0}
@@ -665,10 +700,10 @@ def _loss_gradient(plan: Plan, values: Values, y: Array) -> tuple[Array | None, 
 
 
 def backward(plan: Plan, theta: Array, values: Values, y: Array) -> Array:
-    """delta = dE_n/ds of every unit and sample, [batch, n_cols] (zero on input columns)."""
+    """delta = dE_n/ds of every non-input unit and sample, [batch, n_cols]."""
     rows = values.z.shape[0]
     g = np.zeros((rows, plan.n_cols))  # dE_n/dz, accumulated over every successor
-    delta = np.zeros((rows, plan.n_cols))
+    delta = np.empty((rows, plan.n_cols))
     dz, ds = _loss_gradient(plan, values, y)
     loss_ds = None
     if dz is not None:
@@ -684,7 +719,9 @@ def backward(plan: Plan, theta: Array, values: Values, y: Array) -> Array:
         if loss_ds is not None:
             delta[:, level.cols] += loss_ds[:, level.cols]
         for block in level.blocks:
-            g[:, block.src] += delta[:, block.tgt] @ block.matrix(theta, theta0).T
+            if block.src_z is not None:  # nothing flows back into the inputs
+                w = block.matrix(theta, theta0)[block.split :]
+                g[:, block.src_z] += delta[:, block.tgt] @ w.T
     return delta
 
 
@@ -692,10 +729,11 @@ def gradient(plan: Plan, values: Values, delta: Array, scale: float) -> Array:
     """scale * sum_n dE_n/dtheta: every weight's z_i delta_j and every bias's delta_j."""
     grad = np.empty(plan.n_params)
     for wg in plan.weight_groups:
+        z = values.x if wg.from_inputs else values.z
         if isinstance(wg.src, slice):
-            grad[wg.params] = (values.z[:, wg.src].T @ delta[:, wg.tgt]).ravel()
+            np.matmul(z[:, wg.src].T, delta[:, wg.tgt], out=grad[wg.params].reshape(wg.shape))
         else:
-            zs, ds = values.z[:, wg.src], delta[:, wg.tgt]  # [batch, E, m], [batch, E, n]
+            zs, ds = z[:, wg.src], delta[:, wg.tgt]  # [batch, E, m], [batch, E, n]
             grad[wg.params] = np.einsum("bem,ben->emn", zs, ds).reshape(len(wg.weights), -1)
     grad[plan.n_weight_params :] = delta.sum(axis=0)
     grad *= scale
@@ -707,11 +745,12 @@ def per_sample_gradient(plan: Plan, values: Values, delta: Array) -> Array:
     rows = delta.shape[0]
     grad = np.empty((rows, plan.n_params))
     for wg in plan.weight_groups:
+        z = values.x if wg.from_inputs else values.z
         if isinstance(wg.src, slice):
-            per = values.z[:, wg.src, None] * delta[:, None, wg.tgt]
+            per = z[:, wg.src, None] * delta[:, None, wg.tgt]
             grad[:, wg.params] = per.reshape(rows, -1)
         else:
-            per = np.einsum("bem,ben->bemn", values.z[:, wg.src], delta[:, wg.tgt])
+            per = np.einsum("bem,ben->bemn", z[:, wg.src], delta[:, wg.tgt])
             grad[:, wg.params] = per.reshape(rows, len(wg.weights), -1)
     grad[:, plan.n_weight_params :] = delta
     return grad
@@ -744,12 +783,9 @@ class SgdOptions:
     reduction: str = "mean"
 
 
-def sgd_step(
-    theta: Array, grad: Array, buf: Array | None, opt: SgdOptions, trainable: Array
-) -> tuple[Array, Array | None]:
+def sgd_step(theta: Array, grad: Array, buf: Array | None, opt: SgdOptions) -> tuple[Array, Array | None]:
     """One step of torch.optim.SGD's documented update; returns new (theta, momentum buffer)."""
     g = grad + opt.weight_decay * theta if opt.weight_decay else grad
-    g = g * trainable  # input units' bias slots are not parameters
     if opt.momentum:
         buf = g.copy() if buf is None else opt.momentum * buf + g
         g = g + opt.momentum * buf if opt.nesterov else buf
@@ -773,8 +809,6 @@ def train(plan: Plan, batch: Batch, opt: SgdOptions) -> Training:
     """Minibatch SGD over the batch; the loss is reported on the full batch."""
     assert batch.y is not None
     theta = plan.theta.copy()
-    trainable = np.ones(plan.n_params)
-    trainable[plan.n_weight_params : plan.n_weight_params + plan.n_inputs] = 0.0
     size = batch.size if opt.batch_size is None else min(opt.batch_size, batch.size)
     rng = np.random.default_rng(opt.seed)
     loss_before = loss_value(plan, theta, batch, opt.reduction)
@@ -788,7 +822,7 @@ def train(plan: Plan, batch: Batch, opt: SgdOptions) -> Training:
             values = forward(plan, theta, mini.x)
             delta = backward(plan, theta, values, mini.y)
             grad = gradient(plan, values, delta, reduction_scale(opt.reduction, mini.size))
-            theta, buf = sgd_step(theta, grad, buf, opt, trainable)
+            theta, buf = sgd_step(theta, grad, buf, opt)
             steps += 1
         history.append(loss_value(plan, theta, batch, opt.reduction))
     return Training(theta, steps, loss_before, history)

@@ -36,12 +36,11 @@ def run(net: dict[str, Any], samples: dict[str, Any]) -> dict[str, Any]:
     values = engine.forward(plan, plan.theta, batch.x)
     delta = engine.backward(plan, plan.theta, values, batch.y)
     grad = engine.gradient(plan, values, delta, 1.0)
-    cols = {u.id: u.cols for u in plan.units}
     return {
         "plan": plan,
         "s": {u.id: values.s[:, u.cols] for u in plan.units if u.role != "input"},
-        "z": {u.id: values.z[:, u.cols] for u in plan.units},
-        "delta": {uid: delta[:, c] for uid, c in cols.items()},
+        "z": {u.id: values.z_of(u) for u in plan.units},
+        "delta": {u.id: delta[:, u.cols] for u in plan.units if u.role != "input"},
         "losses": engine.sample_losses(plan, values, batch.y),
         "w": [grad[w.params].reshape(w.shape) for w in plan.weights],
         "b": {u.id: grad[plan.bias_params(u)] for u in plan.units if u.role != "input"},
@@ -127,8 +126,6 @@ def test_gradients_equal_central_differences(case: tuple[dict[str, Any], dict[st
     eps = 1e-6
     numeric = np.zeros(plan.n_params)
     for p in range(plan.n_params):
-        if plan.n_weight_params <= p < plan.n_weight_params + plan.n_inputs:
-            continue  # the bias slots of input columns are not parameters
         up, down = plan.theta.copy(), plan.theta.copy()
         up[p] += eps
         down[p] -= eps
@@ -206,7 +203,7 @@ def test_learning_rate_zero_changes_nothing() -> None:
     theta = np.array([0.5, -1.0, 2.0])
     grad = np.array([1.0, 2.0, 3.0])
     opt = engine.SgdOptions(learning_rate=0.0, momentum=0.9, weight_decay=0.1)
-    new, _ = engine.sgd_step(theta, grad, None, opt, np.ones(3))
+    new, _ = engine.sgd_step(theta, grad, None, opt)
     np.testing.assert_array_equal(new, theta)
 
 
@@ -219,7 +216,6 @@ def test_one_plain_step_is_w_minus_eta_g(case: tuple[dict[str, Any], dict[str, A
     grad = engine.gradient(plan, values, engine.backward(plan, plan.theta, values, batch.y), 1.0 / batch.size)
     trained = engine.train(plan, batch, engine.SgdOptions(learning_rate=eta))
     expected = plan.theta - eta * grad
-    expected[plan.n_weight_params : plan.n_weight_params + plan.n_inputs] = 0.0
     np.testing.assert_allclose(trained.theta, expected, rtol=1e-12, atol=1e-15)
     assert trained.steps == 1
 

@@ -72,7 +72,7 @@ def test_a_chunked_body_over_the_limit_is_413_while_it_streams() -> None:
             {"samples": {"inputs": {"x": [1.0, 2.0]}, "targets": {"o": [0.0, 1.0]}}},
         ),
         ("max_work", 20, {}),
-        ("max_per_sample_elements", 6, {"per_sample": True}),
+        ("max_per_sample_elements", 5, {"per_sample": True}),
     ],
 )
 def test_work_over_a_limit_is_413_naming_it(name: str, value: int, request_changes: dict[str, Any]) -> None:
