@@ -21,10 +21,10 @@ class Limits(BaseSettings):
     max_epochs: int = Field(10_000, ge=1, description="SGD epochs")
     max_steps: int = Field(100_000, ge=1, description="SGD steps (epochs x minibatches)")
     max_activation_elements: int = Field(
-        20_000_000, ge=1, description="neurons x batch: the size of one value table"
+        4_000_000, ge=1, description="units (counted with their sizes) x batch: one table of values"
     )
     max_per_sample_elements: int = Field(
-        10_000_000, ge=1, description="batch x parameters, when per_sample gradients are asked"
+        4_000_000, ge=1, description="batch x parameters, when per_sample gradients are asked"
     )
     max_work: int = Field(
         50_000_000_000,
@@ -46,13 +46,3 @@ class Settings(Limits):
 def get_settings() -> Settings:
     """The settings of this process, read from the environment once."""
     return Settings()
-
-
-def limits_table() -> dict[str, str]:
-    """Each limit's environment variable and meaning, for docs."""
-    return {
-        f"GRADSERVE_{name.upper()}": field.description or "" for name, field in Limits.model_fields.items()
-    }
-
-
-__all__ = ["Limits", "Settings", "get_settings", "limits_table"]
