@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -38,7 +39,7 @@ def _decode(value: wire.EncodedArray, loc: Sequence[str | int]) -> np.ndarray:
         raise InvalidRequestError(
             f"{_where(loc)}: data is not valid base64", [issue([*loc, "data"], "invalid base64")]
         ) from None
-    count = int(np.prod(value.shape, dtype=np.int64))
+    count = math.prod(value.shape)  # Python ints: a huge shape cannot wrap around
     if len(raw) != count * dtype.itemsize:
         msg = (
             f"{_where(loc)}: data holds {len(raw)} bytes but shape {value.shape} of "

@@ -7,7 +7,9 @@ wire. Response bodies hold NumPy arrays, which `service.arrays.dumps` serialises
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -18,6 +20,7 @@ from service.errors import LimitExceededError, NonFiniteResultError
 from service.settings import Limits
 
 Body = dict[str, Any]
+R = TypeVar("R", bound=wire.ComputeRequest)
 
 
 def _limit(limits: Limits, name: str, value: int, what: str) -> None:
@@ -128,6 +131,20 @@ def _losses(plan: Plan, values: Values, batch: Batch, reduction: str) -> float:
 # ---------------------------------------------------------------- endpoints
 
 
+def _quiet(endpoint: Callable[[R, Limits], Body]) -> Callable[[R, Limits], Body]:
+    """Run without NumPy's floating-point warnings: overflow is reported afterwards, by name
+    (a 422 naming the unit or weight); the warnings would only repeat it, or, where warnings
+    are errors, turn it into a 500."""
+
+    @functools.wraps(endpoint)
+    def run(req: R, limits: Limits) -> Body:
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            return endpoint(req, limits)
+
+    return run
+
+
+@_quiet
 def forward(req: wire.ForwardRequest, limits: Limits) -> Body:
     plan, batch = prepare(req.network, req.samples, limits, need_targets=False)
     values = engine.forward(plan, plan.theta, batch.x)
@@ -140,6 +157,7 @@ def forward(req: wire.ForwardRequest, limits: Limits) -> Body:
     }
 
 
+@_quiet
 def gradients(req: wire.GradientsRequest, limits: Limits) -> Body:
     plan, batch = prepare(
         req.network, req.samples, limits, need_targets=True, passes=3, per_sample=req.per_sample
@@ -163,6 +181,7 @@ def gradients(req: wire.GradientsRequest, limits: Limits) -> Body:
     return body
 
 
+@_quiet
 def sgd(req: wire.SgdRequest, limits: Limits) -> Body:
     rows = _batch_rows(req.samples)
     steps = req.epochs * engine.steps_per_epoch(rows, req.batch_size) if rows else 0
@@ -181,6 +200,7 @@ def sgd(req: wire.SgdRequest, limits: Limits) -> Body:
         weight_decay=req.weight_decay,
         reduction=req.reduction,
     )
+    _check_values(plan, engine.forward(plan, plan.theta, batch.x))  # name what overflows as posted
     result = engine.train(plan, batch, options)
     _check_params(plan, result.theta, "updated value")
     history = [_check_loss(loss) for loss in result.history]

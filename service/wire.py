@@ -154,7 +154,7 @@ class SgdRequest(ComputeRequest):
     epochs: Annotated[StrictInt, Field(ge=1)] = 1
     batch_size: Annotated[StrictInt, Field(ge=1)] | None = None
     shuffle: StrictBool = False
-    seed: StrictInt | None = None
+    seed: Annotated[StrictInt, Field(ge=0)] | None = None
     momentum: Annotated[float, Field(ge=0, lt=1)] = 0.0
     nesterov: StrictBool = False
     weight_decay: Annotated[float, Field(ge=0)] = 0.0

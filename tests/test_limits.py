@@ -94,3 +94,29 @@ def test_limits_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("GRADSERVE_MAX_BATCH", "7")
     info = call(Settings(), "GET", "/v1/info").json()
     assert info["limits"]["max_batch"] == 7
+
+
+def test_overflow_in_process_is_a_422_even_where_warnings_are_errors() -> None:
+    request = chain_request()
+    request["network"]["weights"][0]["value"] = 1e308
+    request["samples"]["inputs"]["x"] = [1e10]
+    for unit in request["network"]["units"][1:3]:
+        unit["activation"] = "identity"
+    for path, extra in [("/v1/forward", {}), ("/v1/gradients", {}), ("/v1/sgd", {"learning_rate": 0.1})]:
+        response = call(Settings(), "POST", path, json={**request, **extra})
+        assert response.status_code == 422, response.text
+        assert "'j'" in response.json()["detail"]
+
+
+def test_sgd_that_diverges_is_a_422_naming_a_parameter() -> None:
+    response = call(Settings(), "POST", "/v1/sgd", json=chain_request(learning_rate=1e300, epochs=5))
+    assert response.status_code == 422, response.text
+    assert response.json()["type"].endswith("non-finite-result")
+
+
+def test_a_huge_encoded_shape_is_a_422() -> None:
+    request = chain_request()
+    request["samples"]["inputs"]["x"] = {"dtype": "float64", "shape": [2**40, 2**40, 2**40], "data": ""}
+    response = call(Settings(), "POST", "/v1/gradients", json=request)
+    assert response.status_code == 422, response.text
+    assert "needs" in response.json()["detail"]
