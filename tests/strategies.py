@@ -76,3 +76,22 @@ def networks(
             targets[u["id"]] = _form(rng, y, False)
     net = {"units": listed, "weights": weights, "loss": loss}
     return net, {"inputs": inputs, "targets": targets}
+
+
+@st.composite
+def sgd_options(draw: st.DrawFn, batch_sizes: tuple[int | None, ...] = (None, 1, 2)) -> Any:
+    """SGD options over momentum, Nesterov, weight decay, minibatches, shuffling, reduction."""
+    from service.engine import SgdOptions  # only the engine's tests need it
+
+    momentum, nesterov = draw(st.sampled_from([(0.0, False), (0.9, False), (0.5, True)]))
+    return SgdOptions(
+        learning_rate=0.05,
+        epochs=3,
+        batch_size=draw(st.sampled_from(batch_sizes)),
+        shuffle=draw(st.booleans()),
+        seed=7,
+        momentum=momentum,
+        nesterov=nesterov,
+        weight_decay=draw(st.sampled_from([0.0, 0.01])),
+        reduction=draw(st.sampled_from(["mean", "sum"])),
+    )

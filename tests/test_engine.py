@@ -18,15 +18,10 @@ from service.engine import Plan
 from service.errors import InvalidGraphError
 from tests import seed
 from tests.reference import Reference
-from tests.strategies import networks
+from tests.strategies import networks, sgd_options
+from tests.support import assert_parameters_close, compile_and_bind
 
 TIGHT = {"rtol": 1e-9, "atol": 1e-12}
-
-
-def compile_and_bind(net: dict[str, Any], samples: dict[str, Any]) -> tuple[Plan, engine.Batch]:
-    plan = engine.compile_network(wire.Network.model_validate_json(json.dumps(net)))
-    batch = engine.bind_samples(plan, wire.Samples.model_validate_json(json.dumps(samples)), True)
-    return plan, batch
 
 
 def run(net: dict[str, Any], samples: dict[str, Any]) -> dict[str, Any]:
@@ -256,43 +251,15 @@ def reference_sgd(net: dict[str, Any], samples: dict[str, Any], opt: engine.SgdO
     return params
 
 
-@given(
-    networks(max_hidden=3),
-    st.sampled_from([(0.0, False), (0.9, False), (0.5, True)]),
-    st.sampled_from([0.0, 0.01]),
-    st.sampled_from([None, 1, 2]),
-    st.booleans(),
-    st.sampled_from(["mean", "sum"]),
-)
+@given(networks(max_hidden=3), sgd_options())
 def test_multi_epoch_sgd_matches_torch_documented_update(
-    case: tuple[dict[str, Any], dict[str, Any]],
-    momentum: tuple[float, bool],
-    weight_decay: float,
-    batch_size: int | None,
-    shuffle: bool,
-    reduction: str,
+    case: tuple[dict[str, Any], dict[str, Any]], opt: engine.SgdOptions
 ) -> None:
     net, samples = case
-    opt = engine.SgdOptions(
-        learning_rate=0.05,
-        epochs=3,
-        batch_size=batch_size,
-        shuffle=shuffle,
-        seed=7,
-        momentum=momentum[0],
-        nesterov=momentum[1],
-        weight_decay=weight_decay,
-        reduction=reduction,
-    )
     plan, batch = compile_and_bind(net, samples)
     trained = engine.train(plan, batch, opt)
-    expected = reference_sgd(net, samples, opt)
-    for k, w in enumerate(plan.weights):
-        np.testing.assert_allclose(trained.theta[w.params].reshape(w.shape), expected["w"][k], **TIGHT)
-    for u in plan.units:
-        if u.role != "input":
-            np.testing.assert_allclose(trained.theta[plan.bias_params(u)], expected["b"][u.id], **TIGHT)
-    assert trained.steps == 3 * engine.steps_per_epoch(batch.size, batch_size)
+    assert_parameters_close(plan, trained.theta, reference_sgd(net, samples, opt))
+    assert trained.steps == 3 * engine.steps_per_epoch(batch.size, opt.batch_size)
 
 
 # ---------------------------------------------------------------- numerical stability

@@ -9,17 +9,16 @@ still decays it; so such parameters get a zero .grad here.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
-from hypothesis import strategies as st
 
-from service import engine, wire
+from service import engine
 from tests.reference import _matrix, activation_of
-from tests.strategies import networks
+from tests.strategies import networks, sgd_options
+from tests.support import assert_parameters_close, compile_and_bind
 
 torch = pytest.importorskip("torch")
 
@@ -101,44 +100,11 @@ def torch_train(net: dict[str, Any], samples: dict[str, Any], opt: engine.SgdOpt
 
 
 @settings(max_examples=40)
-@given(
-    networks(max_hidden=3),
-    st.sampled_from([(0.0, False), (0.9, False), (0.5, True)]),
-    st.sampled_from([0.0, 0.01]),
-    st.sampled_from([None, 2]),
-    st.booleans(),
-    st.sampled_from(["mean", "sum"]),
-)
+@given(networks(max_hidden=3), sgd_options(batch_sizes=(None, 2)))
 def test_sgd_agrees_with_torch_optim_sgd(
-    case: tuple[dict[str, Any], dict[str, Any]],
-    momentum: tuple[float, bool],
-    weight_decay: float,
-    batch_size: int | None,
-    shuffle: bool,
-    reduction: str,
+    case: tuple[dict[str, Any], dict[str, Any]], opt: engine.SgdOptions
 ) -> None:
     net, samples = case
-    opt = engine.SgdOptions(
-        learning_rate=0.05,
-        epochs=3,
-        batch_size=batch_size,
-        shuffle=shuffle,
-        seed=3,
-        momentum=momentum[0],
-        nesterov=momentum[1],
-        weight_decay=weight_decay,
-        reduction=reduction,
-    )
-    plan = engine.compile_network(wire.Network.model_validate_json(json.dumps(net)))
-    batch = engine.bind_samples(plan, wire.Samples.model_validate_json(json.dumps(samples)), True)
+    plan, batch = compile_and_bind(net, samples)
     trained = engine.train(plan, batch, opt)
-    expected = torch_train(net, samples, opt)
-    for k, w in enumerate(plan.weights):
-        np.testing.assert_allclose(
-            trained.theta[w.params].reshape(w.shape), expected["w"][k], rtol=1e-9, atol=1e-12
-        )
-    for u in plan.units:
-        if u.role != "input":
-            np.testing.assert_allclose(
-                trained.theta[plan.bias_params(u)], expected["b"][u.id], rtol=1e-9, atol=1e-12
-            )
+    assert_parameters_close(plan, trained.theta, torch_train(net, samples, opt))
