@@ -1,1 +1,70 @@
-"""The gradserve Python client."""
+"""The gradserve Python client: typed, sync and async, with NumPy optional.
+
+from client import Client
+with Client() as gs:
+    result = gs.gradients(network, samples)
+"""
+
+from client._client import AsyncClient, Client
+from client._errors import (
+    APIConnectionError,
+    APIError,
+    APIStatusError,
+    APITimeoutError,
+    AuthenticationError,
+    BadRequestError,
+    InternalServerError,
+    NotFoundError,
+    PayloadTooLargeError,
+    RateLimitError,
+    UnprocessableEntityError,
+)
+from client.arrays import to_numpy
+from client.builders import mlp, single_units
+from service.wire import (
+    EncodedArray,
+    ForwardResponse,
+    Gradients,
+    GradientsResponse,
+    Health,
+    InfoResponse,
+    Network,
+    Samples,
+    SgdResponse,
+    Unit,
+    UnitValues,
+    Weight,
+    WeightGradient,
+)
+
+__all__ = [
+    "APIConnectionError",
+    "APIError",
+    "APIStatusError",
+    "APITimeoutError",
+    "AsyncClient",
+    "AuthenticationError",
+    "BadRequestError",
+    "Client",
+    "EncodedArray",
+    "ForwardResponse",
+    "Gradients",
+    "GradientsResponse",
+    "Health",
+    "InfoResponse",
+    "InternalServerError",
+    "Network",
+    "NotFoundError",
+    "PayloadTooLargeError",
+    "RateLimitError",
+    "Samples",
+    "SgdResponse",
+    "Unit",
+    "UnitValues",
+    "UnprocessableEntityError",
+    "Weight",
+    "WeightGradient",
+    "mlp",
+    "single_units",
+    "to_numpy",
+]

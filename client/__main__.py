@@ -1,0 +1,5 @@
+"""`python -m client`: the command line."""
+
+from client.cli import entry
+
+entry()

@@ -1,0 +1,375 @@
+"""The sync `Client` and the `AsyncClient`, twins over one shared core."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import httpx
+from pydantic import BaseModel
+
+from client import _constants as const
+from client._errors import APIConnectionError, APIError, APITimeoutError, status_error
+from client._retry import parse_retry_after, retry_delay, should_retry
+from client.arrays import Prepared, decode_all, numpy_available
+from service import __version__
+from service.wire import (
+    ArrayEncoding,
+    ForwardResponse,
+    GradientsResponse,
+    Health,
+    InfoResponse,
+    Network,
+    Reduction,
+    Samples,
+    SgdResponse,
+)
+
+NetworkLike = Network | Mapping[str, Any]
+SamplesLike = Samples | Mapping[str, Any]
+
+
+class _Call:
+    """One prepared call: where, what, and how to read the answer."""
+
+    def __init__(
+        self, method: str, path: str, model: type[BaseModel], body: dict[str, Any] | None = None
+    ) -> None:
+        self.method, self.path, self.model = method, path, model
+        self.content: bytes | None = None
+        self.decode = False
+        if body is not None:
+            prepared = Prepared()
+            data = prepared.convert(body)
+            if data.get("array_encoding") is None:
+                # Large arrays went base64; let the answer come back the same way, and decode it
+                # here, so the caller sees the same result either way.
+                self.decode = prepared.encoded > 0 and numpy_available()
+                data["array_encoding"] = "base64" if self.decode else "list"
+            self.content = json.dumps(data).encode()
+
+    def result(self, response: httpx.Response) -> Any:
+        if response.status_code >= 400:
+            raise status_error(response)
+        try:
+            if self.decode:
+                return self.model.model_validate(decode_all(response.json()))
+            return self.model.model_validate_json(response.content)
+        except ValueError as exc:
+            raise APIError(
+                f"the server's answer to {self.path} does not fit the API: {exc}", response.request
+            ) from None
+
+
+class _Core:
+    """Configuration and request building shared by both clients."""
+
+    def __init__(self, base_url: str | None, api_key: str | None, timeout: float, max_retries: int) -> None:
+        self.base_url = (base_url or os.environ.get(const.BASE_URL_ENV) or const.DEFAULT_BASE_URL).rstrip("/")
+        self.api_key = api_key if api_key is not None else os.environ.get(const.API_KEY_ENV)
+        self.timeout = timeout
+        self.max_retries = max_retries
+
+    def headers(self) -> dict[str, str]:
+        headers = {"user-agent": f"gradserve-client/{__version__}", "accept": "application/json"}
+        if self.api_key:
+            headers["authorization"] = f"Bearer {self.api_key}"
+        return headers
+
+    def request(self, http: httpx.Client | httpx.AsyncClient, call: _Call) -> httpx.Request:
+        headers = self.headers()
+        if call.content is not None:
+            headers["content-type"] = "application/json"
+        return http.build_request(
+            call.method,
+            self.base_url + call.path,
+            content=call.content,
+            headers=headers,
+            timeout=self.timeout,
+        )
+
+    def failure(self, exc: httpx.TransportError, request: httpx.Request) -> APIConnectionError:
+        if isinstance(exc, httpx.TimeoutException):
+            return APITimeoutError(
+                f"{request.method} {request.url} timed out after {self.timeout} s", request
+            )
+        return APIConnectionError(f"cannot reach gradserve at {self.base_url}: {exc}", request)
+
+    def next_delay(self, attempt: int, outcome: httpx.Response | APIConnectionError) -> float | None:
+        """Seconds to wait before trying again, or None when this outcome is final."""
+        if attempt >= self.max_retries:
+            return None
+        if isinstance(outcome, httpx.Response):
+            if not should_retry(outcome.status_code):
+                return None
+            return retry_delay(attempt, parse_retry_after(outcome.headers.get("retry-after")))
+        return retry_delay(attempt)
+
+
+def _forward(network: NetworkLike, samples: SamplesLike, array_encoding: ArrayEncoding | None) -> _Call:
+    body = {"network": network, "samples": samples, "array_encoding": array_encoding}
+    return _Call("POST", "/v1/forward", ForwardResponse, body)
+
+
+def _gradients(
+    network: NetworkLike,
+    samples: SamplesLike,
+    reduction: Reduction,
+    per_sample: bool,
+    include_units: bool,
+    array_encoding: ArrayEncoding | None,
+) -> _Call:
+    body = {
+        "network": network,
+        "samples": samples,
+        "reduction": reduction,
+        "per_sample": per_sample,
+        "include_units": include_units,
+        "array_encoding": array_encoding,
+    }
+    return _Call("POST", "/v1/gradients", GradientsResponse, body)
+
+
+def _sgd(network: NetworkLike, samples: SamplesLike, learning_rate: float, options: dict[str, Any]) -> _Call:
+    body = {"network": network, "samples": samples, "learning_rate": learning_rate, **options}
+    return _Call("POST", "/v1/sgd", SgdResponse, body)
+
+
+def _sgd_options(
+    epochs: int,
+    batch_size: int | None,
+    shuffle: bool,
+    seed: int | None,
+    momentum: float,
+    nesterov: bool,
+    weight_decay: float,
+    reduction: Reduction,
+    array_encoding: ArrayEncoding | None,
+) -> dict[str, Any]:
+    return {
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "shuffle": shuffle,
+        "seed": seed,
+        "momentum": momentum,
+        "nesterov": nesterov,
+        "weight_decay": weight_decay,
+        "reduction": reduction,
+        "array_encoding": array_encoding,
+    }
+
+
+class Client:
+    """A synchronous gradserve client.
+
+    `base_url` falls back to GRADSERVE_URL, then http://127.0.0.1:8000; `api_key` to
+    GRADSERVE_API_KEY. Connection errors, 429 and 5xx are retried `max_retries` times with
+    exponential backoff and jitter, honouring Retry-After. Pass `http_client` to use your own
+    `httpx.Client` (a custom transport, proxies); it is then yours to close.
+    """
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        timeout: float = const.DEFAULT_TIMEOUT,
+        max_retries: int = const.DEFAULT_MAX_RETRIES,
+        http_client: httpx.Client | None = None,
+    ) -> None:
+        self._core = _Core(base_url, api_key, timeout, max_retries)
+        self._owns_http = http_client is None
+        self._http = http_client or httpx.Client()
+        self._sleep: Callable[[float], None] = time.sleep
+
+    @property
+    def base_url(self) -> str:
+        return self._core.base_url
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._owns_http:
+            self._http.close()
+
+    def _send(self, call: _Call) -> Any:
+        attempt = 0
+        while True:
+            request = self._core.request(self._http, call)
+            outcome: httpx.Response | APIConnectionError
+            try:
+                outcome = self._http.send(request)
+            except httpx.TransportError as exc:
+                outcome = self._core.failure(exc, request)
+            delay = self._core.next_delay(attempt, outcome)
+            if delay is None:
+                if isinstance(outcome, APIConnectionError):
+                    raise outcome
+                return call.result(outcome)
+            self._sleep(delay)
+            attempt += 1
+
+    def forward(
+        self, network: NetworkLike, samples: SamplesLike, *, array_encoding: ArrayEncoding | None = None
+    ) -> ForwardResponse:
+        """Every unit's s and z for a batch, and the loss when targets are given."""
+        result: ForwardResponse = self._send(_forward(network, samples, array_encoding))
+        return result
+
+    def gradients(
+        self,
+        network: NetworkLike,
+        samples: SamplesLike,
+        *,
+        reduction: Reduction = "mean",
+        per_sample: bool = False,
+        include_units: bool = True,
+        array_encoding: ArrayEncoding | None = None,
+    ) -> GradientsResponse:
+        """The loss and its gradient with respect to every weight and bias."""
+        call = _gradients(network, samples, reduction, per_sample, include_units, array_encoding)
+        result: GradientsResponse = self._send(call)
+        return result
+
+    def sgd(
+        self,
+        network: NetworkLike,
+        samples: SamplesLike,
+        learning_rate: float,
+        *,
+        epochs: int = 1,
+        batch_size: int | None = None,
+        shuffle: bool = False,
+        seed: int | None = None,
+        momentum: float = 0.0,
+        nesterov: bool = False,
+        weight_decay: float = 0.0,
+        reduction: Reduction = "mean",
+        array_encoding: ArrayEncoding | None = None,
+    ) -> SgdResponse:
+        """Train with SGD; `result.network` is the updated network, ready to post again."""
+        options = _sgd_options(
+            epochs, batch_size, shuffle, seed, momentum, nesterov, weight_decay, reduction, array_encoding
+        )
+        result: SgdResponse = self._send(_sgd(network, samples, learning_rate, options))
+        return result
+
+    def info(self) -> InfoResponse:
+        """The server's version, activations, losses and limits."""
+        result: InfoResponse = self._send(_Call("GET", "/v1/info", InfoResponse))
+        return result
+
+    def health(self, ready: bool = False) -> Health:
+        """Liveness (or, with `ready`, readiness) of the server."""
+        result: Health = self._send(_Call("GET", "/readyz" if ready else "/healthz", Health))
+        return result
+
+
+class AsyncClient:
+    """The asynchronous twin of `Client`: the same arguments, methods and errors, awaited."""
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        timeout: float = const.DEFAULT_TIMEOUT,
+        max_retries: int = const.DEFAULT_MAX_RETRIES,
+        http_client: httpx.AsyncClient | None = None,
+    ) -> None:
+        self._core = _Core(base_url, api_key, timeout, max_retries)
+        self._owns_http = http_client is None
+        self._http = http_client or httpx.AsyncClient()
+        self._sleep: Callable[[float], Any] = asyncio.sleep
+
+    @property
+    def base_url(self) -> str:
+        return self._core.base_url
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._owns_http:
+            await self._http.aclose()
+
+    async def _send(self, call: _Call) -> Any:
+        attempt = 0
+        while True:
+            request = self._core.request(self._http, call)
+            outcome: httpx.Response | APIConnectionError
+            try:
+                outcome = await self._http.send(request)
+            except httpx.TransportError as exc:
+                outcome = self._core.failure(exc, request)
+            delay = self._core.next_delay(attempt, outcome)
+            if delay is None:
+                if isinstance(outcome, APIConnectionError):
+                    raise outcome
+                return call.result(outcome)
+            await self._sleep(delay)
+            attempt += 1
+
+    async def forward(
+        self, network: NetworkLike, samples: SamplesLike, *, array_encoding: ArrayEncoding | None = None
+    ) -> ForwardResponse:
+        """Every unit's s and z for a batch, and the loss when targets are given."""
+        result: ForwardResponse = await self._send(_forward(network, samples, array_encoding))
+        return result
+
+    async def gradients(
+        self,
+        network: NetworkLike,
+        samples: SamplesLike,
+        *,
+        reduction: Reduction = "mean",
+        per_sample: bool = False,
+        include_units: bool = True,
+        array_encoding: ArrayEncoding | None = None,
+    ) -> GradientsResponse:
+        """The loss and its gradient with respect to every weight and bias."""
+        call = _gradients(network, samples, reduction, per_sample, include_units, array_encoding)
+        result: GradientsResponse = await self._send(call)
+        return result
+
+    async def sgd(
+        self,
+        network: NetworkLike,
+        samples: SamplesLike,
+        learning_rate: float,
+        *,
+        epochs: int = 1,
+        batch_size: int | None = None,
+        shuffle: bool = False,
+        seed: int | None = None,
+        momentum: float = 0.0,
+        nesterov: bool = False,
+        weight_decay: float = 0.0,
+        reduction: Reduction = "mean",
+        array_encoding: ArrayEncoding | None = None,
+    ) -> SgdResponse:
+        """Train with SGD; `result.network` is the updated network, ready to post again."""
+        options = _sgd_options(
+            epochs, batch_size, shuffle, seed, momentum, nesterov, weight_decay, reduction, array_encoding
+        )
+        result: SgdResponse = await self._send(_sgd(network, samples, learning_rate, options))
+        return result
+
+    async def info(self) -> InfoResponse:
+        """The server's version, activations, losses and limits."""
+        result: InfoResponse = await self._send(_Call("GET", "/v1/info", InfoResponse))
+        return result
+
+    async def health(self, ready: bool = False) -> Health:
+        """Liveness (or, with `ready`, readiness) of the server."""
+        result: Health = await self._send(_Call("GET", "/readyz" if ready else "/healthz", Health))
+        return result

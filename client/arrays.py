@@ -1,0 +1,91 @@
+"""Arrays between Python, NumPy and the wire. NumPy is optional and imported only when used."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel
+
+from client._constants import BASE64_MIN_ELEMENTS
+from service.wire import EncodedArray
+
+if TYPE_CHECKING:
+    import numpy as np
+
+_ENCODED_KEYS = {"dtype", "shape", "data"}
+
+
+def numpy_available() -> bool:
+    """Whether NumPy can be imported (without importing it)."""
+    import importlib.util
+
+    return importlib.util.find_spec("numpy") is not None
+
+
+def _is_ndarray(value: Any) -> bool:
+    return type(value).__module__ == "numpy" and hasattr(value, "__array__")
+
+
+def to_numpy(value: Any) -> np.ndarray:
+    """Any array of a request or a result (number, nested lists, encoded) as a float64 NumPy array."""
+    import numpy as np
+
+    if isinstance(value, EncodedArray):
+        value = value.model_dump()
+    if isinstance(value, Mapping) and set(value) == _ENCODED_KEYS:
+        dtype = "<f8" if value["dtype"] == "float64" else "<f4"
+        raw = np.frombuffer(base64.b64decode(value["data"]), dtype=dtype)
+        return raw.reshape(value["shape"]).astype(np.float64)
+    return np.asarray(value, dtype=np.float64)
+
+
+def encode(array: Any) -> dict[str, Any]:
+    """A NumPy array in the wire's encoded form (float64, little-endian, C order)."""
+    import numpy as np
+
+    data = np.ascontiguousarray(array, dtype="<f8")
+    return {
+        "dtype": "float64",
+        "shape": list(data.shape),
+        "data": base64.b64encode(data.tobytes()).decode("ascii"),
+    }
+
+
+class Prepared:
+    """A request body made JSON-ready, and whether any array in it went base64."""
+
+    def __init__(self) -> None:
+        self.encoded = 0
+
+    def convert(self, value: Any) -> Any:
+        if isinstance(value, BaseModel):
+            return self.convert(value.model_dump(mode="json", exclude_unset=True))
+        if _is_ndarray(value):
+            if value.ndim == 0:
+                return float(value)
+            if value.size >= BASE64_MIN_ELEMENTS:
+                self.encoded += 1
+                return encode(value)
+            return value.astype(float).tolist()
+        if type(value).__module__ == "numpy":  # a NumPy scalar
+            return float(value)
+        if isinstance(value, Mapping):
+            if set(value) == _ENCODED_KEYS:
+                self.encoded += 1
+            return {key: self.convert(item) for key, item in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [self.convert(item) for item in value]
+        return value
+
+
+def decode_all(value: Any) -> Any:
+    """Every encoded array in a parsed JSON body replaced by nested lists."""
+    if isinstance(value, dict):
+        if set(value) == _ENCODED_KEYS:
+            return to_numpy(value).tolist()
+        return {key: decode_all(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [decode_all(item) for item in value]
+    return value

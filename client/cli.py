@@ -1,0 +1,139 @@
+"""`gradserve-client` (and `python -m client`): the API from the shell, JSON in and JSON out.
+
+gradserve-client gradients request.json              # {"network": ..., "samples": ...}
+gradserve-client gradients --network net.json --samples batch.json --per-sample
+cat request.json | gradserve-client sgd --learning-rate 0.1 --epochs 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from pydantic import BaseModel
+
+from client._client import Client
+from client._errors import APIError, APIStatusError
+
+
+def _read(source: str, stdin: TextIO) -> Any:
+    try:
+        text = stdin.read() if source == "-" else Path(source).read_text()
+    except OSError as exc:
+        raise SystemExit(f"gradserve-client: cannot read {source}: {exc.strerror}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        where = "standard input" if source == "-" else source
+        raise SystemExit(f"gradserve-client: {where} is not JSON: {exc}") from None
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gradserve-client",
+        description="Call a gradserve server. A request is read from a file or standard input "
+        '(\'-\', the default) as {"network": ..., "samples": ..., options...}; --network and '
+        "--samples read those two from files instead. The answer is printed as JSON.",
+    )
+    parser.add_argument("--url", help="the server (default: $GRADSERVE_URL, else http://127.0.0.1:8000)")
+    parser.add_argument("--api-key", help="the API key (default: $GRADSERVE_API_KEY)")
+    parser.add_argument("--timeout", type=float, default=60.0, help="seconds (default %(default)s)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def compute(name: str, help: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help)
+        sub.add_argument("request", nargs="?", default="-", help="request JSON file, or - for stdin")
+        sub.add_argument("--network", help="a JSON file holding the network")
+        sub.add_argument("--samples", help="a JSON file holding the samples")
+        sub.add_argument("--base64", action="store_true", help="answer arrays base64-encoded")
+        return sub
+
+    compute("forward", "every unit's values")
+    grads = compute("gradients", "the loss's gradient for every weight and bias")
+    grads.add_argument("--reduction", choices=["mean", "sum"])
+    grads.add_argument("--per-sample", action="store_true", default=None)
+    grads.add_argument("--no-units", dest="include_units", action="store_false", default=None)
+    sgd = compute("sgd", "train with SGD; prints the updated network and the loss history")
+    sgd.add_argument("--learning-rate", type=float, help="required here or in the request")
+    sgd.add_argument("--epochs", type=int)
+    sgd.add_argument("--batch-size", type=int)
+    sgd.add_argument("--shuffle", action="store_true", default=None)
+    sgd.add_argument("--seed", type=int)
+    sgd.add_argument("--momentum", type=float)
+    sgd.add_argument("--nesterov", action="store_true", default=None)
+    sgd.add_argument("--weight-decay", type=float)
+    sgd.add_argument("--reduction", choices=["mean", "sum"])
+    commands.add_parser("info", help="the server's version, activations, losses and limits")
+    commands.add_parser("health", help="whether the server is up")
+    return parser
+
+
+OPTIONS = ("reduction", "per_sample", "include_units", "epochs", "batch_size", "shuffle", "seed",
+           "momentum", "nesterov", "weight_decay")  # fmt: skip
+
+
+def _request(args: argparse.Namespace, stdin: TextIO) -> dict[str, Any]:
+    files = (args.network, args.samples)
+    request: dict[str, Any] = {} if all(files) else _read(args.request, stdin)
+    if not isinstance(request, dict):
+        raise SystemExit("gradserve-client: the request must be a JSON object")
+    if args.network:
+        request["network"] = _read(args.network, stdin)
+    if args.samples:
+        request["samples"] = _read(args.samples, stdin)
+    for name in ("network", "samples"):
+        if name not in request:
+            raise SystemExit(f"gradserve-client: the request has no {name!r} (or pass --{name} FILE)")
+    for name in OPTIONS:
+        value = getattr(args, name, None)
+        if value is not None:
+            request[name] = value
+    if args.base64:
+        request["array_encoding"] = "base64"
+    return request
+
+
+def _call(client: Client, command: str, request: dict[str, Any]) -> BaseModel:
+    if command == "info":
+        return client.info()
+    if command == "health":
+        return client.health()
+    network, samples = request.pop("network"), request.pop("samples")
+    if command == "forward":
+        return client.forward(network, samples, array_encoding=request.get("array_encoding"))
+    if command == "gradients":
+        return client.gradients(network, samples, **request)
+    rate = request.pop("learning_rate", None)
+    if rate is None:
+        raise SystemExit("gradserve-client: sgd needs --learning-rate (or learning_rate in the request)")
+    return client.sgd(network, samples, rate, **request)
+
+
+def main(argv: Sequence[str] | None = None, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout) -> int:
+    args = _parser().parse_args(argv)
+    request = {} if args.command in ("info", "health") else _request(args, stdin)
+    if getattr(args, "learning_rate", None) is not None:
+        request["learning_rate"] = args.learning_rate
+    try:
+        with Client(base_url=args.url, api_key=args.api_key, timeout=args.timeout) as client:
+            result = _call(client, args.command, request)
+    except TypeError as exc:  # an option the endpoint does not take
+        print(f"gradserve-client: {exc}", file=sys.stderr)
+        return 2
+    except APIStatusError as exc:
+        print(f"gradserve-client: {exc.status_code}: {exc.detail}", file=sys.stderr)
+        return 1
+    except APIError as exc:
+        print(f"gradserve-client: {exc.message}", file=sys.stderr)
+        return 1
+    stdout.write(result.model_dump_json(indent=2, exclude_none=True) + "\n")
+    return 0
+
+
+def entry() -> None:
+    """The console script."""
+    sys.exit(main())
