@@ -104,10 +104,20 @@ class _Core:
         if attempt >= self.max_retries:
             return None
         if isinstance(outcome, httpx.Response):
-            if not should_retry(outcome.status_code):
+            if not should_retry(outcome.status_code, _problem_type(outcome)):
                 return None
             return retry_delay(attempt, parse_retry_after(outcome.headers.get("retry-after")))
         return retry_delay(attempt)
+
+
+def _problem_type(response: httpx.Response) -> str:
+    if not response.headers.get("content-type", "").startswith("application/problem+json"):
+        return ""
+    try:
+        body = response.json()
+    except ValueError:
+        return ""
+    return str(body.get("type", "")) if isinstance(body, dict) else ""
 
 
 def _forward(network: NetworkLike, samples: SamplesLike, array_encoding: ArrayEncoding | None) -> _Call:

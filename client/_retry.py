@@ -9,8 +9,11 @@ import time
 from client._constants import INITIAL_RETRY_DELAY, MAX_RETRY_AFTER, MAX_RETRY_DELAY
 
 
-def should_retry(status: int) -> bool:
-    """Retry overload and server errors, never another 4xx."""
+def should_retry(status: int, problem_type: str = "") -> bool:
+    """Retry overload and server errors, never another 4xx, nor a computation that ran out of
+    time (it would only run out of time again)."""
+    if problem_type.endswith(":deadline-exceeded"):
+        return False
     return status == 429 or status >= 500
 
 

@@ -3,10 +3,27 @@
 from __future__ import annotations
 
 import argparse
+import copy
+from typing import Any
 
 import uvicorn
+from uvicorn.config import LOGGING_CONFIG
 
 from service.settings import get_settings
+
+
+def log_config(level: str) -> dict[str, Any]:
+    """uvicorn's logging, plus gradserve's: one JSON line per request (uvicorn's own access log is off)."""
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["formatters"]["line"] = {"format": "%(message)s"}
+    config["handlers"]["line"] = {
+        "formatter": "line",
+        "class": "logging.StreamHandler",
+        "stream": "ext://sys.stderr",
+    }
+    config["loggers"]["gradserve.access"] = {"handlers": ["line"], "level": level.upper(), "propagate": False}
+    config["loggers"]["gradserve"] = {"handlers": ["default"], "level": level.upper(), "propagate": False}
+    return config
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -25,6 +42,9 @@ def main(argv: list[str] | None = None) -> None:
         port=args.port,
         workers=args.workers,
         log_level=settings.log_level,
+        log_config=log_config(settings.log_level),
+        access_log=False,
+        timeout_graceful_shutdown=settings.shutdown_grace_s,
     )
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -9,7 +11,14 @@ from pydantic import BaseModel, ValidationError
 
 from service import __version__, compute, wire
 from service.arrays import dumps
-from service.errors import BodyTooLargeError, InvalidRequestError, MalformedJSONError, NotReadyError, issue
+from service.errors import (
+    BodyTooLargeError,
+    InvalidRequestError,
+    MalformedJSONError,
+    NotReadyError,
+    OverloadedError,
+    issue,
+)
 from service.settings import Limits, Settings
 
 M = TypeVar("M", bound=BaseModel)
@@ -49,6 +58,27 @@ def _too_large(size: int, limit: int, at_least: bool = False) -> str:
 BodyDep = Annotated[bytes, Depends(raw_body)]
 
 
+async def admitted_body(request: Request, body: BodyDep, settings: SettingsDep) -> AsyncIterator[bytes]:
+    """The body, once one of the `max_concurrent` computation slots is free (a 503 if none is soon)."""
+    slots: asyncio.Semaphore = request.app.state.slots
+    try:
+        async with asyncio.timeout(settings.queue_timeout_s):
+            await slots.acquire()
+    except TimeoutError:
+        raise OverloadedError(
+            f"all {settings.max_concurrent} computation slots stayed busy for {settings.queue_timeout_s:g} s "
+            "(GRADSERVE_MAX_CONCURRENT, GRADSERVE_QUEUE_TIMEOUT_S); try again shortly",
+            headers={"retry-after": "1"},
+        ) from None
+    try:
+        yield body
+    finally:
+        slots.release()
+
+
+AdmittedBody = Annotated[bytes, Depends(admitted_body)]
+
+
 def parse(model: type[M], body: bytes) -> M:
     """Validate a body straight from its bytes; NaN and Infinity never get in."""
     try:
@@ -58,7 +88,7 @@ def parse(model: type[M], body: bytes) -> M:
         if any(e["type"] == "json_invalid" for e in errors):
             raise MalformedJSONError(f"the body is not valid JSON: {errors[0]['msg']}") from None
         items = [issue(list(e["loc"]), e["msg"]) for e in errors]
-        lines = [".".join(map(str, e["loc"])) + ": " + e["msg"] for e in errors[:5]]
+        lines = [(".".join(map(str, e["loc"])) or "the body") + ": " + e["msg"] for e in errors[:5]]
         more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
         raise InvalidRequestError("; ".join(lines) + more, items) from None
 
@@ -78,11 +108,16 @@ def _problem(description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/problem+json": {"schema": ref}}}
 
 
+AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: _problem("An API key is configured and the request did not carry it"),
+    500: _problem("An unexpected error (the body carries a request id to report)"),
+}
 COMPUTE_ERRORS: dict[int | str, dict[str, Any]] = {
+    **AUTH_ERRORS,
     400: _problem("The body is not JSON"),
     413: _problem("The body or the work it asks for is over a configured limit"),
     422: _problem("The request, the network or the samples are not valid, or the result overflowed"),
-    500: _problem("An unexpected error (the body carries a request id to report)"),
+    503: _problem("Every computation slot is busy (with Retry-After), or the computation ran out of time"),
 }
 
 REQUEST_MODELS: tuple[type[BaseModel], ...] = (
@@ -92,44 +127,52 @@ REQUEST_MODELS: tuple[type[BaseModel], ...] = (
     wire.Problem,
 )
 
-router = APIRouter(prefix="/v1", responses=COMPUTE_ERRORS)
+router = APIRouter(prefix="/v1")
 
 
 @router.post(
     "/forward",
+    responses=COMPUTE_ERRORS,
     response_model=wire.ForwardResponse,
     openapi_extra=request_body(wire.ForwardRequest),
     summary="Every unit's s and z for a batch, and the loss when targets are given",
 )
-def forward(body: BodyDep, settings: SettingsDep) -> Response:
+def forward(body: AdmittedBody, settings: SettingsDep) -> Response:
     req = parse(wire.ForwardRequest, body)
     return json_response(compute.forward(req, settings), req.array_encoding)
 
 
 @router.post(
     "/gradients",
+    responses=COMPUTE_ERRORS,
     response_model=wire.GradientsResponse,
     openapi_extra=request_body(wire.GradientsRequest),
     summary="The loss's gradient with respect to every weight and bias",
 )
-def gradients(body: BodyDep, settings: SettingsDep) -> Response:
+def gradients(body: AdmittedBody, settings: SettingsDep) -> Response:
     req = parse(wire.GradientsRequest, body)
     return json_response(compute.gradients(req, settings), req.array_encoding)
 
 
 @router.post(
     "/sgd",
+    responses=COMPUTE_ERRORS,
     response_model=wire.SgdResponse,
     openapi_extra=request_body(wire.SgdRequest),
     summary="Train the network with SGD and return it updated",
 )
-def sgd(body: BodyDep, settings: SettingsDep) -> Response:
+def sgd(body: AdmittedBody, settings: SettingsDep) -> Response:
     req = parse(wire.SgdRequest, body)
     return json_response(compute.sgd(req, settings), req.array_encoding)
 
 
-@router.get("/info", response_model=wire.InfoResponse, summary="Version, activations, losses and limits")
-def info(settings: SettingsDep) -> wire.InfoResponse:
+@router.get(
+    "/info",
+    response_model=wire.InfoResponse,
+    responses=AUTH_ERRORS,
+    summary="Version, activations, losses and limits",
+)
+async def info(settings: SettingsDep) -> wire.InfoResponse:
     limits = {name: getattr(settings, name) for name in Limits.model_fields}
     return wire.InfoResponse(
         version=__version__,
@@ -143,7 +186,7 @@ health = APIRouter()
 
 
 @health.get("/healthz", response_model=wire.Health, summary="Liveness")
-def healthz() -> wire.Health:
+async def healthz() -> wire.Health:
     return wire.Health(status="ok")
 
 
@@ -153,7 +196,7 @@ def healthz() -> wire.Health:
     responses={503: _problem("The self-check has not passed")},
     summary="Readiness: 200 once the engine has passed its self-check",
 )
-def readyz(request: Request) -> wire.Health:
+async def readyz(request: Request) -> wire.Health:
     if not request.app.state.ready:
         raise NotReadyError("the engine's start-up self-check has not passed")
     return wire.Health(status="ready")

@@ -1,72 +1,27 @@
-"""The app factory: settings, routes, the one error format, the OpenAPI document."""
+"""The app factory: settings, middleware, routes, the one error format, the OpenAPI document."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from http import HTTPStatus
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse
 from pydantic.json_schema import models_json_schema
 from starlette.exceptions import HTTPException
 
-from service import __version__, selfcheck
+from service import __version__, problems, selfcheck
 from service.api import REQUEST_MODELS, health, router
-from service.errors import PROBLEM_TYPE, ProblemError, issue
+from service.errors import ProblemError
+from service.middleware import ApiKeyAuth, RequestContext
 from service.settings import Settings, get_settings
 
 log = logging.getLogger("gradserve")
-
-
-class ProblemResponse(JSONResponse):
-    media_type = "application/problem+json"
-
-
-def _problem(status: int, detail: str, slug: str | None = None, **extra: Any) -> ProblemResponse:
-    phrase = HTTPStatus(status).phrase
-    body = {
-        "type": PROBLEM_TYPE + slug if slug else "about:blank",
-        "title": phrase,
-        "status": status,
-        "detail": detail,
-        **extra,
-    }
-    return ProblemResponse(body, status_code=status)
-
-
-async def _on_problem(_: Request, exc: Exception) -> ProblemResponse:
-    assert isinstance(exc, ProblemError)
-    return ProblemResponse(exc.body(), status_code=exc.status)
-
-
-async def _on_http(_: Request, exc: Exception) -> ProblemResponse:
-    assert isinstance(exc, HTTPException)
-    detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).description
-    response = _problem(exc.status_code, detail)
-    if exc.headers:
-        response.headers.update(exc.headers)
-    return response
-
-
-async def _on_validation(_: Request, exc: Exception) -> ProblemResponse:
-    assert isinstance(exc, RequestValidationError)
-    errors = [issue(list(e["loc"]), e["msg"]) for e in exc.errors()]  # never echo the input
-    detail = "; ".join(".".join(map(str, e["loc"])) + ": " + e["msg"] for e in errors[:5])
-    return _problem(422, detail, "invalid-request", errors=errors)
-
-
-async def _on_unexpected(_: Request, exc: Exception) -> ProblemResponse:
-    request_id = uuid.uuid4().hex
-    log.error("unexpected error, request id %s", request_id, exc_info=exc)
-    return _problem(
-        500, f"an unexpected error; report request id {request_id}", "internal", request_id=request_id
-    )
 
 
 @asynccontextmanager
@@ -79,22 +34,36 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """A gradserve app; nothing happens at import time."""
+    settings = settings or get_settings()
     app = FastAPI(
         title="gradserve",
         version=__version__,
         summary="Backpropagation as a service: forward values, exact gradients and SGD "
-        "for any DAG of units. The contract is API.md; every error is problem+json.",
+        "for any DAG of units. Every error is problem+json.",
         lifespan=_lifespan,
         separate_input_output_schemas=False,
     )
-    app.state.settings = settings or get_settings()
+    app.state.settings = settings
     app.state.ready = False
+    app.state.slots = asyncio.Semaphore(settings.max_concurrent)  # computations at once
     app.include_router(health)
     app.include_router(router)
-    app.add_exception_handler(ProblemError, _on_problem)
-    app.add_exception_handler(HTTPException, _on_http)
-    app.add_exception_handler(RequestValidationError, _on_validation)
-    app.add_exception_handler(Exception, _on_unexpected)
+    app.add_exception_handler(ProblemError, problems.on_problem)
+    app.add_exception_handler(HTTPException, problems.on_http)
+    app.add_exception_handler(RequestValidationError, problems.on_validation)
+    app.add_exception_handler(Exception, problems.on_unexpected)
+    # the last added runs first: request ids and logs around CORS around the API key
+    if settings.api_key is not None:
+        app.add_middleware(ApiKeyAuth, api_key=settings.api_key.get_secret_value())
+    if settings.cors_origin_list:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origin_list,
+            allow_methods=["GET", "POST"],
+            allow_headers=["authorization", "content-type", "x-request-id"],
+            expose_headers=["x-request-id", "retry-after"],
+        )
+    app.add_middleware(RequestContext)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -110,6 +79,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 ref_template="#/components/schemas/{model}",
             )
             schema.setdefault("components", {}).setdefault("schemas", {}).update(defs["$defs"])
+            if settings.api_key is not None:
+                schema["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+                schema["security"] = [{"bearer": []}]
             app.openapi_schema = schema
         return app.openapi_schema
 

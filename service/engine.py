@@ -10,16 +10,50 @@ turns it into delta = dE/ds. Every parameter, weights then biases, lives in one 
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from service import wire
 from service.arrays import to_numpy
-from service.errors import InvalidGraphError, InvalidSamplesError, issue, raise_collected
+from service.errors import (
+    DeadlineExceededError,
+    InvalidGraphError,
+    InvalidSamplesError,
+    issue,
+    raise_collected,
+)
 
 Array = np.ndarray
+
+# ---------------------------------------------------------------- a deadline, checked cooperatively
+
+_deadline: ContextVar[tuple[float, float]] = ContextVar("gradserve_deadline", default=(math.inf, math.inf))
+
+
+@contextmanager
+def time_limit(seconds: float) -> Iterator[None]:
+    """Let the passes below run for at most `seconds`, checked once per level and per step."""
+    token = _deadline.set((time.monotonic() + seconds, seconds))
+    try:
+        yield
+    finally:
+        _deadline.reset(token)
+
+
+def checkpoint() -> None:
+    """Stop with a 503 once the deadline has passed, freeing the worker."""
+    at, seconds = _deadline.get()
+    if time.monotonic() > at:
+        raise DeadlineExceededError(
+            f"the computation ran past the time limit timeout_s = {seconds:g} s (set by "
+            "GRADSERVE_TIMEOUT_S) and was stopped; ask for less work (fewer epochs, a smaller batch)"
+        )
 
 
 # ---------------------------------------------------------------- activations
@@ -649,6 +683,7 @@ def forward(plan: Plan, theta: Array, x: Array) -> Values:
     bias = theta[plan.n_weight_params :]
     theta0 = _theta0(plan, theta)
     for level in plan.levels:
+        checkpoint()
         if not level.blocks:
             s[:, level.cols] = bias[level.cols]
         for block in level.blocks:
@@ -713,6 +748,7 @@ def backward(plan: Plan, theta: Array, values: Values, y: Array) -> Array:
         loss_ds[:, plan.out_cols] = ds
     theta0 = _theta0(plan, theta)
     for level in reversed(plan.levels):
+        checkpoint()
         for group in level.groups:
             c = group.cols
             delta[:, c] = group.vjp(g[:, c], values.s[:, c], values.z[:, c])

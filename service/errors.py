@@ -15,10 +15,16 @@ class ProblemError(Exception):
     slug = "invalid-request"
     title = "The request is not valid"
 
-    def __init__(self, detail: str, errors: Sequence[dict[str, Any]] | None = None) -> None:
+    def __init__(
+        self,
+        detail: str,
+        errors: Sequence[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(detail)
         self.detail = detail
         self.errors = list(errors) if errors else None
+        self.headers = headers or {}
 
     def body(self) -> dict[str, Any]:
         """The problem+json body for this error."""
@@ -68,6 +74,18 @@ class LimitExceededError(ProblemError):
 class BodyTooLargeError(LimitExceededError):
     slug = "body-too-large"
     title = "The request body is too large"
+
+
+class DeadlineExceededError(ProblemError):
+    status = 503
+    slug = "deadline-exceeded"
+    title = "The computation ran out of time"
+
+
+class OverloadedError(ProblemError):
+    status = 503
+    slug = "overloaded"
+    title = "The service is busy"
 
 
 class NotReadyError(ProblemError):

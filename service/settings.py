@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -32,14 +33,31 @@ class Limits(BaseSettings):
         description="(weight elements + neurons) x batch x passes over the batch",
     )
 
+    max_concurrent: int = Field(
+        default_factory=lambda: os.cpu_count() or 1, ge=1, description="computations at once"
+    )
+    queue_timeout_s: float = Field(
+        2.0, ge=0, description="seconds a request waits for a free computation slot before a 503"
+    )
+    timeout_s: float = Field(30.0, gt=0, description="seconds one computation may run before a 503")
+
 
 class Settings(Limits):
-    """Server settings: where to listen, how many workers, and the limits."""
+    """Server settings: where to listen, workers, access, and the limits."""
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     workers: int = Field(1, ge=1)
     log_level: str = "info"
+    api_key: SecretStr | None = Field(
+        None, description="when set, every endpoint but the health checks needs it"
+    )
+    cors_origins: str = Field("", description="comma-separated origins allowed by CORS; none when empty")
+    shutdown_grace_s: int = Field(10, ge=0, description="seconds in-flight requests get on SIGTERM")
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]
 
 
 @lru_cache(maxsize=1)

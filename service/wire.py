@@ -130,6 +130,24 @@ class Samples(WireModel):
 
 # ---------------------------------------------------------------- requests
 
+#: the seed's chain x -> j -> k -> o with one sample: the example in the OpenAPI document
+CHAIN_EXAMPLE: dict[str, Any] = {
+    "network": {
+        "units": [
+            {"id": "x", "role": "input"},
+            {"id": "j", "activation": "sigmoid"},
+            {"id": "k", "activation": "sigmoid"},
+            {"id": "o", "role": "output", "activation": "identity"},
+        ],
+        "weights": [
+            {"source": "x", "target": "j", "value": 0.5},
+            {"source": "j", "target": "k", "value": -0.3},
+            {"source": "k", "target": "o", "value": 0.8},
+        ],
+    },
+    "samples": {"inputs": {"x": [1.5]}, "targets": {"o": [0.25]}},
+}
+
 
 class ComputeRequest(WireModel):
     network: Network
@@ -140,16 +158,24 @@ class ComputeRequest(WireModel):
 
 
 class ForwardRequest(ComputeRequest):
-    pass
+    model_config = ConfigDict(json_schema_extra={"examples": [CHAIN_EXAMPLE]})
 
 
 class GradientsRequest(ComputeRequest):
+    model_config = ConfigDict(json_schema_extra={"examples": [{**CHAIN_EXAMPLE, "per_sample": True}]})
+
     reduction: Reduction = "mean"
     per_sample: StrictBool = False
     include_units: StrictBool = True
 
 
 class SgdRequest(ComputeRequest):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{**CHAIN_EXAMPLE, "learning_rate": 0.5, "epochs": 20, "momentum": 0.9}]
+        }
+    )
+
     learning_rate: Annotated[float, Field(gt=0)]
     epochs: Annotated[StrictInt, Field(ge=1)] = 1
     batch_size: Annotated[StrictInt, Field(ge=1)] | None = None
@@ -219,7 +245,7 @@ class InfoResponse(ResponseModel):
     version: str
     activations: list[str]
     losses: list[str]
-    limits: dict[str, int]
+    limits: dict[str, int | float]
 
 
 class Health(ResponseModel):

@@ -6,8 +6,11 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
@@ -26,47 +29,63 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_server(env: dict[str, str] | None = None) -> tuple[subprocess.Popen[bytes], str]:
-    """`python -m service` on a free port, returned once /healthz answers."""
+@dataclass
+class Server:
+    """A `python -m service` process; its log goes to a file, so it never blocks on a full pipe."""
+
+    proc: subprocess.Popen[bytes]
+    url: str
+    log: Path
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def start_server(env: dict[str, str] | None = None) -> Server:
+    """`python -m service` on a free port, returned once /readyz answers."""
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "service", "--port", str(port)],
-        env={**os.environ, **(env or {})},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    url = f"http://127.0.0.1:{port}"
+    log = Path(tempfile.mkstemp(prefix="gradserve-", suffix=".log")[1])
+    with log.open("wb") as sink:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "service", "--port", str(port)],
+            env={**os.environ, **(env or {})},
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    server = Server(proc, f"http://127.0.0.1:{port}", log)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"server exited: {proc.stderr.read().decode() if proc.stderr else ''}")
+            raise RuntimeError(f"server exited: {server.output()}")
         try:
-            if httpx.get(url + "/readyz", timeout=1).status_code == 200:
-                return proc, url
+            if httpx.get(server.url + "/readyz", timeout=1).status_code == 200:
+                return server
         except httpx.TransportError:
             pass
         time.sleep(0.05)
-    proc.kill()
+    server.stop()
     raise RuntimeError("server did not become ready in 30 s")
-
-
-def stop_server(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    if proc.stderr:
-        proc.stderr.close()
 
 
 @pytest.fixture(scope="session")
 def server_url() -> Iterator[str]:
     """The base URL of a real uvicorn server, shared by the end-to-end tests."""
-    proc, url = start_server()
-    yield url
-    stop_server(proc)
+    server = start_server()
+    yield server.url
+    server.stop()
 
 
 @pytest.fixture

@@ -410,3 +410,15 @@ with Client({server_url!r}) as gs:
     )
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout) == pytest.approx(case.weight_gradients, rel=1e-12)
+
+
+def test_a_computation_that_ran_out_of_time_is_not_retried() -> None:
+    deadline = problem(503)
+    body = {**deadline.json(), "type": "urn:gradserve:problem:deadline-exceeded"}
+    transport, seen = scripted(
+        httpx.Response(503, json=body, headers={"content-type": "application/problem+json"})
+    )
+    gs, slept = sync_client(transport)
+    with pytest.raises(client.InternalServerError):
+        gs.health()
+    assert (len(seen), slept) == (1, [])

@@ -1,0 +1,83 @@
+"""Pure ASGI middleware: request ids and access logs, and the optional API key."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import re
+import time
+import uuid
+
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.problems import problem_response
+
+access_log = logging.getLogger("gradserve.access")
+
+_SANE_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+
+
+class RequestContext:
+    """Give each request an id (the client's X-Request-ID when sane), echo it, log one line."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = Headers(scope=scope).get("x-request-id", "")
+        request_id = given if _SANE_ID.match(given) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        status, start = 500, time.perf_counter()
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                MutableHeaders(scope=message)["x-request-id"] = request_id
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            access_log.info(
+                json.dumps(
+                    {
+                        "method": scope["method"],
+                        "path": scope["path"],
+                        "status": status,
+                        "duration_ms": round((time.perf_counter() - start) * 1000, 2),
+                        "request_id": request_id,
+                    }
+                )
+            )
+
+
+class ApiKeyAuth:
+    """With an API key configured, every path but the health checks needs `Bearer <key>`."""
+
+    OPEN = frozenset({"/healthz", "/readyz"})
+
+    def __init__(self, app: ASGIApp, api_key: str) -> None:
+        self.app = app
+        self.key = api_key.encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] not in self.OPEN:
+            scheme, _, token = Headers(scope=scope).get("authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), self.key):
+                detail = (
+                    "this server needs an API key: send 'Authorization: Bearer <key>'"
+                    if not token
+                    else "the API key is not valid"
+                )
+                response = problem_response(
+                    401, detail, "unauthorized", headers={"www-authenticate": 'Bearer realm="gradserve"'}
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)

@@ -1,0 +1,64 @@
+"""The one error format: every error response is problem+json, built here and only here."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from service.errors import PROBLEM_TYPE, ProblemError, issue
+
+log = logging.getLogger("gradserve")
+
+
+class ProblemResponse(JSONResponse):
+    media_type = "application/problem+json"
+
+
+def problem_response(
+    status: int, detail: str, slug: str | None = None, headers: dict[str, str] | None = None, **extra: Any
+) -> ProblemResponse:
+    body = {
+        "type": PROBLEM_TYPE + slug if slug else "about:blank",
+        "title": HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+        **extra,
+    }
+    return ProblemResponse(body, status_code=status, headers=headers)
+
+
+async def on_problem(_: Request, exc: Exception) -> ProblemResponse:
+    assert isinstance(exc, ProblemError)
+    return ProblemResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+
+
+async def on_http(_: Request, exc: Exception) -> ProblemResponse:
+    assert isinstance(exc, HTTPException)
+    detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).description
+    return problem_response(exc.status_code, detail, headers=dict(exc.headers or {}))
+
+
+async def on_validation(_: Request, exc: Exception) -> ProblemResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = [issue(list(e["loc"]), e["msg"]) for e in exc.errors()]  # never echo the input
+    detail = "; ".join(".".join(map(str, e["loc"])) + ": " + e["msg"] for e in errors[:5])
+    return problem_response(422, detail, "invalid-request", errors=errors)
+
+
+async def on_unexpected(request: Request, exc: Exception) -> ProblemResponse:
+    request_id = getattr(request.state, "request_id", None) or uuid.uuid4().hex
+    log.error("unexpected error, request id %s", request_id, exc_info=exc)
+    return problem_response(
+        500,
+        f"an unexpected error; report request id {request_id}",
+        "internal",
+        headers={"x-request-id": request_id},
+        request_id=request_id,
+    )

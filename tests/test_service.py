@@ -1,0 +1,342 @@
+"""The service under pressure: auth, request ids, admission, deadlines, overflow, shutdown, load."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import statistics
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+import client
+from client.arrays import encode
+from service import compute
+from service.app import create_app
+from service.settings import Settings
+from tests import seed
+from tests.conftest import start_server
+from tests.strategies import ACTIVATIONS
+
+
+def asgi(
+    settings: Settings, *requests: tuple[str, str, dict[str, Any]], raise_errors: bool = True
+) -> list[httpx.Response]:
+    """Send requests at once to a fresh in-process app (lifespan run) over httpx.ASGITransport."""
+
+    async def go() -> list[httpx.Response]:
+        app = create_app(settings)
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app, raise_app_exceptions=raise_errors)
+            async with httpx.AsyncClient(
+                transport=transport, base_url="http://gradserve", timeout=60
+            ) as http:
+                return await asyncio.gather(*(http.request(m, p, **kw) for m, p, kw in requests))
+
+    return asyncio.run(go())
+
+
+def chain_request(**changes: Any) -> dict[str, Any]:
+    case = seed.chain()
+    return {"network": case.network, "samples": case.samples, **changes}
+
+
+def heavy_request(epochs: int, batch: int = 256) -> dict[str, Any]:
+    """An SGD request that takes about epochs x 3 ms here."""
+    rng = np.random.default_rng(0)
+    net = client.mlp([64, 128, 128, 1], seed=0).model_dump(exclude_unset=True)
+    samples = {
+        "inputs": {"input": encode(rng.normal(size=(batch, 64)))},
+        "targets": {"output": encode(rng.normal(size=(batch, 1)))},
+    }
+    return {"network": net, "samples": samples, "learning_rate": 0.01, "epochs": epochs}
+
+
+# ---------------------------------------------------------------- auth
+
+
+@pytest.fixture(scope="module")
+def keyed_url() -> Iterator[str]:
+    server = start_server({"GRADSERVE_API_KEY": "s3cret"})
+    yield server.url
+    server.stop()
+
+
+def test_with_a_key_everything_but_the_health_checks_needs_it(keyed_url: str) -> None:
+    assert httpx.get(keyed_url + "/healthz").status_code == 200
+    assert httpx.get(keyed_url + "/readyz").status_code == 200
+    for path in ["/v1/info", "/openapi.json", "/docs"]:
+        response = httpx.get(keyed_url + path)
+        assert response.status_code == 401
+        assert response.headers["content-type"] == "application/problem+json"
+        assert response.headers["www-authenticate"].startswith("Bearer")
+        assert "Authorization: Bearer" in response.json()["detail"]
+    wrong = httpx.post(
+        keyed_url + "/v1/gradients", json=chain_request(), headers={"authorization": "Bearer nope"}
+    )
+    assert wrong.status_code == 401
+    assert wrong.json()["detail"] == "the API key is not valid"
+    right = httpx.post(
+        keyed_url + "/v1/gradients", json=chain_request(), headers={"authorization": "Bearer s3cret"}
+    )
+    assert right.status_code == 200
+    assert httpx.get(keyed_url + "/openapi.json", headers={"authorization": "Bearer s3cret"}).json()[
+        "security"
+    ]
+
+
+def test_the_client_sends_its_key(keyed_url: str) -> None:
+    with client.Client(keyed_url, api_key="s3cret") as gs:
+        assert gs.info().version
+    with client.Client(keyed_url, api_key="wrong") as gs, pytest.raises(client.AuthenticationError):
+        gs.info()
+
+
+def test_without_a_key_nothing_asks_for_one(http: httpx.Client) -> None:
+    assert http.get("/v1/info").status_code == 200
+    assert "security" not in http.get("/openapi.json").json()
+
+
+def test_cors_is_off_unless_configured() -> None:
+    preflight = {"origin": "http://app.example", "access-control-request-method": "POST"}
+    (closed,) = asgi(Settings(), ("OPTIONS", "/v1/gradients", {"headers": preflight}))
+    assert "access-control-allow-origin" not in closed.headers
+    (opened,) = asgi(
+        Settings(cors_origins="http://app.example", api_key="k"),
+        ("OPTIONS", "/v1/gradients", {"headers": preflight}),
+    )
+    assert opened.status_code == 200  # the preflight needs no key
+    assert opened.headers["access-control-allow-origin"] == "http://app.example"
+
+
+# ---------------------------------------------------------------- request ids and logs
+
+
+def test_request_ids_are_echoed_or_made(http: httpx.Client) -> None:
+    given = http.get("/healthz", headers={"x-request-id": "abc-123"})
+    assert given.headers["x-request-id"] == "abc-123"
+    made = http.get("/healthz", headers={"x-request-id": "not ok/" * 50})
+    assert len(made.headers["x-request-id"]) == 32
+    assert made.headers["x-request-id"] != http.get("/healthz").headers["x-request-id"]
+
+
+def test_one_structured_log_line_per_request() -> None:
+    server = start_server()
+    try:
+        httpx.post(server.url + "/v1/gradients", json=chain_request(), headers={"x-request-id": "trace-me"})
+    finally:
+        server.stop()
+    lines = [json.loads(line) for line in server.output().splitlines() if line.startswith("{")]
+    (entry,) = [line for line in lines if line["request_id"] == "trace-me"]
+    assert entry["method"] == "POST"
+    assert entry["path"] == "/v1/gradients"
+    assert entry["status"] == 200
+    assert entry["duration_ms"] > 0
+
+
+def test_an_unexpected_error_is_a_generic_500_with_a_request_id(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*_: Any) -> Any:
+        raise RuntimeError("secret internals")
+
+    monkeypatch.setattr(compute, "gradients", broken)
+    (response,) = asgi(
+        Settings(),
+        ("POST", "/v1/gradients", {"json": chain_request(), "headers": {"x-request-id": "r-1"}}),
+        raise_errors=False,
+    )
+    assert response.status_code == 500
+    assert response.headers["content-type"] == "application/problem+json"
+    body = response.json()
+    assert body["request_id"] == "r-1"
+    assert "r-1" in body["detail"]
+    assert "secret" not in response.text
+    assert "Traceback" not in response.text
+
+
+# ---------------------------------------------------------------- admission and deadlines
+
+
+def test_past_max_concurrent_a_request_gets_503_with_retry_after() -> None:
+    settings = Settings(max_concurrent=1, queue_timeout_s=0.05)
+    slow = ("POST", "/v1/sgd", {"json": heavy_request(epochs=150)})
+    responses = asgi(settings, slow, slow, slow)
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses[0] == 200
+    assert 503 in statuses
+    busy = next(r for r in responses if r.status_code == 503)
+    assert busy.headers["retry-after"] == "1"
+    assert busy.json()["type"].endswith("overloaded")
+    assert "GRADSERVE_MAX_CONCURRENT" in busy.json()["detail"]
+
+
+def test_a_computation_past_its_deadline_stops_with_503_and_frees_its_slot() -> None:
+    settings = Settings(max_concurrent=1, timeout_s=0.2, queue_timeout_s=5)
+    started = time.monotonic()
+    late, after = asgi(
+        settings,
+        ("POST", "/v1/sgd", {"json": heavy_request(epochs=1500)}),
+        ("POST", "/v1/gradients", {"json": chain_request()}),
+    )
+    assert late.status_code == 503
+    assert late.json()["type"].endswith("deadline-exceeded")
+    assert "timeout_s = 0.2 s" in late.json()["detail"]
+    assert after.status_code == 200
+    assert time.monotonic() - started < 3  # 1500 epochs would take ~5 s
+
+
+# ---------------------------------------------------------------- overflow, everywhere
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("loss", ["half_squared_error", "squared_error", "cross_entropy"])
+def test_overflow_gives_finite_answers_or_a_422(activation: str, loss: str) -> None:
+    out_activation = (
+        activation if loss != "cross_entropy" else ("softmax" if activation == "softmax" else "sigmoid")
+    )
+    net = {
+        "units": [
+            {"id": "x", "role": "input"},
+            {"id": "h", "size": 2, "activation": activation},
+            {"id": "o", "role": "output", "size": 2, "activation": out_activation},
+        ],
+        "weights": [
+            {"source": "x", "target": "h", "value": [[1e200, -1e200]]},
+            {"source": "h", "target": "o", "value": [[1e200, 1.0], [-1.0, 1e200]]},
+        ],
+        "loss": loss,
+    }
+    samples = {
+        "inputs": {"x": [[1e100], [-1e100], [0.0]]},
+        "targets": {"o": [[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]]},
+    }
+    for path, extra in [
+        ("/v1/forward", {}),
+        ("/v1/gradients", {"per_sample": True}),
+        ("/v1/sgd", {"learning_rate": 1e10}),
+    ]:
+        (response,) = asgi(
+            Settings(), ("POST", path, {"json": {"network": net, "samples": samples, **extra}})
+        )
+        assert response.status_code in (200, 422), response.text
+        if response.status_code == 422:
+            assert response.json()["type"].endswith("non-finite-result")
+        else:
+            assert "NaN" not in response.text
+            assert "Infinity" not in response.text
+            assert "null" not in response.text.replace('"loss":null', "")
+
+
+# ---------------------------------------------------------------- shutdown
+
+
+def test_sigterm_lets_a_request_in_flight_finish() -> None:
+    server = start_server({"GRADSERVE_SHUTDOWN_GRACE_S": "20"})
+    proc, url = server.proc, server.url
+    result: dict[str, Any] = {}
+
+    def post() -> None:
+        result["response"] = httpx.post(url + "/v1/sgd", json=heavy_request(epochs=400), timeout=60)
+
+    worker = threading.Thread(target=post)
+    worker.start()
+    time.sleep(0.4)  # the request is in flight
+    proc.send_signal(signal.SIGTERM)
+    worker.join(timeout=60)
+    assert result["response"].status_code == 200
+    assert proc.wait(timeout=30) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once done
+    assert "Finished server process" in server.output()
+    with pytest.raises(httpx.TransportError):
+        httpx.get(url + "/healthz", timeout=2)
+
+
+# ---------------------------------------------------------------- load and memory (slow)
+
+
+@pytest.mark.slow
+def test_healthz_stays_responsive_while_eight_clients_post_heavy_requests() -> None:
+    server = start_server({"GRADSERVE_QUEUE_TIMEOUT_S": "1"})
+    url = server.url
+    heavy = json.dumps(heavy_request(epochs=200)).encode()
+    statuses: list[tuple[int, str | None]] = []
+    stop = time.monotonic() + 8
+
+    def hammer() -> None:
+        with httpx.Client(timeout=60) as http:
+            while time.monotonic() < stop:
+                r = http.post(url + "/v1/sgd", content=heavy, headers={"content-type": "application/json"})
+                statuses.append((r.status_code, r.headers.get("retry-after")))
+
+    latencies: list[float] = []
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            futures = [pool.submit(hammer) for _ in range(8)]
+            time.sleep(1)
+            with httpx.Client(timeout=10) as http:
+                while time.monotonic() < stop - 1:
+                    start = time.perf_counter()
+                    assert http.get(url + "/healthz").status_code == 200
+                    latencies.append(time.perf_counter() - start)
+                    time.sleep(0.02)
+            for future in futures:
+                future.result()
+    finally:
+        server.stop()
+    p99 = statistics.quantiles(latencies, n=100)[98]
+    ok, busy = sum(s == 200 for s, _ in statuses), sum(s == 503 for s, _ in statuses)
+    probes = f"{len(latencies)} probes, max {max(latencies) * 1000:.1f} ms"
+    print(f"healthz p99 {p99 * 1000:.1f} ms over {probes}; heavy requests: {ok} 200, {busy} 503")
+    assert p99 < 0.1, f"healthz p99 {p99 * 1000:.1f} ms over {len(latencies)} probes"
+    assert {s for s, _ in statuses} <= {200, 503}
+    assert all(after == "1" for s, after in statuses if s == 503)
+    assert any(s == 200 for s, _ in statuses)
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+@pytest.mark.slow
+def test_memory_stays_flat_over_200_max_size_requests() -> None:
+    limit = 4 * 1024 * 1024
+    server = start_server({"GRADSERVE_MAX_BODY_BYTES": str(limit)})
+    rng = np.random.default_rng(0)
+    width = 400
+    batch = (limit - 4096) // (width * 11)  # base64 float64: about 10.7 bytes a number
+    body = json.dumps(
+        {
+            "network": {
+                "units": [{"id": "x", "role": "input", "size": width}, {"id": "o", "role": "output"}],
+                "weights": [{"source": "x", "target": "o", "value": encode(rng.normal(size=(width, 1)))}],
+            },
+            "samples": {
+                "inputs": {"x": encode(rng.normal(size=(batch, width)))},
+                "targets": {"o": encode(np.zeros(batch))},
+            },
+        }
+    ).encode()
+    assert limit * 0.9 < len(body) <= limit
+    try:
+        with httpx.Client(timeout=60) as http:
+            for k in range(200):
+                r = http.post(
+                    server.url + "/v1/gradients", content=body, headers={"content-type": "application/json"}
+                )
+                assert r.status_code == 200, r.text
+                if k == 9:
+                    early = rss_kib(server.pid)
+            late = rss_kib(server.pid)
+    finally:
+        server.stop()
+    print(f"RSS {early} KiB after 10 requests of {len(body):,} bytes, {late} KiB after 200")
+    assert late <= 2 * early, f"RSS {early} KiB after 10 requests, {late} KiB after 200"
