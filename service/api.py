@@ -1,27 +1,20 @@
-"""The HTTP routes: thin, plain `def` (NumPy work runs in the worker threads, never on the loop)."""
+"""The HTTP routes: thin. A compute route reads its body (refusing it past the size limit),
+waits for a computation slot, and hands the bytes to the executor, which parses, computes and
+serialises away from the event loop (in worker processes by default): the loop only moves bytes."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
-from service import __version__, compute, wire
-from service.arrays import dumps
-from service.errors import (
-    BodyTooLargeError,
-    InvalidRequestError,
-    MalformedJSONError,
-    NotReadyError,
-    OverloadedError,
-    issue,
-)
+from service import __version__, wire
+from service.errors import BodyTooLargeError, NotReadyError, OverloadedError
 from service.settings import Limits, Settings
-
-M = TypeVar("M", bound=BaseModel)
+from service.worker import Executor
 
 
 def app_settings(request: Request) -> Settings:
@@ -79,22 +72,13 @@ async def admitted_body(request: Request, body: BodyDep, settings: SettingsDep) 
 AdmittedBody = Annotated[bytes, Depends(admitted_body)]
 
 
-def parse(model: type[M], body: bytes) -> M:
-    """Validate a body straight from its bytes; NaN and Infinity never get in."""
-    try:
-        return model.model_validate_json(body)
-    except ValidationError as exc:
-        errors = exc.errors(include_input=False, include_url=False)
-        if any(e["type"] == "json_invalid" for e in errors):
-            raise MalformedJSONError(f"the body is not valid JSON: {errors[0]['msg']}") from None
-        items = [issue(list(e["loc"]), e["msg"]) for e in errors]
-        lines = [(".".join(map(str, e["loc"])) or "the body") + ": " + e["msg"] for e in errors[:5]]
-        more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
-        raise InvalidRequestError("; ".join(lines) + more, items) from None
-
-
-def json_response(body: dict[str, Any], encoding: wire.ArrayEncoding = "list") -> Response:
-    return Response(content=dumps(body, encoding), media_type="application/json")
+async def _compute(request: Request, endpoint: str, body: bytes) -> Response:
+    """Hand the body to the executor (worker processes by default) and send what it answers."""
+    executor: Executor = request.app.state.executor
+    reply = await executor.run(endpoint, body, request.app.state.limits)
+    return Response(
+        reply.content, status_code=reply.status, media_type=reply.media_type, headers=reply.headers
+    )
 
 
 def request_body(model: type[BaseModel]) -> dict[str, Any]:
@@ -137,9 +121,8 @@ router = APIRouter(prefix="/v1")
     openapi_extra=request_body(wire.ForwardRequest),
     summary="Every unit's s and z for a batch, and the loss when targets are given",
 )
-def forward(body: AdmittedBody, settings: SettingsDep) -> Response:
-    req = parse(wire.ForwardRequest, body)
-    return json_response(compute.forward(req, settings), req.array_encoding)
+async def forward(request: Request, body: AdmittedBody) -> Response:
+    return await _compute(request, "forward", body)
 
 
 @router.post(
@@ -149,9 +132,8 @@ def forward(body: AdmittedBody, settings: SettingsDep) -> Response:
     openapi_extra=request_body(wire.GradientsRequest),
     summary="The loss's gradient with respect to every weight and bias",
 )
-def gradients(body: AdmittedBody, settings: SettingsDep) -> Response:
-    req = parse(wire.GradientsRequest, body)
-    return json_response(compute.gradients(req, settings), req.array_encoding)
+async def gradients(request: Request, body: AdmittedBody) -> Response:
+    return await _compute(request, "gradients", body)
 
 
 @router.post(
@@ -161,9 +143,8 @@ def gradients(body: AdmittedBody, settings: SettingsDep) -> Response:
     openapi_extra=request_body(wire.SgdRequest),
     summary="Train the network with SGD and return it updated",
 )
-def sgd(body: AdmittedBody, settings: SettingsDep) -> Response:
-    req = parse(wire.SgdRequest, body)
-    return json_response(compute.sgd(req, settings), req.array_encoding)
+async def sgd(request: Request, body: AdmittedBody) -> Response:
+    return await _compute(request, "sgd", body)
 
 
 @router.get(

@@ -15,21 +15,28 @@ from fastapi.openapi.utils import get_openapi
 from pydantic.json_schema import models_json_schema
 from starlette.exceptions import HTTPException
 
-from service import __version__, problems, selfcheck
+from service import __version__, problems
 from service.api import REQUEST_MODELS, health, router
 from service.errors import ProblemError
 from service.middleware import ApiKeyAuth, RequestContext
 from service.settings import Settings, get_settings
+from service.worker import make_executor
 
 log = logging.getLogger("gradserve")
 
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    app.state.ready = selfcheck.passes()
+    executor = make_executor(app.state.settings)
+    app.state.executor = executor
+    app.state.ready = await executor.start()
     if not app.state.ready:
         log.error("the engine's self-check failed: /readyz answers 503")
-    yield
+    try:
+        yield
+    finally:
+        app.state.ready = False
+        executor.stop()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -44,6 +51,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         separate_input_output_schemas=False,
     )
     app.state.settings = settings
+    app.state.limits = settings.limits()
     app.state.ready = False
     app.state.slots = asyncio.Semaphore(settings.max_concurrent)  # computations at once
     app.include_router(health)

@@ -88,6 +88,12 @@ class OverloadedError(ProblemError):
     title = "The service is busy"
 
 
+class WorkerLostError(ProblemError):
+    status = 500
+    slug = "worker-lost"
+    title = "The computation's worker died"
+
+
 class NotReadyError(ProblemError):
     status = 503
     slug = "not-ready"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from functools import lru_cache
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -54,6 +55,16 @@ class Settings(Limits):
     )
     cors_origins: str = Field("", description="comma-separated origins allowed by CORS; none when empty")
     shutdown_grace_s: int = Field(10, ge=0, description="seconds in-flight requests get on SIGTERM")
+    isolation: Literal["process", "thread"] = Field(
+        "process", description="compute in worker processes (the default) or in the server's threads"
+    )
+    worker_max_tasks: int = Field(
+        1000, ge=1, description="requests a worker process serves before it is replaced"
+    )
+
+    def limits(self) -> Limits:
+        """The limits alone: what a computation needs to know, and all a worker is sent."""
+        return Limits.model_construct(**{name: getattr(self, name) for name in Limits.model_fields})
 
     @property
     def cors_origin_list(self) -> list[str]:

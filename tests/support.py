@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
+import httpx
 import numpy as np
 
 from service import engine, wire
+from service.app import create_app
+from service.settings import Settings
 
 
 def compile_and_bind(net: dict[str, Any], samples: dict[str, Any]) -> tuple[engine.Plan, engine.Batch]:
@@ -24,3 +28,26 @@ def assert_parameters_close(plan: engine.Plan, theta: np.ndarray, expected: dict
     for u in plan.units:
         if u.role != "input":
             np.testing.assert_allclose(theta[plan.bias_params(u)], expected["b"][u.id], rtol=1e-9, atol=1e-12)
+
+
+def asgi(
+    settings: Settings, *requests: tuple[str, str, dict[str, Any]], raise_errors: bool = True
+) -> list[httpx.Response]:
+    """Send requests at once to a fresh in-process app (its lifespan run) over httpx.ASGITransport.
+
+    The app computes in threads unless the settings name an isolation: starting worker
+    processes for every small test would only cost time; the live-server tests use them.
+    """
+    if "isolation" not in settings.model_fields_set:
+        settings = settings.model_copy(update={"isolation": "thread"})
+
+    async def go() -> list[httpx.Response]:
+        app = create_app(settings)
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app, raise_app_exceptions=raise_errors)
+            async with httpx.AsyncClient(
+                transport=transport, base_url="http://gradserve", timeout=60
+            ) as http:
+                return await asyncio.gather(*(http.request(m, p, **kw) for m, p, kw in requests))
+
+    return asyncio.run(go())

@@ -235,18 +235,30 @@ def test_a_chunked_body_over_the_limit(strict_url: str) -> None:
     assert "max_body_bytes" in response.json()["detail"]
 
 
-def test_a_content_length_that_lies_small(strict_url: str) -> None:
-    """A client claiming fewer bytes than it sends gets a clean answer for what it claimed."""
+def raw_exchange(url: str, request: bytes) -> str:
+    """Send bytes on a fresh connection and read the first answer."""
     import socket
 
-    host, port = strict_url.removeprefix("http://").split(":")
-    body = json.dumps(base("gradients")).encode()
+    host, port = url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=10) as sock:
-        head = "POST /v1/gradients HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 10\r\n\r\n"
-        sock.sendall(head.encode() + body)
-        answer = sock.recv(65536).decode(errors="replace")
-    assert answer.startswith("HTTP/1.1 400")
+        sock.sendall(request)
+        return sock.recv(65536).decode(errors="replace")
+
+
+def test_a_content_length_that_lies_large_is_413_at_once(strict_url: str) -> None:
+    head = b"POST /v1/gradients HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    answer = raw_exchange(strict_url, head + b"Content-Length: 1000000000\r\n\r\n{}")
+    assert answer.startswith("HTTP/1.1 413")
     assert "application/problem+json" in answer
+    assert "max_body_bytes" in answer
+
+
+def test_a_content_length_that_lies_small_is_a_protocol_error(strict_url: str) -> None:
+    """The declared bytes are the body; what follows is not HTTP, and the connection is closed."""
+    body = json.dumps(base("gradients")).encode()
+    head = b"POST /v1/gradients HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    answer = raw_exchange(strict_url, head + b"Content-Length: 10\r\n\r\n" + body)
+    assert answer.startswith("HTTP/1.1 400")
     assert httpx.get(strict_url + "/healthz").status_code == 200
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -10,22 +9,14 @@ from typing import Any
 import httpx
 import pytest
 
-from service.app import create_app
 from service.settings import Settings
 from tests import seed
+from tests.support import asgi
 
 
 def call(settings: Settings, method: str, path: str, **kwargs: Any) -> httpx.Response:
-    """One request to a fresh app built with `settings`, its lifespan run."""
-
-    async def go() -> httpx.Response:
-        app = create_app(settings)
-        async with app.router.lifespan_context(app):
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://gradserve") as client:
-                return await client.request(method, path, **kwargs)
-
-    return asyncio.run(go())
+    """One request to a fresh app built with `settings`."""
+    return asgi(settings, (method, path, kwargs))[0]
 
 
 def chain_request(**changes: Any) -> dict[str, Any]:

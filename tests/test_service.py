@@ -19,29 +19,12 @@ import pytest
 
 import client
 from client.arrays import encode
-from service import compute
-from service.app import create_app
+from service import wire, worker
 from service.settings import Settings
 from tests import seed
 from tests.conftest import start_server
 from tests.strategies import ACTIVATIONS
-
-
-def asgi(
-    settings: Settings, *requests: tuple[str, str, dict[str, Any]], raise_errors: bool = True
-) -> list[httpx.Response]:
-    """Send requests at once to a fresh in-process app (lifespan run) over httpx.ASGITransport."""
-
-    async def go() -> list[httpx.Response]:
-        app = create_app(settings)
-        async with app.router.lifespan_context(app):
-            transport = httpx.ASGITransport(app=app, raise_app_exceptions=raise_errors)
-            async with httpx.AsyncClient(
-                transport=transport, base_url="http://gradserve", timeout=60
-            ) as http:
-                return await asyncio.gather(*(http.request(m, p, **kw) for m, p, kw in requests))
-
-    return asyncio.run(go())
+from tests.support import asgi
 
 
 def chain_request(**changes: Any) -> dict[str, Any]:
@@ -146,7 +129,7 @@ def test_an_unexpected_error_is_a_generic_500_with_a_request_id(monkeypatch: pyt
     def broken(*_: Any) -> Any:
         raise RuntimeError("secret internals")
 
-    monkeypatch.setattr(compute, "gradients", broken)
+    monkeypatch.setitem(worker.ENDPOINTS, "gradients", (wire.GradientsRequest, broken))
     (response,) = asgi(
         Settings(),
         ("POST", "/v1/gradients", {"json": chain_request(), "headers": {"x-request-id": "r-1"}}),
@@ -260,18 +243,42 @@ def test_sigterm_lets_a_request_in_flight_finish() -> None:
 # ---------------------------------------------------------------- load and memory (slow)
 
 
+def largest_list_body() -> bytes:
+    """A gradients request just under the default 32 MiB, its arrays as nested lists."""
+    rng = np.random.default_rng(0)
+    rows = 3900
+    return json.dumps(
+        {
+            "network": {
+                "units": [{"id": "x", "role": "input", "size": 400}, {"id": "o", "role": "output"}],
+                "weights": [{"source": "x", "target": "o", "value": rng.normal(size=(400, 1)).tolist()}],
+            },
+            "samples": {
+                "inputs": {"x": rng.normal(size=(rows, 400)).tolist()},
+                "targets": {"o": [0.0] * rows},
+            },
+            "include_units": False,
+        }
+    ).encode()
+
+
 @pytest.mark.slow
-def test_healthz_stays_responsive_while_eight_clients_post_heavy_requests() -> None:
+@pytest.mark.parametrize("kind", ["long computations", "largest bodies"])
+def test_healthz_stays_responsive_while_eight_clients_post_heavy_requests(kind: str) -> None:
     server = start_server({"GRADSERVE_QUEUE_TIMEOUT_S": "1"})
     url = server.url
-    heavy = json.dumps(heavy_request(epochs=200)).encode()
+    if kind == "long computations":
+        path, heavy = "/v1/sgd", json.dumps(heavy_request(epochs=200)).encode()
+    else:
+        path, heavy = "/v1/gradients", largest_list_body()
+        assert 30 * 2**20 < len(heavy) <= 32 * 2**20
     statuses: list[tuple[int, str | None]] = []
     stop = time.monotonic() + 8
 
     def hammer() -> None:
         with httpx.Client(timeout=60) as http:
             while time.monotonic() < stop:
-                r = http.post(url + "/v1/sgd", content=heavy, headers={"content-type": "application/json"})
+                r = http.post(url + path, content=heavy, headers={"content-type": "application/json"})
                 statuses.append((r.status_code, r.headers.get("retry-after")))
 
     latencies: list[float] = []
@@ -340,3 +347,34 @@ def test_memory_stays_flat_over_200_max_size_requests() -> None:
         server.stop()
     print(f"RSS {early} KiB after 10 requests of {len(body):,} bytes, {late} KiB after 200")
     assert late <= 2 * early, f"RSS {early} KiB after 10 requests, {late} KiB after 200"
+
+
+# ---------------------------------------------------------------- a worker that dies
+
+
+def test_a_dead_worker_costs_one_request_and_the_pool_comes_back() -> None:
+    import os
+
+    from service.worker import ProcessExecutor
+
+    async def go() -> tuple[int, int, int]:
+        executor = ProcessExecutor(size=1, max_tasks=100)
+        try:
+            assert await executor.start()
+            limits = Settings().limits()
+            body = json.dumps(chain_request()).encode()
+            executor.pool.submit(os._exit, 1)  # the worker dies, as if killed for its memory
+            try:
+                await executor.run("gradients", body, limits)
+                lost = 0
+            except worker.WorkerLostError as exc:
+                lost = exc.status
+            after = await executor.run("gradients", body, limits)
+            return lost, after.status, len(after.content)
+        finally:
+            executor.stop()
+
+    lost, status, size = asyncio.run(go())
+    assert lost == 500
+    assert status == 200
+    assert size > 0
