@@ -236,13 +236,21 @@ def test_a_chunked_body_over_the_limit(strict_url: str) -> None:
 
 
 def raw_exchange(url: str, request: bytes) -> str:
-    """Send bytes on a fresh connection and read the first answer."""
+    """Send bytes on a fresh connection and read the first answer, whole."""
+    import re
     import socket
 
     host, port = url.removeprefix("http://").split(":")
+    answer = b""
     with socket.create_connection((host, int(port)), timeout=10) as sock:
         sock.sendall(request)
-        return sock.recv(65536).decode(errors="replace")
+        while chunk := sock.recv(65536):
+            answer += chunk
+            head, sep, body = answer.partition(b"\r\n\r\n")
+            length = re.search(rb"content-length: (\d+)", head, re.IGNORECASE)
+            if sep and length and len(body) >= int(length.group(1)):
+                break
+    return answer.decode(errors="replace")
 
 
 def test_a_content_length_that_lies_large_is_413_at_once(strict_url: str) -> None:
