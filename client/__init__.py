@@ -22,7 +22,9 @@ from client._errors import (
 from client.arrays import to_numpy
 from client.builders import mlp, single_units
 from service.wire import (
+    CheckResponse,
     EncodedArray,
+    ExplainResponse,
     ForwardResponse,
     Gradients,
     GradientsResponse,
@@ -45,8 +47,10 @@ __all__ = [
     "AsyncClient",
     "AuthenticationError",
     "BadRequestError",
+    "CheckResponse",
     "Client",
     "EncodedArray",
+    "ExplainResponse",
     "ForwardResponse",
     "Gradients",
     "GradientsResponse",

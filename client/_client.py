@@ -7,7 +7,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 from pydantic import BaseModel
@@ -19,7 +19,10 @@ from client.arrays import Prepared, decode_all, numpy_available
 from service import __version__
 from service.wire import (
     ArrayEncoding,
+    CheckResponse,
+    ExplainResponse,
     ForwardResponse,
+    Gradients,
     GradientsResponse,
     Health,
     InfoResponse,
@@ -37,7 +40,7 @@ class _Call:
     """One prepared call: where, what, and how to read the answer."""
 
     def __init__(
-        self, method: str, path: str, model: type[BaseModel], body: dict[str, Any] | None = None
+        self, method: str, path: str, model: type[BaseModel] | None, body: dict[str, Any] | None = None
     ) -> None:
         self.method, self.path, self.model = method, path, model
         self.content: bytes | None = None
@@ -45,7 +48,7 @@ class _Call:
         if body is not None:
             prepared = Prepared()
             data = prepared.convert(body)
-            if data.get("array_encoding") is None:
+            if "array_encoding" in data and data["array_encoding"] is None:
                 # Large arrays went base64; let the answer come back the same way, and decode it
                 # here, so the caller sees the same result either way.
                 self.decode = prepared.encoded > 0 and numpy_available()
@@ -55,6 +58,8 @@ class _Call:
     def result(self, response: httpx.Response) -> Any:
         if response.status_code >= 400:
             raise status_error(response)
+        if self.model is None:
+            return response.text
         try:
             if self.decode:
                 return self.model.model_validate(decode_all(response.json()))
@@ -147,6 +152,60 @@ def _gradients(
 def _sgd(network: NetworkLike, samples: SamplesLike, learning_rate: float, options: dict[str, Any]) -> _Call:
     body = {"network": network, "samples": samples, "learning_rate": learning_rate, **options}
     return _Call("POST", "/v1/sgd", SgdResponse, body)
+
+
+def _explain(
+    network: NetworkLike,
+    samples: SamplesLike,
+    sample: int,
+    max_paths: int,
+    array_encoding: ArrayEncoding | None,
+) -> _Call:
+    body = {
+        "network": network,
+        "samples": samples,
+        "sample": sample,
+        "max_paths": max_paths,
+        "array_encoding": array_encoding,
+    }
+    return _Call("POST", "/v1/explain", ExplainResponse, body)
+
+
+def _check(
+    network: NetworkLike,
+    samples: SamplesLike,
+    gradients: Gradients | Mapping[str, Any] | None,
+    reduction: Reduction,
+    epsilon: float,
+    rtol: float,
+    atol: float,
+) -> _Call:
+    body: dict[str, Any] = {
+        "network": network,
+        "samples": samples,
+        "reduction": reduction,
+        "epsilon": epsilon,
+        "rtol": rtol,
+        "atol": atol,
+        "array_encoding": None,
+    }
+    if gradients is not None:
+        body["gradients"] = gradients
+    return _Call("POST", "/v1/check", CheckResponse, body)
+
+
+def _render(network: NetworkLike, samples: SamplesLike | None, show: str, format: str) -> _Call:
+    body: dict[str, Any] = {"network": network, "show": show}
+    if samples is not None:
+        body["samples"] = samples
+    return _Call("POST", f"/v1/render?format={format}", None, body)
+
+
+def _saved(text: str, path: str | os.PathLike[str] | None) -> str:
+    if path is not None:
+        with open(path, "w", encoding="utf-8") as file:
+            file.write(text)
+    return text
 
 
 def _sgd_options(
@@ -271,6 +330,48 @@ class Client:
         result: SgdResponse = self._send(_sgd(network, samples, learning_rate, options))
         return result
 
+    def explain(
+        self,
+        network: NetworkLike,
+        samples: SamplesLike,
+        *,
+        sample: int = 0,
+        max_paths: int = 64,
+        array_encoding: ArrayEncoding | None = None,
+    ) -> ExplainResponse:
+        """Why each gradient has its value, for one sample: deltas, their terms, the paths."""
+        result: ExplainResponse = self._send(_explain(network, samples, sample, max_paths, array_encoding))
+        return result
+
+    def check(
+        self,
+        network: NetworkLike,
+        samples: SamplesLike,
+        *,
+        gradients: Gradients | Mapping[str, Any] | None = None,
+        reduction: Reduction = "mean",
+        epsilon: float = 1e-6,
+        rtol: float = 1e-5,
+        atol: float = 1e-8,
+    ) -> CheckResponse:
+        """Gradients checked by central differences: the service's own, or `gradients` (yours)."""
+        call = _check(network, samples, gradients, reduction, epsilon, rtol, atol)
+        result: CheckResponse = self._send(call)
+        return result
+
+    def render(
+        self,
+        network: NetworkLike,
+        samples: SamplesLike | None = None,
+        *,
+        show: Literal["weights", "gradients"] = "weights",
+        format: Literal["svg", "dot"] = "svg",
+        path: str | os.PathLike[str] | None = None,
+    ) -> str:
+        """The network drawn as SVG (or Graphviz DOT); saved to `path` too when given."""
+        text: str = self._send(_render(network, samples, show, format))
+        return _saved(text, path)
+
     def info(self) -> InfoResponse:
         """The server's version, activations, losses and limits."""
         result: InfoResponse = self._send(_Call("GET", "/v1/info", InfoResponse))
@@ -373,6 +474,50 @@ class AsyncClient:
         )
         result: SgdResponse = await self._send(_sgd(network, samples, learning_rate, options))
         return result
+
+    async def explain(
+        self,
+        network: NetworkLike,
+        samples: SamplesLike,
+        *,
+        sample: int = 0,
+        max_paths: int = 64,
+        array_encoding: ArrayEncoding | None = None,
+    ) -> ExplainResponse:
+        """Why each gradient has its value, for one sample: deltas, their terms, the paths."""
+        result: ExplainResponse = await self._send(
+            _explain(network, samples, sample, max_paths, array_encoding)
+        )
+        return result
+
+    async def check(
+        self,
+        network: NetworkLike,
+        samples: SamplesLike,
+        *,
+        gradients: Gradients | Mapping[str, Any] | None = None,
+        reduction: Reduction = "mean",
+        epsilon: float = 1e-6,
+        rtol: float = 1e-5,
+        atol: float = 1e-8,
+    ) -> CheckResponse:
+        """Gradients checked by central differences: the service's own, or `gradients` (yours)."""
+        call = _check(network, samples, gradients, reduction, epsilon, rtol, atol)
+        result: CheckResponse = await self._send(call)
+        return result
+
+    async def render(
+        self,
+        network: NetworkLike,
+        samples: SamplesLike | None = None,
+        *,
+        show: Literal["weights", "gradients"] = "weights",
+        format: Literal["svg", "dot"] = "svg",
+        path: str | os.PathLike[str] | None = None,
+    ) -> str:
+        """The network drawn as SVG (or Graphviz DOT); saved to `path` too when given."""
+        text: str = await self._send(_render(network, samples, show, format))
+        return _saved(text, path)
 
     async def info(self) -> InfoResponse:
         """The server's version, activations, losses and limits."""

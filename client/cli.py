@@ -67,13 +67,29 @@ def _parser() -> argparse.ArgumentParser:
     sgd.add_argument("--nesterov", action="store_true", default=None)
     sgd.add_argument("--weight-decay", type=float)
     sgd.add_argument("--reduction", choices=["mean", "sum"])
+    explain = compute("explain", "why each gradient has its value: deltas, terms, paths (one sample)")
+    explain.add_argument("--sample", type=int)
+    explain.add_argument("--max-paths", type=int)
+    check = compute("check", "gradients checked by central finite differences")
+    check.add_argument(
+        "--gradients", metavar="FILE", help="your gradients to check (as /v1/gradients gives them)"
+    )
+    check.add_argument("--reduction", choices=["mean", "sum"])
+    check.add_argument("--epsilon", type=float)
+    check.add_argument("--rtol", type=float)
+    check.add_argument("--atol", type=float)
+    draw = compute("render", "draw the network as SVG (or Graphviz DOT)")
+    draw.add_argument("--show", choices=["weights", "gradients"])
+    draw.add_argument("--format", choices=["svg", "dot"])
+    draw.add_argument("--output", "-o", metavar="FILE", help="write the drawing here instead of to stdout")
     commands.add_parser("info", help="the server's version, activations, losses and limits")
     commands.add_parser("health", help="whether the server is up")
     return parser
 
 
 OPTIONS = ("reduction", "per_sample", "include_units", "epochs", "batch_size", "shuffle", "seed",
-           "momentum", "nesterov", "weight_decay")  # fmt: skip
+           "momentum", "nesterov", "weight_decay", "sample", "max_paths", "epsilon", "rtol", "atol",
+           "show", "format")  # fmt: skip
 
 
 def _request(args: argparse.Namespace, stdin: TextIO) -> dict[str, Any]:
@@ -85,28 +101,37 @@ def _request(args: argparse.Namespace, stdin: TextIO) -> dict[str, Any]:
         request["network"] = _read(args.network, stdin)
     if args.samples:
         request["samples"] = _read(args.samples, stdin)
-    for name in ("network", "samples"):
+    needed = ("network",) if args.command == "render" else ("network", "samples")
+    for name in needed:
         if name not in request:
             raise SystemExit(f"gradserve-client: the request has no {name!r} (or pass --{name} FILE)")
     for name in OPTIONS:
         value = getattr(args, name, None)
         if value is not None:
             request[name] = value
+    if getattr(args, "gradients", None):
+        request["gradients"] = _read(args.gradients, stdin)
     if args.base64:
         request["array_encoding"] = "base64"
     return request
 
 
-def _call(client: Client, command: str, request: dict[str, Any]) -> BaseModel:
+def _call(client: Client, command: str, request: dict[str, Any]) -> BaseModel | str:
     if command == "info":
         return client.info()
     if command == "health":
         return client.health()
-    network, samples = request.pop("network"), request.pop("samples")
+    network, samples = request.pop("network"), request.pop("samples", None)
+    if command == "render":
+        return client.render(network, samples, **request)
     if command == "forward":
         return client.forward(network, samples, array_encoding=request.get("array_encoding"))
     if command == "gradients":
         return client.gradients(network, samples, **request)
+    if command == "explain":
+        return client.explain(network, samples, **request)
+    if command == "check":
+        return client.check(network, samples, **request)
     rate = request.pop("learning_rate", None)
     if rate is None:
         raise SystemExit("gradserve-client: sgd needs --learning-rate (or learning_rate in the request)")
@@ -130,7 +155,15 @@ def main(argv: Sequence[str] | None = None, stdin: TextIO = sys.stdin, stdout: T
     except APIError as exc:
         print(f"gradserve-client: {exc.message}", file=sys.stderr)
         return 1
+    if isinstance(result, str):
+        if args.output:
+            Path(args.output).write_text(result)
+        else:
+            stdout.write(result)
+        return 0
     stdout.write(result.model_dump_json(indent=2, exclude_none=True) + "\n")
+    if args.command == "check" and not getattr(result, "ok", True):
+        return 3  # the gradients did not pass: scripts can tell
     return 0
 
 

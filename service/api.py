@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel
 
 from service import __version__, wire
@@ -108,6 +108,9 @@ REQUEST_MODELS: tuple[type[BaseModel], ...] = (
     wire.ForwardRequest,
     wire.GradientsRequest,
     wire.SgdRequest,
+    wire.ExplainRequest,
+    wire.CheckRequest,
+    wire.RenderRequest,
     wire.Problem,
 )
 
@@ -145,6 +148,50 @@ async def gradients(request: Request, body: AdmittedBody) -> Response:
 )
 async def sgd(request: Request, body: AdmittedBody) -> Response:
     return await _compute(request, "sgd", body)
+
+
+@router.post(
+    "/explain",
+    responses=COMPUTE_ERRORS,
+    response_model=wire.ExplainResponse,
+    openapi_extra=request_body(wire.ExplainRequest),
+    summary="Why each gradient has its value: deltas, their terms, and the paths to the outputs",
+)
+async def explain(request: Request, body: AdmittedBody) -> Response:
+    return await _compute(request, "explain", body)
+
+
+@router.post(
+    "/check",
+    responses=COMPUTE_ERRORS,
+    response_model=wire.CheckResponse,
+    openapi_extra=request_body(wire.CheckRequest),
+    summary="Gradients (the service's, or yours) checked by central finite differences",
+)
+async def check(request: Request, body: AdmittedBody) -> Response:
+    return await _compute(request, "check", body)
+
+
+@router.post(
+    "/render",
+    response_class=Response,
+    responses={
+        **COMPUTE_ERRORS,
+        200: {
+            "description": "The network drawn: SVG, or Graphviz DOT with format=dot",
+            "content": {
+                "image/svg+xml": {"schema": {"type": "string"}},
+                "text/vnd.graphviz": {"schema": {"type": "string"}},
+            },
+        },
+    },
+    openapi_extra=request_body(wire.RenderRequest),
+    summary="A picture of the network, its edges coloured and sized by weight or gradient",
+)
+async def render(
+    request: Request, body: AdmittedBody, format: Literal["svg", "dot"] = Query("svg")
+) -> Response:
+    return await _compute(request, "render" if format == "svg" else "render.dot", body)
 
 
 @router.get(

@@ -23,7 +23,7 @@ Body = dict[str, Any]
 R = TypeVar("R", bound=wire.ComputeRequest)
 
 
-def _limit(limits: Limits, name: str, value: int, what: str) -> None:
+def limit(limits: Limits, name: str, value: int, what: str) -> None:
     allowed = getattr(limits, name)
     if value > allowed:
         raise LimitExceededError(
@@ -41,25 +41,25 @@ def prepare(
     per_sample: bool = False,
 ) -> tuple[Plan, Batch]:
     """Compile the network and bind the samples, refusing whatever is over a limit."""
-    _limit(limits, "max_units", len(net.units), "the number of unit entries")
+    limit(limits, "max_units", len(net.units), "the number of unit entries")
     neurons = sum(u.size for u in net.units)
-    _limit(limits, "max_neurons", neurons, "the number of units counted with their sizes")
+    limit(limits, "max_neurons", neurons, "the number of units counted with their sizes")
     plan = engine.compile_network(net)
-    _limit(limits, "max_weight_elements", plan.n_weight_params, "the number of weight elements")
+    limit(limits, "max_weight_elements", plan.n_weight_params, "the number of weight elements")
     batch = engine.bind_samples(plan, samples, need_targets)
-    _limit(limits, "max_batch", batch.size, "the batch size")
-    _limit(limits, "max_activation_elements", neurons * batch.size, "units x batch")
+    limit(limits, "max_batch", batch.size, "the batch size")
+    limit(limits, "max_activation_elements", neurons * batch.size, "units x batch")
     if per_sample:
-        _limit(limits, "max_per_sample_elements", plan.n_params * batch.size, "batch x parameters")
+        limit(limits, "max_per_sample_elements", plan.n_params * batch.size, "batch x parameters")
     work = (plan.n_weight_params + neurons) * batch.size * passes
-    _limit(limits, "max_work", work, "the work, (weight elements + units) x batch x passes,")
+    limit(limits, "max_work", work, "the work, (weight elements + units) x batch x passes,")
     return plan, batch
 
 
 # ---------------------------------------------------------------- non-finite results
 
 
-def _check_values(plan: Plan, values: Values, delta: np.ndarray | None = None) -> None:
+def check_values(plan: Plan, values: Values, delta: np.ndarray | None = None) -> None:
     for name, table in (("s", values.s), ("z", values.z), ("delta", delta)):
         if table is None or np.isfinite(table).all():
             continue
@@ -71,14 +71,14 @@ def _check_values(plan: Plan, values: Values, delta: np.ndarray | None = None) -
         )
 
 
-def _check_params(plan: Plan, theta: np.ndarray, what: str) -> None:
+def check_params(plan: Plan, theta: np.ndarray, what: str) -> None:
     finite = np.isfinite(theta)
     if not finite.all():
         name = plan.parameter_name(int(np.flatnonzero(~finite.reshape(-1, plan.n_params).all(0))[0]))
         raise NonFiniteResultError(f"the {what} of {name} is not finite: the numbers overflowed float64")
 
 
-def _check_loss(loss: float) -> float:
+def finite_loss(loss: float) -> float:
     if not np.isfinite(loss):
         raise NonFiniteResultError("the loss is not finite: the numbers overflowed float64")
     return loss
@@ -99,7 +99,7 @@ def _unit_values(plan: Plan, values: Values, delta: np.ndarray | None = None) ->
     return out
 
 
-def _scalar_or(array: np.ndarray) -> Any:
+def scalar_or(array: np.ndarray) -> Any:
     """The wire's number for a one-element array, the array otherwise."""
     return float(array.reshape(())) if array.size == 1 else array
 
@@ -112,7 +112,7 @@ def _gradient_body(plan: Plan, grad: np.ndarray) -> Body:
         part = grad[..., params]
         if lead:
             return part.reshape(*lead, *shape) if part.shape[-1] > 1 else part[..., 0]
-        return _scalar_or(part.reshape(shape))
+        return scalar_or(part.reshape(shape))
 
     return {
         "weights": [
@@ -125,7 +125,7 @@ def _gradient_body(plan: Plan, grad: np.ndarray) -> Body:
 def _losses(plan: Plan, values: Values, batch: Batch, reduction: str) -> float:
     assert batch.y is not None
     per = engine.sample_losses(plan, values, batch.y)
-    return _check_loss(float(per.sum() * engine.reduction_scale(reduction, batch.size)))
+    return finite_loss(float(per.sum() * engine.reduction_scale(reduction, batch.size)))
 
 
 # ---------------------------------------------------------------- endpoints
@@ -151,7 +151,7 @@ def _guarded(endpoint: Callable[[R, Limits], Body]) -> Callable[[R, Limits], Bod
 def forward(req: wire.ForwardRequest, limits: Limits) -> Body:
     plan, batch = prepare(req.network, req.samples, limits, need_targets=False)
     values = engine.forward(plan, plan.theta, batch.x)
-    _check_values(plan, values)
+    check_values(plan, values)
     loss = None if batch.y is None else _losses(plan, values, batch, "mean")
     return {
         "outputs": {plan.units[i].id: values.z_of(plan.units[i]) for i in plan.outputs},
@@ -168,9 +168,9 @@ def gradients(req: wire.GradientsRequest, limits: Limits) -> Body:
     assert batch.y is not None
     values = engine.forward(plan, plan.theta, batch.x)
     delta = engine.backward(plan, plan.theta, values, batch.y)
-    _check_values(plan, values, delta)
+    check_values(plan, values, delta)
     grad = engine.gradient(plan, values, delta, engine.reduction_scale(req.reduction, batch.size))
-    _check_params(plan, grad, "gradient")
+    check_params(plan, grad, "gradient")
     body: Body = {
         "loss": _losses(plan, values, batch, req.reduction),
         "gradients": _gradient_body(plan, grad),
@@ -179,7 +179,7 @@ def gradients(req: wire.GradientsRequest, limits: Limits) -> Body:
         body["units"] = _unit_values(plan, values, delta)
     if req.per_sample:
         per = engine.per_sample_gradient(plan, values, delta)
-        _check_params(plan, per, "per-sample gradient")
+        check_params(plan, per, "per-sample gradient")
         body["per_sample"] = _gradient_body(plan, per)
     return body
 
@@ -188,8 +188,8 @@ def gradients(req: wire.GradientsRequest, limits: Limits) -> Body:
 def sgd(req: wire.SgdRequest, limits: Limits) -> Body:
     rows = _batch_rows(req.samples)
     steps = req.epochs * engine.steps_per_epoch(rows, req.batch_size) if rows else 0
-    _limit(limits, "max_epochs", req.epochs, "epochs")
-    _limit(limits, "max_steps", steps, "the number of SGD steps")
+    limit(limits, "max_epochs", req.epochs, "epochs")
+    limit(limits, "max_steps", steps, "the number of SGD steps")
     # each epoch: forward and backward over every sample, then a forward for the history
     plan, batch = prepare(req.network, req.samples, limits, need_targets=True, passes=4 * req.epochs + 1)
     options = engine.SgdOptions(
@@ -203,14 +203,14 @@ def sgd(req: wire.SgdRequest, limits: Limits) -> Body:
         weight_decay=req.weight_decay,
         reduction=req.reduction,
     )
-    _check_values(plan, engine.forward(plan, plan.theta, batch.x))  # name what overflows as posted
+    check_values(plan, engine.forward(plan, plan.theta, batch.x))  # name what overflows as posted
     result = engine.train(plan, batch, options)
-    _check_params(plan, result.theta, "updated value")
-    history = [_check_loss(loss) for loss in result.history]
+    check_params(plan, result.theta, "updated value")
+    history = [finite_loss(loss) for loss in result.history]
     return {
         "network": _updated_network(req.network, plan, result.theta, req.array_encoding),
         "steps": result.steps,
-        "loss_before": _check_loss(result.loss_before),
+        "loss_before": finite_loss(result.loss_before),
         "loss_after": history[-1],
         "history": [{"epoch": e, "loss": loss} for e, loss in enumerate(history)],
     }
@@ -234,7 +234,7 @@ def _like(original: Any, new: np.ndarray, encoding: wire.ArrayEncoding) -> Any:
         return encoded(new.reshape(original.shape))
     if isinstance(original, list):
         return new.reshape(np.shape(original))
-    return _scalar_or(new)
+    return scalar_or(new)
 
 
 def _updated_network(net: wire.Network, plan: Plan, theta: np.ndarray, encoding: wire.ArrayEncoding) -> Body:

@@ -119,6 +119,13 @@ def softmax(s: Array, seg: Segments) -> Array:
     return e / seg.spread(seg.sum(e))
 
 
+def derivative(activation: str, s: Array, z: Array) -> Array:
+    """f'(s) elementwise; for softmax, the diagonal of its Jacobian, z (1 - z)."""
+    if activation == "softmax":
+        return z * (1.0 - z)
+    return ELEMENTWISE[activation].derivative(s, z)
+
+
 @dataclass(frozen=True)
 class Group:
     """Columns of one level that share an activation."""
@@ -139,12 +146,6 @@ class Group:
         if self.activation == "identity":
             return g
         return g * ELEMENTWISE[self.activation].derivative(s, z)
-
-    def derivative(self, s: Array, z: Array) -> Array:
-        """f'(s) elementwise (for softmax, the diagonal of its Jacobian)."""
-        if self.segments is not None:
-            return z * (1.0 - z)
-        return ELEMENTWISE[self.activation].derivative(s, z)
 
 
 # ---------------------------------------------------------------- the plan
@@ -676,7 +677,20 @@ def _theta0(plan: Plan, theta: Array) -> Array | None:
     return np.append(theta, 0.0) if plan.has_gathered_blocks else None
 
 
-def forward(plan: Plan, theta: Array, x: Array) -> Values:
+@dataclass(frozen=True)
+class Offsets:
+    """An amount added to one column of s in each row: row n gets `values[n]` at `cols[n]`.
+
+    Perturbing w_{i->j}[a, b] by e is exactly adding e * z_i[n, a] to s_j[n, b] for every
+    sample n, since nothing upstream of j changes; so finite differences for many parameters
+    run as one pass over replicas of the batch, each replica carrying its own offset.
+    """
+
+    cols: Array
+    values: Array
+
+
+def forward(plan: Plan, theta: Array, x: Array, offsets: Offsets | None = None) -> Values:
     """s and z of every unit, a level at a time over the whole batch."""
     s = np.empty((x.shape[0], plan.n_cols))
     z = np.empty((x.shape[0], plan.n_cols))
@@ -698,6 +712,9 @@ def forward(plan: Plan, theta: Array, x: Array) -> Values:
                 out += z[:, block.src_z] @ w[block.split :]
         if level.blocks:
             s[:, level.cols] += bias[level.cols]
+        if offsets is not None:
+            rows = np.flatnonzero((offsets.cols >= level.cols.start) & (offsets.cols < level.cols.stop))
+            s[rows, offsets.cols[rows]] += offsets.values[rows]
         for group in level.groups:
             z[:, group.cols] = group.forward(s[:, group.cols])
     return Values(x, s, z)
@@ -722,7 +739,7 @@ def sample_losses(plan: Plan, values: Values, y: Array) -> Array:
     return losses
 
 
-def _loss_gradient(plan: Plan, values: Values, y: Array) -> tuple[Array | None, Array | None]:
+def loss_gradient(plan: Plan, values: Values, y: Array) -> tuple[Array | None, Array | None]:
     """dE_n/dz of the outputs (squared errors) or dE_n/ds (cross-entropy, computed from s)."""
     z = values.z[:, plan.out_cols]
     if plan.loss in LOSS_SCALE:
@@ -739,7 +756,7 @@ def backward(plan: Plan, theta: Array, values: Values, y: Array) -> Array:
     rows = values.z.shape[0]
     g = np.zeros((rows, plan.n_cols))  # dE_n/dz, accumulated over every successor
     delta = np.empty((rows, plan.n_cols))
-    dz, ds = _loss_gradient(plan, values, y)
+    dz, ds = loss_gradient(plan, values, y)
     loss_ds = None
     if dz is not None:
         g[:, plan.out_cols] = dz

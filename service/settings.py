@@ -34,6 +34,7 @@ class Limits(BaseSettings):
         description="(weight elements + neurons) x batch x passes over the batch",
     )
 
+    max_render_units: int = Field(200, ge=1, description="unit entries /v1/render draws")
     max_concurrent: int = Field(
         default_factory=lambda: os.cpu_count() or 1, ge=1, description="computations at once"
     )

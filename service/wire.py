@@ -193,6 +193,50 @@ class SgdRequest(ComputeRequest):
         return self
 
 
+class ExplainRequest(ComputeRequest):
+    """Explain one sample's gradients in the seed's terms."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [CHAIN_EXAMPLE]})
+
+    sample: Annotated[StrictInt, Field(ge=0)] = 0
+    max_paths: Annotated[StrictInt, Field(ge=0, le=10_000)] = 64
+
+
+class CheckRequest(ComputeRequest):
+    """Central finite differences against the service's gradients, or against the caller's."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [CHAIN_EXAMPLE]})
+
+    reduction: Reduction = "mean"
+    gradients: ClaimedGradients | None = None
+    epsilon: Annotated[float, Field(gt=0, le=1)] = 1e-6
+    rtol: Annotated[float, Field(ge=0)] = 1e-5
+    atol: Annotated[float, Field(ge=0)] = 1e-8
+
+
+class ClaimedWeight(WireModel):
+    source: UnitId
+    target: UnitId
+    value: Array
+
+
+class ClaimedGradients(WireModel):
+    """Gradients to check, in the form /v1/gradients answers them."""
+
+    weights: list[ClaimedWeight] = Field(default_factory=list)
+    biases: dict[UnitId, Array] = Field(default_factory=dict)
+
+
+class RenderRequest(WireModel):
+    """A picture of the network; with samples, each unit shows z of the first sample."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{**CHAIN_EXAMPLE, "show": "gradients"}]})
+
+    network: Network
+    samples: Samples | None = None
+    show: Literal["weights", "gradients"] = "weights"
+
+
 # ---------------------------------------------------------------- responses
 
 
@@ -239,6 +283,78 @@ class SgdResponse(ResponseModel):
     loss_before: float
     loss_after: float
     history: list[EpochLoss]
+
+
+class Factor(ResponseModel):
+    name: str
+    value: float
+
+
+class Path(ResponseModel):
+    """One path from a weight's target to an output: its value is the product of its factors."""
+
+    units: list[str]
+    factors: list[Factor]
+    value: float
+
+
+class DeltaTerm(ResponseModel):
+    """What one successor sends back: value = weight @ delta (the multiple-outputs rule)."""
+
+    successor: str
+    weight: Array
+    delta: Array
+    value: Array
+
+
+class ExplainedUnit(ResponseModel):
+    """One unit for one sample, each value [size]; input units carry z only."""
+
+    s: Array | None = None
+    z: Array
+    derivative: Array | None = None
+    delta: Array | None = None
+    delta_terms: list[DeltaTerm] | None = None
+    loss_term: Array | None = None
+    rule: str | None = None
+
+
+class ExplainedWeight(ResponseModel):
+    source: str
+    target: str
+    gradient: Array
+    z_source: Array
+    delta_target: Array
+    paths: list[Path]
+    paths_total: int | None = None
+    paths_truncated: bool
+    latex: str
+
+
+class ExplainResponse(ResponseModel):
+    sample: int
+    loss: float
+    units: dict[str, ExplainedUnit]
+    weights: list[ExplainedWeight]
+
+
+class CheckedEntry(ResponseModel):
+    checked: Array
+    numeric: Array
+    ok: bool
+
+
+class CheckedWeight(CheckedEntry):
+    source: str
+    target: str
+
+
+class CheckResponse(ResponseModel):
+    ok: bool
+    max_abs_error: float
+    max_rel_error: float
+    weights: list[CheckedWeight]
+    biases: dict[str, CheckedEntry]
 
 
 class InfoResponse(ResponseModel):

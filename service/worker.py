@@ -12,6 +12,7 @@ debugging).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import multiprocessing
 import os
@@ -24,9 +25,10 @@ import anyio.to_thread
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from service import compute, selfcheck, wire
+from service import compute, explain, gradcheck, render, selfcheck, wire
 from service.arrays import dumps
 from service.errors import InvalidRequestError, MalformedJSONError, ProblemError, WorkerLostError, issue
+from service.render import Document
 from service.settings import Limits, Settings
 
 log = logging.getLogger("gradserve")
@@ -57,10 +59,14 @@ def parse(model: type[M], body: bytes) -> M:
         raise InvalidRequestError("; ".join(lines) + more, items) from None
 
 
-ENDPOINTS: dict[str, tuple[type[wire.ComputeRequest], Callable[[Any, Limits], dict[str, Any]]]] = {
+ENDPOINTS: dict[str, tuple[type[BaseModel], Callable[[Any, Limits], dict[str, Any] | Document]]] = {
     "forward": (wire.ForwardRequest, compute.forward),
     "gradients": (wire.GradientsRequest, compute.gradients),
     "sgd": (wire.SgdRequest, compute.sgd),
+    "explain": (wire.ExplainRequest, explain.explain),
+    "check": (wire.CheckRequest, gradcheck.check),
+    "render": (wire.RenderRequest, functools.partial(render.render, fmt="svg")),
+    "render.dot": (wire.RenderRequest, functools.partial(render.render, fmt="dot")),
 }
 
 
@@ -69,7 +75,11 @@ def handle(endpoint: str, body: bytes, limits: Limits) -> Reply:
     model, run = ENDPOINTS[endpoint]
     try:
         request = parse(model, body)
-        return Reply(200, dumps(run(request, limits), request.array_encoding), "application/json", {})
+        result = run(request, limits)
+        if isinstance(result, Document):
+            return Reply(200, result.content, result.media_type, {})
+        encoding: wire.ArrayEncoding = getattr(request, "array_encoding", "list")
+        return Reply(200, dumps(result, encoding), "application/json", {})
     except ProblemError as exc:
         return Reply(exc.status, orjson.dumps(exc.body()), "application/problem+json", exc.headers)
 

@@ -422,3 +422,59 @@ def test_a_computation_that_ran_out_of_time_is_not_retried() -> None:
     with pytest.raises(client.InternalServerError):
         gs.health()
     assert (len(seen), slept) == (1, [])
+
+
+# ---------------------------------------------------------------- explain, check, render
+
+
+def test_explain_check_and_render_through_the_client(server_url: str, tmp_path: Path) -> None:
+    case = seed.two_outputs()
+    with client.Client(server_url) as gs:
+        why = gs.explain(case.network, case.samples)
+        grads = gs.gradients(case.network, case.samples)
+        verdict = gs.check(case.network, case.samples, gradients=grads.gradients)
+        wrong = grads.gradients.model_copy(deep=True)
+        wrong.weights[0].value = 1.0
+        refused = gs.check(case.network, case.samples, gradients=wrong)
+        svg = gs.render(case.network, case.samples, show="gradients", path=tmp_path / "net.svg")
+        dot = gs.render(case.network, format="dot")
+    assert [p.value for p in why.weights[0].paths] == pytest.approx(list(case.paths), rel=1e-12)
+    assert why.weights[0].latex.startswith(r"\frac{\partial E}{\partial w_{x\to j}}")
+    assert verdict.ok is True
+    assert refused.ok is False
+    assert [w.ok for w in refused.weights] == [False, True, True, True, True]
+    assert svg.startswith("<svg")
+    assert (tmp_path / "net.svg").read_text() == svg
+    assert dot.startswith("digraph")
+
+
+def test_async_render_and_explain(server_url: str) -> None:
+    case = seed.chain()
+
+    async def go() -> tuple[str, client.ExplainResponse]:
+        async with client.AsyncClient(server_url) as gs:
+            return await gs.render(case.network), await gs.explain(case.network, case.samples, max_paths=1)
+
+    svg, why = asyncio.run(go())
+    assert "<svg" in svg
+    assert why.weights[0].paths_total == 1
+
+
+def test_cli_explain_check_render(server_url: str, tmp_path: Path) -> None:
+    case = seed.two_outputs()
+    request = json.dumps({"network": case.network, "samples": case.samples})
+    code, out, err = run_cli(["--url", server_url, "explain", "--max-paths", "1"], request)
+    assert code == 0, err
+    assert json.loads(out)["weights"][0]["paths_truncated"] is True
+    code, out, err = run_cli(
+        ["--url", server_url, "render", "--show", "gradients", "-o", str(tmp_path / "a.svg")], request
+    )
+    assert code == 0, err
+    assert (tmp_path / "a.svg").read_text().startswith("<svg")
+    claimed = {"weights": [{"source": "x", "target": "j", "value": 0.0}]}
+    (tmp_path / "mine.json").write_text(json.dumps(claimed))
+    code, out, err = run_cli(
+        ["--url", server_url, "check", "--gradients", str(tmp_path / "mine.json")], request
+    )
+    assert code == 3
+    assert json.loads(out)["ok"] is False

@@ -1,0 +1,265 @@
+"""/v1/explain: why each gradient has the value it has, in the seed's terms.
+
+For one sample: every unit's s, z, f'(s) and delta, with the terms delta is made of (one per
+successor: the multiple-outputs rule, and the loss's own term at an output); every weight's
+gradient as z_source x delta_target; and, for a weight between single units, the paths from
+its target to an output, each a product of the seed's factors, which add up to the gradient.
+Paths are counted first, so a graph with astronomically many of them costs no more than
+`max_paths` listed ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from service import compute, engine, wire
+from service.engine import Plan, UnitInfo
+from service.errors import InvalidRequestError, issue
+from service.settings import Limits
+
+Body = dict[str, Any]
+
+#: how each activation's derivative is written in LaTeX (identity's is 1 and left out)
+LATEX_DERIVATIVE = {
+    "sigmoid": r"\sigma'",
+    "tanh": r"\tanh'",
+    "relu": r"\mathrm{relu}'",
+    "leaky_relu": r"\mathrm{lrelu}'",
+    "softplus": r"\mathrm{softplus}'",
+}
+LATEX_SHOWN_PATHS = 8
+
+
+@dataclass(frozen=True)
+class Factor:
+    name: str  # plain text, as in the response
+    latex: str
+    value: float
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One sample's values, laid out by unit."""
+
+    plan: Plan
+    s: np.ndarray  # [n_cols]
+    z: np.ndarray
+    x: np.ndarray  # [n_inputs]
+    delta: np.ndarray
+    loss_term: np.ndarray  # dE/dz (squared errors) or dE/ds (cross-entropy), 0 off the outputs
+    theta: np.ndarray
+
+    def z_of(self, unit: UnitInfo) -> np.ndarray:
+        return (self.x if unit.role == "input" else self.z)[unit.cols]
+
+    def weight(self, k: int) -> np.ndarray:
+        w = self.plan.weights[k]
+        return self.theta[w.params].reshape(w.shape)
+
+
+def explain(req: wire.ExplainRequest, limits: Limits) -> Body:
+    plan, batch = compute.prepare(req.network, req.samples, limits, need_targets=True, passes=3)
+    if req.sample >= batch.size:
+        msg = f"sample {req.sample} is out of range: the batch has {batch.size} sample(s), numbered from 0"
+        raise InvalidRequestError(msg, [issue(["sample"], msg)])
+    one = batch.rows(slice(req.sample, req.sample + 1))
+    assert one.y is not None
+    values = engine.forward(plan, plan.theta, one.x)
+    delta = engine.backward(plan, plan.theta, values, one.y)
+    compute.check_values(plan, values, delta)
+    dz, ds = engine.loss_gradient(plan, values, one.y)
+    loss_term = np.zeros(plan.n_cols)
+    loss_term[plan.out_cols] = (dz if dz is not None else ds)[0]  # type: ignore[index]
+    sample = Sample(plan, values.s[0], values.z[0], values.x[0], delta[0], loss_term, plan.theta)
+    finder = PathFinder(sample)
+    loss = compute.finite_loss(float(engine.sample_losses(plan, values, one.y)[0]))
+    return {
+        "sample": req.sample,
+        "loss": loss,
+        "units": {u.id: _unit(sample, u) for u in plan.units},
+        "weights": [_weight(sample, finder, k, req.max_paths) for k in range(len(plan.weights))],
+    }
+
+
+# ---------------------------------------------------------------- units
+
+
+def _rule(plan: Plan, unit: UnitInfo) -> str:
+    ce = plan.loss == "cross_entropy" and unit.role == "output"
+    if unit.activation == "softmax":
+        inner = "z * (g - sum(g * z)) with g = the sum of delta_terms' values"
+        return (
+            f"delta = loss_term + {inner}" if ce else inner.replace("the sum of", "the sum of loss_term and")
+        )
+    if ce:
+        return "delta = loss_term + f'(s) * (the sum of delta_terms' values)"
+    if unit.role == "output":
+        return "delta = f'(s) * (loss_term + the sum of delta_terms' values)"
+    return "delta = f'(s) * (the sum of delta_terms' values)"
+
+
+def _unit(sample: Sample, unit: UnitInfo) -> Body:
+    if unit.role == "input":
+        return {"z": sample.z_of(unit)}
+    plan, cols = sample.plan, unit.cols
+    terms = []
+    for k, w in enumerate(plan.weights):
+        if w.source == unit.id:
+            successor = plan.units[plan.unit_index[w.target]]
+            weight, delta = sample.weight(k), sample.delta[successor.cols]
+            terms.append({"successor": w.target, "weight": weight, "delta": delta, "value": weight @ delta})
+    body: Body = {
+        "s": sample.s[cols],
+        "z": sample.z[cols],
+        "derivative": engine.derivative(unit.activation, sample.s[cols], sample.z[cols]),
+        "delta": sample.delta[cols],
+        "delta_terms": terms,
+        "rule": _rule(plan, unit),
+    }
+    if unit.role == "output":
+        body["loss_term"] = sample.loss_term[cols]
+    return body
+
+
+# ---------------------------------------------------------------- weights and paths
+
+
+def _tex_id(uid: str) -> str:
+    return r"\mathrm{" + uid.replace("_", r"\_") + "}" if len(uid) > 1 else uid
+
+
+class PathFinder:
+    """The paths from a unit to the outputs, over single units with elementwise activations."""
+
+    def __init__(self, sample: Sample) -> None:
+        self.sample = sample
+        plan = sample.plan
+        self.units = {u.id: u for u in plan.units}
+        self.successors: dict[str, list[tuple[str, int]]] = {u.id: [] for u in plan.units}
+        for k, w in enumerate(plan.weights):
+            self.successors[w.source].append((w.target, k))
+        outputs = [u for u in plan.units if u.role == "output"]
+        self.error_name = "(yhat - y)" if len(outputs) == 1 else "(yhat_{o} - y_{o})"
+        self.count: dict[str, int] = {}  # paths from each unit to an output
+        self.scalar: dict[str, bool] = {}  # whether those paths run through single elementwise units only
+        for u in sorted(plan.units, key=lambda u: -u.level):  # successors first
+            if u.role == "input":
+                continue
+            onward = [t for t, _ in self.successors[u.id] if self.count[t]]
+            self.count[u.id] = (u.role == "output") + sum(self.count[t] for t in onward)
+            self.scalar[u.id] = (
+                u.size == 1 and u.activation != "softmax" and all(self.scalar[t] for t in onward)
+            )
+
+    def _derivative(self, uid: str) -> list[Factor]:
+        u = self.units[uid]
+        if u.activation == "identity":
+            return []
+        col = u.cols.start
+        value = float(
+            engine.derivative(u.activation, self.sample.s[col : col + 1], self.sample.z[col : col + 1])[0]
+        )
+        return [
+            Factor(
+                f"{u.activation}'(s_{uid})", f"{LATEX_DERIVATIVE[u.activation]}(s_{{{_tex_id(uid)}}})", value
+            )
+        ]
+
+    def _output_factors(self, uid: str) -> list[Factor]:
+        """The factors at the end of a path: the loss's term, then f'(s_o) unless it is folded in."""
+        u, plan = self.units[uid], self.sample.plan
+        name = self.error_name.replace("{o}", uid)
+        tex = (
+            r"(\hat{y}-y)"
+            if "{o}" not in self.error_name
+            else rf"(\hat{{y}}_{{{_tex_id(uid)}}}-y_{{{_tex_id(uid)}}})"
+        )
+        if plan.loss == "squared_error":
+            name, tex = "2" + name, "2" + tex
+        factors = [Factor(name, tex, float(self.sample.loss_term[u.cols.start]))]
+        if plan.loss != "cross_entropy":  # cross-entropy's term is already dE/ds
+            factors += self._derivative(uid)
+        return factors
+
+    def paths(self, source: str, target: str, limit: int) -> Iterator[tuple[list[str], list[Factor]]]:
+        """Up to `limit` paths from `target` to an output, each with its factors in the seed's order."""
+        z = float(self.sample.z_of(self.units[source])[0])
+        z_factor = Factor(f"z_{source}", f"z_{{{_tex_id(source)}}}", z)
+        stack: list[tuple[list[str], list[Factor]]] = [([target], [])]
+        found = 0
+        while stack and found < limit:
+            units, back = stack.pop()  # back: the factors from this unit's successor on, as w, f'
+            here = units[-1]
+            nexts = [(t, k) for t, k in self.successors[here] if self.count[t]]
+            for t, k in reversed(nexts):
+                weight = float(self.sample.weight(k)[0, 0])
+                w = Factor(f"w_{here}->{t}", rf"(w_{{{_tex_id(here)}\to {_tex_id(t)}}})", weight)
+                stack.append(([*units, t], [*back, *self._derivative(here), w]))
+            if self.units[here].role == "output":
+                found += 1
+                # walking forward gathered f'(s_u), w_(u->next) per step: reversed, they run from
+                # the output back, as the seed writes them
+                yield units, [*self._output_factors(here), *reversed(back), z_factor]
+
+
+def _weight(sample: Sample, finder: PathFinder, k: int, max_paths: int) -> Body:
+    plan = sample.plan
+    w = plan.weights[k]
+    source, target = plan.units[plan.unit_index[w.source]], plan.units[plan.unit_index[w.target]]
+    z_source, delta_target = sample.z_of(source), sample.delta[target.cols]
+    gradient = np.outer(z_source, delta_target)
+    body: Body = {
+        "source": w.source,
+        "target": w.target,
+        "gradient": compute.scalar_or(gradient),
+        "z_source": z_source,
+        "delta_target": delta_target,
+        "paths": [],
+        "paths_total": None,
+        "paths_truncated": False,
+    }
+    lhs = rf"\frac{{\partial E}}{{\partial w_{{{_tex_id(w.source)}\to {_tex_id(w.target)}}}}}"
+    if w.shape != (1, 1) or not finder.scalar[w.target]:
+        body["latex"] = (
+            lhs.replace("w_", "W_") + rf" = z_{{{_tex_id(w.source)}}}\,\delta_{{{_tex_id(w.target)}}}^\top"
+        )
+        return body
+    found = list(finder.paths(w.source, w.target, max_paths))
+    total = finder.count[w.target]
+    body.update(
+        paths=[
+            {
+                "units": units,
+                "factors": [{"name": f.name, "value": f.value} for f in factors],
+                "value": float(np.prod([f.value for f in factors])),
+            }
+            for units, factors in found
+        ],
+        paths_total=total,
+        paths_truncated=total > len(found),
+        latex=_latex(
+            lhs, [factors for _, factors in found[:LATEX_SHOWN_PATHS]], total, float(gradient[0, 0])
+        ),
+    )
+    return body
+
+
+def _number(value: float) -> str:
+    text = f"{value:.4g}"
+    if "e" in text:
+        mantissa, exponent = text.split("e")
+        text = rf"{mantissa}\times 10^{{{int(exponent)}}}"
+    return f"({text})" if value < 0 else text
+
+
+def _latex(lhs: str, paths: list[list[Factor]], total: int, gradient: float) -> str:
+    if total == 0:
+        return lhs + r" = 0 \quad\text{(no path to an output)}"
+    more = r" + \dots" if total > len(paths) else ""
+    symbolic = " + ".join(r"\,".join(f.latex for f in factors) for factors in paths) + more
+    numeric = " + ".join(r" \cdot ".join(_number(f.value) for f in factors) for factors in paths) + more
+    return f"{lhs} = {symbolic} = {numeric} = {_number(gradient)}"

@@ -1,0 +1,144 @@
+"""/v1/check: gradients checked by central finite differences in float64.
+
+Every weight and bias is perturbed by +-epsilon. Perturbing w_{i->j}[a, b] is exactly adding
+epsilon * z_i[n, a] to s_j[n, b] in every sample n (nothing upstream of j moves), and a bias
+is epsilon added to its own s; so all perturbations run as forward passes over replicas of
+the batch, each replica carrying its own offset: a few NumPy passes, not two per parameter.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from service import compute, engine, wire
+from service.arrays import to_numpy
+from service.engine import Batch, Plan
+from service.errors import InvalidRequestError, issue, raise_collected
+from service.settings import Limits
+
+Body = dict[str, Any]
+
+
+def check(req: wire.CheckRequest, limits: Limits) -> Body:
+    plan, batch = compute.prepare(req.network, req.samples, limits, need_targets=True, passes=3)
+    passes = 2 * plan.n_params + 3
+    compute.limit(
+        limits,
+        "max_work",
+        (plan.n_weight_params + plan.n_cols) * batch.size * passes,
+        f"the work of checking {plan.n_params:,} parameters (two forward passes each over the batch)",
+    )
+    assert batch.y is not None
+    scale = engine.reduction_scale(req.reduction, batch.size)
+    values = engine.forward(plan, plan.theta, batch.x)
+    compute.check_values(plan, values)
+    if req.gradients is None:
+        checked = engine.gradient(plan, values, engine.backward(plan, plan.theta, values, batch.y), scale)
+        claimed = np.ones(plan.n_params, dtype=bool)
+    else:
+        checked, claimed = _claimed(plan, req.gradients)
+    numeric = central_differences(plan, batch, values, scale, req.epsilon, limits)
+    compute.check_params(plan, numeric, "numeric gradient")
+    error = np.abs(checked - numeric)
+    ok = (error <= req.atol + req.rtol * np.abs(numeric)) | ~claimed
+    size = np.maximum(np.abs(checked), np.abs(numeric))
+    relative = np.divide(error, size, out=np.zeros_like(error), where=size > 0)
+
+    def entry(params: slice, shape: tuple[int, ...]) -> Body:
+        return {
+            "checked": compute.scalar_or(checked[params].reshape(shape)),
+            "numeric": compute.scalar_or(numeric[params].reshape(shape)),
+            "ok": bool(ok[params].all()),
+        }
+
+    return {
+        "ok": bool(ok.all()),
+        "max_abs_error": float(error[claimed].max(initial=0.0)),
+        "max_rel_error": float(relative[claimed].max(initial=0.0)),
+        "weights": [
+            {"source": w.source, "target": w.target, **entry(w.params, w.shape)}
+            for w in plan.weights
+            if claimed[w.params].all()
+        ],
+        "biases": {
+            u.id: entry(plan.bias_params(u), (u.size,))
+            for u in plan.units
+            if u.role != "input" and claimed[plan.bias_params(u)].all()
+        },
+    }
+
+
+def central_differences(
+    plan: Plan, batch: Batch, values: engine.Values, scale: float, epsilon: float, limits: Limits
+) -> np.ndarray:
+    """(E(theta + e) - E(theta - e)) / 2e for every parameter, the loss reduced by `scale`."""
+    assert batch.y is not None
+    rows = batch.size
+    # for each parameter: the column of s it moves and, per sample, by how much per unit of epsilon
+    cols = np.empty(plan.n_params, dtype=np.intp)
+    slopes = np.empty((plan.n_params, rows))
+    for w in plan.weights:
+        source = plan.units[plan.unit_index[w.source]]
+        target = plan.units[plan.unit_index[w.target]]
+        m, n = w.shape
+        cols[w.params] = np.tile(np.arange(target.cols.start, target.cols.stop), m)
+        slopes[w.params] = np.repeat(values.z_of(source).T, n, axis=0)  # row a*n+b: z_i[:, a]
+    cols[plan.n_weight_params :] = np.arange(plan.n_cols)
+    slopes[plan.n_weight_params :] = 1.0
+    numeric = np.empty(plan.n_params)
+    per_chunk = max(1, limits.max_activation_elements // max(1, 2 * rows * plan.n_cols))
+    for start in range(0, plan.n_params, per_chunk):
+        chunk = slice(start, min(start + per_chunk, plan.n_params))
+        k = chunk.stop - chunk.start
+        signs = np.repeat([1.0, -1.0], k * rows)  # replicas: k pushed up, then k pushed down
+        offsets = engine.Offsets(
+            cols=np.tile(np.repeat(cols[chunk], rows), 2),
+            values=signs * epsilon * np.tile(slopes[chunk].ravel(), 2),
+        )
+        x = np.tile(batch.x, (2 * k, 1))
+        losses = engine.sample_losses(
+            plan, engine.forward(plan, plan.theta, x, offsets), np.tile(batch.y, (2 * k, 1))
+        )
+        per_replica = losses.reshape(2 * k, rows).sum(axis=1) * scale
+        numeric[chunk] = (per_replica[:k] - per_replica[k:]) / (2 * epsilon)
+    return numeric
+
+
+def _claimed(plan: Plan, claimed: wire.ClaimedGradients) -> tuple[np.ndarray, np.ndarray]:
+    """The caller's gradients in theta's layout, and which entries they cover."""
+    values = np.zeros(plan.n_params)
+    covered = np.zeros(plan.n_params, dtype=bool)
+    problems: list[dict[str, Any]] = []
+    weights = {(w.source, w.target): w for w in plan.weights}
+    for k, given in enumerate(claimed.weights):
+        loc: list[str | int] = ["gradients", "weights", k]
+        w = weights.get((given.source, given.target))
+        if w is None:
+            problems.append(issue(loc, f"the network has no weight {given.source}->{given.target}"))
+            continue
+        value = to_numpy(given.value, [*loc, "value"])
+        if value.size != w.params.stop - w.params.start or (value.ndim == 2 and value.shape != w.shape):
+            name = f"{given.source}->{given.target}"
+            msg = f"the gradient of {name} has shape {list(value.shape)}, expected {list(w.shape)}"
+            problems.append(issue(loc, msg))
+            continue
+        values[w.params], covered[w.params] = value.ravel(), True
+    for uid, bias in claimed.biases.items():
+        loc = ["gradients", "biases", uid]
+        if uid not in plan.unit_index or plan.units[plan.unit_index[uid]].role == "input":
+            problems.append(issue(loc, f"{uid!r} is not a unit with a bias"))
+            continue
+        unit = plan.units[plan.unit_index[uid]]
+        value = to_numpy(bias, loc).ravel()
+        if value.size != unit.size:
+            problems.append(
+                issue(loc, f"the bias gradient of {uid!r} has {value.size} entries, expected {unit.size}")
+            )
+            continue
+        values[plan.bias_params(unit)], covered[plan.bias_params(unit)] = value, True
+    raise_collected(InvalidRequestError, problems)
+    if not covered.any():
+        raise InvalidRequestError("gradients holds nothing to check: give weights or biases, or leave it out")
+    return values, covered

@@ -1,0 +1,288 @@
+"""Explain, check and render: the seed's derivation as a service."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+import xml.etree.ElementTree as ET
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+
+from service import explain, gradcheck, render, wire
+from service.errors import LimitExceededError
+from service.settings import Settings
+from tests import seed
+from tests.strategies import networks
+from tests.support import asgi
+
+LIMITS = Settings().limits()
+
+
+def explained(net: dict[str, Any], samples: dict[str, Any], **options: Any) -> dict[str, Any]:
+    req = wire.ExplainRequest.model_validate_json(json.dumps({"network": net, "samples": samples, **options}))
+    return json.loads(json.dumps(explain.explain(req, LIMITS), default=lambda a: a.tolist()))
+
+
+def checked(net: dict[str, Any], samples: dict[str, Any], **options: Any) -> dict[str, Any]:
+    req = wire.CheckRequest.model_validate_json(json.dumps({"network": net, "samples": samples, **options}))
+    return json.loads(json.dumps(gradcheck.check(req, LIMITS), default=lambda a: a.tolist()))
+
+
+def as_array(value: Any) -> np.ndarray:
+    return np.atleast_1d(np.asarray(value, dtype=float))
+
+
+# ---------------------------------------------------------------- explain: the seed's cases
+
+
+def test_the_chain_has_one_path_per_weight_equal_to_the_closed_form() -> None:
+    case = seed.chain()
+    body = explained(case.network, case.samples)
+    for weight, expected in zip(body["weights"], case.weight_gradients, strict=True):
+        (path,) = weight["paths"]
+        assert path["value"] == pytest.approx(expected, rel=1e-12)
+        assert weight["gradient"] == pytest.approx(expected, rel=1e-12)
+        assert path["units"][-1] == "o"
+    j_to_k = body["weights"][1]
+    names = [f["name"] for f in j_to_k["paths"][0]["factors"]]
+    assert names == [
+        "(yhat - y)",
+        "w_k->o",
+        "sigmoid'(s_k)",
+        "z_j",
+    ]  # the seed's coloured terms, in its order
+    assert j_to_k["latex"].startswith(
+        r"\frac{\partial E}{\partial w_{j\to k}} = (\hat{y}-y)\,(w_{k\to o})\,\sigma'(s_{k})\,z_{j} = "
+    )
+    assert body["loss"] == pytest.approx(case.loss, rel=1e-12)
+
+
+def test_the_unit_with_two_outputs_sums_its_two_paths() -> None:
+    case = seed.two_outputs()
+    body = explained(case.network, case.samples)
+    first = body["weights"][0]
+    assert [p["units"] for p in first["paths"]] == [["j", "k1", "o"], ["j", "k2", "o"]]
+    assert [p["value"] for p in first["paths"]] == pytest.approx(list(case.paths), rel=1e-12)
+    assert first["gradient"] == pytest.approx(sum(case.paths), rel=1e-12)
+    assert (first["paths_total"], first["paths_truncated"]) == (2, False)
+    terms = body["units"]["j"]["delta_terms"]
+    assert [t["successor"] for t in terms] == ["k1", "k2"]
+    assert body["units"]["j"]["delta"][0] == pytest.approx(case.deltas["j"], rel=1e-12)
+
+
+def test_the_unit_with_two_inputs() -> None:
+    case = seed.two_inputs()
+    body = explained(case.network, case.samples)
+    for weight, expected in zip(body["weights"], case.weight_gradients, strict=True):
+        assert sum(p["value"] for p in weight["paths"]) == pytest.approx(expected, rel=1e-12)
+
+
+# ---------------------------------------------------------------- explain: random graphs
+
+
+@settings(max_examples=60)
+@given(networks(max_hidden=5, singles=True))
+def test_paths_add_up_to_the_gradient_and_delta_terms_add_up(
+    case: tuple[dict[str, Any], dict[str, Any]],
+) -> None:
+    net, samples = case
+    body = explained(net, samples, max_paths=10_000)
+    for weight in body["weights"]:
+        for path in weight["paths"]:
+            assert path["value"] == pytest.approx(math.prod(f["value"] for f in path["factors"]), rel=1e-12)
+        if weight["paths_total"] is not None:
+            assert not weight["paths_truncated"]
+            total = sum(p["value"] for p in weight["paths"])
+            assert total == pytest.approx(weight["gradient"], rel=1e-9, abs=1e-12)
+    ce = net["loss"] == "cross_entropy"
+    for uid, unit in body["units"].items():
+        if "delta" not in unit:
+            continue
+        incoming = sum((as_array(t["value"]) for t in unit["delta_terms"]), np.zeros(1))
+        loss_term = as_array(unit.get("loss_term", [0.0]))
+        derivative, delta = as_array(unit["derivative"]), as_array(unit["delta"])
+        activation = next(u.get("activation") for u in net["units"] if u["id"] == uid)
+        if activation == "softmax":
+            continue  # a single softmax unit: z is 1, its delta 0 whatever comes in
+        expected = (
+            loss_term + derivative * incoming
+            if ce and "loss_term" in unit
+            else derivative * (incoming + loss_term)
+        )
+        np.testing.assert_allclose(delta, expected, rtol=1e-9, atol=1e-12)
+        for term in unit["delta_terms"]:
+            np.testing.assert_allclose(
+                as_array(term["value"]), np.asarray(term["weight"]) @ as_array(term["delta"]), rtol=1e-12
+            )
+
+
+def ladder(rungs: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """x -> a0, b0 -> a1, b1 -> ... -> o: every rung doubles the paths (2^rungs of them)."""
+    units: list[dict[str, Any]] = [{"id": "x", "role": "input"}, {"id": "o", "role": "output"}]
+    weights = []
+    previous = ["x"]
+    for r in range(rungs):
+        pair = [f"a{r}", f"b{r}"]
+        units += [{"id": u, "activation": "tanh"} for u in pair]
+        weights += [{"source": s, "target": t, "value": 0.9} for s in previous for t in pair]
+        previous = pair
+    weights += [{"source": s, "target": "o", "value": 0.5} for s in previous]
+    return {"units": units, "weights": weights}, {"inputs": {"x": [0.3]}, "targets": {"o": [1.0]}}
+
+
+def test_paths_are_counted_not_enumerated_and_truncation_is_reported() -> None:
+    net, samples = ladder(40)
+    started = time.monotonic()
+    body = explained(net, samples, max_paths=5)
+    assert time.monotonic() - started < 10
+    first = body["weights"][0]  # x -> a0
+    assert first["paths_total"] == 2**39
+    assert len(first["paths"]) == 5
+    assert first["paths_truncated"] is True
+    assert r"+ \dots" in first["latex"]
+
+
+def test_explain_picks_a_sample_and_refuses_one_out_of_range() -> None:
+    case = seed.chain()
+    samples = {"inputs": {"x": [1.5, -0.5]}, "targets": {"o": [0.25, 0.0]}}
+    second = explained(case.network, samples, sample=1)
+    assert second["units"]["x"]["z"] == [-0.5]
+    (response,) = asgi(
+        Settings(),
+        ("POST", "/v1/explain", {"json": {"network": case.network, "samples": samples, "sample": 2}}),
+    )
+    assert response.status_code == 422
+    assert "sample 2 is out of range: the batch has 2 sample(s)" in response.json()["detail"]
+
+
+def test_layers_get_their_gradient_without_paths() -> None:
+    net = {
+        "units": [
+            {"id": "x", "role": "input", "size": 2},
+            {"id": "h", "size": 3},
+            {"id": "o", "role": "output"},
+        ],
+        "weights": [
+            {"source": "x", "target": "h", "value": [[0.1, 0.2, 0.3], [0.4, 0.5, 0.6]]},
+            {"source": "h", "target": "o", "value": [[1.0], [-1.0], [0.5]]},
+        ],
+    }
+    body = explained(net, {"inputs": {"x": [[1.0, 2.0]]}, "targets": {"o": [0.0]}})
+    first = body["weights"][0]
+    assert np.asarray(first["gradient"]).shape == (2, 3)
+    np.testing.assert_allclose(first["gradient"], np.outer(first["z_source"], first["delta_target"]))
+    assert (first["paths"], first["paths_total"]) == ([], None)
+
+
+# ---------------------------------------------------------------- check
+
+
+@settings(max_examples=40)
+@given(networks(max_hidden=3))
+def test_check_passes_the_services_own_gradients(case: tuple[dict[str, Any], dict[str, Any]]) -> None:
+    net, samples = case
+    body = checked(net, samples)
+    assert body["ok"], body
+    assert body["max_rel_error"] < 1e-4
+
+
+def test_check_singles_out_a_claimed_gradient_wrong_in_one_entry() -> None:
+    case = seed.two_outputs()
+    claimed = {
+        "weights": [
+            {"source": w["source"], "target": w["target"], "value": g}
+            for w, g in zip(case.network["weights"], case.weight_gradients, strict=True)
+        ],
+        "biases": {"j": case.deltas["j"], "o": case.deltas["o"]},
+    }
+    assert checked(case.network, case.samples, gradients=claimed)["ok"] is True
+    claimed["weights"][2]["value"] *= 1.01  # the student's slip
+    body = checked(case.network, case.samples, gradients=claimed)
+    assert body["ok"] is False
+    assert [w["ok"] for w in body["weights"]] == [True, True, False, True, True]
+    assert all(b["ok"] for b in body["biases"].values())
+    assert set(body["biases"]) == {"j", "o"}  # only what was claimed is checked
+    assert body["weights"][2]["numeric"] == pytest.approx(case.weight_gradients[2], rel=1e-7)
+
+
+def test_check_refuses_claims_that_do_not_fit() -> None:
+    case = seed.chain()
+    request = {
+        "network": case.network,
+        "samples": case.samples,
+        "gradients": {"weights": [{"source": "x", "target": "o", "value": 1.0}]},
+    }
+    (response,) = asgi(Settings(), ("POST", "/v1/check", {"json": request}))
+    assert response.status_code == 422
+    assert "the network has no weight x->o" in response.json()["detail"]
+
+
+def test_check_is_bounded_by_the_work_limit() -> None:
+    case = seed.chain()
+    (response,) = asgi(
+        Settings(max_work=50),
+        ("POST", "/v1/check", {"json": {"network": case.network, "samples": case.samples}}),
+    )
+    assert response.status_code == 413
+    assert "checking 6 parameters" in response.json()["detail"]
+
+
+# ---------------------------------------------------------------- render
+
+
+def drawn(net: dict[str, Any], samples: dict[str, Any] | None = None, show: str = "weights") -> ET.Element:
+    req = wire.RenderRequest.model_validate_json(
+        json.dumps({"network": net, "samples": samples, "show": show})
+    )
+    document = render.render(req, LIMITS, "svg")
+    assert document.media_type == "image/svg+xml"
+    return ET.fromstring(document.content)
+
+
+SVG = "{http://www.w3.org/2000/svg}"
+MOVE = re.compile(r"M ([-\d.]+) ([-\d.]+) C .*, ([-\d.]+) ([-\d.]+)$")
+
+
+@settings(max_examples=40)
+@given(networks(max_hidden=6))
+def test_render_draws_every_unit_and_every_edge_left_to_right(
+    case: tuple[dict[str, Any], dict[str, Any]],
+) -> None:
+    net, samples = case
+    for svg in (drawn(net), drawn(net, samples, show="gradients")):
+        assert {g.get("data-id") for g in svg.iter(SVG + "g")} == {u["id"] for u in net["units"]}
+        edges = list(svg.iter(SVG + "path"))
+        assert len(edges) == len(net["weights"])
+        for edge in edges:
+            match = MOVE.match(edge.get("d", ""))
+            assert match is not None
+            assert float(match.group(1)) < float(match.group(3))
+
+
+def test_render_labels_units_and_edges() -> None:
+    case = seed.chain()
+    svg = drawn(case.network, case.samples)
+    text = " ".join("".join(t.itertext()) for t in svg.iter(SVG + "text"))
+    for piece in ["x", "j", "sigmoid", "identity", "z=0.679", "0.5", "-0.3", "0.8"]:
+        assert piece in text
+    colours = {e.get("data-target"): e.get("stroke") for e in svg.iter(SVG + "path")}
+    assert colours == {"j": render.POSITIVE, "k": render.NEGATIVE, "o": render.POSITIVE}
+
+
+def test_render_as_dot_and_its_limits() -> None:
+    case = seed.two_outputs()
+    req = wire.RenderRequest.model_validate_json(json.dumps({"network": case.network}))
+    text = render.render(req, LIMITS, "dot").content.decode()
+    assert text.startswith("digraph gradserve {")
+    assert '"j" -> "k2"' in text
+    with pytest.raises(LimitExceededError, match="max_render_units = 3"):
+        render.render(req, Settings(max_render_units=3).limits(), "svg")
+    with pytest.raises(Exception, match="show=gradients needs samples"):
+        render.render(
+            wire.RenderRequest.model_validate({"network": case.network, "show": "gradients"}), LIMITS, "svg"
+        )
