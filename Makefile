@@ -3,7 +3,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: serve test lint typecheck format bench install
+.PHONY: serve test lint typecheck format bench install container
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -34,3 +34,6 @@ typecheck: install
 
 bench: install
 	$(BIN)/python -m bench
+
+container: install
+	bash .ci/container

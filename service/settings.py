@@ -49,7 +49,11 @@ class Settings(Limits):
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
-    workers: int = Field(1, ge=1)
+    workers: int = Field(
+        default_factory=lambda: int(os.environ.get("WEB_CONCURRENCY", "1")),
+        ge=1,
+        description="uvicorn worker processes; WEB_CONCURRENCY when GRADSERVE_WORKERS is unset",
+    )
     log_level: str = "info"
     api_key: SecretStr | None = Field(
         None, description="when set, every endpoint but the health checks needs it"

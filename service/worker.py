@@ -16,6 +16,8 @@ import functools
 import logging
 import multiprocessing
 import os
+import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -107,9 +109,20 @@ class ThreadExecutor:
         pass
 
 
-def _lower_priority() -> None:
-    """Workers yield the CPU to the server process, so it keeps answering while they compute."""
+def _start_worker(server: int) -> None:
+    """Yield the CPU to the server process, so it keeps answering; and die with it."""
     os.nice(5)
+
+    def watch() -> None:
+        # A worker blocked on its queue would outlive a server killed outright (SIGKILL, the
+        # OOM killer), holding its memory forever; so each one watches its parent.
+        # The server's pid comes from the server itself: one that died while this worker was
+        # still starting is noticed too.
+        while os.getppid() == server:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="gradserve-parent-watch", daemon=True).start()
 
 
 class ProcessExecutor:
@@ -132,7 +145,8 @@ class ProcessExecutor:
             self.size,
             mp_context=multiprocessing.get_context("spawn"),
             max_tasks_per_child=self.max_tasks,
-            initializer=_lower_priority,
+            initializer=_start_worker,
+            initargs=(os.getpid(),),
         )
 
     async def run(self, endpoint: str, body: bytes, limits: Limits) -> Reply:

@@ -378,3 +378,21 @@ def test_a_dead_worker_costs_one_request_and_the_pool_comes_back() -> None:
     assert lost == 500
     assert status == 200
     assert size > 0
+
+
+def test_workers_die_with_a_server_killed_outright() -> None:
+    server = start_server()
+    children = [int(p) for p in Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()]
+    assert children, "the server has no worker processes"
+    server.proc.kill()
+    server.proc.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(Path(f"/proc/{c}").exists() for c in children):
+        time.sleep(0.2)
+    alive = [
+        c
+        for c in children
+        if Path(f"/proc/{c}").exists() and "zombie" not in Path(f"/proc/{c}/status").read_text()
+    ]
+    states = {c: Path(f"/proc/{c}/cmdline").read_text()[:80] for c in alive}
+    assert alive == [], states

@@ -1,0 +1,85 @@
+"""The container and Kubernetes files: linted and validated offline.
+
+Building and running the image is `.ci/container` (buildah, a few minutes), which CI runs
+after the test suite.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+MANIFESTS = sorted((ROOT / "deploy" / "kubernetes").glob("*.yaml"))
+
+
+def test_the_dockerfile_passes_hadolint_at_warning_level() -> None:
+    run = subprocess.run(
+        [str(BIN / "hadolint"), "--failure-threshold", "warning", str(ROOT / "Dockerfile")],
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_the_dockerfile_declares_what_production_needs() -> None:
+    text = (ROOT / "Dockerfile").read_text()
+    assert "ARG BASE_IMAGE=python:3.12-slim" in text
+    assert text.count("FROM ${BASE_IMAGE}") == 2  # a builder stage and the final one
+    assert re.search(r"^USER \d+:\d+$", text, re.MULTILINE)  # a numeric, non-root user
+    assert re.search(r"^HEALTHCHECK .*\n.*urllib\.request.*/healthz", text, re.MULTILINE)
+    assert re.search(r'^CMD \["gradserve", "--host", "0\.0\.0\.0"\]$', text, re.MULTILINE)
+    for setting in ("WEB_CONCURRENCY=1", "OPENBLAS_NUM_THREADS=1", "GRADSERVE_SHUTDOWN_GRACE_S="):
+        assert setting in text
+
+
+def test_the_manifests_validate_against_the_kubernetes_schemas() -> None:
+    run = subprocess.run(
+        [str(BIN / "kubernetes-validate"), "--strict", *map(str, MANIFESTS)], capture_output=True, text=True
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert run.stdout.count("passed") == len(MANIFESTS) == 5
+
+
+def manifest(kind: str) -> dict[str, Any]:
+    for path in MANIFESTS:
+        document = yaml.safe_load(path.read_text())
+        if document["kind"] == kind:
+            return document  # type: ignore[no-any-return]
+    raise AssertionError(f"no {kind}")
+
+
+def test_the_deployment_is_locked_down_and_probed() -> None:
+    pod = manifest("Deployment")["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert set(container["resources"]) == {"requests", "limits"}
+    env = {e["name"]: e for e in container["env"]}
+    assert env["WEB_CONCURRENCY"]["value"] == "1"
+    assert env["GRADSERVE_API_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "gradserve-api-key"
+    assert container["envFrom"] == [{"configMapRef": {"name": "gradserve"}}]
+    assert {m["mountPath"] for m in container["volumeMounts"]} >= {"/tmp"}
+    grace = int(manifest("ConfigMap")["data"]["GRADSERVE_SHUTDOWN_GRACE_S"])
+    assert pod["terminationGracePeriodSeconds"] > grace
+
+
+def test_the_autoscaler_and_disruption_budget_target_the_deployment() -> None:
+    hpa = manifest("HorizontalPodAutoscaler")["spec"]
+    assert hpa["scaleTargetRef"]["name"] == "gradserve"
+    assert hpa["metrics"][0]["resource"]["name"] == "cpu"
+    labels = manifest("Deployment")["spec"]["selector"]["matchLabels"]
+    assert manifest("PodDisruptionBudget")["spec"]["selector"]["matchLabels"] == labels
+    assert manifest("Service")["spec"]["selector"] == labels
+    settings = manifest("ConfigMap")["data"]
+    assert all(key.startswith("GRADSERVE_") for key in settings)
