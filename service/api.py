@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from service import __version__, wire
 from service.errors import BodyTooLargeError, NotReadyError, OverloadedError
 from service.settings import Limits, Settings
-from service.worker import Executor
+from service.worker import Body, Executor, SharedBody
 
 
 def app_settings(request: Request) -> Settings:
@@ -26,19 +26,33 @@ def app_settings(request: Request) -> Settings:
 SettingsDep = Annotated[Settings, Depends(app_settings)]
 
 
-async def raw_body(request: Request, settings: SettingsDep) -> bytes:
-    """The request body as bytes, refused with 413 as soon as it passes the size limit."""
+async def raw_body(request: Request, settings: SettingsDep) -> AsyncIterator[Body]:
+    """The request body, refused with 413 as soon as it passes the size limit.
+
+    A large one with a Content-Length goes straight into shared memory for a worker process.
+    """
     limit = settings.max_body_bytes
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise BodyTooLargeError(_too_large(int(declared), limit))
+    length = int(declared) if declared.isdigit() else None
+    if length is not None and length > limit:
+        raise BodyTooLargeError(_too_large(length, limit))
+    executor: Executor = request.app.state.executor
+    if length is not None and length >= SharedBody.MIN_SIZE and executor.shares_memory:
+        shared = SharedBody(length)
+        try:
+            async for chunk in request.stream():
+                shared.write(chunk)
+            yield shared
+        finally:
+            shared.release()
+        return
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
             raise BodyTooLargeError(_too_large(size, limit, at_least=True))
         chunks.append(chunk)
-    return b"".join(chunks)
+    yield b"".join(chunks)
 
 
 def _too_large(size: int, limit: int, at_least: bool = False) -> str:
@@ -48,10 +62,10 @@ def _too_large(size: int, limit: int, at_least: bool = False) -> str:
     )
 
 
-BodyDep = Annotated[bytes, Depends(raw_body)]
+BodyDep = Annotated[Body, Depends(raw_body)]
 
 
-async def admitted_body(request: Request, body: BodyDep, settings: SettingsDep) -> AsyncIterator[bytes]:
+async def admitted_body(request: Request, body: BodyDep, settings: SettingsDep) -> AsyncIterator[Body]:
     """The body, once one of the `max_concurrent` computation slots is free (a 503 if none is soon)."""
     slots: asyncio.Semaphore = request.app.state.slots
     try:
@@ -69,10 +83,10 @@ async def admitted_body(request: Request, body: BodyDep, settings: SettingsDep) 
         slots.release()
 
 
-AdmittedBody = Annotated[bytes, Depends(admitted_body)]
+AdmittedBody = Annotated[Body, Depends(admitted_body)]
 
 
-async def _compute(request: Request, endpoint: str, body: bytes) -> Response:
+async def _compute(request: Request, endpoint: str, body: Body) -> Response:
     """Hand the body to the executor (worker processes by default) and send what it answers."""
     executor: Executor = request.app.state.executor
     reply = await executor.run(endpoint, body, request.app.state.limits)

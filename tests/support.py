@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any
 
 import httpx
@@ -51,3 +52,14 @@ def asgi(
                 return await asyncio.gather(*(http.request(m, p, **kw) for m, p, kw in requests))
 
     return asyncio.run(go())
+
+
+def hammer(url: str, body: bytes, seconds: float) -> list[tuple[int, str | None]]:
+    """Post `body` to `url` back to back for `seconds`: one load-generating client."""
+    answers = []
+    stop = time.monotonic() + seconds
+    with httpx.Client(timeout=60) as http:
+        while time.monotonic() < stop:
+            r = http.post(url, content=body, headers={"content-type": "application/json"})
+            answers.append((r.status_code, r.headers.get("retry-after")))
+    return answers
