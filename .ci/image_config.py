@@ -1,6 +1,7 @@
 """Check what a built image declares (buildah inspect's JSON).
 
-Prints its command, one word a line, then its health check's command on one line, tab-separated.
+Prints its command, one word a line, then its health check's command on one line, tab-separated;
+with `env`, its environment, one NAME=VALUE a line.
 """
 
 from __future__ import annotations
@@ -9,9 +10,12 @@ import json
 import sys
 
 
-def main(path: str) -> None:
+def main(path: str, want: str = "command") -> None:
     image = json.load(open(path))
     config = image["Docker"]["config"]
+    if want == "env":
+        print("\n".join(config.get("Env") or []))
+        return
     user = config.get("User", "")
     health = (config.get("Healthcheck") or {}).get("Test") or []
     command = config.get("Cmd") or []
@@ -27,4 +31,4 @@ def main(path: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(*sys.argv[1:])
