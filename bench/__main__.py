@@ -1,43 +1,89 @@
-"""`python -m bench`: each workload against its reference, in one run, as medians and ratios."""
+"""`python -m bench`: each workload against its reference, in one run, with the ratios the
+project aims at. Timings are medians of repeated runs, (min-max) shown."""
 
 from __future__ import annotations
 
 import argparse
 import os
 import platform
-import statistics
+import time
 
-from bench import mlp
+from bench import memory, mlp, sparse, throughput
+from bench.common import report
+from service.launcher import start_server
+
+TARGETS = {
+    "P1 gradserve / bare endpoint, time per request": 1 / 0.8,
+    "P2 engine / hand-written NumPy": 1.15,
+    "P2 end to end, base64 / hand-written NumPy": 2.0,
+    "P2 end to end, JSON lists / hand-written NumPy": 6.0,
+    "P3 engine / per-unit loop": 1 / 3,
+    "P3 end to end / per-unit loop": 1.0,
+    "P4 peak memory / body size": 8.0,
+}
 
 
-def report(title: str, results: dict[str, list[float]], reference: str) -> None:
-    print(f"\n{title}")
-    base = statistics.median(results[reference])
-    for name, times in results.items():
-        med = statistics.median(times)
-        spread = f"(min {min(times) * 1e3:.2f}, max {max(times) * 1e3:.2f})"
-        print(f"  {name:<22} median {med * 1e3:8.2f} ms  {spread}  ratio {med / base:5.2f}x")
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench")
-    parser.add_argument("--repeat", type=int, default=30, help="timed runs per measurement")
-    parser.add_argument("--tiny", action="store_true", help="small sizes, to check that the bench runs")
+    parser.add_argument("--tiny", action="store_true", help="small sizes, only to check that the bench runs")
     args = parser.parse_args()
-    cpu = platform.processor() or platform.machine()
-    print(f"machine: {cpu}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    started = time.monotonic()
+    print(f"machine: {cpu_model()}, {os.cpu_count()} cores, Python {platform.python_version()}")
     if args.tiny:
         report(
-            "P2 MLP 8-4-4-2, batch 4",
-            mlp.run(repeat=args.repeat, sizes=(8, 4, 4, 2), batch=4),
+            "P2 MLP 8-4-4-2, batch 4", mlp.run(repeat=2, sizes=(8, 4, 4, 2), batch=4), "hand-written NumPy"
+        )
+        report("P3 DAG of 3 levels, batch 4", sparse.run(repeat=2, levels=3, batch=4), "per-unit NumPy loop")
+        return
+    measured: dict[str, float] = {}
+    p1 = report(
+        "P1 the seed's chain, one sample: time per request, 8 clients at once",
+        throughput.run(),
+        "bare endpoint (validation only)",
+    )
+    measured["P1 gradserve / bare endpoint, time per request"] = p1["gradserve"]
+    server = start_server({"GRADSERVE_LOG_LEVEL": "warning"})
+    try:
+        p2 = report(
+            "P2 MLP 784-256-256-10 sigmoid, batch 256: forward and backward",
+            mlp.run(url=server.url),
             "hand-written NumPy",
         )
-    else:
-        report(
-            "P2 MLP 784-256-256-10 sigmoid, batch 256: forward + backward",
-            mlp.run(args.repeat),
-            "hand-written NumPy",
+        p3 = report(
+            "P3 DAG of ~1,000 single units, ~7,800 weights, 61 levels, batch 256",
+            sparse.run(url=server.url),
+            "per-unit NumPy loop",
         )
+    finally:
+        server.stop()
+    measured["P2 engine / hand-written NumPy"] = p2["engine"]
+    measured["P2 end to end, base64 / hand-written NumPy"] = p2["end to end, base64 arrays"]
+    measured["P2 end to end, JSON lists / hand-written NumPy"] = p2["end to end, JSON lists"]
+    measured["P3 engine / per-unit loop"] = p3["engine"]
+    measured["P3 end to end / per-unit loop"] = p3["end to end"]
+    p4 = memory.run()
+    print("\nP4 one 32 MiB request: the server's peak extra memory (server and workers) / body size")
+    for name, (ratio,) in p4.items():
+        print(f"  {name:<34} {ratio:6.2f}x")
+    measured["P4 peak memory / body size"] = max(r for (r,) in p4.values())
+    print("\ntargets (lower is better):")
+    for name, target in TARGETS.items():
+        value = measured[name]
+        print(
+            f"  {name:<48} {value:6.2f}x  target <= {target:.2f}x  {'met' if value <= target else 'NOT met'}"
+        )
+    print(f"\nthe bench took {time.monotonic() - started:.0f} s")
 
 
 if __name__ == "__main__":

@@ -1,15 +1,16 @@
-"""P2: a dense 784-256-256-10 sigmoid MLP, batch 256, engine against hand-written NumPy."""
+"""P2: a dense 784-256-256-10 sigmoid MLP, batch 256: the engine and gradserve end to end,
+against a hand-written NumPy forward-backward (and torch's CPU autograd when installed)."""
 
 from __future__ import annotations
 
 import itertools
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from bench.common import Samples, timed
+from client import Client
 from service import engine, wire
 
 
@@ -21,20 +22,20 @@ class Mlp:
     x: np.ndarray
     y: np.ndarray
 
-    def network(self) -> dict[str, Any]:
+    def network(self, arrays: Any = lambda a: a.tolist()) -> dict[str, Any]:
         """The wire form: one entry per layer, sigmoid hidden layers, a linear output."""
         ids = [f"l{k}" for k in range(len(self.sizes))]
         units: list[dict[str, Any]] = [{"id": ids[0], "role": "input", "size": self.sizes[0]}]
         for k, size in enumerate(self.sizes[1:], start=1):
             role = "output" if k == len(self.sizes) - 1 else "hidden"
-            units.append({"id": ids[k], "role": role, "size": size, "bias": self.biases[k - 1].tolist()})
+            units.append({"id": ids[k], "role": role, "size": size, "bias": arrays(self.biases[k - 1])})
         weights = [
-            {"source": ids[k], "target": ids[k + 1], "value": w.tolist()} for k, w in enumerate(self.weights)
+            {"source": ids[k], "target": ids[k + 1], "value": arrays(w)} for k, w in enumerate(self.weights)
         ]
         return {"units": units, "weights": weights}
 
-    def samples(self) -> dict[str, Any]:
-        return {"inputs": {"l0": self.x.tolist()}, "targets": {f"l{len(self.sizes) - 1}": self.y.tolist()}}
+    def samples(self, arrays: Any = lambda a: a.tolist()) -> dict[str, Any]:
+        return {"inputs": {"l0": arrays(self.x)}, "targets": {f"l{len(self.sizes) - 1}": arrays(self.y)}}
 
 
 def make_mlp(sizes: tuple[int, ...] = (784, 256, 256, 10), batch: int = 256, seed: int = 0) -> Mlp:
@@ -70,30 +71,58 @@ def engine_pass(plan: engine.Plan, batch: engine.Batch) -> np.ndarray:
     return engine.gradient(plan, values, delta, 1.0 / batch.size)
 
 
-def timed(fn: Callable[[], object], repeat: int) -> list[float]:
-    fn()  # warm up
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return times
+def torch_pass(mlp: Mlp) -> Any:
+    """The same forward and backward with torch's CPU autograd, in float64; None without torch."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    ws = [torch.tensor(w, requires_grad=True) for w in mlp.weights]
+    bs = [torch.tensor(b, requires_grad=True) for b in mlp.biases]
+    x, y = torch.tensor(mlp.x), torch.tensor(mlp.y)
+
+    def run() -> None:
+        z = x
+        for k, (w, b) in enumerate(zip(ws, bs, strict=True)):
+            s = z @ w + b
+            z = s if k == len(ws) - 1 else torch.sigmoid(s)
+        loss = 0.5 * ((z - y) ** 2).sum() / len(x)
+        for p in (*ws, *bs):
+            p.grad = None
+        loss.backward()
+
+    return run
 
 
 def run(
-    repeat: int = 30, sizes: tuple[int, ...] = (784, 256, 256, 10), batch: int = 256
-) -> dict[str, list[float]]:
+    repeat: int = 30, sizes: tuple[int, ...] = (784, 256, 256, 10), batch: int = 256, url: str | None = None
+) -> dict[str, Samples]:
     mlp = make_mlp(sizes, batch)
     net = wire.Network.model_validate(mlp.network())
     plan = engine.compile_network(net)
     bound = engine.bind_samples(plan, wire.Samples.model_validate(mlp.samples()), True)
     got, expected = engine_pass(plan, bound), hand_written(mlp)
-    for k, w in enumerate(plan.weights):  # same numbers, or the timing means nothing
+    for k, w in enumerate(plan.weights):  # the same numbers, or the timing means nothing
         np.testing.assert_allclose(
             got[w.params].reshape(w.shape), expected[2 * (len(plan.weights) - 1 - k)], rtol=1e-9, atol=1e-12
         )
-    return {
+    results = {
         "hand-written NumPy": timed(lambda: hand_written(mlp), repeat),
         "engine": timed(lambda: engine_pass(plan, bound), repeat),
-        "engine compile": timed(lambda: engine.compile_network(net), max(3, repeat // 5)),
+        "engine, compile included": timed(lambda: engine_pass(engine.compile_network(net), bound), repeat),
     }
+    torch_run = torch_pass(mlp)
+    if torch_run is not None:
+        results["torch CPU autograd"] = timed(torch_run, repeat)
+    if url is not None:
+        with Client(url) as gs:
+            as_numpy = (mlp.network(lambda a: a), mlp.samples(lambda a: a))  # base64 both ways
+            as_lists = (mlp.network(), mlp.samples())
+            end_to_end = max(3, repeat // 3)
+            results["end to end, base64 arrays"] = timed(
+                lambda: gs.gradients(*as_numpy, include_units=False), end_to_end
+            )
+            results["end to end, JSON lists"] = timed(
+                lambda: gs.gradients(*as_lists, include_units=False, array_encoding="list"), end_to_end
+            )
+    return results

@@ -15,8 +15,8 @@ import httpx
 import pytest
 
 from service import wire
+from service.launcher import start_server
 from tests import seed
-from tests.conftest import start_server
 
 LIMITS = {
     "GRADSERVE_MAX_BODY_BYTES": "65536",

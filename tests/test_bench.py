@@ -2,9 +2,26 @@
 
 from __future__ import annotations
 
-from bench import mlp
+import subprocess
+import sys
+
+from bench import mlp, sparse
 
 
 def test_the_mlp_bench_runs_and_checks_its_numbers() -> None:
     results = mlp.run(repeat=1, sizes=(8, 4, 4, 2), batch=4)
-    assert set(results) == {"hand-written NumPy", "engine", "engine compile"}
+    assert {"hand-written NumPy", "engine", "engine, compile included"} <= set(results)
+
+
+def test_the_sparse_bench_runs_and_checks_its_numbers() -> None:
+    results = sparse.run(repeat=1, levels=3, batch=4)
+    assert set(results) == {"per-unit NumPy loop", "engine", "engine, compile included"}
+
+
+def test_python_m_bench_tiny() -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "bench", "--tiny"], capture_output=True, text=True, timeout=300
+    )
+    assert run.returncode == 0, run.stderr
+    assert "P2" in run.stdout
+    assert "P3" in run.stdout

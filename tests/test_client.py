@@ -16,8 +16,8 @@ import pytest
 import client
 from client import _retry
 from client.cli import main as cli_main
+from service.launcher import free_port
 from tests import seed
-from tests.conftest import free_port
 
 # ---------------------------------------------------------------- against a live server
 

@@ -22,9 +22,9 @@ import pytest
 import client
 from client.arrays import encode
 from service import wire, worker
+from service.launcher import start_server
 from service.settings import Settings
 from tests import seed
-from tests.conftest import start_server
 from tests.strategies import ACTIVATIONS
 from tests.support import asgi, hammer
 

@@ -1,0 +1,79 @@
+"""What every workload needs: timing, load generation, memory readings, and the report."""
+
+from __future__ import annotations
+
+import shutil
+import statistics
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+Samples = list[float]
+
+
+def timed(fn: Callable[[], object], repeat: int) -> Samples:
+    """Seconds per call, `repeat` times after one warm-up call."""
+    fn()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def throughput(url: str, body: bytes, seconds: float, concurrency: int = 8) -> float:
+    """Requests per second against `url`: `hey` when installed, else a bounded httpx loop."""
+    if shutil.which("hey"):
+        out = subprocess.run(
+            ["hey", "-z", f"{seconds}s", "-c", str(concurrency), "-m", "POST", "-T", "application/json",
+             "-d", body.decode(), url],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+        if "[200]" not in out:
+            raise RuntimeError(f"the load generator saw no 200 answers:\n{out}")
+        return float(next(line.split()[1] for line in out.splitlines() if "Requests/sec" in line))
+    done = [0] * concurrency
+    stop = time.monotonic() + seconds
+
+    def client(k: int) -> None:
+        with httpx.Client() as http:
+            while time.monotonic() < stop:
+                http.post(url, content=body, headers={"content-type": "application/json"}).raise_for_status()
+                done[k] += 1
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(concurrency)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(done) / seconds
+
+
+def rss_kib(pid: int, field: str = "VmRSS") -> int:
+    """A process's resident memory (or its peak, VmHWM) plus that of all its descendants."""
+    total = 0
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            total += int(line.split()[1])
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        total += rss_kib(int(child), field)
+    return total
+
+
+def report(title: str, results: dict[str, Samples], reference: str, unit: str = "ms") -> dict[str, float]:
+    """Print medians (min-max) and each one's ratio to the reference; return the ratios."""
+    print(f"\n{title}")
+    base = statistics.median(results[reference])
+    scale = 1e3 if unit == "ms" else 1.0
+    ratios = {}
+    for name, values in results.items():
+        med = statistics.median(values)
+        ratios[name] = med / base
+        spread = f"({min(values) * scale:.2f}-{max(values) * scale:.2f})"
+        print(f"  {name:<34} {med * scale:10.2f} {unit} {spread:<20} {med / base:6.2f}x")
+    return ratios
