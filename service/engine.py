@@ -192,6 +192,8 @@ class Block:
     tgt: slice
     params: Columns  # a slice of theta (one whole weight) or indices into theta + [0]
     shape: tuple[int, int]
+    cells: Array | None = None  # gathered blocks: the flat positions holding real weights...
+    cell_params: Array | None = None  # ...and where each one lives in theta
 
     def matrix(self, theta: Array, theta0: Array | None) -> Array:
         if isinstance(self.params, slice):
@@ -545,7 +547,8 @@ def _blocks(members: list[UnitInfo], incoming: list[list[int]], src: _Sources) -
             first = src.info[src.edges[k][1]].cols.start - tgt.start
             block = np.arange(w.params.start, w.params.stop).reshape(w.shape)
             params[rows[:, None], np.arange(first, first + w.shape[1])] = block
-        return Block(src_x, src_z, split, tgt, params, shape)
+        cells = np.flatnonzero(params.ravel() >= 0)
+        return Block(src_x, src_z, split, tgt, params, shape, cells, params.ravel()[cells])
 
     chunk: list[int] = []
     feeding: set[int] = set()
@@ -668,6 +671,7 @@ class Values:
     x: Array
     s: Array
     z: Array
+    matrices: tuple[Array, ...] = ()  # each block's weight matrix, in level order, for backward
 
     def z_of(self, unit: UnitInfo) -> Array:
         return (self.x if unit.role == "input" else self.z)[:, unit.cols]
@@ -696,12 +700,14 @@ def forward(plan: Plan, theta: Array, x: Array, offsets: Offsets | None = None) 
     z = np.empty((x.shape[0], plan.n_cols))
     bias = theta[plan.n_weight_params :]
     theta0 = _theta0(plan, theta)
+    matrices = []
     for level in plan.levels:
         checkpoint()
         if not level.blocks:
             s[:, level.cols] = bias[level.cols]
         for block in level.blocks:
             w = block.matrix(theta, theta0)
+            matrices.append(w)
             out = s[:, block.tgt]
             if block.src_z is None:
                 np.matmul(x[:, block.src_x], w, out=out)
@@ -717,7 +723,7 @@ def forward(plan: Plan, theta: Array, x: Array, offsets: Offsets | None = None) 
             s[rows, offsets.cols[rows]] += offsets.values[rows]
         for group in level.groups:
             z[:, group.cols] = group.forward(s[:, group.cols])
-    return Values(x, s, z)
+    return Values(x, s, z, tuple(matrices))
 
 
 LOSS_SCALE = {"half_squared_error": 0.5, "squared_error": 1.0}
@@ -754,40 +760,51 @@ def loss_gradient(plan: Plan, values: Values, y: Array) -> tuple[Array | None, A
 def backward(plan: Plan, theta: Array, values: Values, y: Array) -> Array:
     """delta = dE_n/ds of every non-input unit and sample, [batch, n_cols]."""
     rows = values.z.shape[0]
-    g = np.zeros((rows, plan.n_cols))  # dE_n/dz, accumulated over every successor
+    # dE_n/dz, accumulated over every successor. Kept unit-major, [n_cols, batch]: adding into
+    # a gathered set of rows is 7x faster than into a gathered set of columns.
+    g_t = np.zeros((plan.n_cols, rows))
     delta = np.empty((rows, plan.n_cols))
     dz, ds = loss_gradient(plan, values, y)
     loss_ds = None
     if dz is not None:
-        g[:, plan.out_cols] = dz
+        g_t[plan.out_cols] = dz.T
     else:
         loss_ds = np.zeros((rows, plan.n_cols))
         loss_ds[:, plan.out_cols] = ds
-    theta0 = _theta0(plan, theta)
+    matrices = iter(reversed(values.matrices))  # as forward gathered them, walked back
     for level in reversed(plan.levels):
         checkpoint()
         for group in level.groups:
             c = group.cols
-            delta[:, c] = group.vjp(g[:, c], values.s[:, c], values.z[:, c])
+            delta[:, c] = group.vjp(g_t[c].T, values.s[:, c], values.z[:, c])
         if loss_ds is not None:
             delta[:, level.cols] += loss_ds[:, level.cols]
-        for block in level.blocks:
+        for block, w in zip(reversed(level.blocks), matrices, strict=False):
             if block.src_z is not None:  # nothing flows back into the inputs
-                w = block.matrix(theta, theta0)[block.split :]
-                g[:, block.src_z] += delta[:, block.tgt] @ w.T
+                g_t[block.src_z] += w[block.split :] @ delta[:, block.tgt].T
     return delta
 
 
 def gradient(plan: Plan, values: Values, delta: Array, scale: float) -> Array:
-    """scale * sum_n dE_n/dtheta: every weight's z_i delta_j and every bias's delta_j."""
+    """scale * sum_n dE_n/dtheta: every weight's z_i delta_j and every bias's delta_j.
+
+    A block at a time: one product for its whole matrix, from which a gathered block's real
+    weights are picked out.
+    """
     grad = np.empty(plan.n_params)
-    for wg in plan.weight_groups:
-        z = values.x if wg.from_inputs else values.z
-        if isinstance(wg.src, slice):
-            np.matmul(z[:, wg.src].T, delta[:, wg.tgt], out=grad[wg.params].reshape(wg.shape))
-        else:
-            zs, ds = z[:, wg.src], delta[:, wg.tgt]  # [batch, E, m], [batch, E, n]
-            grad[wg.params] = np.einsum("bem,ben->emn", zs, ds).reshape(len(wg.weights), -1)
+    for level in plan.levels:
+        for block in level.blocks:
+            d = delta[:, block.tgt]
+            if isinstance(block.params, slice):  # one whole weight, from one unit
+                source = values.z[:, block.src_z] if block.src_x is None else values.x[:, block.src_x]
+                np.matmul(source.T, d, out=grad[block.params].reshape(block.shape))
+                continue
+            dw = np.empty(block.shape)
+            if block.src_x is not None:
+                np.matmul(values.x[:, block.src_x].T, d, out=dw[: block.split])
+            if block.src_z is not None:
+                np.matmul(values.z[:, block.src_z].T, d, out=dw[block.split :])
+            grad[block.cell_params] = dw.ravel()[block.cells]
     grad[plan.n_weight_params :] = delta.sum(axis=0)
     grad *= scale
     return grad
