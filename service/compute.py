@@ -7,9 +7,7 @@ wire. Response bodies hold NumPy arrays, which `service.arrays.dumps` serialises
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 
@@ -20,7 +18,6 @@ from service.errors import LimitExceededError, NonFiniteResultError
 from service.settings import Limits
 
 Body = dict[str, Any]
-R = TypeVar("R", bound=wire.ComputeRequest)
 
 
 def limit(limits: Limits, name: str, value: int, what: str) -> None:
@@ -131,23 +128,6 @@ def _losses(plan: Plan, values: Values, batch: Batch, reduction: str) -> float:
 # ---------------------------------------------------------------- endpoints
 
 
-def _guarded(endpoint: Callable[[R, Limits], Body]) -> Callable[[R, Limits], Body]:
-    """Run under the time limit, without NumPy's floating-point warnings: overflow is reported
-    afterwards, by name (a 422 naming the unit or weight); the warnings would only repeat it,
-    or, where warnings are errors, turn it into a 500."""
-
-    @functools.wraps(endpoint)
-    def run(req: R, limits: Limits) -> Body:
-        with (
-            np.errstate(over="ignore", invalid="ignore", divide="ignore"),
-            engine.time_limit(limits.timeout_s),
-        ):
-            return endpoint(req, limits)
-
-    return run
-
-
-@_guarded
 def forward(req: wire.ForwardRequest, limits: Limits) -> Body:
     plan, batch = prepare(req.network, req.samples, limits, need_targets=False)
     values = engine.forward(plan, plan.theta, batch.x)
@@ -160,7 +140,6 @@ def forward(req: wire.ForwardRequest, limits: Limits) -> Body:
     }
 
 
-@_guarded
 def gradients(req: wire.GradientsRequest, limits: Limits) -> Body:
     plan, batch = prepare(
         req.network, req.samples, limits, need_targets=True, passes=3, per_sample=req.per_sample
@@ -184,7 +163,6 @@ def gradients(req: wire.GradientsRequest, limits: Limits) -> Body:
     return body
 
 
-@_guarded
 def sgd(req: wire.SgdRequest, limits: Limits) -> Body:
     rows = _batch_rows(req.samples)
     steps = req.epochs * engine.steps_per_epoch(rows, req.batch_size) if rows else 0

@@ -25,10 +25,11 @@ from multiprocessing.shared_memory import SharedMemory
 from typing import Any, NamedTuple, Protocol, TypeVar
 
 import anyio.to_thread
+import numpy as np
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from service import compute, explain, gradcheck, render, selfcheck, wire
+from service import compute, engine, explain, gradcheck, render, selfcheck, wire
 from service.arrays import dumps
 from service.errors import InvalidRequestError, MalformedJSONError, ProblemError, WorkerLostError, issue
 from service.render import Document
@@ -78,7 +79,14 @@ def handle(endpoint: str, body: bytes, limits: Limits) -> Reply:
     model, run = ENDPOINTS[endpoint]
     try:
         request = parse(model, body)
-        result = run(request, limits)
+        # Every endpoint runs under the time limit and without NumPy's floating-point warnings:
+        # overflow is reported afterwards, by name (a 422 naming the unit or weight); the
+        # warnings would only repeat it, or, where warnings are errors, turn it into a 500.
+        with (
+            np.errstate(over="ignore", invalid="ignore", divide="ignore"),
+            engine.time_limit(limits.timeout_s),
+        ):
+            result = run(request, limits)
         if isinstance(result, Document):
             return Reply(200, result.content, result.media_type, {})
         encoding: wire.ArrayEncoding = getattr(request, "array_encoding", "list")

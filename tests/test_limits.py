@@ -93,9 +93,16 @@ def test_overflow_in_process_is_a_422_even_where_warnings_are_errors() -> None:
     request["samples"]["inputs"]["x"] = [1e10]
     for unit in request["network"]["units"][1:3]:
         unit["activation"] = "identity"
-    for path, extra in [("/v1/forward", {}), ("/v1/gradients", {}), ("/v1/sgd", {"learning_rate": 0.1})]:
+    for path, extra in [
+        ("/v1/forward", {}),
+        ("/v1/gradients", {}),
+        ("/v1/sgd", {"learning_rate": 0.1}),
+        ("/v1/explain", {}),
+        ("/v1/check", {}),
+        ("/v1/render", {"show": "gradients"}),
+    ]:
         response = call(Settings(), "POST", path, json={**request, **extra})
-        assert response.status_code == 422, response.text
+        assert response.status_code == 422, f"{path}: {response.text}"
         assert "'j'" in response.json()["detail"]
 
 
@@ -111,3 +118,23 @@ def test_a_huge_encoded_shape_is_a_422() -> None:
     response = call(Settings(), "POST", "/v1/gradients", json=request)
     assert response.status_code == 422, response.text
     assert "needs" in response.json()["detail"]
+
+
+def test_every_endpoint_runs_under_the_deadline() -> None:
+    wide = {
+        "units": [
+            {"id": "x", "role": "input", "size": 30},
+            {"id": "h", "size": 30},
+            {"id": "o", "role": "output"},
+        ],
+        "weights": [
+            {"source": "x", "target": "h", "value": [[0.01] * 30] * 30},
+            {"source": "h", "target": "o", "value": [[0.1]] * 30},
+        ],
+    }
+    samples = {"inputs": {"x": [[0.1] * 30] * 200}, "targets": {"o": [0.0] * 200}}
+    response = call(
+        Settings(timeout_s=0.001), "POST", "/v1/check", json={"network": wide, "samples": samples}
+    )
+    assert response.status_code == 503, response.text
+    assert response.json()["type"].endswith("deadline-exceeded")
