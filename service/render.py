@@ -83,16 +83,16 @@ def lay_out(req: wire.RenderRequest, limits: Limits) -> Drawing:
         plan, batch = compute.prepare(
             req.network, req.samples, limits, need_targets=req.show == "gradients", passes=3
         )
-        first = batch.rows(slice(0, 1))
-        values = engine.forward(plan, plan.theta, first.x)
+        # the gradients need the whole batch; the labels only its first sample
+        rows = batch if req.show == "gradients" else batch.rows(slice(0, 1))
+        values = engine.forward(plan, plan.theta, rows.x)
         compute.check_values(plan, values)
         z = {u.id: values.z_of(u)[0] for u in plan.units}
         theta = plan.theta
         if req.show == "gradients":
-            assert batch.y is not None
-            full = engine.forward(plan, plan.theta, batch.x)
-            delta = engine.backward(plan, plan.theta, full, batch.y)
-            theta = engine.gradient(plan, full, delta, 1.0 / batch.size)
+            assert rows.y is not None
+            delta = engine.backward(plan, plan.theta, values, rows.y)
+            theta = engine.gradient(plan, values, delta, 1.0 / rows.size)
             compute.check_params(plan, theta, "gradient")
     edges = [Edge(w.source, w.target, theta[w.params].reshape(w.shape)) for w in plan.weights]
     columns = _columns(plan)
