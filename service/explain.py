@@ -80,7 +80,7 @@ def explain(req: wire.ExplainRequest, limits: Limits) -> Body:
     return {
         "sample": req.sample,
         "loss": loss,
-        "units": {u.id: _unit(sample, u) for u in plan.units},
+        "units": {u.id: _unit(sample, finder, u) for u in plan.units},
         "weights": [_weight(sample, finder, k, req.max_paths) for k in range(len(plan.weights))],
     }
 
@@ -102,16 +102,14 @@ def _rule(plan: Plan, unit: UnitInfo) -> str:
     return "delta = f'(s) * (the sum of delta_terms' values)"
 
 
-def _unit(sample: Sample, unit: UnitInfo) -> Body:
+def _unit(sample: Sample, finder: PathFinder, unit: UnitInfo) -> Body:
     if unit.role == "input":
         return {"z": sample.z_of(unit)}
     plan, cols = sample.plan, unit.cols
     terms = []
-    for k, w in enumerate(plan.weights):
-        if w.source == unit.id:
-            successor = plan.units[plan.unit_index[w.target]]
-            weight, delta = sample.weight(k), sample.delta[successor.cols]
-            terms.append({"successor": w.target, "weight": weight, "delta": delta, "value": weight @ delta})
+    for target, k in finder.successors[unit.id]:
+        weight, delta = sample.weight(k), sample.delta[finder.units[target].cols]
+        terms.append({"successor": target, "weight": weight, "delta": delta, "value": weight @ delta})
     body: Body = {
         "s": sample.s[cols],
         "z": sample.z[cols],
