@@ -38,15 +38,21 @@ def passes() -> bool:
     delta = engine.backward(plan, plan.theta, values, batch.y)
     grad = engine.gradient(plan, values, delta, 1.0)
 
+    expected = chain_gradients(x, y, w1, w2, w3)
+    return all(math.isclose(g, e, rel_tol=1e-12) for g, e in zip(grad[:3], expected, strict=True))
+
+
+def chain_gradients(x: float, y: float, w_xj: float, w_jk: float, w_ko: float) -> list[float]:
+    """dE/dw for the chain's three weights, in closed form (one sample, E = 1/2 (yhat - y)^2)."""
+
     def sig(s: float) -> float:
         return 1.0 / (1.0 + math.exp(-s))
 
-    zj = sig(w1 * x)
-    zk = sig(w2 * zj)
-    err = w3 * zk - y
-    expected = [
-        err * w3 * zk * (1 - zk) * w2 * zj * (1 - zj) * x,
-        err * w3 * zk * (1 - zk) * zj,
+    zj = sig(w_xj * x)
+    zk = sig(w_jk * zj)
+    err = w_ko * zk - y
+    return [
+        err * w_ko * zk * (1 - zk) * w_jk * zj * (1 - zj) * x,
+        err * w_ko * zk * (1 - zk) * zj,
         err * zk,
     ]
-    return all(math.isclose(g, e, rel_tol=1e-12) for g, e in zip(grad[:3], expected, strict=True))
