@@ -11,7 +11,8 @@ import sys
 
 
 def main(path: str, want: str = "command") -> None:
-    image = json.load(open(path))
+    with open(path) as file:
+        image = json.load(file)
     config = image["Docker"]["config"]
     if want == "env":
         print("\n".join(config.get("Env") or []))
