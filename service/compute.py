@@ -181,14 +181,16 @@ def sgd(req: wire.SgdRequest, limits: Limits) -> Body:
         weight_decay=req.weight_decay,
         reduction=req.reduction,
     )
-    check_values(plan, engine.forward(plan, plan.theta, batch.x))  # name what overflows as posted
+    before = engine.forward(plan, plan.theta, batch.x)
+    check_values(plan, before)  # name what overflows as posted
+    loss_before = _losses(plan, before, batch, req.reduction)
     result = engine.train(plan, batch, options)
     check_params(plan, result.theta, "updated value")
     history = [finite_loss(loss) for loss in result.history]
     return {
         "network": _updated_network(req.network, plan, result.theta, req.array_encoding),
         "steps": result.steps,
-        "loss_before": finite_loss(result.loss_before),
+        "loss_before": loss_before,
         "loss_after": history[-1],
         "history": [{"epoch": e, "loss": loss} for e, loss in enumerate(history)],
     }

@@ -871,7 +871,6 @@ def steps_per_epoch(rows: int, batch_size: int | None) -> int:
 class Training:
     theta: Array
     steps: int
-    loss_before: float
     history: list[float]
 
 
@@ -881,7 +880,6 @@ def train(plan: Plan, batch: Batch, opt: SgdOptions) -> Training:
     theta = plan.theta.copy()
     size = batch.size if opt.batch_size is None else min(opt.batch_size, batch.size)
     rng = np.random.default_rng(opt.seed)
-    loss_before = loss_value(plan, theta, batch, opt.reduction)
     history, steps, buf = [], 0, None
     for _ in range(opt.epochs):
         order = rng.permutation(batch.size) if opt.shuffle else None
@@ -895,4 +893,4 @@ def train(plan: Plan, batch: Batch, opt: SgdOptions) -> Training:
             theta, buf = sgd_step(theta, grad, buf, opt)
             steps += 1
         history.append(loss_value(plan, theta, batch, opt.reduction))
-    return Training(theta, steps, loss_before, history)
+    return Training(theta, steps, history)
