@@ -10,12 +10,15 @@ turns it into delta = dE/ds. Every parameter, weights then biases, lives in one 
 
 from __future__ import annotations
 
+import functools
+import itertools
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -163,8 +166,7 @@ class UnitInfo:
     level: int
 
 
-@dataclass(frozen=True)
-class WeightInfo:
+class WeightInfo(NamedTuple):
     source: str
     target: str
     shape: tuple[int, int]
@@ -229,7 +231,6 @@ class Plan:
     unit_index: dict[str, int]
     weights: tuple[WeightInfo, ...]
     levels: tuple[Level, ...]
-    weight_groups: tuple[WeightGroup, ...]
     n_inputs: int  # columns of x
     n_cols: int  # columns of the value tables: every non-input unit
     n_weight_params: int
@@ -240,6 +241,13 @@ class Plan:
     loss: str
     theta: Array = field(repr=False)  # the initial parameters: weights, then one bias per column
     has_gathered_blocks: bool = False
+    layout: _Layout | None = field(default=None, repr=False, compare=False)
+
+    @functools.cached_property
+    def weight_groups(self) -> tuple[WeightGroup, ...]:
+        """Weights grouped for per-sample gradients: built only when those are asked for."""
+        assert self.layout is not None
+        return self.layout.weight_groups()
 
     @property
     def n_params(self) -> int:
@@ -267,21 +275,26 @@ MIN_BLOCK = 4096
 
 
 def compile_network(net: wire.Network) -> Plan:
-    """Check the graph once, up front, and lay it out for the level-at-a-time passes."""
+    """Check the graph once, up front, and lay it out for the level-at-a-time passes.
+
+    Whatever is per weight runs as array operations: a NEAT-style graph of thousands of single
+    units compiles in milliseconds, not in a Python step per weight.
+    """
+    units = net.units
     problems: list[dict[str, object]] = []
     index: dict[str, int] = {}
-    for i, u in enumerate(net.units):
+    for i, u in enumerate(units):
         if u.id in index:
             problems.append(issue(["network", "units", i, "id"], f"duplicate unit id {u.id!r}"))
         else:
             index[u.id] = i
-    roles = [u.role for u in net.units]
+    roles = [u.role for u in units]
     if "input" not in roles:
         problems.append(issue(["network", "units"], "the network has no input unit"))
     if "output" not in roles:
         problems.append(issue(["network", "units"], "the network has no output unit"))
     if net.loss == "cross_entropy":
-        for i, u in enumerate(net.units):
+        for i, u in enumerate(units):
             if u.role == "output" and u.resolved_activation not in ("sigmoid", "softmax"):
                 problems.append(
                     issue(
@@ -290,9 +303,97 @@ def compile_network(net: wire.Network) -> Plan:
                         f"(categorical), not {u.resolved_activation}",
                     )
                 )
+    sizes = [u.size for u in units]
+    edges = _edges(net, index, sizes, [u.role for u in units], problems)
 
-    values: list[Array] = []
-    edges: list[tuple[int, int]] = []
+    biases: list[Array | None] = []
+    for i, u in enumerate(units):
+        bias = None if u.bias is None else to_numpy(u.bias, ["network", "units", i, "bias"])
+        if bias is not None and bias.ndim == 0 and u.size == 1:
+            bias = bias.reshape(1)
+        if bias is not None and bias.shape != (u.size,):
+            problems.append(
+                issue(
+                    ["network", "units", i, "bias"],
+                    f"bias of {u.id!r} has shape {list(bias.shape)}, expected [{u.size}]",
+                )
+            )
+        biases.append(bias)
+    raise_collected(InvalidGraphError, problems)
+    assert edges is not None  # else there were problems
+
+    levels = _levels(net, edges.src, edges.tgt)
+    return _lay_out(net, edges, biases, levels)
+
+
+@dataclass(frozen=True)
+class _Edges:
+    """The weights, in the listed order: endpoints, shapes, and values back to back."""
+
+    src: list[int]  # unit index of each weight's source
+    tgt: list[int]
+    rows: list[int]  # its shape: [source.size, target.size]
+    cols: list[int]
+    values: Array  # every element, weight after weight, each row-major
+
+
+def _edges(
+    net: wire.Network,
+    index: dict[str, int],
+    sizes: list[int],
+    roles: list[str],
+    problems: list[dict[str, object]],
+) -> _Edges | None:
+    """The weights, checked in a few passes that each run at C speed over a list; a weight at a
+    time only for matrices and for finding what is wrong. None when something is."""
+    weights = net.weights
+    src = [index.get(w.source, -1) for w in weights]
+    tgt = [index.get(w.target, -1) for w in weights]
+    if (
+        -1 in src
+        or -1 in tgt
+        or len(set(zip(src, tgt, strict=True))) < len(src)
+        or any(roles[b] == "input" for b in tgt)
+    ):
+        _weight_problems(net, index, sizes, problems)
+        return None
+    rows, cols = [sizes[a] for a in src], [sizes[b] for b in tgt]
+    raw = [w.value for w in weights]
+    if all(type(v) is float for v in raw) and rows.count(1) == len(rows) == cols.count(1):
+        return _Edges(src, tgt, rows, cols, np.array(raw, dtype=np.float64))  # single units: one call
+    parts = [
+        _weight_value(net, k, sizes[a], sizes[b], problems)
+        for k, (a, b) in enumerate(zip(src, tgt, strict=True))
+    ]
+    values = np.concatenate([p.ravel() for p in parts if p is not None]) if parts else np.empty(0)
+    return _Edges(src, tgt, rows, cols, values)
+
+
+def _weight_value(
+    net: wire.Network, k: int, rows: int, cols: int, problems: list[dict[str, object]]
+) -> Array | None:
+    """One weight's value as a [rows, cols] array, or None (and a problem) if it is not that shape."""
+    w = net.weights[k]
+    loc: list[str | int] = ["network", "weights", k, "value"]
+    value = to_numpy(w.value, loc)
+    if value.ndim == 0 and rows == cols == 1:
+        value = value.reshape(1, 1)
+    if value.shape != (rows, cols):
+        problems.append(
+            issue(
+                loc,
+                f"weight {w.source}->{w.target} has shape {list(value.shape)}, expected "
+                f"[{rows}, {cols}] ([{w.source}.size, {w.target}.size])",
+            )
+        )
+        return None
+    return value
+
+
+def _weight_problems(
+    net: wire.Network, index: dict[str, int], sizes: list[int], problems: list[dict[str, object]]
+) -> None:
+    """Everything wrong with the weights, a weight at a time, in the listed order."""
     seen: set[tuple[str, str]] = set()
     for k, w in enumerate(net.weights):
         loc: list[str | int] = ["network", "weights", k]
@@ -305,51 +406,18 @@ def compile_network(net: wire.Network) -> Plan:
             problems.append(issue(loc, f"{name} is given twice"))
             continue
         seen.add((w.source, w.target))
-        src, tgt = net.units[index[w.source]], net.units[index[w.target]]
-        if tgt.role == "input":
+        if net.units[index[w.target]].role == "input":
             problems.append(issue(loc, f"{name} points into input unit {w.target!r}"))
             continue
-        value = to_numpy(w.value, [*loc, "value"])
-        shape = (src.size, tgt.size)
-        if value.ndim == 0 and shape == (1, 1):
-            value = value.reshape(1, 1)
-        if value.shape != shape:
-            problems.append(
-                issue(
-                    [*loc, "value"],
-                    f"{name} has shape {list(value.shape)}, expected [{shape[0]}, {shape[1]}] "
-                    f"([{w.source}.size, {w.target}.size])",
-                )
-            )
-            continue
-        values.append(value)
-        edges.append((index[w.source], index[w.target]))
-
-    biases: list[Array] = []
-    for i, u in enumerate(net.units):
-        bias = np.zeros(u.size) if u.bias is None else to_numpy(u.bias, ["network", "units", i, "bias"])
-        if bias.ndim == 0 and u.size == 1:
-            bias = bias.reshape(1)
-        if bias.shape != (u.size,):
-            problems.append(
-                issue(
-                    ["network", "units", i, "bias"],
-                    f"bias of {u.id!r} has shape {list(bias.shape)}, expected [{u.size}]",
-                )
-            )
-        biases.append(bias)
-    raise_collected(InvalidGraphError, problems)
-
-    levels = _levels(net, edges)
-    return _lay_out(net, edges, values, biases, levels)
+        _weight_value(net, k, sizes[index[w.source]], sizes[index[w.target]], problems)
 
 
-def _levels(net: wire.Network, edges: Sequence[tuple[int, int]]) -> list[int]:
+def _levels(net: wire.Network, src: list[int], tgt: list[int]) -> list[int]:
     """Each unit's level (longest path from a unit without inputs); names a cycle if there is one."""
     n = len(net.units)
     succ: list[list[int]] = [[] for _ in range(n)]
     indegree = [0] * n
-    for a, b in edges:
+    for a, b in zip(src, tgt, strict=True):
         succ[a].append(b)
         indegree[b] += 1
     level = [0] * n
@@ -358,13 +426,15 @@ def _levels(net: wire.Network, edges: Sequence[tuple[int, int]]) -> list[int]:
     while ready:
         a = ready.pop()
         done += 1
+        next_level = level[a] + 1
         for b in succ[a]:
-            level[b] = max(level[b], level[a] + 1)
+            if level[b] < next_level:
+                level[b] = next_level
             indegree[b] -= 1
             if indegree[b] == 0:
                 ready.append(b)
     if done < n:
-        cycle = _a_cycle(n, edges, indegree)
+        cycle = _a_cycle(n, list(zip(src, tgt, strict=True)), indegree)
         ids = [net.units[i].id for i in cycle]
         path = " -> ".join([*ids, ids[0]])
         raise InvalidGraphError(
@@ -392,13 +462,7 @@ def _a_cycle(n: int, edges: Sequence[tuple[int, int]], indegree: list[int]) -> l
     return cycle[first:] + cycle[:first]
 
 
-def _lay_out(
-    net: wire.Network,
-    edges: list[tuple[int, int]],
-    values: list[Array],
-    biases: list[Array],
-    level: list[int],
-) -> Plan:
+def _lay_out(net: wire.Network, edges: _Edges, biases: list[Array | None], level: list[int]) -> Plan:
     units = net.units
     # Inputs are the columns of x, in the listed order. Every other unit gets columns of the
     # value tables: by level, then by activation (so each activation is one contiguous group
@@ -421,32 +485,38 @@ def _lay_out(
     info = [x for x in infos if x is not None]
     n_cols = col
 
-    weights: list[WeightInfo] = []
-    offset = 0
-    for (a, b), value in zip(edges, values, strict=True):
-        weights.append(WeightInfo(units[a].id, units[b].id, value.shape, offset))
-        offset += value.size
-    n_weight_params = offset
-    theta = np.empty(n_weight_params + n_cols)
-    for w, value in zip(weights, values, strict=True):
-        theta[w.params] = value.ravel()
+    counts = [m * n for m, n in zip(edges.rows, edges.cols, strict=True)]
+    offsets = [0, *itertools.accumulate(counts)]
+    n_weight_params = offsets.pop()
+    ids = [u.id for u in units]
+    weights = tuple(
+        map(
+            WeightInfo._make,
+            zip(
+                [ids[a] for a in edges.src],
+                [ids[b] for b in edges.tgt],
+                zip(edges.rows, edges.cols, strict=True),
+                offsets,
+                strict=True,
+            ),
+        )
+    )
+    theta = np.zeros(n_weight_params + n_cols)
+    theta[:n_weight_params] = edges.values
     for unit, bias in zip(info, biases, strict=True):
-        if unit.role != "input":
+        if bias is not None:
             theta[n_weight_params + unit.cols.start : n_weight_params + unit.cols.stop] = bias
 
-    incoming: list[list[int]] = [[] for _ in units]
-    for k, (_, b) in enumerate(edges):
-        incoming[b].append(k)
+    layout = _Layout(info, edges, counts, offsets, n_inputs)
     by_level: dict[int, list[int]] = {}
     for i in order:
         if units[i].role != "input":
             by_level.setdefault(level[i], []).append(i)
-    sources = _Sources(info, edges, weights, n_inputs)
     levels = tuple(
         Level(
             cols=slice(info[members[0]].cols.start, info[members[-1]].cols.stop),
             groups=_groups([info[i] for i in members]),
-            blocks=tuple(_blocks([info[i] for i in members], [incoming[i] for i in members], sources)),
+            blocks=tuple(layout.blocks(members)),
         )
         for _, members in sorted(by_level.items())
     )
@@ -459,9 +529,9 @@ def _lay_out(
     return Plan(
         units=tuple(info),
         unit_index={u.id: i for i, u in enumerate(info)},
-        weights=tuple(weights),
+        weights=weights,
         levels=levels,
-        weight_groups=_weight_groups(weights, info, edges),
+        layout=layout,
         n_inputs=n_inputs,
         n_cols=n_cols,
         n_weight_params=n_weight_params,
@@ -507,87 +577,121 @@ def _as_slice(cols: Array) -> Columns:
     return cols
 
 
-@dataclass(frozen=True)
-class _Sources:
-    """What the block builder needs to know about weights and where their sources live."""
+class _Arrays(NamedTuple):
+    """What gathering needs as arrays: per unit its first column, and that column numbered
+    across x then the tables (so inputs sort first); per weight its ends, columns and offset."""
 
-    info: list[UnitInfo]
-    edges: list[tuple[int, int]]
-    weights: list[WeightInfo]
-    n_inputs: int
-
-    def source(self, k: int) -> UnitInfo:
-        return self.info[self.edges[k][0]]
-
-    def key(self, unit: UnitInfo) -> Array:
-        """A unit's columns numbered across x then the tables, so inputs sort first."""
-        base = 0 if unit.role == "input" else self.n_inputs
-        return np.arange(base + unit.cols.start, base + unit.cols.stop)
+    col_start: Array
+    key_start: Array
+    src: Array
+    tgt: Array
+    cols: Array
+    offset: Array
 
 
-def _blocks(members: list[UnitInfo], incoming: list[list[int]], src: _Sources) -> Iterator[Block]:
-    """Split a level into blocks, greedily, keeping each gathered block mostly real weights."""
-    if not any(incoming):
-        return  # level 0: units without incoming weights; s is the bias
+class _Layout:
+    """The laid-out units and weights, from which level blocks and weight groups are cut."""
 
-    def emit(chunk: list[int]) -> Block:
-        ks = [k for m in chunk for k in incoming[m]]
-        keys = np.unique(np.concatenate([src.key(src.source(k)) for k in ks]))
-        split = int(np.searchsorted(keys, src.n_inputs))
+    def __init__(
+        self, info: list[UnitInfo], edges: _Edges, counts: list[int], offsets: list[int], n_inputs: int
+    ) -> None:
+        self.info, self.edges, self.counts, self.offsets, self.n_inputs = (
+            info,
+            edges,
+            counts,
+            offsets,
+            n_inputs,
+        )
+        self.incoming: list[list[int]] = [[] for _ in info]
+        for k, b in enumerate(edges.tgt):
+            self.incoming[b].append(k)
+
+    @functools.cached_property
+    def arrays(self) -> _Arrays:
+        col_start = np.array([u.cols.start for u in self.info], dtype=np.intp)
+        is_input = np.array([u.role == "input" for u in self.info])
+        e = self.edges
+        src, tgt, cols, offset = (np.array(v, dtype=np.intp) for v in (e.src, e.tgt, e.cols, self.offsets))
+        return _Arrays(col_start, col_start + np.where(is_input, 0, self.n_inputs), src, tgt, cols, offset)
+
+    def blocks(self, members: list[int]) -> Iterator[Block]:
+        """Split a level into blocks, greedily, keeping each gathered block mostly real weights."""
+        incoming = [self.incoming[i] for i in members]
+        if not any(incoming):
+            return  # level 0: units without incoming weights; s is the bias
+        src, counts, info = self.edges.src, self.counts, self.info
+        start, feeding, feeding_size, real = 0, set[int](), 0, 0
+        for m, ks in enumerate(incoming):
+            unit_feeding = {src[k] for k in ks}
+            unit_real = sum(counts[k] for k in ks)
+            new = unit_feeding - feeding
+            new_size = sum(info[a].size for a in new)
+            width = (feeding_size + new_size) * (info[members[m]].cols.stop - info[members[start]].cols.start)
+            if m > start and width > max(DENSITY * (real + unit_real), MIN_BLOCK):
+                yield self._block(members[start:m], incoming[start:m])
+                start, feeding, real = m, unit_feeding, 0
+                feeding_size = sum(info[a].size for a in unit_feeding)
+            else:
+                feeding |= new
+                feeding_size += new_size
+            real += unit_real
+        yield self._block(members[start:], incoming[start:])
+
+    def _block(self, chunk: list[int], incoming: list[list[int]]) -> Block:
+        e = self.edges
+        tgt = slice(self.info[chunk[0]].cols.start, self.info[chunk[-1]].cols.stop)
+        width = tgt.stop - tgt.start
+        if len(incoming) == 1 and len(incoming[0]) == 1:  # one whole weight: a view of theta
+            k = incoming[0][0]
+            source, shape = self.info[e.src[k]], (e.rows[k], width)
+            whole = slice(self.offsets[k], self.offsets[k] + shape[0] * width)
+            if source.role == "input":
+                return Block(source.cols, None, shape[0], tgt, whole, shape)
+            return Block(None, source.cols, 0, tgt, whole, shape)
+        a = self.arrays
+        ks = np.array([k for ks in incoming for k in ks], dtype=np.intp)
+        # every element of every weight: which weight, where in it, and where it lands
+        counts = np.array([self.counts[k] for k in ks.tolist()], dtype=np.intp)
+        which = np.repeat(np.arange(len(ks)), counts)
+        local = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+        row, col = np.divmod(local, a.cols[ks][which])
+        keys, at = np.unique(a.key_start[a.src[ks]][which] + row, return_inverse=True)
+        split = int(np.searchsorted(keys, self.n_inputs))
         src_x = _as_slice(keys[:split]) if split else None
-        src_z = _as_slice(keys[split:] - src.n_inputs) if split < len(keys) else None
-        tgt = slice(members[chunk[0]].cols.start, members[chunk[-1]].cols.stop)
-        shape = (len(keys), tgt.stop - tgt.start)
-        if len(ks) == 1 and src.weights[ks[0]].shape == shape:
-            return Block(src_x, src_z, split, tgt, src.weights[ks[0]].params, shape)
+        src_z = _as_slice(keys[split:] - self.n_inputs) if split < len(keys) else None
+        shape = (len(keys), width)
         params = np.full(shape, -1, dtype=np.intp)  # -1: the zero appended to theta
-        for k in ks:
-            w = src.weights[k]
-            rows = np.searchsorted(keys, src.key(src.source(k)))
-            first = src.info[src.edges[k][1]].cols.start - tgt.start
-            block = np.arange(w.params.start, w.params.stop).reshape(w.shape)
-            params[rows[:, None], np.arange(first, first + w.shape[1])] = block
+        params[at, a.col_start[a.tgt[ks]][which] - tgt.start + col] = a.offset[ks][which] + local
         cells = np.flatnonzero(params.ravel() >= 0)
         return Block(src_x, src_z, split, tgt, params, shape, cells, params.ravel()[cells])
 
-    chunk: list[int] = []
-    feeding: set[int] = set()
-    real = 0
-    for m, ks in enumerate(incoming):
-        unit_feeding = {src.edges[k][0] for k in ks}
-        unit_real = sum(src.weights[k].shape[0] * src.weights[k].shape[1] for k in ks)
-        merged = feeding | unit_feeding
-        first = members[chunk[0]] if chunk else members[m]
-        width = sum(src.info[a].size for a in merged) * (members[m].cols.stop - first.cols.start)
-        if chunk and width > max(DENSITY * (real + unit_real), MIN_BLOCK):
-            yield emit(chunk)
-            chunk, merged, real = [], unit_feeding, 0
-        chunk.append(m)
-        feeding = merged
-        real += unit_real
-    if chunk:
-        yield emit(chunk)
-
-
-def _weight_groups(
-    weights: list[WeightInfo], info: list[UnitInfo], edges: list[tuple[int, int]]
-) -> tuple[WeightGroup, ...]:
-    by_kind: dict[tuple[tuple[int, int], bool], list[int]] = {}
-    for k, w in enumerate(weights):
-        by_kind.setdefault((w.shape, info[edges[k][0]].role == "input"), []).append(k)
-    groups = []
-    for (shape, from_inputs), ks in by_kind.items():
-        m, n = shape
-        if len(ks) == 1:
-            k = ks[0]
-            src, tgt = info[edges[k][0]].cols, info[edges[k][1]].cols
-            groups.append(WeightGroup(shape, (k,), from_inputs, src, tgt, weights[k].params))
-            continue
-        src_idx = np.array([info[edges[k][0]].cols.start for k in ks])[:, None] + np.arange(m)
-        tgt_idx = np.array([info[edges[k][1]].cols.start for k in ks])[:, None] + np.arange(n)
-        params = np.array([weights[k].offset for k in ks])[:, None] + np.arange(m * n)
-        groups.append(WeightGroup(shape, tuple(ks), from_inputs, src_idx, tgt_idx, params))
-    return tuple(groups)
+    def weight_groups(self) -> tuple[WeightGroup, ...]:
+        """Weights grouped by shape and kind of source, in the order each kind first appears."""
+        e, info = self.edges, self.info
+        by_kind: dict[tuple[int, int, bool], list[int]] = {}
+        for k, kind in enumerate(zip(e.rows, e.cols, [info[a].role == "input" for a in e.src], strict=True)):
+            by_kind.setdefault(kind, []).append(k)
+        groups = []
+        for (m, n, from_inputs), ks in by_kind.items():
+            if len(ks) == 1:
+                k = ks[0]
+                params = slice(self.offsets[k], self.offsets[k] + m * n)
+                groups.append(
+                    WeightGroup((m, n), (k,), from_inputs, info[e.src[k]].cols, info[e.tgt[k]].cols, params)
+                )
+                continue
+            a, index = self.arrays, np.array(ks, dtype=np.intp)
+            groups.append(
+                WeightGroup(
+                    (m, n),
+                    tuple(ks),
+                    from_inputs,
+                    a.col_start[a.src[index]][:, None] + np.arange(m),
+                    a.col_start[a.tgt[index]][:, None] + np.arange(n),
+                    a.offset[index][:, None] + np.arange(m * n),
+                )
+            )
+        return tuple(groups)
 
 
 # ---------------------------------------------------------------- samples
