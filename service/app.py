@@ -16,7 +16,7 @@ from pydantic.json_schema import models_json_schema
 from starlette.exceptions import HTTPException
 
 from service import __version__, problems
-from service.api import REQUEST_MODELS, health, router
+from service.api import REQUEST_MODELS, ComputeRoutes, compute_docs, health, router
 from service.errors import ProblemError
 from service.middleware import ApiKeyAuth, RequestContext
 from service.settings import Settings, get_settings
@@ -60,7 +60,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(HTTPException, problems.on_http)
     app.add_exception_handler(RequestValidationError, problems.on_validation)
     app.add_exception_handler(Exception, problems.on_unexpected)
-    # the last added runs first: request ids and logs around CORS around the API key
+    # the last added runs first: request ids and logs around CORS around the API key around
+    # the compute routes
+    app.add_middleware(ComputeRoutes)
     if settings.api_key is not None:
         app.add_middleware(ApiKeyAuth, api_key=settings.api_key.get_secret_value())
     if settings.cors_origin_list:
@@ -79,7 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 title=app.title,
                 version=app.version,
                 summary=app.summary,
-                routes=app.routes,
+                routes=[*app.routes, *compute_docs()],
                 separate_input_output_schemas=False,
             )
             _, defs = models_json_schema(

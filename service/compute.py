@@ -7,6 +7,9 @@ wire. Response bodies hold NumPy arrays, which `service.arrays.dumps` serialises
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import numpy as np
@@ -28,6 +31,29 @@ def limit(limits: Limits, name: str, value: int, what: str) -> None:
         )
 
 
+class TooMuchToInlineError(Exception):
+    """The computation is estimated to take longer than the inline budget: hand it to a worker."""
+
+
+_inline_ms: ContextVar[float | None] = ContextVar("gradserve_inline_ms", default=None)
+
+
+@contextmanager
+def inline_budget(ms: float) -> Iterator[None]:
+    """Below: refuse (TooMuchToInlineError) any computation estimated to take over `ms` milliseconds."""
+    token = _inline_ms.set(ms)
+    try:
+        yield
+    finally:
+        _inline_ms.reset(token)
+
+
+def estimated_ms(work: int, level_sweeps: int) -> float:
+    """A rough time for a computation on one core: its arithmetic (BLAS does ~2e7 units of
+    `max_work` a millisecond) plus a fixed cost for every level visited by a pass (~10 us)."""
+    return work / 2e7 + level_sweeps * 0.01
+
+
 def prepare(
     net: wire.Network,
     samples: wire.Samples,
@@ -35,9 +61,14 @@ def prepare(
     *,
     need_targets: bool,
     passes: int = 1,
+    sweeps: int | None = None,
     per_sample: bool = False,
 ) -> tuple[Plan, Batch]:
-    """Compile the network and bind the samples, refusing whatever is over a limit."""
+    """Compile the network and bind the samples, refusing whatever is over a limit.
+
+    `passes` counts passes over the whole batch (for the work limit); `sweeps`, passes over the
+    levels whatever their batch (minibatches make more of them), when it differs.
+    """
     limit(limits, "max_units", len(net.units), "the number of unit entries")
     neurons = sum(u.size for u in net.units)
     limit(limits, "max_neurons", neurons, "the number of units counted with their sizes")
@@ -50,6 +81,9 @@ def prepare(
         limit(limits, "max_per_sample_elements", plan.n_params * batch.size, "batch x parameters")
     work = (plan.n_weight_params + neurons) * batch.size * passes
     limit(limits, "max_work", work, "the work, (weight elements + units) x batch x passes,")
+    budget = _inline_ms.get()
+    if budget is not None and estimated_ms(work, (sweeps or passes) * len(plan.levels)) > budget:
+        raise TooMuchToInlineError
     return plan, batch
 
 
@@ -169,7 +203,14 @@ def sgd(req: wire.SgdRequest, limits: Limits) -> Body:
     limit(limits, "max_epochs", req.epochs, "epochs")
     limit(limits, "max_steps", steps, "the number of SGD steps")
     # each epoch: forward and backward over every sample, then a forward for the history
-    plan, batch = prepare(req.network, req.samples, limits, need_targets=True, passes=4 * req.epochs + 1)
+    plan, batch = prepare(
+        req.network,
+        req.samples,
+        limits,
+        need_targets=True,
+        passes=4 * req.epochs + 1,
+        sweeps=3 * steps + req.epochs + 1,
+    )
     options = engine.SgdOptions(
         learning_rate=req.learning_rate,
         epochs=req.epochs,

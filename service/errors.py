@@ -94,6 +94,12 @@ class WorkerLostError(ProblemError):
     title = "The computation's worker died"
 
 
+class MethodNotAllowedError(ProblemError):
+    status = 405
+    slug = "method-not-allowed"
+    title = "Method Not Allowed"
+
+
 class NotReadyError(ProblemError):
     status = 503
     slug = "not-ready"

@@ -66,6 +66,12 @@ class Settings(Limits):
     worker_max_tasks: int = Field(
         1000, ge=1, description="requests a worker process serves before it is replaced"
     )
+    inline_ms: float = Field(
+        1.0,
+        ge=0,
+        description="forward, gradients and sgd requests of at most 64 KiB estimated to compute in "
+        "under this many milliseconds run in the server process, without the hop to a worker; 0: never",
+    )
 
     def limits(self) -> Limits:
         """The limits alone: what a computation needs to know, and all a worker is sent."""

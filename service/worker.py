@@ -92,7 +92,31 @@ def handle(endpoint: str, body: bytes, limits: Limits) -> Reply:
         encoding: wire.ArrayEncoding = getattr(request, "array_encoding", "list")
         return Reply(200, dumps(result, encoding), "application/json", {})
     except ProblemError as exc:
-        return Reply(exc.status, orjson.dumps(exc.body()), "application/problem+json", exc.headers)
+        return problem_reply(exc)
+
+
+def problem_reply(exc: ProblemError) -> Reply:
+    return Reply(exc.status, orjson.dumps(exc.body()), "application/problem+json", exc.headers)
+
+
+#: endpoints whose whole cost `compute.prepare` can estimate from the request
+INLINE = frozenset({"forward", "gradients", "sgd"})
+
+
+def handle_inline(endpoint: str, body: bytes, limits: Limits, budget_ms: float) -> Reply | None:
+    """`handle`, on the calling thread, if the computation is estimated to take under
+    `budget_ms`; else None (having spent only the parse and the compile finding out).
+
+    The seed's chain takes ~0.2 ms to answer; the hop to a worker process and back cost more
+    than that, and tiny requests are most requests.
+    """
+    if endpoint not in INLINE:
+        return None
+    try:
+        with compute.inline_budget(budget_ms):
+            return handle(endpoint, body, limits)
+    except compute.TooMuchToInlineError:
+        return None
 
 
 def handle_shared(endpoint: str, name: str, size: int, limits: Limits) -> Reply:

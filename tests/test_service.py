@@ -177,6 +177,42 @@ def test_a_computation_past_its_deadline_stops_with_503_and_frees_its_slot() -> 
     assert time.monotonic() - started < 3  # 1500 epochs would take ~5 s
 
 
+# ---------------------------------------------------------------- inline, or in a worker
+
+
+def test_small_computations_are_answered_inline_and_large_ones_are_handed_on() -> None:
+    limits = Settings().limits()
+    tiny = json.dumps(chain_request()).encode()
+    assert worker.handle_inline("gradients", tiny, limits, 1.0) == worker.handle("gradients", tiny, limits)
+    assert worker.handle_inline("sgd", json.dumps(heavy_request(epochs=20)).encode(), limits, 1.0) is None
+    # many minibatches cost a pass over the levels each, however few their samples
+    many = {**chain_request(), "learning_rate": 0.1, "epochs": 100, "batch_size": 1}
+    many["samples"] = {"inputs": {"x": [1.5] * 50}, "targets": {"o": [0.25] * 50}}
+    assert worker.handle_inline("sgd", json.dumps(many).encode(), limits, 1.0) is None
+    # a budget of 0 inlines nothing; endpoints whose cost prepare cannot foresee never are
+    assert worker.handle_inline("gradients", tiny, limits, 0.0) is None
+    assert worker.handle_inline("explain", tiny, limits, 1e9) is None
+
+
+def test_a_request_over_a_limit_is_refused_inline_as_in_a_worker() -> None:
+    limits = Settings(max_work=10).limits()
+    tiny = json.dumps(chain_request()).encode()
+    refused = worker.handle_inline("gradients", tiny, limits, 1.0)
+    assert refused is not None
+    assert refused.status == 413
+    assert refused == worker.handle("gradients", tiny, limits)
+
+
+@pytest.mark.parametrize("path", ["/v1/forward", "/v1/gradients", "/v1/sgd"])
+def test_inline_and_worker_answers_are_the_same_bytes(path: str) -> None:
+    body = {"json": chain_request(learning_rate=0.5, epochs=3) if path == "/v1/sgd" else chain_request()}
+    isolated = Settings(isolation="process", max_concurrent=1)
+    (inline,) = asgi(isolated, ("POST", path, body))
+    (handed_on,) = asgi(isolated.model_copy(update={"inline_ms": 0.0}), ("POST", path, body))
+    assert inline.status_code == handed_on.status_code == 200
+    assert inline.content == handed_on.content
+
+
 # ---------------------------------------------------------------- overflow, everywhere
 
 
