@@ -94,7 +94,7 @@ def check_values(plan: Plan, values: Values, delta: np.ndarray | None = None) ->
     for name, table in (("s", values.s), ("z", values.z), ("delta", delta)):
         if table is None or np.isfinite(table).all():
             continue
-        bad = int(np.flatnonzero(~np.isfinite(table).all(axis=0))[0])
+        bad = int(np.flatnonzero(~np.isfinite(table).all(axis=1))[0])  # unit-major: [n_cols, batch]
         unit = plan.unit_at(bad)
         raise NonFiniteResultError(
             f"{name} of unit {unit.id!r} is not finite: the numbers overflowed float64; "
@@ -123,9 +123,9 @@ def _unit_values(plan: Plan, values: Values, delta: np.ndarray | None = None) ->
     for u in plan.units:
         entry: Body = {"z": values.z_of(u)}
         if u.role != "input":
-            entry = {"s": values.s[:, u.cols], **entry}
+            entry = {"s": values.s_of(u), **entry}
             if delta is not None:
-                entry["delta"] = delta[:, u.cols]
+                entry["delta"] = delta[u.cols].T
         out[u.id] = entry
     return out
 

@@ -74,7 +74,7 @@ def explain(req: wire.ExplainRequest, limits: Limits) -> Body:
     dz, ds = engine.loss_gradient(plan, values, one.y)
     loss_term = np.zeros(plan.n_cols)
     loss_term[plan.out_cols] = (dz if dz is not None else ds)[0]  # type: ignore[index]
-    sample = Sample(plan, values.s[0], values.z[0], values.x[0], delta[0], loss_term, plan.theta)
+    sample = Sample(plan, values.s[:, 0], values.z[:, 0], values.x[0], delta[:, 0], loss_term, plan.theta)
     finder = PathFinder(sample)
     loss = compute.finite_loss(float(engine.sample_losses(plan, values, one.y)[0]))
     return {
