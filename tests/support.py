@@ -54,12 +54,16 @@ def asgi(
     return asyncio.run(go())
 
 
-def hammer(url: str, body: bytes, seconds: float) -> list[tuple[int, str | None]]:
-    """Post `body` to `url` back to back for `seconds`: one load-generating client."""
+def hammer(url: str, body: bytes, seconds: float) -> list[tuple[int, str | None, str | None]]:
+    """Post `body` to `url` back to back for `seconds`: one load-generating client.
+
+    Each answer as (status, its Retry-After, its problem type when it is an error).
+    """
     answers = []
     stop = time.monotonic() + seconds
     with httpx.Client(timeout=60) as http:
         while time.monotonic() < stop:
             r = http.post(url, content=body, headers={"content-type": "application/json"})
-            answers.append((r.status_code, r.headers.get("retry-after")))
+            kind = r.json().get("type") if r.status_code != 200 else None
+            answers.append((r.status_code, r.headers.get("retry-after"), kind))
     return answers

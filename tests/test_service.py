@@ -213,6 +213,20 @@ def test_inline_and_worker_answers_are_the_same_bytes(path: str) -> None:
     assert inline.content == handed_on.content
 
 
+def test_the_worker_pool_leaves_the_environment_as_it_found_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Workers inherit their BLAS thread counts from the environment; a leftover count would
+    # follow every process started later (a pool of one once left two threads to each worker
+    # of the next server: 6 answers in 8 s instead of 51).
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    pool = worker.ProcessExecutor(1, 10)
+    assert os.environ["OPENBLAS_NUM_THREADS"] == str(os.cpu_count())
+    assert os.environ["OMP_NUM_THREADS"] == "3"  # the operator's choice stands
+    pool.stop()
+    assert "OPENBLAS_NUM_THREADS" not in os.environ
+    assert os.environ["OMP_NUM_THREADS"] == "3"
+
+
 # ---------------------------------------------------------------- overflow, everywhere
 
 
@@ -329,13 +343,14 @@ def test_healthz_stays_responsive_while_eight_clients_post_heavy_requests(kind: 
     finally:
         server.stop()
     p99 = statistics.quantiles(latencies, n=100)[98]
-    ok, busy = sum(s == 200 for s, _ in statuses), sum(s == 503 for s, _ in statuses)
+    ok, busy = sum(s == 200 for s, _, _ in statuses), sum(s == 503 for s, _, _ in statuses)
     probes = f"{len(latencies)} probes, max {max(latencies) * 1000:.1f} ms"
     print(f"healthz p99 {p99 * 1000:.1f} ms over {probes}; heavy requests: {ok} 200, {busy} 503")
     assert p99 < 0.1, f"healthz p99 {p99 * 1000:.1f} ms over {len(latencies)} probes"
-    assert {s for s, _ in statuses} <= {200, 503}
-    assert all(after == "1" for s, after in statuses if s == 503)
-    assert any(s == 200 for s, _ in statuses)
+    # every refusal is "overloaded, come back in a second"
+    answers = set(statuses)
+    assert answers <= {(200, None, None), (503, "1", "urn:gradserve:problem:overloaded")}, answers
+    assert ok
 
 
 def rss_kib(pid: int) -> int:
