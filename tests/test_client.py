@@ -148,6 +148,26 @@ def test_to_numpy_reads_every_form() -> None:
     assert client.to_numpy(3.0).shape == ()
 
 
+def test_request_bodies_carry_numpy_as_lists_or_base64() -> None:
+    from client.arrays import carries_encoded, request_json
+
+    small, large = np.arange(3.0), np.zeros((16, 16))
+    body = json.loads(request_json({"a": small, "b": large, "c": np.float32(0.5), "d": np.array(2.0)}))
+    assert body["a"] == [0.0, 1.0, 2.0]
+    assert body["b"]["shape"] == [16, 16]
+    assert client.to_numpy(body["b"]).tolist() == large.tolist()
+    assert body["c"] == 0.5
+    assert body["d"] == 2.0
+    # models go as they dump, their None fields (the defaults) left out
+    unit = json.loads(request_json({"u": client.Unit(id="x", role="input")}))["u"]
+    assert unit == {"id": "x", "role": "input", "size": 1}
+    assert carries_encoded(request_json({"b": large}))
+    assert carries_encoded(request_json({"w": client.EncodedArray(dtype="float64", shape=[0], data="")}))
+    assert not carries_encoded(request_json({"units": [{"id": "dtype"}], "biases": {"dtype": small}}))
+    with pytest.raises(TypeError, match="cannot send a set"):
+        request_json({"a": {1.0}})
+
+
 # ---------------------------------------------------------------- configuration
 
 
