@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
-from pydantic_core import to_json
+from pydantic_core import PydanticSerializationError, to_json
 
 try:  # SIMD base64, ~40x the standard library on large arrays (the `numpy` extra installs it)
     from pybase64 import b64decode, b64encode
@@ -82,7 +82,10 @@ def request_json(body: Mapping[str, Any]) -> bytes:
             return float(value)
         raise TypeError(f"cannot send a {type(value).__name__} to gradserve")
 
-    return to_json(body, fallback=numpy_values, exclude_none=True)
+    try:
+        return to_json(body, fallback=numpy_values, exclude_none=True)
+    except PydanticSerializationError as exc:
+        raise TypeError(str(exc)) from None
 
 
 def decode_encoded(value: Any) -> Any:
