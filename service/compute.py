@@ -140,10 +140,12 @@ def _gradient_body(plan: Plan, grad: np.ndarray) -> Body:
     lead = grad.shape[:-1]
 
     def cut(params: slice, shape: tuple[int, ...]) -> Any:
+        if not lead and params.stop - params.start == 1:
+            return grad.item(params.start)  # a single unit's: the commonest, so the cheapest
         part = grad[..., params]
         if lead:
             return part.reshape(*lead, *shape) if part.shape[-1] > 1 else part[..., 0]
-        return scalar_or(part.reshape(shape))
+        return part.reshape(shape)
 
     return {
         "weights": [
