@@ -44,17 +44,22 @@ class RequestContext:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            access_log.info(
-                json.dumps(
-                    {
-                        "method": scope["method"],
-                        "path": scope["path"],
-                        "status": status,
-                        "duration_ms": round((time.perf_counter() - start) * 1000, 2),
-                        "request_id": request_id,
-                    }
-                )
+            if access_log.isEnabledFor(logging.INFO):  # the line is not even built otherwise
+                self._log(scope, status, start, request_id)
+
+    @staticmethod
+    def _log(scope: Scope, status: int, start: float, request_id: str) -> None:
+        access_log.info(
+            json.dumps(
+                {
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "status": status,
+                    "duration_ms": round((time.perf_counter() - start) * 1000, 2),
+                    "request_id": request_id,
+                }
             )
+        )
 
 
 class ApiKeyAuth:
