@@ -280,3 +280,28 @@ def test_unknown_paths_and_methods(strict_url: str) -> None:
         assert response.status_code == status
         assert response.headers["content-type"] == "application/problem+json"
         assert response.json()["status"] == status
+        if status == 405:
+            assert response.headers["allow"] == "POST"
+
+
+def test_an_unknown_render_format_is_a_422(strict_url: str) -> None:
+    body = {"network": base("gradients")["network"]}
+    response = httpx.post(strict_url + "/v1/render?format=png", json=body)
+    assert response.status_code == 422
+    assert response.headers["content-type"] == "application/problem+json"
+    assert "'svg' or 'dot'" in response.json()["detail"]
+
+
+def test_a_client_that_leaves_mid_body_costs_nothing(strict_url: str) -> None:
+    import socket
+
+    host, port = strict_url.removeprefix("http://").split(":")
+    for _ in range(20):
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(
+                b"POST /v1/gradients HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 5000\r\n\r\n" + b'{"network": '
+            )
+    assert httpx.get(strict_url + "/healthz").status_code == 200
+    response = httpx.post(strict_url + "/v1/gradients", json=base("gradients"))
+    assert response.status_code == 200
