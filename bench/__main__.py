@@ -11,7 +11,7 @@ import time
 from bench import memory, mlp, sparse, throughput
 from bench.common import report
 from service.launcher import start_server
-from service.worker import keep_freed_memory
+from service.worker import tune_for_requests
 
 TARGETS = {
     "P1 gradserve / bare endpoint, time per request": 1 / 0.8,
@@ -39,7 +39,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--tiny", action="store_true", help="small sizes, only to check that the bench runs")
     args = parser.parse_args()
-    keep_freed_memory()  # the engine measured as the service's workers run it (NumPy's too)
+    tune_for_requests()  # the engine measured as the service's workers run it (NumPy's too)
     # Runs take turns; torch's OpenMP threads, left to spin after each run, took the CPU from
     # whatever ran next (hand-written NumPy measured 9.6 ms instead of 4.6)
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

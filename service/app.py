@@ -20,14 +20,14 @@ from service.api import REQUEST_MODELS, ComputeRoutes, compute_docs, health, rou
 from service.errors import ProblemError
 from service.middleware import ApiKeyAuth, RequestContext
 from service.settings import Settings, get_settings
-from service.worker import keep_freed_memory, make_executor
+from service.worker import make_executor, tune_for_requests
 
 log = logging.getLogger("gradserve")
 
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    keep_freed_memory()  # small computations run in this process (GRADSERVE_INLINE_MS)
+    tune_for_requests()  # small computations run in this process (GRADSERVE_INLINE_MS)
     executor = make_executor(app.state.settings)
     app.state.executor = executor
     app.state.ready = await executor.start()
