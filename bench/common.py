@@ -73,19 +73,13 @@ def rss_kib(pid: int, field: str = "VmRSS") -> int:
 
 
 def report(title: str, results: dict[str, Samples], reference: str, unit: str = "ms") -> dict[str, float]:
-    """Print medians (min-max) and each one's ratio to the reference; return the ratios.
-
-    A row named "<reference>, alongside" (the reference timed again, taking turns with the rows
-    after it) is the reference for the rows that follow it.
-    """
+    """Print medians (min-max) and each one's ratio to the reference; return the ratios."""
     print(f"\n{title}")
     base = statistics.median(results[reference])
     scale = 1e3 if unit == "ms" else 1.0
     ratios = {}
     for name, values in results.items():
         med = statistics.median(values)
-        if name == f"{reference}, alongside":
-            base = med
         ratios[name] = med / base
         spread = f"({min(values) * scale:.2f}-{max(values) * scale:.2f})"
         print(f"  {name:<34} {med * scale:10.2f} {unit} {spread:<20} {med / base:6.2f}x")

@@ -121,7 +121,6 @@ def run(
             as_lists = (mlp.network(), mlp.samples())
             end_to_end = timed(
                 {
-                    "hand-written NumPy, alongside": lambda: hand_written(mlp),
                     "end to end, base64 arrays": lambda: gs.gradients(*as_numpy, include_units=False),
                     "end to end, JSON lists": lambda: gs.gradients(
                         *as_lists, include_units=False, array_encoding="list"
