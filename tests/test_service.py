@@ -213,6 +213,24 @@ def test_inline_and_worker_answers_are_the_same_bytes(path: str) -> None:
     assert inline.content == handed_on.content
 
 
+def test_an_answer_comes_back_over_a_shared_body_when_it_fits() -> None:
+    limits = Settings().limits()
+    for request, fits in [(chain_request(include_units=False), True), (chain_request(), False)]:
+        body = json.dumps(request).encode()
+        shared = worker.SharedBody(len(body))
+        try:
+            shared.write(body)
+            reply = worker.handle_shared("gradients", shared.shm.name, shared.size, limits)
+            expected = worker.handle("gradients", body, limits)
+            if fits:
+                assert reply.in_shared == len(expected.content) <= len(body)
+                assert bytes(shared.view[: reply.in_shared]) == expected.content
+            else:  # the answer is longer than the body: it takes the pipe
+                assert reply == expected
+        finally:
+            shared.release()
+
+
 def test_the_worker_pool_leaves_the_environment_as_it_found_it(monkeypatch: pytest.MonkeyPatch) -> None:
     # Workers inherit their BLAS thread counts from the environment; a leftover count would
     # follow every process started later (a pool of one once left two threads to each worker
