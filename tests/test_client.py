@@ -291,6 +291,15 @@ def test_a_body_that_is_not_the_api_raises_api_error() -> None:
         gs.health()
 
 
+def test_an_encoded_answer_with_a_nan_raises_api_error() -> None:
+    nan = client.arrays.encode(np.array([np.nan] * 300))
+    answer = {"outputs": {"o": nan}, "units": {}, "loss": None}
+    transport, _ = scripted(httpx.Response(200, json=answer))
+    gs, _ = sync_client(transport)
+    with pytest.raises(client.APIError, match="NaN or an infinity"):
+        gs.forward({"units": []}, {"inputs": {"x": np.zeros((300, 1))}})
+
+
 def test_the_async_client_retries_the_same_way() -> None:
     transport, seen = scripted(problem(502), httpx.ConnectError("refused"), HEALTHY)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import multiprocessing
 import os
@@ -229,6 +230,15 @@ def test_an_answer_comes_back_over_a_shared_body_when_it_fits() -> None:
                 assert reply == expected
         finally:
             shared.release()
+
+
+def test_workers_are_set_up_for_requests() -> None:
+    pool = worker.ProcessExecutor(1, 10)
+    try:  # the cyclic GC runs less often (tune_for_requests), at a lower priority than the server
+        assert pool.pool.submit(gc.get_threshold).result(timeout=60) == (10_000, 10, 10)
+        assert pool.pool.submit(os.nice, 0).result(timeout=60) >= 5
+    finally:
+        pool.stop()
 
 
 def test_the_worker_pool_leaves_the_environment_as_it_found_it(monkeypatch: pytest.MonkeyPatch) -> None:
