@@ -92,8 +92,10 @@ def decode_encoded(value: Any) -> Any:
     """Every EncodedArray in a validated answer (models, lists, dicts) replaced, in place, by
     the nested lists it encodes, so an answer reads the same however its arrays travelled."""
     if isinstance(value, EncodedArray):
+        import numpy as np
+
         array = to_numpy(value)
-        if not bool(abs(array).max(initial=0.0) < float("inf")):
+        if not np.isfinite(array).all():
             raise ValueError("an encoded array holds a NaN or an infinity")
         return array.tolist()
     if isinstance(value, BaseModel):

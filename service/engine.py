@@ -339,8 +339,8 @@ MIN_BLOCK = 4096
 def compile_network(net: wire.Network) -> Plan:
     """Check the graph once, up front, and lay it out for the level-at-a-time passes.
 
-    Whatever is per weight runs as array operations: a NEAT-style graph of thousands of single
-    units compiles in milliseconds, not in a Python step per weight.
+    Whatever is per weight runs as list passes and array operations: a NEAT-style graph of
+    thousands of single units compiles in milliseconds, not in a Python step per weight.
     """
     units = net.units
     problems: list[dict[str, object]] = []
@@ -366,7 +366,7 @@ def compile_network(net: wire.Network) -> Plan:
                     )
                 )
     sizes = [u.size for u in units]
-    edges = _edges(net, index, sizes, [u.role for u in units], problems)
+    edges = _edges(net, index, sizes, roles, problems)
 
     biases: list[Array | None] = []
     for i, u in enumerate(units):
@@ -403,7 +403,7 @@ def _edges(
     net: wire.Network,
     index: dict[str, int],
     sizes: list[int],
-    roles: list[str],
+    roles: Sequence[str],
     problems: list[dict[str, object]],
 ) -> _Edges | None:
     """The weights, checked in a few passes that each run at C speed over a list; a weight at a
@@ -657,13 +657,8 @@ class _Layout:
     def __init__(
         self, info: list[UnitInfo], edges: _Edges, counts: list[int], offsets: list[int], n_inputs: int
     ) -> None:
-        self.info, self.edges, self.counts, self.offsets, self.n_inputs = (
-            info,
-            edges,
-            counts,
-            offsets,
-            n_inputs,
-        )
+        self.info, self.edges, self.n_inputs = info, edges, n_inputs
+        self.counts, self.offsets = counts, offsets  # per weight: its elements, where they start
         self.incoming: list[list[int]] = [[] for _ in info]
         for k, b in enumerate(edges.tgt):
             self.incoming[b].append(k)
