@@ -27,18 +27,24 @@ class Dag:
     def n_units(self) -> int:
         return self.n_inputs + len(self.sources)
 
-    def network(self) -> dict[str, Any]:
+    def network(self, columns: bool = False) -> dict[str, Any]:
         units: list[dict[str, Any]] = [{"id": f"u{k}", "role": "input"} for k in range(self.n_inputs)]
         first_output = self.n_units - self.n_outputs
         for k in range(self.n_inputs, self.n_units):
             role = "output" if k >= first_output else "hidden"
             units.append({"id": f"u{k}", "role": role, "activation": "tanh"})
-        weights = [
-            {"source": f"u{int(s)}", "target": f"u{self.n_inputs + j}", "value": float(w)}
+        pairs = [
+            (f"u{int(s)}", f"u{self.n_inputs + j}", float(w))
             for j, (srcs, ws) in enumerate(zip(self.sources, self.weights, strict=True))
             for s, w in zip(srcs, ws, strict=True)
         ]
-        return {"units": units, "weights": weights}
+        if columns:  # the compact form: three columns, the values one array
+            source, target, value = zip(*pairs, strict=True)
+            return {
+                "units": units,
+                "weights": {"source": list(source), "target": list(target), "value": np.array(value)},
+            }
+        return {"units": units, "weights": [{"source": a, "target": b, "value": w} for a, b, w in pairs]}
 
     def samples(self) -> dict[str, Any]:
         first_output = self.n_units - self.n_outputs
@@ -114,6 +120,12 @@ def run(repeat: int = 20, levels: int = 62, batch: int = 256, url: str | None = 
     )
     if url is not None:
         with Client(url) as gs:
-            call = lambda: gs.gradients(net, dag.samples(), include_units=False)
-            results.update(timed({"end to end": call}, max(3, repeat // 3)))
+            columns = dag.network(columns=True)
+            calls = {
+                "end to end, weight objects": lambda: gs.gradients(net, dag.samples(), include_units=False),
+                "end to end, weight columns": lambda: gs.gradients(
+                    columns, dag.samples(), include_units=False
+                ),
+            }
+            results.update(timed(calls, max(3, repeat // 3)))
     return results

@@ -26,6 +26,7 @@ from service.wire import (
     EncodedArray,
     ExplainResponse,
     ForwardResponse,
+    GradientColumns,
     Gradients,
     GradientsResponse,
     Health,
@@ -36,6 +37,7 @@ from service.wire import (
     Unit,
     UnitValues,
     Weight,
+    WeightColumns,
     WeightGradient,
 )
 
@@ -52,6 +54,7 @@ __all__ = [
     "EncodedArray",
     "ExplainResponse",
     "ForwardResponse",
+    "GradientColumns",
     "Gradients",
     "GradientsResponse",
     "Health",
@@ -67,6 +70,7 @@ __all__ = [
     "UnitValues",
     "UnprocessableEntityError",
     "Weight",
+    "WeightColumns",
     "WeightGradient",
     "mlp",
     "single_units",

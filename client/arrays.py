@@ -104,6 +104,6 @@ def decode_encoded(value: Any) -> Any:
     elif isinstance(value, dict):
         for key, item in value.items():
             value[key] = decode_encoded(item)
-    elif isinstance(value, list):
-        value[:] = [decode_encoded(item) for item in value]
+    elif isinstance(value, list) and value and not isinstance(value[0], (str, float)):
+        value[:] = [decode_encoded(item) for item in value]  # (lists of ids or numbers hold no array)
     return value

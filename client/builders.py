@@ -31,12 +31,15 @@ def single_units(
     biases: Mapping[str, float] | None = None,
     activations: Mapping[str, ActivationName] | None = None,
     loss: LossName = "half_squared_error",
+    columns: bool = False,
 ) -> Network:
     """A network of single units, as the seed draws them, from its weights.
 
     `single_units({"x->j": 0.5, "j->k": -0.3, "k->o": 0.8}, inputs=["x"], outputs=["o"])` is
     the seed's chain: hidden units use `activation`, outputs `output_activation`, and any unit
-    can be given its own in `activations`.
+    can be given its own in `activations`. With `columns=True` the weights are sent as the
+    columns `{source, target, value}` (compact and fast for thousands of weights), and every
+    answer gives them back as columns.
     """
     edges = {_edge(key): float(value) for key, value in weights.items()}
     seen = list(dict.fromkeys([*inputs, *(uid for pair in edges for uid in pair), *outputs]))
@@ -54,7 +57,13 @@ def single_units(
     return Network.model_validate(
         {
             "units": units,
-            "weights": [{"source": a, "target": b, "value": v} for (a, b), v in edges.items()],
+            "weights": {
+                "source": [a for a, _ in edges],
+                "target": [b for _, b in edges],
+                "value": list(edges.values()),
+            }
+            if columns
+            else [{"source": a, "target": b, "value": v} for (a, b), v in edges.items()],
             "loss": loss,
         }
     )

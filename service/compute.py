@@ -130,13 +130,19 @@ def _unit_values(plan: Plan, values: Values, delta: np.ndarray | None = None) ->
     return out
 
 
+def columns_of(net: wire.Network) -> wire.WeightColumns | None:
+    """The network's weights when they were posted as columns (answers come back in kind)."""
+    return net.weights if isinstance(net.weights, wire.WeightColumns) else None
+
+
 def scalar_or(array: np.ndarray) -> Any:
     """The wire's number for a one-element array, the array otherwise."""
     return float(array.reshape(())) if array.size == 1 else array
 
 
-def _gradient_body(plan: Plan, grad: np.ndarray) -> Body:
-    """Weights and biases cut out of a flat gradient [n_params] or [batch, n_params]."""
+def _gradient_body(plan: Plan, grad: np.ndarray, columns: wire.WeightColumns | None) -> Body:
+    """Weights and biases cut out of a flat gradient [n_params] or [batch, n_params]; the
+    weights as columns when they were posted so."""
     lead = grad.shape[:-1]
 
     def cut(params: slice, shape: tuple[int, ...]) -> Any:
@@ -147,10 +153,19 @@ def _gradient_body(plan: Plan, grad: np.ndarray) -> Body:
             return part.reshape(*lead, *shape) if part.shape[-1] > 1 else part[..., 0]
         return part.reshape(shape)
 
-    return {
-        "weights": [
+    weights: Any
+    if columns is not None:  # single units in the listed order: the first elements of theta
+        weights = {
+            "source": columns.source,
+            "target": columns.target,
+            "value": grad[..., : plan.n_weight_params],
+        }
+    else:
+        weights = [
             {"source": w.source, "target": w.target, "value": cut(w.params, w.shape)} for w in plan.weights
-        ],
+        ]
+    return {
+        "weights": weights,
         "biases": {u.id: cut(plan.bias_params(u), (u.size,)) for u in plan.units if u.role != "input"},
     }
 
@@ -188,14 +203,14 @@ def gradients(req: wire.GradientsRequest, limits: Limits) -> Body:
     check_params(plan, grad, "gradient")
     body: Body = {
         "loss": _losses(plan, values, batch, req.reduction),
-        "gradients": _gradient_body(plan, grad),
+        "gradients": _gradient_body(plan, grad, columns_of(req.network)),
     }
     if req.include_units:
         body["units"] = _unit_values(plan, values, delta)
     if req.per_sample:
         per = engine.per_sample_gradient(plan, values, delta)
         check_params(plan, per, "per-sample gradient")
-        body["per_sample"] = _gradient_body(plan, per)
+        body["per_sample"] = _gradient_body(plan, per, columns_of(req.network))
     return body
 
 
@@ -262,8 +277,11 @@ def _like(original: Any, new: np.ndarray, encoding: wire.ArrayEncoding) -> Any:
 
 def _updated_network(net: wire.Network, plan: Plan, theta: np.ndarray, encoding: wire.ArrayEncoding) -> Body:
     body = net.model_dump(exclude_unset=True)
-    for entry, weight, placed in zip(body.get("weights", []), net.weights, plan.weights, strict=True):
-        entry["value"] = _like(weight.value, theta[placed.params].reshape(placed.shape), encoding)
+    if isinstance(net.weights, wire.WeightColumns):
+        body["weights"]["value"] = _like(net.weights.value, theta[: plan.n_weight_params], encoding)
+    else:
+        for entry, weight, placed in zip(body.get("weights", []), net.weights, plan.weights, strict=True):
+            entry["value"] = _like(weight.value, theta[placed.params].reshape(placed.shape), encoding)
     for entry, unit, laid_out in zip(body["units"], net.units, plan.units, strict=True):
         if unit.role != "input":
             entry["bias"] = _like(unit.bias, theta[plan.bias_params(laid_out)], encoding)

@@ -291,7 +291,6 @@ class Plan:
 
     units: tuple[UnitInfo, ...]  # in the listed order
     unit_index: dict[str, int]
-    weights: tuple[WeightInfo, ...]
     levels: tuple[Level, ...]
     n_inputs: int  # columns of x
     n_cols: int  # columns of the value tables: every non-input unit
@@ -304,6 +303,13 @@ class Plan:
     theta: Array = field(repr=False)  # the initial parameters: weights, then one bias per column
     has_gathered_blocks: bool = False
     layout: _Layout | None = field(default=None, repr=False, compare=False)
+
+    @functools.cached_property
+    def weights(self) -> tuple[WeightInfo, ...]:
+        """Every weight in the listed order: built on first use (answers given as columns,
+        for thousands of weights, never need them)."""
+        assert self.layout is not None
+        return self.layout.weight_infos()
 
     @functools.cached_property
     def weight_groups(self) -> tuple[WeightGroup, ...]:
@@ -409,6 +415,8 @@ def _edges(
     """The weights, checked in a few passes that each run at C speed over a list; a weight at a
     time only for matrices and for finding what is wrong. None when something is."""
     weights = net.weights
+    if isinstance(weights, wire.WeightColumns):
+        return _column_edges(net, weights, index, sizes, roles, problems)
     src = [index.get(w.source, -1) for w in weights]
     tgt = [index.get(w.target, -1) for w in weights]
     if (
@@ -424,18 +432,54 @@ def _edges(
     if all(type(v) is float for v in raw) and rows.count(1) == len(rows) == cols.count(1):
         return _Edges(src, tgt, rows, cols, np.array(raw, dtype=np.float64))  # single units: one call
     parts = [
-        _weight_value(net, k, sizes[a], sizes[b], problems)
-        for k, (a, b) in enumerate(zip(src, tgt, strict=True))
+        _weight_value(w, k, sizes[a], sizes[b], problems)
+        for k, (w, a, b) in enumerate(zip(weights, src, tgt, strict=True))
     ]
     values = np.concatenate([p.ravel() for p in parts if p is not None]) if parts else np.empty(0)
     return _Edges(src, tgt, rows, cols, values)
 
 
+def _column_edges(
+    net: wire.Network,
+    weights: wire.WeightColumns,
+    index: dict[str, int],
+    sizes: list[int],
+    roles: Sequence[str],
+    problems: list[dict[str, object]],
+) -> _Edges | None:
+    """Weights posted as columns: all between single units, their values one array."""
+    n = len(weights.source)
+    src = list(map(index.get, weights.source, itertools.repeat(-1)))
+    tgt = list(map(index.get, weights.target, itertools.repeat(-1)))
+    values = to_numpy(weights.value, ["network", "weights", "value"])
+    if values.shape != (n,):
+        problems.append(
+            issue(
+                ["network", "weights", "value"],
+                f"weights.value has shape {list(values.shape)}, expected [{n}]: one number per weight",
+            )
+        )
+    if -1 in src or -1 in tgt or not _fine_columns(src, tgt, sizes, roles):
+        pairs = list(zip(weights.source, weights.target, strict=True))
+        _weight_problems(net, index, sizes, problems, pairs)
+    if problems:
+        return None
+    ones = [1] * n
+    return _Edges(src, tgt, ones, ones, values)
+
+
+def _fine_columns(src: list[int], tgt: list[int], sizes: list[int], roles: Sequence[str]) -> bool:
+    """Whether weights between known units are each given once, into no input, between single units."""
+    a, b = np.array(src, dtype=np.intp), np.array(tgt, dtype=np.intp)
+    into_input = np.array([r == "input" for r in roles])[b].any()
+    layers = sizes.count(1) < len(sizes) and (np.array(sizes)[np.concatenate([a, b])] != 1).any()
+    return not into_input and not layers and len(np.unique(a * len(sizes) + b)) == len(a)
+
+
 def _weight_value(
-    net: wire.Network, k: int, rows: int, cols: int, problems: list[dict[str, object]]
+    w: wire.Weight, k: int, rows: int, cols: int, problems: list[dict[str, object]]
 ) -> Array | None:
-    """One weight's value as a [rows, cols] array, or None (and a problem) if it is not that shape."""
-    w = net.weights[k]
+    """Weight k's value as a [rows, cols] array, or None (and a problem) if it is not that shape."""
     loc: list[str | int] = ["network", "weights", k, "value"]
     value = to_numpy(w.value, loc)
     if value.ndim == 0 and rows == cols == 1:
@@ -453,25 +497,46 @@ def _weight_value(
 
 
 def _weight_problems(
-    net: wire.Network, index: dict[str, int], sizes: list[int], problems: list[dict[str, object]]
+    net: wire.Network,
+    index: dict[str, int],
+    sizes: list[int],
+    problems: list[dict[str, object]],
+    pairs: list[tuple[str, str]] | None = None,
 ) -> None:
-    """Everything wrong with the weights, a weight at a time, in the listed order."""
+    """Everything wrong with the weights, a weight at a time, in the listed order. `pairs` are
+    columns' (source, target): those join single units and have their values checked apart."""
+    objects = net.weights if isinstance(net.weights, list) else []
+    columns = pairs is not None
+    if pairs is None:
+        pairs = [(w.source, w.target) for w in objects]
     seen: set[tuple[str, str]] = set()
-    for k, w in enumerate(net.weights):
-        loc: list[str | int] = ["network", "weights", k]
-        name = f"weight {w.source}->{w.target}"
-        unknown = [uid for uid in (w.source, w.target) if uid not in index]
+    for k, (a, b) in enumerate(pairs):
+        loc: list[str | int] = ["network", "weights", *(["source", k] if columns else [k])]
+        name = f"weight {a}->{b}"
+        unknown = [uid for uid in (a, b) if uid not in index]
         if unknown:
             problems.append(issue(loc, f"{name} names unknown unit(s) {', '.join(map(repr, unknown))}"))
             continue
-        if (w.source, w.target) in seen:
+        if (a, b) in seen:
             problems.append(issue(loc, f"{name} is given twice"))
             continue
-        seen.add((w.source, w.target))
-        if net.units[index[w.target]].role == "input":
-            problems.append(issue(loc, f"{name} points into input unit {w.target!r}"))
+        seen.add((a, b))
+        if net.units[index[b]].role == "input":
+            problems.append(issue(loc, f"{name} points into input unit {b!r}"))
             continue
-        _weight_value(net, k, sizes[index[w.source]], sizes[index[w.target]], problems)
+        if columns:
+            layers = [uid for uid in (a, b) if sizes[index[uid]] != 1]
+            if layers:
+                problems.append(
+                    issue(
+                        loc,
+                        f"{name}: weights given as columns join single units, and "
+                        f"{', '.join(f'{uid!r} has size {sizes[index[uid]]}' for uid in layers)}; "
+                        "give the weights of layers as a list of objects",
+                    )
+                )
+        else:
+            _weight_value(objects[k], k, sizes[index[a]], sizes[index[b]], problems)
 
 
 def _levels(net: wire.Network, src: list[int], tgt: list[int]) -> list[int]:
@@ -550,19 +615,6 @@ def _lay_out(net: wire.Network, edges: _Edges, biases: list[Array | None], level
     counts = [m * n for m, n in zip(edges.rows, edges.cols, strict=True)]
     offsets = [0, *itertools.accumulate(counts)]
     n_weight_params = offsets.pop()
-    ids = [u.id for u in units]
-    weights = tuple(
-        map(
-            WeightInfo._make,
-            zip(
-                [ids[a] for a in edges.src],
-                [ids[b] for b in edges.tgt],
-                zip(edges.rows, edges.cols, strict=True),
-                offsets,
-                strict=True,
-            ),
-        )
-    )
     theta = np.zeros(n_weight_params + n_cols)
     theta[:n_weight_params] = edges.values
     for unit, bias in zip(info, biases, strict=True):
@@ -591,7 +643,6 @@ def _lay_out(net: wire.Network, edges: _Edges, biases: list[Array | None], level
     return Plan(
         units=tuple(info),
         unit_index={u.id: i for i, u in enumerate(info)},
-        weights=weights,
         levels=levels,
         layout=layout,
         n_inputs=n_inputs,
@@ -663,6 +714,12 @@ class _Layout:
         for k, b in enumerate(edges.tgt):
             self.incoming[b].append(k)
 
+    def weight_infos(self) -> tuple[WeightInfo, ...]:
+        ids, e = [u.id for u in self.info], self.edges
+        sources, targets = [ids[a] for a in e.src], [ids[b] for b in e.tgt]
+        shapes = zip(e.rows, e.cols, strict=True)
+        return tuple(map(WeightInfo._make, zip(sources, targets, shapes, self.offsets, strict=True)))
+
     @functools.cached_property
     def arrays(self) -> _Arrays:
         col_start = np.array([u.cols.start for u in self.info], dtype=np.intp)
@@ -677,7 +734,14 @@ class _Layout:
         if not any(incoming):
             return  # level 0: units without incoming weights; s is the bias
         src, counts, info = self.edges.src, self.counts, self.info
-        start, feeding, feeding_size, real = 0, set[int](), 0, 0
+        span = info[members[-1]].cols.stop - info[members[0]].cols.start
+        everything = [k for ks in incoming for k in ks]
+        feeding = set(map(src.__getitem__, everything))
+        real = sum(map(counts.__getitem__, everything))
+        if sum(info[a].size for a in feeding) * span <= max(DENSITY * real, MIN_BLOCK):
+            yield self._block(members, incoming)  # dense enough whole: no split to look for
+            return
+        start, feeding, feeding_size, real = 0, set(), 0, 0
         for m, ks in enumerate(incoming):
             unit_feeding = {src[k] for k in ks}
             unit_real = sum(counts[k] for k in ks)

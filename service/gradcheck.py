@@ -53,15 +53,28 @@ def check(req: wire.CheckRequest, limits: Limits) -> Body:
             "ok": bool(ok[params].all()),
         }
 
+    columns = compute.columns_of(req.network)
+    weights: Any
+    if columns is not None:  # in kind: single units, theta's first elements in the listed order
+        keep = np.flatnonzero(claimed[: plan.n_weight_params])
+        weights = {
+            "source": [columns.source[k] for k in keep.tolist()],
+            "target": [columns.target[k] for k in keep.tolist()],
+            "checked": checked[keep],
+            "numeric": numeric[keep],
+            "ok": ok[keep].tolist(),
+        }
+    else:
+        weights = [
+            {"source": w.source, "target": w.target, **entry(w.params, w.shape)}
+            for w in plan.weights
+            if claimed[w.params].all()
+        ]
     return {
         "ok": bool(ok.all()),
         "max_abs_error": float(error[claimed].max(initial=0.0)),
         "max_rel_error": float(relative[claimed].max(initial=0.0)),
-        "weights": [
-            {"source": w.source, "target": w.target, **entry(w.params, w.shape)}
-            for w in plan.weights
-            if claimed[w.params].all()
-        ],
+        "weights": weights,
         "biases": {
             u.id: entry(plan.bias_params(u), (u.size,))
             for u in plan.units
@@ -112,16 +125,15 @@ def _claimed(plan: Plan, claimed: wire.ClaimedGradients) -> tuple[np.ndarray, np
     covered = np.zeros(plan.n_params, dtype=bool)
     problems: list[dict[str, Any]] = []
     weights = {(w.source, w.target): w for w in plan.weights}
-    for k, given in enumerate(claimed.weights):
-        loc: list[str | int] = ["gradients", "weights", k]
-        w = weights.get((given.source, given.target))
+    for loc, source, target, value in _claimed_weights(claimed.weights, problems):
+        w = weights.get((source, target))
         if w is None:
-            problems.append(issue(loc, f"the network has no weight {given.source}->{given.target}"))
+            problems.append(issue(loc, f"the network has no weight {source}->{target}"))
             continue
-        value = to_numpy(given.value, [*loc, "value"])
         if value.size != w.params.stop - w.params.start or (value.ndim == 2 and value.shape != w.shape):
-            name = f"{given.source}->{given.target}"
-            msg = f"the gradient of {name} has shape {list(value.shape)}, expected {list(w.shape)}"
+            msg = (
+                f"the gradient of {source}->{target} has shape {list(value.shape)}, expected {list(w.shape)}"
+            )
             problems.append(issue(loc, msg))
             continue
         values[w.params], covered[w.params] = value.ravel(), True
@@ -142,3 +154,29 @@ def _claimed(plan: Plan, claimed: wire.ClaimedGradients) -> tuple[np.ndarray, np
     if not covered.any():
         raise InvalidRequestError("gradients holds nothing to check: give weights or biases, or leave it out")
     return values, covered
+
+
+def _claimed_weights(
+    given: list[wire.ClaimedWeight] | wire.WeightColumns, problems: list[dict[str, Any]]
+) -> list[tuple[list[str | int], str, str, np.ndarray]]:
+    """Each claimed weight gradient as (where it was given, source, target, value)."""
+    if not isinstance(given, wire.WeightColumns):
+        return [
+            (
+                ["gradients", "weights", k],
+                w.source,
+                w.target,
+                to_numpy(w.value, ["gradients", "weights", k, "value"]),
+            )
+            for k, w in enumerate(given)
+        ]
+    column = to_numpy(given.value, ["gradients", "weights", "value"])
+    if column.size != len(given.source) or column.ndim > 1:
+        msg = f"gradients.weights.value has shape {list(column.shape)}, expected [{len(given.source)}]"
+        problems.append(issue(["gradients", "weights", "value"], msg))
+        return []
+    column = column.reshape(-1)
+    pairs = zip(given.source, given.target, strict=True)
+    return [
+        (["gradients", "weights", "source", k], a, b, column[k : k + 1]) for k, (a, b) in enumerate(pairs)
+    ]

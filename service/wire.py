@@ -75,6 +75,16 @@ Array = Annotated[
 ]
 
 
+Column = Annotated[
+    Annotated[list[float], Tag("list")] | Annotated[EncodedArray, Tag("encoded")],
+    Discriminator(lambda value: "encoded" if isinstance(value, (dict, EncodedArray)) else "list"),
+    Field(description="one number per entry: a list [n], or an encoded array of shape [n]"),
+]
+
+#: an answered column: [n], or [batch, n] per sample (a plain union: an empty list fits both)
+AnsweredColumn = list[float] | list[list[float]] | EncodedArray
+
+
 # ---------------------------------------------------------------- the network
 
 
@@ -113,11 +123,41 @@ class Weight(WireModel):
     value: Array
 
 
+class WeightColumns(WireModel):
+    """Weights between single units as three columns: weight k is source[k] -> target[k] with
+    value[k]. The compact form for graphs of many single units (a NEAT genome's connections):
+    it parses as arrays, and every answer about the weights comes back in the same form."""
+
+    source: list[UnitId]
+    target: list[UnitId]
+    value: Column
+
+    @model_validator(mode="after")
+    def _columns_line_up(self) -> WeightColumns:
+        if len(self.source) != len(self.target):
+            raise ValueError(
+                f"source has {len(self.source)} ids and target {len(self.target)}: "
+                "weight k is source[k] -> target[k], so they must be as long"
+            )
+        return self
+
+
+def _weights_form(value: Any) -> str:
+    return "columns" if isinstance(value, (dict, WeightColumns)) else "objects"
+
+
 class Network(WireModel):
     """A directed acyclic graph of units joined by weights, and the loss it is trained on."""
 
     units: list[Unit] = Field(min_length=1)
-    weights: list[Weight] = Field(default_factory=list)
+    weights: Annotated[
+        Annotated[list[Weight], Tag("objects")] | Annotated[WeightColumns, Tag("columns")],
+        Discriminator(_weights_form),
+        Field(
+            description="a list of weight objects, or (between single units) the columns "
+            "{source: [ids], target: [ids], value: [n]}"
+        ),
+    ] = Field(default_factory=list)
     loss: LossName = "half_squared_error"
 
 
@@ -223,7 +263,10 @@ class ClaimedWeight(WireModel):
 class ClaimedGradients(WireModel):
     """Gradients to check, in the form /v1/gradients answers them."""
 
-    weights: list[ClaimedWeight] = Field(default_factory=list)
+    weights: Annotated[
+        Annotated[list[ClaimedWeight], Tag("objects")] | Annotated[WeightColumns, Tag("columns")],
+        Discriminator(_weights_form),
+    ] = Field(default_factory=list)
     biases: dict[UnitId, Array] = Field(default_factory=dict)
 
 
@@ -260,8 +303,17 @@ class WeightGradient(ResponseModel):
     value: Array
 
 
+class GradientColumns(ResponseModel):
+    """The gradients of weights posted as columns, in the same order: value[k] is source[k] ->
+    target[k]'s (with a leading [batch] axis per sample)."""
+
+    source: list[str]
+    target: list[str]
+    value: AnsweredColumn
+
+
 class Gradients(ResponseModel):
-    weights: list[WeightGradient]
+    weights: list[WeightGradient] | GradientColumns
     biases: dict[str, Array]
 
 
@@ -349,11 +401,21 @@ class CheckedWeight(CheckedEntry):
     target: str
 
 
+class CheckedColumns(ResponseModel):
+    """The checked weights of a network posted with columns: entry k of each is weight k's."""
+
+    source: list[str]
+    target: list[str]
+    checked: AnsweredColumn
+    numeric: AnsweredColumn
+    ok: list[bool]
+
+
 class CheckResponse(ResponseModel):
     ok: bool
     max_abs_error: float
     max_rel_error: float
-    weights: list[CheckedWeight]
+    weights: list[CheckedWeight] | CheckedColumns
     biases: dict[str, CheckedEntry]
 
 
