@@ -195,3 +195,16 @@ def test_columns_join_single_units_only() -> None:
     with pytest.raises(Exception, match="join single units, and 'x' has size 2") as raised:
         answer(compute.gradients, wire.GradientsRequest, request)
     assert raised.value.errors[0]["loc"] == ["network", "weights", "source", 0]  # type: ignore[attr-defined]
+
+
+def test_explain_and_render_take_columns() -> None:
+    from service import explain, render
+
+    case = seed.chain()
+    columns = {"network": as_columns(case.network), "samples": case.samples}
+    objects = {"network": case.network, "samples": case.samples}
+    a = answer(explain.explain, wire.ExplainRequest, objects)
+    b = answer(explain.explain, wire.ExplainRequest, columns)
+    assert b == a  # explain answers its weights as objects, one explanation each
+    drawn = [render.render(wire.RenderRequest.model_validate(r), LIMITS, "dot") for r in (objects, columns)]
+    assert drawn[0] == drawn[1]
