@@ -628,13 +628,14 @@ def _lay_out(net: wire.Network, edges: _Edges, biases: list[Array | None], level
     for i in order:
         if units[i].role != "input":
             by_level.setdefault(level[i], []).append(i)
+    members_by_level = [members for _, members in sorted(by_level.items())]
     levels = tuple(
         Level(
             cols=slice(info[members[0]].cols.start, info[members[-1]].cols.stop),
             groups=_groups([info[i] for i in members]),
-            blocks=tuple(layout.blocks(members)),
+            blocks=blocks,
         )
-        for _, members in sorted(by_level.items())
+        for members, blocks in zip(members_by_level, layout.blocks(members_by_level), strict=True)
     )
 
     outputs = sorted(
@@ -740,18 +741,32 @@ class _Layout:
         src, tgt, cols, offset = (np.array(v, dtype=np.intp) for v in (e.src, e.tgt, e.cols, self.offsets))
         return _Arrays(col_start, col_start + np.where(is_input, 0, self.n_inputs), src, tgt, cols, offset)
 
-    def blocks(self, members: list[int]) -> Iterator[Block]:
-        """Split a level into blocks, greedily, keeping each gathered block mostly real weights."""
+    def blocks(self, levels: list[list[int]]) -> list[tuple[Block, ...]]:
+        """Each level's blocks: levels are split into chunks of columns, then every gathered
+        block of every level is built at once, by array operations over all their elements."""
+        chunks = [list(self._chunks(members)) for members in levels]
+        built = iter(self._gathered([tgt for level in chunks for tgt, k in level if k < 0]))
+        return [tuple(self._whole(tgt, k) if k >= 0 else next(built) for tgt, k in level) for level in chunks]
+
+    def _chunks(self, members: list[int]) -> Iterator[tuple[slice, int]]:
+        """Split a level into chunks of columns, greedily, keeping each gathered block mostly
+        real weights: (its columns, the one weight feeding it whole or -1 when gathered)."""
         incoming = [self.incoming[i] for i in members]
         if not any(incoming):
             return  # level 0: units without incoming weights; s is the bias
         src, counts, info, sizes = self.edges.src, self.counts, self.info, self.sizes
+
+        def chunk(start: int, stop: int) -> tuple[slice, int]:
+            tgt = slice(info[members[start]].cols.start, info[members[stop - 1]].cols.stop)
+            whole = stop - start == 1 and len(incoming[start]) == 1
+            return tgt, incoming[start][0] if whole else -1
+
         span = info[members[-1]].cols.stop - info[members[0]].cols.start
         everything = [k for ks in incoming for k in ks]
         feeding = set(map(src.__getitem__, everything))
         real = sum(map(counts.__getitem__, everything))
         if sum(map(sizes.__getitem__, feeding)) * span <= max(DENSITY * real, MIN_BLOCK):
-            yield self._block(members, incoming)  # dense enough whole: no split to look for
+            yield chunk(0, len(members))  # dense enough whole: no split to look for
             return
         start, feeding, feeding_size, real = 0, set(), 0, 0
         for m, ks in enumerate(incoming):
@@ -761,37 +776,71 @@ class _Layout:
             new_size = sum(map(sizes.__getitem__, new))
             width = (feeding_size + new_size) * (info[members[m]].cols.stop - info[members[start]].cols.start)
             if m > start and width > max(DENSITY * (real + unit_real), MIN_BLOCK):
-                yield self._block(members[start:m], incoming[start:m])
+                yield chunk(start, m)
                 start, feeding, real = m, unit_feeding, 0
                 feeding_size = sum(map(sizes.__getitem__, unit_feeding))
             else:
                 feeding |= new
                 feeding_size += new_size
             real += unit_real
-        yield self._block(members[start:], incoming[start:])
+        yield chunk(start, len(members))
 
-    def _block(self, chunk: list[int], incoming: list[list[int]]) -> Block:
+    def _whole(self, tgt: slice, k: int) -> Block:
+        """A chunk fed by one whole weight: its matrix is a view of theta."""
         e = self.edges
-        tgt = slice(self.info[chunk[0]].cols.start, self.info[chunk[-1]].cols.stop)
-        width = tgt.stop - tgt.start
-        if len(incoming) == 1 and len(incoming[0]) == 1:  # one whole weight: a view of theta
-            k = incoming[0][0]
-            source, shape = self.info[e.src[k]], (e.rows[k], width)
-            whole = slice(self.offsets[k], self.offsets[k] + shape[0] * width)
-            if source.role == "input":
-                return Block(source.cols, None, shape[0], tgt, whole, shape)
-            return Block(None, source.cols, 0, tgt, whole, shape)
+        source, shape = self.info[e.src[k]], (e.rows[k], tgt.stop - tgt.start)
+        params = slice(self.offsets[k], self.offsets[k] + shape[0] * shape[1])
+        if source.role == "input":
+            return Block(source.cols, None, shape[0], tgt, params, shape)
+        return Block(None, source.cols, 0, tgt, params, shape)
+
+    def _gathered(self, tgts: list[slice]) -> list[Block]:
+        """Gathered blocks for chunks of columns: each block's rows are the distinct source
+        columns (keys) of its elements, inputs first, and its matrix says where in theta each
+        (row, column) lives (-1 where no weight does)."""
+        if not tgts:
+            return []
         el = self.elements
-        at_cols = slice(*np.searchsorted(el.col, [tgt.start, tgt.stop]).tolist())  # this block's elements
-        keys, at = np.unique(el.key[at_cols], return_inverse=True)
-        split = int(np.searchsorted(keys, self.n_inputs))
-        src_x = _as_slice(keys[:split]) if split else None
-        src_z = _as_slice(keys[split:] - self.n_inputs) if split < len(keys) else None
-        shape = (len(keys), width)
-        params = np.full(shape, -1, dtype=np.intp)  # -1: the zero appended to theta
-        params[at, el.col[at_cols] - tgt.start] = el.param[at_cols]
-        cells = np.flatnonzero(params.ravel() >= 0)
-        return Block(src_x, src_z, split, tgt, params, shape, cells, params.ravel()[cells])
+        first = np.array([t.start for t in tgts], dtype=np.intp)
+        widths = np.array([t.stop for t in tgts], dtype=np.intp) - first
+        lo, hi = np.searchsorted(el.col, first), np.searchsorted(el.col, first + widths)
+        n_el = hi - lo  # a chunk's elements are a slice of them (sorted by column)
+        block = np.repeat(np.arange(len(tgts)), n_el)
+        idx = np.arange(len(block)) + np.repeat(lo - (np.cumsum(n_el) - n_el), n_el)
+        span = sum(self.sizes) + 1  # past any key (inputs' columns, then the tables')
+        keys, row = np.unique(block * span + el.key[idx], return_inverse=True)
+        key_block = keys // span
+        keys -= key_block * span
+        n_keys = np.bincount(key_block, minlength=len(tgts))
+        splits = np.bincount(key_block[keys < self.n_inputs], minlength=len(tgts))
+        key_first = np.cumsum(n_keys) - n_keys
+        row -= key_first[block]
+        sizes = n_keys * widths
+        base = np.cumsum(sizes) - sizes
+        pos = base[block] + row * widths[block] + el.col[idx] - first[block]
+        flat = np.full(int(sizes.sum()), -1, dtype=np.intp)  # -1: the zero appended to theta
+        flat[pos] = el.param[idx]
+        order = np.argsort(pos)  # by block, then by place in it
+        cells, cell_params = pos[order] - base[block[order]], el.param[idx[order]]
+        el_first = (np.cumsum(n_el) - n_el).tolist()
+        rows = zip(key_first.tolist(), n_keys.tolist(), splits.tolist(), widths.tolist(), strict=True)
+        at = zip(base.tolist(), el_first, n_el.tolist(), strict=True)
+        blocks = []
+        for tgt, (k0, nk, split, width), (b0, e0, ne) in zip(tgts, rows, at, strict=True):
+            mine = keys[k0 : k0 + nk]
+            blocks.append(
+                Block(
+                    _as_slice(mine[:split]) if split else None,
+                    _as_slice(mine[split:] - self.n_inputs) if split < nk else None,
+                    split,
+                    tgt,
+                    flat[b0 : b0 + nk * width].reshape(nk, width),
+                    (nk, width),
+                    cells[e0 : e0 + ne],
+                    cell_params[e0 : e0 + ne],
+                )
+            )
+        return blocks
 
     @functools.cached_property
     def elements(self) -> _Elements:

@@ -381,3 +381,21 @@ def test_large_sparse_graph_uses_gathered_blocks_and_stays_small() -> None:
     gathered = sum(int(np.prod(b.shape)) for lv in plan.levels for b in lv.blocks)
     assert gathered <= engine.DENSITY * real + engine.MIN_BLOCK * len(plan.levels)
     assert math.isfinite(plan.theta.sum())
+
+
+def test_gathered_blocks_of_a_graph_with_more_units_than_weight_elements() -> None:
+    """Bias-only units give many source columns and few weights: every gathered block must
+    still find its own rows (keys are numbered per block past the last column)."""
+    units: list[dict[str, Any]] = [{"id": "x", "role": "input"}]
+    units += [{"id": f"b{k}", "bias": 0.1 * k} for k in range(10)]  # no incoming weights
+    units += [{"id": "p"}, {"id": "q"}, {"id": "o", "role": "output"}]
+    feeds = [("x", "p"), ("b9", "p"), ("p", "q"), ("b5", "q"), ("q", "o"), ("b0", "o"), ("b7", "o")]
+    weights = [{"source": a, "target": b, "value": 0.3 + 0.1 * k} for k, (a, b) in enumerate(feeds)]
+    net = {"units": units, "weights": weights}
+    samples = {"inputs": {"x": [0.5, -1.0]}, "targets": {"o": [0.2, 0.1]}}
+    with gathered_blocks():
+        got = run(net, samples)
+    assert got["plan"].has_gathered_blocks
+    grads = Reference(net, samples).gradients()
+    for k, value in enumerate(grads["w"]):
+        np.testing.assert_allclose(got["w"][k], value, **TIGHT)
