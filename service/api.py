@@ -157,8 +157,8 @@ async def _body(scope: Scope, receive: Receive, limit: int, executor: Executor) 
     length = int(declared) if declared.isdigit() else None
     if length is not None and length > limit:
         raise BodyTooLargeError(_too_large(length, limit))
-    if length is not None and length >= SharedBody.MIN_SIZE and executor.shares_memory:
-        shared = SharedBody(length)
+    if length is not None and length >= SharedBody.MIN_SIZE and executor.segments is not None:
+        shared = SharedBody(length, executor.segments)
         try:
             async for chunk in _chunks(receive):
                 shared.write(chunk)

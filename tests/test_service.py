@@ -232,6 +232,27 @@ def test_an_answer_comes_back_over_a_shared_body_when_it_fits() -> None:
             shared.release()
 
 
+def test_large_bodies_reuse_kept_segments_within_a_bound() -> None:
+    segments = worker.Segments(keep_bytes=6 << 20)
+    first = worker.SharedBody(3_000_000, segments)  # a 4 MiB segment
+    name = first.shm.name
+    first.write(b"x" * 3_000_000)
+    with pytest.raises(ValueError, match="longer than its Content-Length"):
+        first.write(b"x")  # the segment has room, the declared body has not
+    first.release()
+    again = worker.SharedBody(2_500_000, segments)
+    assert again.shm.name == name  # the same class of size: the kept segment, already mapped
+    other = worker.SharedBody(3_500_000, segments)  # in flight at once: a second segment
+    assert other.shm.name != name
+    again.release()
+    other.release()  # over keep_bytes with the first kept: unlinked
+    assert [s.name for s in segments.idle] == [name]
+    assert os.path.exists(f"/dev/shm/{name.lstrip('/')}")
+    assert not os.path.exists(f"/dev/shm/{other.shm.name.lstrip('/')}")
+    segments.close()
+    assert not os.path.exists(f"/dev/shm/{name.lstrip('/')}")
+
+
 def test_workers_are_set_up_for_requests() -> None:
     pool = worker.ProcessExecutor(1, 10)
     try:  # the cyclic GC runs less often (tune_for_requests), at a lower priority than the server
