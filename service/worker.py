@@ -230,7 +230,7 @@ class Executor(Protocol):
 class ThreadExecutor:
     """Compute in the server's own worker threads."""
 
-    segments = None
+    segments: Segments | None = None
 
     async def run(self, endpoint: str, body: Body, limits: Limits) -> Reply:
         data = bytes(body.view[: body.size]) if isinstance(body, SharedBody) else body
@@ -311,7 +311,7 @@ class ProcessExecutor:
         for name in self.set_here:
             os.environ[name] = share
         self.pool = self._new_pool()
-        self.segments = Segments(keep_bytes=KEEP_SEGMENT_BYTES)
+        self.segments: Segments | None = Segments(keep_bytes=KEEP_SEGMENT_BYTES)
 
     def _new_pool(self) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(
@@ -351,7 +351,8 @@ class ProcessExecutor:
 
     def stop(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
-        self.segments.close()
+        if self.segments is not None:
+            self.segments.close()
         for name in self.set_here:
             os.environ.pop(name, None)
 
