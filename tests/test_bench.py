@@ -25,3 +25,10 @@ def test_python_m_bench_tiny() -> None:
     assert run.returncode == 0, run.stderr
     assert "P2" in run.stdout
     assert "P3" in run.stdout
+
+
+def test_the_end_to_end_runs_reach_a_live_server(server_url: str) -> None:
+    p2 = mlp.run(repeat=1, sizes=(8, 4, 4, 2), batch=4, url=server_url)
+    assert {"end to end, base64 arrays", "end to end, JSON lists"} <= set(p2)
+    p3 = sparse.run(repeat=1, levels=3, batch=4, url=server_url)
+    assert {"end to end, weight objects", "end to end, weight columns"} <= set(p3)
