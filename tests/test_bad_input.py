@@ -166,6 +166,7 @@ CASES: list[tuple[str, tuple[str, ...], Change | bytes, int, str]] = [
     ("too many units", ("forward", "gradients", "sgd"), many_units(50), 413, "max_units = 50"),
     ("too many neurons", ("gradients",), lambda r: units(r)[1].update(size=300), 413, "max_neurons = 200"),
     ("too many weight elements", ("forward", "gradients", "sgd"), layer_net(100, hidden=30), 413, "max_weight_elements = 2,000"),
+    ("too many weights as columns", ("gradients",), lambda r: r["network"].update(weights={"source": ["x"] * 2001, "target": ["j"] * 2001, "value": [0.0] * 2001}), 413, "the number of weights is 2,001, over the limit max_weight_elements = 2,000"),
     ("too large a batch", ("forward", "gradients", "sgd"), layer_net(1, batch=65), 413, "max_batch = 64"),
     ("too many values", ("gradients",), layer_net(1, batch=60, hidden=100), 413, "max_activation_elements = 5,000"),
     ("too many per-sample values", ("gradients",), lambda r: (layer_net(1, batch=60, hidden=10)(r), r.update(per_sample=True)), 413, "max_per_sample_elements = 500"),

@@ -146,7 +146,7 @@ def test_the_client_sends_columns_and_reads_them_back(server_url: str) -> None:
             **as_columns_.model_dump(),
             "weights": {**as_columns_.weights.model_dump(), "value": np.array(as_columns_.weights.value)},
         }
-        c = gs.gradients(big, samples, include_units=False)
+        c = gs.gradients(big, samples, include_units=False, per_sample=True)
         trained = gs.sgd(as_columns_, samples, learning_rate=0.1)
     assert isinstance(b.gradients.weights, client.GradientColumns)
     assert isinstance(c.gradients.weights, client.GradientColumns)
@@ -154,6 +154,11 @@ def test_the_client_sends_columns_and_reads_them_back(server_url: str) -> None:
     expected = [w.value for w in a.gradients.weights]
     np.testing.assert_allclose(client.to_numpy(b.gradients.weights.value), expected, rtol=1e-12)
     np.testing.assert_allclose(client.to_numpy(c.gradients.weights.value), expected, rtol=1e-12)
+    assert c.per_sample is not None
+    assert isinstance(c.per_sample.weights, client.GradientColumns)
+    per = client.to_numpy(c.per_sample.weights.value)  # decoded from base64: [batch, n]
+    assert per.shape == (8, len(weights))
+    np.testing.assert_allclose(per.mean(axis=0), expected, rtol=1e-9, atol=1e-15)
     assert isinstance(trained.network.weights, wire.WeightColumns)
     assert trained.network.weights.source == as_columns_.weights.source
 
