@@ -72,8 +72,8 @@ def prepare(
     limit(limits, "max_units", len(net.units), "the number of unit entries")
     neurons = sum(u.size for u in net.units)
     limit(limits, "max_neurons", neurons, "the number of units counted with their sizes")
-    columns = columns_of(net)
-    weights = len(columns.source) if columns is not None else len(net.weights)
+    given = net.weights
+    weights = len(given.source) if isinstance(given, wire.WeightColumns) else len(given)
     limit(limits, "max_weight_elements", weights, "the number of weights")  # each has one or more
     plan = engine.compile_network(net)
     limit(limits, "max_weight_elements", plan.n_weight_params, "the number of weight elements")
