@@ -805,8 +805,9 @@ class _Layout:
         widths = np.array([t.stop for t in tgts], dtype=np.intp) - first
         lo, hi = np.searchsorted(el.col, first), np.searchsorted(el.col, first + widths)
         n_el = hi - lo  # a chunk's elements are a slice of them (sorted by column)
+        el_first = np.cumsum(n_el) - n_el  # where each block's start among the gathered ones
         block = np.repeat(np.arange(len(tgts)), n_el)
-        idx = np.arange(len(block)) + np.repeat(lo - (np.cumsum(n_el) - n_el), n_el)
+        idx = np.arange(len(block)) + np.repeat(lo - el_first, n_el)
         span = sum(self.sizes) + 1  # past any key (inputs' columns, then the tables')
         keys, row = np.unique(block * span + el.key[idx], return_inverse=True)
         key_block = keys // span
@@ -822,9 +823,8 @@ class _Layout:
         flat[pos] = el.param[idx]
         order = np.argsort(pos)  # by block, then by place in it
         cells, cell_params = pos[order] - base[block[order]], el.param[idx[order]]
-        el_first = (np.cumsum(n_el) - n_el).tolist()
         rows = zip(key_first.tolist(), n_keys.tolist(), splits.tolist(), widths.tolist(), strict=True)
-        at = zip(base.tolist(), el_first, n_el.tolist(), strict=True)
+        at = zip(base.tolist(), el_first.tolist(), n_el.tolist(), strict=True)
         blocks = []
         for tgt, (k0, nk, split, width), (b0, e0, ne) in zip(tgts, rows, at, strict=True):
             mine = keys[k0 : k0 + nk]
