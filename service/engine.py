@@ -805,7 +805,7 @@ class _Layout:
         widths = np.array([t.stop for t in tgts], dtype=np.intp) - first
         lo, hi = np.searchsorted(el.col, first), np.searchsorted(el.col, first + widths)
         n_el = hi - lo  # a chunk's elements are a slice of them (sorted by column)
-        el_first = np.cumsum(n_el) - n_el  # where each block's start among the gathered ones
+        el_first = np.cumsum(n_el) - n_el  # each block's first element among those gathered
         block = np.repeat(np.arange(len(tgts)), n_el)
         idx = np.arange(len(block)) + np.repeat(lo - el_first, n_el)
         span = sum(self.sizes) + 1  # past any key (inputs' columns, then the tables')
