@@ -28,6 +28,7 @@ from service.errors import (
     DeadlineExceededError,
     InvalidGraphError,
     InvalidSamplesError,
+    enough,
     issue,
     raise_collected,
 )
@@ -431,10 +432,11 @@ def _edges(
     raw = [w.value for w in weights]
     if all(type(v) is float for v in raw) and rows.count(1) == len(rows) == cols.count(1):
         return _Edges(src, tgt, rows, cols, np.array(raw, dtype=np.float64))  # single units: one call
-    parts = [
-        _weight_value(w, k, sizes[a], sizes[b], problems)
-        for k, (w, a, b) in enumerate(zip(weights, src, tgt, strict=True))
-    ]
+    parts = []
+    for k, (w, a, b) in enumerate(zip(weights, src, tgt, strict=True)):
+        if enough(problems):
+            return None
+        parts.append(_weight_value(w, k, sizes[a], sizes[b], problems))
     values = np.concatenate([p.ravel() for p in parts if p is not None]) if parts else np.empty(0)
     return _Edges(src, tgt, rows, cols, values)
 
@@ -513,6 +515,8 @@ def _weight_problems(
         pairs = [(w.source, w.target) for w in objects]
     seen: set[tuple[str, str]] = set()
     for k, (a, b) in enumerate(pairs):
+        if enough(problems):
+            return
         loc: list[str | int] = ["network", "weights", *(["source", k] if columns else [k])]
         name = f"weight {a}->{b}"
         unknown = [uid for uid in (a, b) if uid not in index]
@@ -912,12 +916,16 @@ def bind_samples(plan: Plan, samples: wire.Samples, need_targets: bool) -> Batch
         nonlocal batch, first
         wanted_ids = {u.id for u in wanted}
         for uid in given:
+            if enough(problems):
+                break
             if uid not in wanted_ids:
                 role = plan.units[plan.unit_index[uid]].role if uid in plan.unit_index else None
                 why = f"is a {role} unit" if role else "is not a unit of the network"
                 problems.append(issue(["samples", kind, uid], f"{kind}[{uid!r}]: {uid!r} {why}"))
         parts = []
         for u in wanted:
+            if enough(problems):
+                break
             loc = ["samples", kind, u.id]
             if u.id not in given:
                 problems.append(issue(["samples", kind], f"{kind} has no entry for {u.role} unit {u.id!r}"))

@@ -111,10 +111,23 @@ def issue(loc: Sequence[str | int], msg: str) -> dict[str, Any]:
     return {"loc": list(loc), "msg": msg}
 
 
+#: a problem lists at most this many errors: a body wrong in every one of a million items is
+#: not answered with a million errors (loops that collect them stop once they have more)
+MAX_LISTED = 100
+
+
+def enough(items: list[dict[str, Any]]) -> bool:
+    """Whether the issues collected are more than a problem lists: stop looking for others."""
+    return len(items) > MAX_LISTED
+
+
 def raise_collected(cls: type[ProblemError], items: list[dict[str, Any]]) -> None:
-    """Raise `cls` for every collected issue at once, the first ones in the detail."""
+    """Raise `cls` for the collected issues at once, the first ones in the detail."""
     if not items:
         return
     shown = "; ".join(item["msg"] for item in items[:5])
-    more = f" (and {len(items) - 5} more)" if len(items) > 5 else ""
-    raise cls(shown + more, items)
+    if len(items) > MAX_LISTED:
+        shown += f" (and more: the first {MAX_LISTED} are listed)"
+    elif len(items) > 5:
+        shown += f" (and {len(items) - 5} more)"
+    raise cls(shown, items[:MAX_LISTED])

@@ -12,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from service.errors import PROBLEM_TYPE, ProblemError, issue
+from service.errors import MAX_LISTED, PROBLEM_TYPE, ProblemError, issue
 
 log = logging.getLogger("gradserve")
 
@@ -47,7 +47,7 @@ async def on_http(_: Request, exc: Exception) -> ProblemResponse:
 
 async def on_validation(_: Request, exc: Exception) -> ProblemResponse:
     assert isinstance(exc, RequestValidationError)
-    errors = [issue(list(e["loc"]), e["msg"]) for e in exc.errors()]  # never echo the input
+    errors = [issue(list(e["loc"]), e["msg"]) for e in exc.errors()[:MAX_LISTED]]  # never the input
     detail = "; ".join(".".join(map(str, e["loc"])) + ": " + e["msg"] for e in errors[:5])
     return problem_response(422, detail, "invalid-request", errors=errors)
 

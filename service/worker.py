@@ -33,7 +33,14 @@ from pydantic import BaseModel, ValidationError
 
 from service import compute, engine, explain, gradcheck, render, selfcheck, wire
 from service.arrays import dumps
-from service.errors import InvalidRequestError, MalformedJSONError, ProblemError, WorkerLostError, issue
+from service.errors import (
+    MAX_LISTED,
+    InvalidRequestError,
+    MalformedJSONError,
+    ProblemError,
+    WorkerLostError,
+    issue,
+)
 from service.render import Document
 from service.settings import Limits, Settings
 
@@ -60,7 +67,7 @@ def parse(model: type[M], body: bytes) -> M:
         errors = exc.errors(include_input=False, include_url=False)
         if any(e["type"] == "json_invalid" for e in errors):
             raise MalformedJSONError(f"the body is not valid JSON: {errors[0]['msg']}") from None
-        items = [issue(list(e["loc"]), e["msg"]) for e in errors]
+        items = [issue(list(e["loc"]), e["msg"]) for e in errors[:MAX_LISTED]]
         lines = [(".".join(map(str, e["loc"])) or "the body") + ": " + e["msg"] for e in errors[:5]]
         more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
         raise InvalidRequestError("; ".join(lines) + more, items) from None

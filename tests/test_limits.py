@@ -138,3 +138,31 @@ def test_every_endpoint_runs_under_the_deadline() -> None:
     )
     assert response.status_code == 503, response.text
     assert response.json()["type"].endswith("deadline-exceeded")
+
+
+def bad_everywhere(n: int) -> list[tuple[str, dict[str, Any]]]:
+    """Requests in which each of `n` items is wrong in the same way."""
+    chain = chain_request()
+    units = [{"id": f"u{k}", "size": "big"} for k in range(n)]
+    weights = [{"source": "x", "target": "j", "value": "w"}] * n
+    unknown = {"source": ["q"] * n, "target": ["o"] * n, "value": [0.0] * n}
+    return [
+        ("a batch of strings", {**chain, "samples": {"inputs": {"x": ["a"] * n}, "targets": {"o": [0.0]}}}),
+        ("rows of strings", {**chain, "samples": {"inputs": {"x": [["a"]] * n}, "targets": {"o": [0.0]}}}),
+        ("bad units", {**chain, "network": {**chain["network"], "units": units}}),
+        ("bad weights", {**chain, "network": {**chain["network"], "weights": weights}}),
+        ("inputs for no unit", {**chain, "samples": {"inputs": {f"z{k}": "a" for k in range(n)}}}),
+        ("columns of unknown ids", {**chain, "network": {**chain["network"], "weights": unknown}}),
+    ]
+
+
+@pytest.mark.parametrize(("what", "request_body"), bad_everywhere(200_000))
+def test_an_answer_about_many_bad_items_stays_small(what: str, request_body: dict[str, Any]) -> None:
+    """A body wrong in every one of its items once cost ~900 MB of error objects per 5 MB:
+    errors are now found first-per-list and at most a hundred are listed."""
+    from service import worker
+
+    body = json.dumps(request_body).encode()
+    reply = worker.handle("gradients", body, Settings(max_weight_elements=10**7).limits())
+    assert reply.status in (400, 413, 422), reply.content[:300]
+    assert len(reply.content) < 20_000, (what, len(reply.content))
