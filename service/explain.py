@@ -18,7 +18,7 @@ import numpy as np
 
 from service import compute, engine, wire
 from service.engine import Plan, UnitInfo
-from service.errors import InvalidRequestError, issue
+from service.errors import InvalidRequestError, LimitExceededError, issue
 from service.settings import Limits
 
 Body = dict[str, Any]
@@ -75,7 +75,7 @@ def explain(req: wire.ExplainRequest, limits: Limits) -> Body:
     loss_term = np.zeros(plan.n_cols)
     loss_term[plan.out_cols] = (dz if dz is not None else ds)[0]  # type: ignore[index]
     sample = Sample(plan, values.s[:, 0], values.z[:, 0], values.x[0], delta[:, 0], loss_term, plan.theta)
-    finder = PathFinder(sample)
+    finder = PathFinder(sample, limits.max_explain_factors)
     loss = compute.finite_loss(float(engine.sample_losses(plan, values, one.y)[0]))
     return {
         "sample": req.sample,
@@ -133,8 +133,10 @@ def _tex_id(uid: str) -> str:
 class PathFinder:
     """The paths from a unit to the outputs, over single units with elementwise activations."""
 
-    def __init__(self, sample: Sample) -> None:
+    def __init__(self, sample: Sample, max_factors: int) -> None:
         self.sample = sample
+        self.limit = self.left = max_factors  # factors the answer may still list
+        self.derivatives: dict[str, list[Factor]] = {}
         plan = sample.plan
         self.units = {u.id: u for u in plan.units}
         self.successors: dict[str, list[tuple[str, int]]] = {u.id: [] for u in plan.units}
@@ -154,6 +156,11 @@ class PathFinder:
             )
 
     def _derivative(self, uid: str) -> list[Factor]:
+        if uid not in self.derivatives:  # a unit is passed by many paths: computed once
+            self.derivatives[uid] = self._compute_derivative(uid)
+        return self.derivatives[uid]
+
+    def _compute_derivative(self, uid: str) -> list[Factor]:
         u = self.units[uid]
         if u.activation == "identity":
             return []
@@ -184,24 +191,62 @@ class PathFinder:
         return factors
 
     def paths(self, source: str, target: str, limit: int) -> Iterator[tuple[list[str], list[Factor]]]:
-        """Up to `limit` paths from `target` to an output, each with its factors in the seed's order."""
+        """Up to `limit` paths from `target` to an output, each with its factors in the seed's
+        order: depth first, one path kept and extended or cut back, so the work is the paths'
+        length (every unit it reaches leads on to an output)."""
         z = float(self.sample.z_of(self.units[source])[0])
         z_factor = Factor(f"z_{source}", f"z_{{{_tex_id(source)}}}", z)
-        stack: list[tuple[list[str], list[Factor]]] = [([target], [])]
+        units, back, steps = [target], list[Factor](), list[int]()  # back: per step, f' and w
+        onward = [iter(self._onward(target))]
         found = 0
-        while stack and found < limit:
-            units, back = stack.pop()  # back: the factors from this unit's successor on, as w, f'
+
+        def reached() -> tuple[list[str], list[Factor]]:
             here = units[-1]
-            nexts = [(t, k) for t, k in self.successors[here] if self.count[t]]
-            for t, k in reversed(nexts):
-                weight = float(self.sample.weight(k)[0, 0])
-                w = Factor(f"w_{here}->{t}", rf"(w_{{{_tex_id(here)}\to {_tex_id(t)}}})", weight)
-                stack.append(([*units, t], [*back, *self._derivative(here), w]))
-            if self.units[here].role == "output":
+            # walking forward gathered f'(s_u), w_(u->next) per step: reversed, they run from
+            # the output back, as the seed writes them
+            factors = [*self._output_factors(here), *reversed(back), z_factor]
+            self._spend(len(factors))
+            return list(units), factors
+
+        if self.units[target].role == "output":
+            found += 1
+            yield reached()
+        while onward and found < limit:
+            engine.checkpoint()
+            step = next(onward[-1], None)
+            if step is None:  # every path on from here is listed: back up one unit
+                onward.pop()
+                units.pop()
+                if steps:
+                    del back[len(back) - steps.pop() :]
+                continue
+            t, k = step
+            here = units[-1]
+            weight = float(self.sample.weight(k)[0, 0])
+            w = Factor(f"w_{here}->{t}", rf"(w_{{{_tex_id(here)}\to {_tex_id(t)}}})", weight)
+            added = [*self._derivative(here), w]
+            back += added
+            steps.append(len(added))
+            units.append(t)
+            onward.append(iter(self._onward(t)))
+            if self.units[t].role == "output":
                 found += 1
-                # walking forward gathered f'(s_u), w_(u->next) per step: reversed, they run from
-                # the output back, as the seed writes them
-                yield units, [*self._output_factors(here), *reversed(back), z_factor]
+                yield reached()
+
+    def _onward(self, uid: str) -> list[tuple[str, int]]:
+        """The successors (unit, weight index) through which a path goes on to an output."""
+        return [(t, k) for t, k in self.successors[uid] if self.count[t]]
+
+    def _spend(self, factors: int) -> None:
+        """Count factors listed against the limit: paths multiply (a few layers of single units
+        have millions) and grow with depth, so max_paths alone does not bound an answer."""
+        self.left -= factors
+        if self.left < 0:
+            raise LimitExceededError(
+                f"the paths to list hold over {self.limit:,} factors, the limit max_explain_factors "
+                "(set by GRADSERVE_MAX_EXPLAIN_FACTORS); ask for fewer paths a weight (max_paths) "
+                "or explain a smaller network"
+            )
 
 
 def _weight(sample: Sample, finder: PathFinder, k: int, max_paths: int) -> Body:

@@ -35,6 +35,9 @@ class Limits(BaseSettings):
     )
 
     max_render_units: int = Field(200, ge=1, description="unit entries /v1/render draws")
+    max_explain_factors: int = Field(
+        100_000, ge=1, description="factors of all the paths one /v1/explain answer lists"
+    )
     max_concurrent: int = Field(
         default_factory=lambda: os.cpu_count() or 1, ge=1, description="computations at once"
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import re
@@ -145,6 +146,59 @@ def test_paths_are_counted_not_enumerated_and_truncation_is_reported() -> None:
     assert len(first["paths"]) == 5
     assert first["paths_truncated"] is True
     assert r"+ \dots" in first["latex"]
+
+
+def layered(layers: int, width: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """`layers` fully connected layers of `width` single units: width**(layers - 1) paths a weight."""
+    names = [[f"l{k}_{i}" for i in range(width)] for k in range(layers)]
+    units = [{"id": n, "role": "input"} for n in names[0]]
+    units += [
+        {"id": n, "role": "output" if k == layers - 1 else "hidden"}
+        for k in range(1, layers)
+        for n in names[k]
+    ]
+    weights = [
+        {"source": a, "target": b, "value": 0.1}
+        for k in range(1, layers)
+        for a in names[k - 1]
+        for b in names[k]
+    ]
+    samples = {"inputs": {n: [0.5] for n in names[0]}, "targets": {n: [0.0] for n in names[-1]}}
+    return {"units": units, "weights": weights}, samples
+
+
+def test_the_factors_an_answer_lists_are_limited() -> None:
+    """448 weights with up to 8**6 paths each: at max_paths=10,000 that answer was 1 GB, 6 GB of
+    memory and 90 s of a worker; now it is refused as soon as it passes the limit."""
+    net, samples = layered(8, 8)
+    with pytest.raises(LimitExceededError, match="max_explain_factors") as raised:
+        explained(net, samples, max_paths=10_000)
+    assert "max_paths" in raised.value.detail
+    small = Settings(max_explain_factors=10**9).limits()
+    net, samples = layered(3, 3)
+    request = wire.ExplainRequest.model_validate({"network": net, "samples": samples})
+    body = explain.explain(request, small)
+    listed = sum(len(p["factors"]) for w in body["weights"] for p in w["paths"])
+    limited = Settings(max_explain_factors=listed).limits()
+    assert explain.explain(request, limited)["weights"] == body["weights"]  # exactly enough
+    with pytest.raises(LimitExceededError):
+        explain.explain(request, Settings(max_explain_factors=listed - 1).limits())
+
+
+def test_a_deep_chain_has_one_path_a_weight_in_the_seeds_order() -> None:
+    units = [
+        {"id": "x", "role": "input"},
+        *({"id": f"h{k}"} for k in range(300)),
+        {"id": "o", "role": "output"},
+    ]
+    chain = ["x", *(f"h{k}" for k in range(300)), "o"]
+    weights = [{"source": a, "target": b, "value": 1.0} for a, b in itertools.pairwise(chain)]
+    body = explained({"units": units, "weights": weights}, {"inputs": {"x": [0.1]}, "targets": {"o": [0.0]}})
+    first = body["weights"][0]["paths"]
+    assert len(first) == 1
+    assert len(first[0]["factors"]) == 1 + 2 * 300 + 1  # yhat - y; w and f' a step from h0 on; z_x
+    assert first[0]["units"] == chain[1:]
+    assert [f["name"] for f in first[0]["factors"]][-3:] == ["w_h0->h1", "sigmoid'(s_h0)", "z_x"]
 
 
 def test_explain_picks_a_sample_and_refuses_one_out_of_range() -> None:
