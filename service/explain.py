@@ -282,7 +282,7 @@ def _weight(sample: Sample, finder: PathFinder, k: int, max_paths: int) -> Body:
             }
             for units, factors in found
         ],
-        paths_total=total,
+        paths_total=total if total <= 2**53 else float(total),  # JSON readers hold 53 bits
         paths_truncated=total > len(found),
         latex=_latex(
             lhs, [factors for _, factors in found[:LATEX_SHOWN_PATHS]], total, float(gradient[0, 0])

@@ -387,7 +387,7 @@ class ExplainedWeight(ResponseModel):
     z_source: Array
     delta_target: Array
     paths: list[Path]
-    paths_total: int | None = None
+    paths_total: int | float | None = None  # past 2**53, a float
     paths_truncated: bool
     latex: str
 

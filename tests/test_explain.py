@@ -201,6 +201,18 @@ def test_a_deep_chain_has_one_path_a_weight_in_the_seeds_order() -> None:
     assert [f["name"] for f in first[0]["factors"]][-3:] == ["w_h0->h1", "sigmoid'(s_h0)", "z_x"]
 
 
+def test_a_count_of_paths_past_64_bits_is_answered() -> None:
+    from service import worker
+
+    net, samples = ladder(80)  # 2**79 paths from x -> a0: over what orjson writes as an integer
+    body = json.dumps({"network": net, "samples": samples, "max_paths": 2}).encode()
+    reply = worker.handle("explain", body, LIMITS)
+    assert reply.status == 200, reply.content[:300]
+    answer = wire.ExplainResponse.model_validate_json(reply.content)
+    assert answer.weights[0].paths_total == float(2**79)
+    assert answer.weights[-1].paths_total == 1
+
+
 def test_explain_picks_a_sample_and_refuses_one_out_of_range() -> None:
     case = seed.chain()
     samples = {"inputs": {"x": [1.5, -0.5]}, "targets": {"o": [0.25, 0.0]}}
