@@ -198,6 +198,7 @@ class SharedBody:
         self.shm = segments.take(size) if segments else SharedMemory(create=True, size=max(size, 1))
         self.declared = size  # the segment may be larger
         self.size = 0
+        self.lent = False  # a worker may be using it: never handed on to another body then
 
     @property
     def view(self) -> memoryview:
@@ -213,9 +214,9 @@ class SharedBody:
         self.size = end
 
     def release(self) -> None:
-        if self.segments is not None:
+        if self.segments is not None and not self.lent:
             self.segments.give_back(self.shm)
-        else:
+        else:  # (a request given up while its worker computes: that worker may still write here)
             _unlink(self.shm)
 
 
@@ -334,9 +335,11 @@ class ProcessExecutor:
         pool = self.pool
         try:
             if isinstance(body, SharedBody):
+                body.lent = True
                 reply = await loop.run_in_executor(
                     pool, handle_shared, endpoint, body.shm.name, body.size, limits
                 )
+                body.lent = False  # the worker is done with it (not so if this was cancelled)
                 if reply.in_shared:
                     return reply._replace(content=bytes(body.view[: reply.in_shared]), in_shared=0)
                 return reply

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import json
 import multiprocessing
@@ -250,6 +251,31 @@ def test_large_bodies_reuse_kept_segments_within_a_bound() -> None:
     assert os.path.exists(f"/dev/shm/{name.lstrip('/')}")
     assert not os.path.exists(f"/dev/shm/{other.shm.name.lstrip('/')}")
     segments.close()
+    assert not os.path.exists(f"/dev/shm/{name.lstrip('/')}")
+
+
+def test_a_segment_a_worker_may_still_use_is_never_handed_on() -> None:
+    """A request given up while its worker computes (cancelled) leaves the worker writing its
+    answer into the segment: kept for the next body, that answer would land in another request."""
+
+    async def go() -> tuple[str, list[str]]:
+        executor = worker.ProcessExecutor(1, 10)
+        try:
+            assert executor.segments is not None
+            body = worker.SharedBody(2 << 20, executor.segments)
+            body.write(json.dumps(chain_request()).encode())
+            task = asyncio.ensure_future(executor.run("gradients", body, Settings().limits()))
+            await asyncio.sleep(0)  # handed to the pool
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            body.release()
+            return body.shm.name, [s.name for s in executor.segments.idle]
+        finally:
+            executor.stop()
+
+    name, idle = asyncio.run(go())
+    assert name not in idle
     assert not os.path.exists(f"/dev/shm/{name.lstrip('/')}")
 
 
