@@ -157,8 +157,10 @@ async def _body(scope: Scope, receive: Receive, limit: int, executor: Executor) 
     length = int(declared) if declared.isdigit() else None
     if length is not None and length > limit:
         raise BodyTooLargeError(_too_large(length, limit))
+    shared = None
     if length is not None and length >= SharedBody.MIN_SIZE and executor.segments is not None:
-        shared = SharedBody(length, executor.segments)
+        shared = executor.segments.body(length)  # None: no room in /dev/shm, so read it in here
+    if shared is not None:
         try:
             async for chunk in _chunks(receive):
                 shared.write(chunk)

@@ -147,24 +147,40 @@ def handle_shared(endpoint: str, name: str, size: int, limits: Limits) -> Reply:
 
 
 class Segments:
-    """Shared memory segments for large bodies, kept mapped between requests.
+    """Shared memory segments for large bodies, their memory reserved, kept between requests.
 
     A fresh segment costs a page fault per 4 KiB the first time it is written: filling a new
     5 MB one took ~5 ms, a kept one ~0.5. Idle segments are kept up to `keep_bytes` in all
     (their sizes are powers of two, so a body finds one of its class); the rest are unlinked.
     A body is read only up to its own length, so what an earlier one left behind is never seen.
+
+    /dev/shm is often small (64 MiB in Docker and in deploy/kubernetes), and a write into a
+    page it has no room for kills the writer with SIGBUS. So a segment's memory is reserved
+    when it is made (posix_fallocate says ENOSPC instead), and when there is no room the body
+    is read into the server's memory and goes to the worker through the pool's pipe.
     """
 
     def __init__(self, keep_bytes: int) -> None:
         self.keep_bytes = keep_bytes
         self.idle: list[SharedMemory] = []
 
-    def take(self, size: int) -> SharedMemory:
+    def body(self, size: int) -> SharedBody | None:
+        """Room for a body of `size` bytes, or None when /dev/shm has none."""
         want = 1 << max(size - 1, 0).bit_length()
         for k, shm in enumerate(self.idle):
             if shm.size == want:
-                return self.idle.pop(k)
-        return SharedMemory(create=True, size=want)
+                return SharedBody(self.idle.pop(k), size, self)
+        for _ in range(2):
+            shm = SharedMemory(create=True, size=want)
+            try:
+                os.posix_fallocate(shm._fd, 0, want)  # type: ignore[attr-defined]  # (its descriptor)
+                return SharedBody(shm, size, self)
+            except OSError:
+                _unlink(shm)
+                if not self.idle:
+                    return None
+                self.close()  # make room: drop what is kept, and try once more
+        return None
 
     def give_back(self, shm: SharedMemory) -> None:
         if sum(s.size for s in self.idle) + shm.size <= self.keep_bytes:
@@ -182,6 +198,15 @@ def _unlink(shm: SharedMemory) -> None:
     shm.unlink()
 
 
+def shm_bytes() -> int:
+    """The size of /dev/shm (0 where there is none)."""
+    try:
+        fs = os.statvfs("/dev/shm")
+    except OSError:
+        return 0
+    return fs.f_blocks * fs.f_frsize
+
+
 class SharedBody:
     """A large body written once, as it arrives, into shared memory that a worker reads.
 
@@ -193,9 +218,8 @@ class SharedBody:
     #: smaller bodies go through the pipe: shared memory costs a few system calls
     MIN_SIZE = 1 << 20
 
-    def __init__(self, size: int, segments: Segments | None = None) -> None:
-        self.segments = segments
-        self.shm = segments.take(size) if segments else SharedMemory(create=True, size=max(size, 1))
+    def __init__(self, shm: SharedMemory, size: int, segments: Segments) -> None:
+        self.shm, self.segments = shm, segments
         self.declared = size  # the segment may be larger
         self.size = 0
         self.lent = False  # a worker may be using it: never handed on to another body then
@@ -214,10 +238,10 @@ class SharedBody:
         self.size = end
 
     def release(self) -> None:
-        if self.segments is not None and not self.lent:
-            self.segments.give_back(self.shm)
-        else:  # (a request given up while its worker computes: that worker may still write here)
+        if self.lent:  # (a request given up while its worker computes: that worker may still write here)
             _unlink(self.shm)
+        else:
+            self.segments.give_back(self.shm)
 
 
 Body = bytes | SharedBody
@@ -319,7 +343,8 @@ class ProcessExecutor:
         for name in self.set_here:
             os.environ[name] = share
         self.pool = self._new_pool()
-        self.segments: Segments | None = Segments(keep_bytes=KEEP_SEGMENT_BYTES)
+        # at most a quarter of /dev/shm is kept idle, so bodies in flight find room
+        self.segments: Segments | None = Segments(keep_bytes=min(KEEP_SEGMENT_BYTES, shm_bytes() // 4))
 
     def _new_pool(self) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import gc
 import json
 import multiprocessing
 import os
 import signal
 import statistics
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -29,6 +32,8 @@ from service.settings import Settings
 from tests import seed
 from tests.strategies import ACTIVATIONS
 from tests.support import asgi, hammer
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def chain_request(**changes: Any) -> dict[str, Any]:
@@ -219,7 +224,8 @@ def test_an_answer_comes_back_over_a_shared_body_when_it_fits() -> None:
     limits = Settings().limits()
     for request, fits in [(chain_request(include_units=False), True), (chain_request(), False)]:
         body = json.dumps(request).encode()
-        shared = worker.SharedBody(len(body))
+        shared = worker.Segments(keep_bytes=0).body(len(body))
+        assert shared is not None
         try:
             shared.write(body)
             reply = worker.handle_shared("gradients", shared.shm.name, shared.size, limits)
@@ -233,17 +239,23 @@ def test_an_answer_comes_back_over_a_shared_body_when_it_fits() -> None:
             shared.release()
 
 
+def room(segments: worker.Segments, size: int) -> worker.SharedBody:
+    body = segments.body(size)
+    assert body is not None
+    return body
+
+
 def test_large_bodies_reuse_kept_segments_within_a_bound() -> None:
     segments = worker.Segments(keep_bytes=6 << 20)
-    first = worker.SharedBody(3_000_000, segments)  # a 4 MiB segment
+    first = room(segments, 3_000_000)  # a 4 MiB segment
     name = first.shm.name
     first.write(b"x" * 3_000_000)
     with pytest.raises(ValueError, match="longer than its Content-Length"):
         first.write(b"x")  # the segment has room, the declared body has not
     first.release()
-    again = worker.SharedBody(2_500_000, segments)
+    again = room(segments, 2_500_000)
     assert again.shm.name == name  # the same class of size: the kept segment, already mapped
-    other = worker.SharedBody(3_500_000, segments)  # in flight at once: a second segment
+    other = room(segments, 3_500_000)  # in flight at once: a second segment
     assert other.shm.name != name
     again.release()
     other.release()  # over keep_bytes with the first kept: unlinked
@@ -254,6 +266,45 @@ def test_large_bodies_reuse_kept_segments_within_a_bound() -> None:
     assert not os.path.exists(f"/dev/shm/{name.lstrip('/')}")
 
 
+def test_with_no_room_in_dev_shm_a_large_body_is_read_into_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Writing into tmpfs pages there is no room for kills the process (SIGBUS): a segment's
+    memory is reserved first, and when that fails the body takes the pipe."""
+    segments = worker.Segments(keep_bytes=8 << 20)
+    kept = room(segments, 3_000_000)
+    kept.release()
+
+    def full(fd: int, offset: int, length: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", full)
+    assert segments.body(5_000_000) is None
+    assert segments.idle == []  # what was kept was dropped to make room, and that was not enough
+    body = json.dumps({**chain_request(), "pad": "x" * (2 << 20)}).encode()
+    isolated = Settings(isolation="process", max_concurrent=1)
+    (answer,) = asgi(isolated, ("POST", "/v1/gradients", {"content": body}))
+    assert answer.status_code == 422  # through the pipe: the unknown field "pad", named
+    assert "pad" in answer.json()["detail"]
+
+
+@pytest.mark.slow
+def test_a_server_with_a_small_dev_shm_survives_large_bodies_at_once() -> None:
+    """Docker's and deploy/kubernetes' /dev/shm is 64 MiB; here 12 MiB, and four clients post
+    6 MB bodies at once. Before segments reserved their memory, the first write past the room
+    there was killed the server with SIGBUS."""
+    shell = f"mount -t tmpfs -o size=12m tmpfs /dev/shm && exec {sys.executable} -m tests.small_shm"
+    probe = subprocess.run(["unshare", "-m", "true"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip("needs unshare -m (root) to give the server a small /dev/shm")
+    run = subprocess.run(
+        ["unshare", "-m", "sh", "-c", shell], capture_output=True, text=True, timeout=300, cwd=ROOT
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert result["body_bytes"] > 6_000_000
+    assert result["alive"]
+    assert result["statuses"] == [200] * 20
+
+
 def test_a_segment_a_worker_may_still_use_is_never_handed_on() -> None:
     """A request given up while its worker computes (cancelled) leaves the worker writing its
     answer into the segment: kept for the next body, that answer would land in another request."""
@@ -262,7 +313,7 @@ def test_a_segment_a_worker_may_still_use_is_never_handed_on() -> None:
         executor = worker.ProcessExecutor(1, 10)
         try:
             assert executor.segments is not None
-            body = worker.SharedBody(2 << 20, executor.segments)
+            body = room(executor.segments, 2 << 20)
             body.write(json.dumps(chain_request()).encode())
             task = asyncio.ensure_future(executor.run("gradients", body, Settings().limits()))
             await asyncio.sleep(0)  # handed to the pool

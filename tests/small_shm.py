@@ -1,0 +1,56 @@
+"""Run inside a mount namespace whose /dev/shm is 12 MiB (tests/test_service.py starts it):
+a live server takes four clients posting 6 MB bodies at once, and prints what they got."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import httpx
+import numpy as np
+
+from service.launcher import start_server
+from tests.strategies import encode
+
+
+def main() -> None:
+    rng = np.random.default_rng(0)
+    width, batch = 400, 1500
+    body = json.dumps(
+        {
+            "network": {
+                "units": [{"id": "x", "role": "input", "size": width}, {"id": "o", "role": "output"}],
+                "weights": [{"source": "x", "target": "o", "value": encode(rng.normal(size=(width, 1)))}],
+            },
+            "samples": {
+                "inputs": {"x": encode(rng.normal(size=(batch, width)))},
+                "targets": {"o": encode(np.zeros(batch))},
+            },
+        }
+    ).encode()
+    server = start_server({"GRADSERVE_LOG_LEVEL": "warning"})
+    statuses: list[int | str] = []
+
+    def client() -> None:
+        with httpx.Client(timeout=60) as http:
+            for _ in range(5):
+                try:
+                    r = http.post(server.url + "/v1/gradients", content=body)
+                    statuses.append(r.status_code)
+                except httpx.HTTPError as exc:
+                    statuses.append(type(exc).__name__)
+
+    try:
+        threads = [threading.Thread(target=client) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        alive = server.proc.poll() is None
+    finally:
+        server.stop()
+    print(json.dumps({"body_bytes": len(body), "statuses": statuses, "alive": alive}))
+
+
+if __name__ == "__main__":
+    main()
