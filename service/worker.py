@@ -151,7 +151,7 @@ class Segments:
 
     A fresh segment costs a page fault per 4 KiB the first time it is written: filling a new
     5 MB one took ~5 ms, a kept one ~0.5. Idle segments are kept up to `keep_bytes` in all
-    (their sizes are powers of two, so a body finds one of its class); the rest are unlinked.
+    (sizes come in classes, so a body finds one of its class); the rest are unlinked.
     A body is read only up to its own length, so what an earlier one left behind is never seen.
 
     /dev/shm is often small (64 MiB in Docker and in deploy/kubernetes), and a write into a
@@ -164,9 +164,15 @@ class Segments:
         self.keep_bytes = keep_bytes
         self.idle: list[SharedMemory] = []
 
+    @staticmethod
+    def size_class(size: int) -> int:
+        """`size` rounded up to a step of at most an eighth of it (so little is reserved in vain)."""
+        step = 1 << max(size.bit_length() - 4, 12)
+        return -(-max(size, 1) // step) * step
+
     def body(self, size: int) -> SharedBody | None:
         """Room for a body of `size` bytes, or None when /dev/shm has none."""
-        want = 1 << max(size - 1, 0).bit_length()
+        want = self.size_class(size)
         for k, shm in enumerate(self.idle):
             if shm.size == want:
                 return SharedBody(self.idle.pop(k), size, self)

@@ -222,7 +222,8 @@ def test_inline_and_worker_answers_are_the_same_bytes(path: str) -> None:
 
 def test_an_answer_comes_back_over_a_shared_body_when_it_fits() -> None:
     limits = Settings().limits()
-    for request, fits in [(chain_request(include_units=False), True), (chain_request(), False)]:
+    batch = {"inputs": {"x": [1.5] * 300}, "targets": {"o": [0.25] * 300}}
+    for request, fits in [(chain_request(include_units=False), True), (chain_request(samples=batch), False)]:
         body = json.dumps(request).encode()
         shared = worker.Segments(keep_bytes=0).body(len(body))
         assert shared is not None
@@ -231,10 +232,11 @@ def test_an_answer_comes_back_over_a_shared_body_when_it_fits() -> None:
             reply = worker.handle_shared("gradients", shared.shm.name, shared.size, limits)
             expected = worker.handle("gradients", body, limits)
             if fits:
-                assert reply.in_shared == len(expected.content) <= len(body)
+                assert reply.in_shared == len(expected.content) <= shared.shm.size
                 assert bytes(shared.view[: reply.in_shared]) == expected.content
-            else:  # the answer is longer than the body: it takes the pipe
-                assert reply == expected
+            else:  # the answer (every unit's values for 300 samples) is longer than the segment
+                assert len(expected.content) > shared.shm.size
+                assert reply == expected  # it takes the pipe
         finally:
             shared.release()
 
@@ -246,14 +248,21 @@ def room(segments: worker.Segments, size: int) -> worker.SharedBody:
 
 
 def test_large_bodies_reuse_kept_segments_within_a_bound() -> None:
+    assert [worker.Segments.size_class(n) for n in (1, 4096, 4097, 3_000_000, 2_950_000)] == [
+        4096,
+        4096,
+        8192,
+        3_145_728,
+        3_145_728,  # steps of 4 KiB, ..., 256 KiB from 2 MiB to 4 MiB
+    ]
     segments = worker.Segments(keep_bytes=6 << 20)
-    first = room(segments, 3_000_000)  # a 4 MiB segment
+    first = room(segments, 3_000_000)
     name = first.shm.name
     first.write(b"x" * 3_000_000)
     with pytest.raises(ValueError, match="longer than its Content-Length"):
         first.write(b"x")  # the segment has room, the declared body has not
     first.release()
-    again = room(segments, 2_500_000)
+    again = room(segments, 2_950_000)
     assert again.shm.name == name  # the same class of size: the kept segment, already mapped
     other = room(segments, 3_500_000)  # in flight at once: a second segment
     assert other.shm.name != name
