@@ -133,7 +133,7 @@ def _endpoint(route: Compute, scope: Scope) -> str:
 async def _answer(scope: Scope, receive: Receive, endpoint: str) -> Reply:
     state = scope["app"].state
     settings: Settings = state.settings
-    async with _body(scope, receive, settings.max_body_bytes, state.executor) as body:
+    async with _body(scope, receive, settings.max_body_bytes, state.executor, state.inflight) as body:
         if isinstance(body, bytes) and len(body) <= INLINE_MAX_BYTES and settings.inline_ms > 0:
             reply = worker.handle_inline(endpoint, body, state.limits, settings.inline_ms)
             if reply is not None:
@@ -147,9 +147,34 @@ class ClientGoneError(Exception):
     """The client disconnected before its body arrived: there is no one to answer."""
 
 
+class Inflight:
+    """The bytes of request bodies held at once (arriving, waiting or computing), against a
+    limit: bodies are read before a computation slot is free, so without one, many clients
+    posting large bodies at once could fill the server's memory."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.held = limit, 0
+
+    def take(self, size: int) -> None:
+        if self.held + size > self.limit:
+            raise OverloadedError(
+                f"the server holds {self.held:,} bytes of request bodies and this one would pass "
+                f"max_inflight_bytes = {self.limit:,} (set by GRADSERVE_MAX_INFLIGHT_BYTES); "
+                "try again shortly",
+                headers={"retry-after": "1"},
+            )
+        self.held += size
+
+    def give(self, size: int) -> None:
+        self.held -= size
+
+
 @asynccontextmanager
-async def _body(scope: Scope, receive: Receive, limit: int, executor: Executor) -> AsyncIterator[Body]:
-    """The request body, refused with 413 as soon as it passes the size limit.
+async def _body(
+    scope: Scope, receive: Receive, limit: int, executor: Executor, inflight: Inflight
+) -> AsyncIterator[Body]:
+    """The request body, refused with 413 as soon as it passes the size limit, and held
+    against the in-flight limit until the request is answered (503 when that is full).
 
     A large one with a Content-Length goes straight into shared memory for a worker process.
     """
@@ -157,24 +182,34 @@ async def _body(scope: Scope, receive: Receive, limit: int, executor: Executor) 
     length = int(declared) if declared.isdigit() else None
     if length is not None and length > limit:
         raise BodyTooLargeError(_too_large(length, limit))
-    shared = None
-    if length is not None and length >= SharedBody.MIN_SIZE and executor.segments is not None:
-        shared = executor.segments.body(length)  # None: no room in /dev/shm, so read it in here
-    if shared is not None:
-        try:
-            async for chunk in _chunks(receive):
-                shared.write(chunk)
-            yield shared
-        finally:
-            shared.release()
-        return
-    chunks, size = [], 0
-    async for chunk in _chunks(receive):
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLargeError(_too_large(size, limit, at_least=True))
-        chunks.append(chunk)
-    yield chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    held = 0
+    try:
+        if length is not None:
+            inflight.take(length)
+            held = length
+        shared = None
+        if length is not None and length >= SharedBody.MIN_SIZE and executor.segments is not None:
+            shared = executor.segments.body(length)  # None: no room in /dev/shm, so read it in here
+        if shared is not None:
+            try:
+                async for chunk in _chunks(receive):
+                    shared.write(chunk)
+                yield shared
+            finally:
+                shared.release()
+            return
+        chunks, size = [], 0
+        async for chunk in _chunks(receive):
+            size += len(chunk)
+            if size > limit:
+                raise BodyTooLargeError(_too_large(size, limit, at_least=True))
+            if size > held:  # a body without a Content-Length is held as it arrives
+                inflight.take(size - held)
+                held = size
+            chunks.append(chunk)
+        yield chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    finally:
+        inflight.give(held)
 
 
 async def _chunks(receive: Receive) -> AsyncIterator[bytes]:

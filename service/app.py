@@ -16,7 +16,7 @@ from pydantic.json_schema import models_json_schema
 from starlette.exceptions import HTTPException
 
 from service import __version__, problems
-from service.api import REQUEST_MODELS, ComputeRoutes, compute_docs, health, router
+from service.api import REQUEST_MODELS, ComputeRoutes, Inflight, compute_docs, health, router
 from service.errors import ProblemError
 from service.middleware import ApiKeyAuth, RequestContext
 from service.settings import Settings, get_settings
@@ -55,6 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.limits = settings.limits()
     app.state.ready = False
     app.state.slots = asyncio.Semaphore(settings.max_concurrent)  # computations at once
+    app.state.inflight = Inflight(settings.max_inflight_bytes)  # bodies held at once
     app.include_router(health)
     app.include_router(router)
     app.add_exception_handler(ProblemError, problems.on_problem)

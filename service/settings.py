@@ -34,6 +34,11 @@ class Limits(BaseSettings):
         description="(weight elements + neurons) x batch x passes over the batch",
     )
 
+    max_inflight_bytes: int = Field(
+        128 * 1024 * 1024,
+        ge=1,
+        description="bytes of request bodies held at once, being received or computed",
+    )
     max_render_units: int = Field(200, ge=1, description="unit entries /v1/render draws")
     max_explain_factors: int = Field(
         100_000, ge=1, description="factors of all the paths one /v1/explain answer lists"

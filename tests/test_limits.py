@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
+from service.app import create_app
 from service.settings import Settings
 from tests import seed
 from tests.support import asgi
@@ -166,3 +168,37 @@ def test_an_answer_about_many_bad_items_stays_small(what: str, request_body: dic
     reply = worker.handle("gradients", body, Settings(max_weight_elements=10**7).limits())
     assert reply.status in (400, 413, 422), reply.content[:300]
     assert len(reply.content) < 20_000, (what, len(reply.content))
+
+
+def test_bodies_held_at_once_are_limited() -> None:
+    """Bodies are read before a computation slot is free: what they hold is limited, so many
+    clients posting large bodies at once cannot fill the server's memory."""
+    body = json.dumps(chain_request()).encode()
+    settings = Settings(max_inflight_bytes=len(body) + 50, isolation="thread")
+
+    async def go() -> tuple[list[int], httpx.Response, httpx.Response]:
+        app = create_app(settings)
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://gradserve") as http:
+                one_by_one = [(await http.post("/v1/gradients", content=body)).status_code for _ in range(3)]
+                go_on = asyncio.Event()
+
+                async def slowly() -> AsyncIterator[bytes]:  # no Content-Length: held as it arrives
+                    yield body[:100]
+                    await go_on.wait()
+                    yield body[100:]
+
+                first = asyncio.ensure_future(http.post("/v1/gradients", content=slowly()))
+                while app.state.inflight.held < 100:
+                    await asyncio.sleep(0.001)
+                second = await http.post("/v1/gradients", content=body)  # 100 + len(body) held: too much
+                go_on.set()
+                return one_by_one, await first, second
+
+    one_by_one, first, second = asyncio.run(go())
+    assert one_by_one == [200, 200, 200]  # each gave back what it held
+    assert first.status_code == 200
+    assert second.status_code == 503
+    assert second.headers["retry-after"] == "1"
+    assert "max_inflight_bytes" in second.json()["detail"]
