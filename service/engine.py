@@ -569,6 +569,8 @@ def _levels(net: wire.Network, src: list[int], tgt: list[int]) -> list[int]:
     if done < n:
         cycle = _a_cycle(n, list(zip(src, tgt, strict=True)), indegree)
         ids = [net.units[i].id for i in cycle]
+        if len(ids) > 20:  # name enough of a long one to find it, not all of it
+            ids = [*ids[:10], f"... ({len(ids) - 20:,} more) ...", *ids[-10:]]
         path = " -> ".join([*ids, ids[0]])
         raise InvalidGraphError(
             f"the network has a cycle: {path}",

@@ -340,6 +340,19 @@ def test_a_cycle_is_named() -> None:
     assert error_of(net) == "the network has a cycle: j -> k -> o -> j"
 
 
+def test_a_long_cycle_is_named_by_its_ends() -> None:
+    ring = [f"r{k}" for k in range(1000)]
+    units = [{"id": "x", "role": "input"}, *({"id": r} for r in ring), {"id": "o", "role": "output"}]
+    weights = [
+        {"source": a, "target": b, "value": 1.0} for a, b in zip(ring, ring[1:] + ring[:1], strict=True)
+    ]
+    msg = error_of({"units": units, "weights": weights})
+    assert msg.startswith("the network has a cycle: r0 -> r1 -> ")
+    assert "... (980 more) ... -> r990 -> " in msg
+    assert msg.endswith("r999 -> r0")
+    assert len(msg) < 400
+
+
 def test_a_self_loop_is_a_cycle() -> None:
     net = chain_with(weights=[*seed.chain().network["weights"], {"source": "k", "target": "k", "value": 1.0}])
     assert error_of(net) == "the network has a cycle: k -> k"
