@@ -48,6 +48,11 @@ def inline_budget(ms: float) -> Iterator[None]:
         _inline_ms.reset(token)
 
 
+#: compiling takes about a microsecond per unit and weight entry (the sparse bench's 1,000
+#: units and 7,800 weights: ~8 ms)
+COMPILE_MS_PER_ENTRY = 0.001
+
+
 def estimated_ms(work: int, level_sweeps: int) -> float:
     """A rough time for a computation on one core: its arithmetic (BLAS does ~2e7 units of
     `max_work` a millisecond) plus a fixed cost for every level visited by a pass (~10 us)."""
@@ -75,6 +80,9 @@ def prepare(
     given = net.weights
     weights = len(given.source) if isinstance(given, wire.WeightColumns) else len(given)
     limit(limits, "max_weight_elements", weights, "the number of weights")  # each has one or more
+    budget = _inline_ms.get()
+    if budget is not None and (len(net.units) + weights) * COMPILE_MS_PER_ENTRY > budget:
+        raise TooMuchToInlineError  # even compiling it would hold the event loop too long
     plan = engine.compile_network(net)
     limit(limits, "max_weight_elements", plan.n_weight_params, "the number of weight elements")
     batch = engine.bind_samples(plan, samples, need_targets)
@@ -84,7 +92,6 @@ def prepare(
         limit(limits, "max_per_sample_elements", plan.n_params * batch.size, "batch x parameters")
     work = (plan.n_weight_params + neurons) * batch.size * passes
     limit(limits, "max_work", work, "the work, (weight elements + units) x batch x passes,")
-    budget = _inline_ms.get()
     if budget is not None and estimated_ms(work, (sweeps or passes) * len(plan.levels)) > budget:
         raise TooMuchToInlineError
     return plan, batch

@@ -196,6 +196,26 @@ def test_small_computations_are_answered_inline_and_large_ones_are_handed_on() -
     many = {**chain_request(), "learning_rate": 0.1, "epochs": 100, "batch_size": 1}
     many["samples"] = {"inputs": {"x": [1.5] * 50}, "targets": {"o": [0.25] * 50}}
     assert worker.handle_inline("sgd", json.dumps(many).encode(), limits, 1.0) is None
+    # a graph too large even to compile inline (2,550 weights: ~2.5 ms; two levels, so its
+    # passes would be cheap) is handed on before it is compiled
+    ins, hidden = [f"i{k}" for k in range(50)], [f"h{k}" for k in range(50)]
+    pairs = [*((a, b) for a in ins for b in hidden), *((b, "o") for b in hidden)]
+    units = [*({"id": u, "role": "input"} for u in ins), *({"id": u} for u in hidden)]
+    wide = {
+        "network": {
+            "units": [*units, {"id": "o", "role": "output"}],
+            "weights": {
+                "source": [a for a, _ in pairs],
+                "target": [b for _, b in pairs],
+                "value": [0.01] * len(pairs),
+            },
+        },
+        "samples": {"inputs": {u: [1.0] for u in ins}, "targets": {"o": [0.0]}},
+    }
+    body = json.dumps(wide).encode()
+    assert len(body) < 64 * 1024
+    assert worker.handle("gradients", body, limits).status == 200
+    assert worker.handle_inline("gradients", body, limits, 1.0) is None
     # a budget of 0 inlines nothing; endpoints whose cost prepare cannot foresee never are
     assert worker.handle_inline("gradients", tiny, limits, 0.0) is None
     assert worker.handle_inline("explain", tiny, limits, 1e9) is None
