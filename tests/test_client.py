@@ -166,6 +166,16 @@ def test_request_bodies_carry_numpy_as_lists_or_base64() -> None:
     assert not carries_encoded(request_json({"units": [{"id": "dtype"}], "biases": {"dtype": small}}))
     with pytest.raises(TypeError, match="cannot send a object"):
         request_json({"a": object()})
+    # large arrays' base64 is spliced in as bytes: every one lands where it was, whatever
+    # the strings around it hold
+    arrays = [np.random.default_rng(k).normal(size=(20 + k, 13)) for k in range(3)]
+    text = '\x00gradserve-array-0 "quoted" \\ and ünïcode'
+    sent = {"x": [arrays[0], {"y": arrays[1], "s": text}], "z": np.asfortranarray(arrays[2]), "t": text}
+    got = json.loads(request_json(sent))
+    assert client.to_numpy(got["x"][0]).tolist() == arrays[0].tolist()
+    assert client.to_numpy(got["x"][1]["y"]).tolist() == arrays[1].tolist()
+    assert client.to_numpy(got["z"]).tolist() == arrays[2].tolist()
+    assert got["x"][1]["s"] == got["t"] == text
 
 
 # ---------------------------------------------------------------- configuration
