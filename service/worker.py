@@ -177,15 +177,18 @@ class Segments:
             if shm.size == want:
                 return SharedBody(self.idle.pop(k), size, self)
         for _ in range(2):
-            shm = SharedMemory(create=True, size=want)
+            try:
+                shm = SharedMemory(create=True, size=want)
+            except OSError:  # no /dev/shm at all, or no descriptors left
+                return None
             try:
                 os.posix_fallocate(shm._fd, 0, want)  # type: ignore[attr-defined]  # (its descriptor)
                 return SharedBody(shm, size, self)
             except OSError:
                 _unlink(shm)
-                if not self.idle:
-                    return None
-                self.close()  # make room: drop what is kept, and try once more
+            if not self.idle:
+                return None
+            self.close()  # make room: drop what is kept, and try once more
         return None
 
     def give_back(self, shm: SharedMemory) -> None:

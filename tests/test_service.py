@@ -308,6 +308,12 @@ def test_with_no_room_in_dev_shm_a_large_body_is_read_into_memory(monkeypatch: p
     monkeypatch.setattr(os, "posix_fallocate", full)
     assert segments.body(5_000_000) is None
     assert segments.idle == []  # what was kept was dropped to make room, and that was not enough
+
+    def no_shm(*args: Any, **kwargs: Any) -> None:
+        raise FileNotFoundError(errno.ENOENT, "No such file or directory: '/dev/shm'")
+
+    monkeypatch.setattr(worker, "SharedMemory", no_shm)
+    assert segments.body(5_000_000) is None  # no /dev/shm at all: the pipe too
     body = json.dumps({**chain_request(), "pad": "x" * (2 << 20)}).encode()
     isolated = Settings(isolation="process", max_concurrent=1)
     (answer,) = asgi(isolated, ("POST", "/v1/gradients", {"content": body}))
