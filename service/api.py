@@ -30,6 +30,7 @@ from service import __version__, wire, worker
 from service.errors import (
     BodyTooLargeError,
     InvalidRequestError,
+    LimitExceededError,
     MethodNotAllowedError,
     NotReadyError,
     OverloadedError,
@@ -156,6 +157,11 @@ class Inflight:
         self.limit, self.held = limit, 0
 
     def take(self, size: int) -> None:
+        if size > self.limit:  # never, however long the client waits
+            raise LimitExceededError(
+                f"the body is {size:,} bytes, over max_inflight_bytes = {self.limit:,}, the bytes of "
+                "bodies the server holds at once (set by GRADSERVE_MAX_INFLIGHT_BYTES)"
+            )
         if self.held + size > self.limit:
             raise OverloadedError(
                 f"the server holds {self.held:,} bytes of request bodies and this one would pass "

@@ -197,6 +197,9 @@ def test_bodies_held_at_once_are_limited() -> None:
                 return one_by_one, await first, second
 
     one_by_one, first, second = asyncio.run(go())
+    (never,) = asgi(Settings(max_inflight_bytes=len(body) // 2), ("POST", "/v1/gradients", {"content": body}))
+    assert never.status_code == 413  # larger than all that may be held: waiting would not help
+    assert "max_inflight_bytes" in never.json()["detail"]
     assert one_by_one == [200, 200, 200]  # each gave back what it held
     assert first.status_code == 200
     assert second.status_code == 503
