@@ -209,8 +209,20 @@ class ForwardRequest(ComputeRequest):
     model_config = ConfigDict(json_schema_extra={"examples": [CHAIN_EXAMPLE]})
 
 
+#: the same chain with its weights as columns (the compact form for many single units)
+CHAIN_AS_COLUMNS: dict[str, Any] = {
+    **CHAIN_EXAMPLE,
+    "network": {
+        **CHAIN_EXAMPLE["network"],
+        "weights": {"source": ["x", "j", "k"], "target": ["j", "k", "o"], "value": [0.5, -0.3, 0.8]},
+    },
+}
+
+
 class GradientsRequest(ComputeRequest):
-    model_config = ConfigDict(json_schema_extra={"examples": [{**CHAIN_EXAMPLE, "per_sample": True}]})
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{**CHAIN_EXAMPLE, "per_sample": True}, CHAIN_AS_COLUMNS]}
+    )
 
     reduction: Reduction = "mean"
     per_sample: StrictBool = False
