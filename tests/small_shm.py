@@ -7,27 +7,13 @@ import json
 import threading
 
 import httpx
-import numpy as np
 
 from service.launcher import start_server
-from tests.strategies import encode
+from tests.support import one_layer_body
 
 
 def main() -> None:
-    rng = np.random.default_rng(0)
-    width, batch = 400, 1500
-    body = json.dumps(
-        {
-            "network": {
-                "units": [{"id": "x", "role": "input", "size": width}, {"id": "o", "role": "output"}],
-                "weights": [{"source": "x", "target": "o", "value": encode(rng.normal(size=(width, 1)))}],
-            },
-            "samples": {
-                "inputs": {"x": encode(rng.normal(size=(batch, width)))},
-                "targets": {"o": encode(np.zeros(batch))},
-            },
-        }
-    ).encode()
+    body = one_layer_body(400, 1500)
     server = start_server({"GRADSERVE_LOG_LEVEL": "warning"})
     statuses: list[int | str] = []
 

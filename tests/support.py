@@ -67,3 +67,22 @@ def hammer(url: str, body: bytes, seconds: float) -> list[tuple[int, str | None,
             kind = r.json().get("type") if r.status_code != 200 else None
             answers.append((r.status_code, r.headers.get("retry-after"), kind))
     return answers
+
+
+def one_layer_body(width: int, batch: int) -> bytes:
+    """A /v1/gradients body, x (a layer of `width`) -> o, its arrays base64 (~10.7 bytes a number)."""
+    from tests.strategies import encode
+
+    rng = np.random.default_rng(0)
+    return json.dumps(
+        {
+            "network": {
+                "units": [{"id": "x", "role": "input", "size": width}, {"id": "o", "role": "output"}],
+                "weights": [{"source": "x", "target": "o", "value": encode(rng.normal(size=(width, 1)))}],
+            },
+            "samples": {
+                "inputs": {"x": encode(rng.normal(size=(batch, width)))},
+                "targets": {"o": encode(np.zeros(batch))},
+            },
+        }
+    ).encode()

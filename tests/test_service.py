@@ -31,7 +31,7 @@ from service.launcher import start_server
 from service.settings import Settings
 from tests import seed
 from tests.strategies import ACTIVATIONS
-from tests.support import asgi, hammer
+from tests.support import asgi, hammer, one_layer_body
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -529,21 +529,7 @@ def rss_kib(pid: int) -> int:
 def test_memory_stays_flat_over_200_max_size_requests() -> None:
     limit = 4 * 1024 * 1024
     server = start_server({"GRADSERVE_MAX_BODY_BYTES": str(limit)})
-    rng = np.random.default_rng(0)
-    width = 400
-    batch = (limit - 4096) // (width * 11)  # base64 float64: about 10.7 bytes a number
-    body = json.dumps(
-        {
-            "network": {
-                "units": [{"id": "x", "role": "input", "size": width}, {"id": "o", "role": "output"}],
-                "weights": [{"source": "x", "target": "o", "value": encode(rng.normal(size=(width, 1)))}],
-            },
-            "samples": {
-                "inputs": {"x": encode(rng.normal(size=(batch, width)))},
-                "targets": {"o": encode(np.zeros(batch))},
-            },
-        }
-    ).encode()
+    body = one_layer_body(400, (limit - 4096) // (400 * 11))
     assert limit * 0.9 < len(body) <= limit
     try:
         with httpx.Client(timeout=60) as http:
