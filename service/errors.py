@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 PROBLEM_TYPE = "urn:gradserve:problem:"
@@ -131,3 +131,14 @@ def raise_collected(cls: type[ProblemError], items: list[dict[str, Any]]) -> Non
     elif len(items) > 5:
         shown += f" (and {len(items) - 5} more)"
     raise cls(shown, items[:MAX_LISTED])
+
+
+def schema_problem(errors: Sequence[Mapping[str, Any]]) -> ProblemError:
+    """The problem for pydantic's validation errors: malformed JSON, or what does not fit the
+    schema, each error by where it is (never the rejected input), the first ones in the detail."""
+    if any(e["type"] == "json_invalid" for e in errors):
+        return MalformedJSONError(f"the body is not valid JSON: {errors[0]['msg']}")
+    items = [issue(list(e["loc"]), e["msg"]) for e in errors[:MAX_LISTED]]
+    lines = [(".".join(map(str, e["loc"])) or "the body") + ": " + e["msg"] for e in errors[:5]]
+    more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
+    return InvalidRequestError("; ".join(lines) + more, items)

@@ -12,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from service.errors import MAX_LISTED, PROBLEM_TYPE, ProblemError, issue
+from service.errors import PROBLEM_TYPE, ProblemError, schema_problem
 
 log = logging.getLogger("gradserve")
 
@@ -45,11 +45,9 @@ async def on_http(_: Request, exc: Exception) -> ProblemResponse:
     return problem_response(exc.status_code, detail, headers=dict(exc.headers or {}))
 
 
-async def on_validation(_: Request, exc: Exception) -> ProblemResponse:
+async def on_validation(request: Request, exc: Exception) -> ProblemResponse:
     assert isinstance(exc, RequestValidationError)
-    errors = [issue(list(e["loc"]), e["msg"]) for e in exc.errors()[:MAX_LISTED]]  # never the input
-    detail = "; ".join(".".join(map(str, e["loc"])) + ": " + e["msg"] for e in errors[:5])
-    return problem_response(422, detail, "invalid-request", errors=errors)
+    return await on_problem(request, schema_problem(exc.errors()))
 
 
 async def on_unexpected(request: Request, exc: Exception) -> ProblemResponse:

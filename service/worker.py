@@ -33,14 +33,7 @@ from pydantic import BaseModel, ValidationError
 
 from service import compute, engine, explain, gradcheck, render, selfcheck, wire
 from service.arrays import dumps
-from service.errors import (
-    MAX_LISTED,
-    InvalidRequestError,
-    MalformedJSONError,
-    ProblemError,
-    WorkerLostError,
-    issue,
-)
+from service.errors import ProblemError, WorkerLostError, schema_problem
 from service.render import Document
 from service.settings import Limits, Settings
 
@@ -64,13 +57,7 @@ def parse(model: type[M], body: bytes) -> M:
     try:
         return model.model_validate_json(body)
     except ValidationError as exc:
-        errors = exc.errors(include_input=False, include_url=False)
-        if any(e["type"] == "json_invalid" for e in errors):
-            raise MalformedJSONError(f"the body is not valid JSON: {errors[0]['msg']}") from None
-        items = [issue(list(e["loc"]), e["msg"]) for e in errors[:MAX_LISTED]]
-        lines = [(".".join(map(str, e["loc"])) or "the body") + ": " + e["msg"] for e in errors[:5]]
-        more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
-        raise InvalidRequestError("; ".join(lines) + more, items) from None
+        raise schema_problem(exc.errors(include_input=False, include_url=False)) from None
 
 
 ENDPOINTS: dict[str, tuple[type[BaseModel], Callable[[Any, Limits], dict[str, Any] | Document]]] = {
