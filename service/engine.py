@@ -462,8 +462,7 @@ def _column_edges(
             )
         )
     if -1 in src or -1 in tgt or not _fine_columns(src, tgt, sizes, roles):
-        pairs = list(zip(weights.source, weights.target, strict=True))
-        _weight_problems(net, index, sizes, problems, pairs)
+        _weight_problems(net, index, sizes, problems)
     if problems:
         return None
     ones = [1] * n
@@ -501,18 +500,16 @@ def _weight_value(
 
 
 def _weight_problems(
-    net: wire.Network,
-    index: dict[str, int],
-    sizes: list[int],
-    problems: list[dict[str, object]],
-    pairs: list[tuple[str, str]] | None = None,
+    net: wire.Network, index: dict[str, int], sizes: list[int], problems: list[dict[str, object]]
 ) -> None:
-    """Everything wrong with the weights, a weight at a time, in the listed order. `pairs` are
-    columns' (source, target): those join single units and have their values checked apart."""
-    objects = net.weights if isinstance(net.weights, list) else []
-    columns = pairs is not None
-    if pairs is None:
-        pairs = [(w.source, w.target) for w in objects]
+    """Everything wrong with the weights, a weight at a time, in the listed order. Weights given
+    as columns join single units, and have their values checked apart (one array)."""
+    given = net.weights
+    objects: list[wire.Weight]
+    if isinstance(given, wire.WeightColumns):
+        columns, objects, pairs = True, [], list(zip(given.source, given.target, strict=True))
+    else:
+        columns, objects, pairs = False, given, [(w.source, w.target) for w in given]
     seen: set[tuple[str, str]] = set()
     for k, (a, b) in enumerate(pairs):
         if enough(problems):
