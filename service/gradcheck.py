@@ -157,7 +157,7 @@ def _claimed(plan: Plan, claimed: wire.ClaimedGradients) -> tuple[np.ndarray, np
 
 
 def _claimed_weights(
-    given: list[wire.ClaimedWeight] | wire.WeightColumns, problems: list[dict[str, Any]]
+    given: list[wire.Weight] | wire.WeightColumns, problems: list[dict[str, Any]]
 ) -> list[tuple[list[str | int], str, str, np.ndarray]]:
     """Each claimed weight gradient as (where it was given, source, target, value)."""
     if not isinstance(given, wire.WeightColumns):

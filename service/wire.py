@@ -153,19 +153,21 @@ def _weights_form(value: Any) -> str:
     return "columns" if isinstance(value, (dict, WeightColumns)) else "objects"
 
 
+Weights = Annotated[
+    Annotated[list[Weight], Tag("objects"), Field(fail_fast=True)] | Annotated[WeightColumns, Tag("columns")],
+    Discriminator(_weights_form),
+    Field(
+        description="a list of weight objects, or (between single units) the columns "
+        "{source: [ids], target: [ids], value: [n]}"
+    ),
+]
+
+
 class Network(WireModel):
     """A directed acyclic graph of units joined by weights, and the loss it is trained on."""
 
     units: Annotated[list[Unit], Field(fail_fast=True)] = Field(min_length=1)
-    weights: Annotated[
-        Annotated[list[Weight], Tag("objects"), Field(fail_fast=True)]
-        | Annotated[WeightColumns, Tag("columns")],
-        Discriminator(_weights_form),
-        Field(
-            description="a list of weight objects, or (between single units) the columns "
-            "{source: [ids], target: [ids], value: [n]}"
-        ),
-    ] = Field(default_factory=list)
+    weights: Weights = Field(default_factory=list)
     loss: LossName = "half_squared_error"
 
 
@@ -274,20 +276,10 @@ class CheckRequest(ComputeRequest):
     atol: Annotated[float, Field(ge=0)] = 1e-8
 
 
-class ClaimedWeight(WireModel):
-    source: UnitId
-    target: UnitId
-    value: Array
-
-
 class ClaimedGradients(WireModel):
     """Gradients to check, in the form /v1/gradients answers them."""
 
-    weights: Annotated[
-        Annotated[list[ClaimedWeight], Tag("objects"), Field(fail_fast=True)]
-        | Annotated[WeightColumns, Tag("columns")],
-        Discriminator(_weights_form),
-    ] = Field(default_factory=list)
+    weights: Weights = Field(default_factory=list)  # gradients in the weights' form
     biases: Annotated[dict[UnitId, Array], Field(fail_fast=True)] = Field(default_factory=dict)
 
 
