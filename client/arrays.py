@@ -49,14 +49,16 @@ def to_numpy(value: Any) -> np.ndarray:
 
 def encode(array: Any) -> dict[str, Any]:
     """A NumPy array in the wire's encoded form (float64, little-endian, C order)."""
+    fields, data = _encoded(array)
+    return {**fields, "data": data.decode("ascii")}
+
+
+def _encoded(array: Any) -> tuple[dict[str, Any], bytes]:
+    """An encoded array's dtype and shape, and its data as base64 bytes."""
     import numpy as np
 
     data = np.ascontiguousarray(array, dtype="<f8")
-    return {
-        "dtype": "float64",
-        "shape": list(data.shape),
-        "data": b64encode(data.tobytes()).decode("ascii"),
-    }
+    return {"dtype": "float64", "shape": list(data.shape)}, b64encode(data.data.cast("B"))
 
 
 #: how an encoded array's dtype reads in pydantic_core.to_json's output; nothing else can
@@ -87,11 +89,8 @@ def request_json(body: Mapping[str, Any]) -> bytes:
                 return float(value)
             if value.size < BASE64_MIN_ELEMENTS:
                 return value.astype(float).tolist()
-            import numpy as np  # (there is an array: NumPy is installed)
-
-            data = np.ascontiguousarray(value, dtype="<f8")
-            head = to_json({"dtype": "float64", "shape": list(data.shape), "data": ""})[:-2]
-            encoded.append((head, b64encode(data.data.cast("B"))))
+            fields, data = _encoded(value)
+            encoded.append((to_json({**fields, "data": ""})[:-2], data))  # (the JSON up to the data)
             return f"{mark}{len(encoded) - 1}"
         if type(value).__module__ == "numpy":  # a NumPy scalar
             return float(value)
