@@ -8,7 +8,7 @@ import os
 import platform
 import time
 
-from bench import memory, mlp, sparse, throughput
+from bench import memory, mlp, reliability, sparse, throughput
 from bench.common import report
 from service.launcher import start_server
 from service.worker import tune_for_requests
@@ -39,6 +39,9 @@ def cpu_model() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--tiny", action="store_true", help="small sizes, only to check that the bench runs")
+    parser.add_argument(
+        "--reliability", action="store_true", help="only the R section: faults and hostile clients"
+    )
     args = parser.parse_args()
     tune_for_requests()  # the engine measured as the service's workers run it (NumPy's too)
     # Runs take turns; torch's OpenMP threads, left to spin after each run, took the CPU from
@@ -51,6 +54,10 @@ def main() -> None:
             "P2 MLP 8-4-4-2, batch 4", mlp.run(repeat=2, sizes=(8, 4, 4, 2), batch=4), "hand-written NumPy"
         )
         report("P3 DAG of 3 levels, batch 4", sparse.run(repeat=2, levels=3, batch=4), "per-unit NumPy loop")
+        return
+    if args.reliability:
+        reliability.report(reliability.run())
+        print(f"\nthe bench took {time.monotonic() - started:.0f} s")
         return
     measured: dict[str, float] = {}
     p1 = report(
@@ -85,6 +92,7 @@ def main() -> None:
     for name, (ratio,) in p4.items():
         print(f"  {name:<34} {ratio:6.2f}x")
     measured["P4 peak memory / body size"] = max(r for (r,) in p4.values())
+    reliability.report(reliability.run())
     print("\ntargets (lower is better):")
     for name, target in TARGETS.items():
         if name not in measured:

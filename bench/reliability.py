@@ -1,0 +1,218 @@
+"""R: the service under faults and hostile clients, each against a fresh server on loopback.
+
+- R1 `/healthz` while eight clients post a small request whose answer is tens of MB;
+- R2 the server's growth (itself and its workers) while thirty clients post that request and
+  never read the answer;
+- R3 the peak extra memory of a hostile 32 MiB body (millions of tiny unit objects);
+- R4 how long SIGTERM takes to end the server with long requests in flight, and what they got.
+
+Every load here is bounded in count and time and sent only to 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from bench.common import rss_kib
+from service.launcher import Server, start_server
+from service.settings import Settings
+
+QUIET = {"GRADSERVE_LOG_LEVEL": "warning"}
+
+
+def huge_answer_body(width: int = 999_997, batch: int = 4) -> bytes:
+    """A few hundred bytes asking /v1/forward for every value of a layer of `width` units."""
+    return json.dumps(
+        {
+            "network": {
+                "units": [
+                    {"id": "x", "role": "input"},
+                    {"id": "h", "size": width},
+                    {"id": "o", "role": "output"},
+                ],
+                "weights": [],
+            },
+            "samples": {"inputs": {"x": [0.0] * batch}},
+        }
+    ).encode()
+
+
+def hostile_body(target: int = 32 * 2**20) -> bytes:
+    """Just under `target` bytes of unit objects as small as they come."""
+    head, tail = b'{"network":{"units":[', b'],"weights":[]},"samples":{"inputs":{}}}'
+    item = b'{"id":"a"},'
+    count = (target - len(head) - len(tail)) // len(item)
+    return head + item * (count - 1) + item[:-1] + tail
+
+
+def long_sgd_body(width: int = 200, batch: int = 256, epochs: int = 8000) -> bytes:
+    """An SGD request that computes for longer than the grace period (given a max_work to allow it)."""
+    return json.dumps(
+        {
+            "network": {
+                "units": [
+                    {"id": "x", "role": "input", "size": width},
+                    {"id": "h", "size": width},
+                    {"id": "o", "role": "output", "size": 1},
+                ],
+                "weights": [
+                    {"source": "x", "target": "h", "value": [[0.01] * width] * width},
+                    {"source": "h", "target": "o", "value": [[0.01]] * width},
+                ],
+            },
+            "samples": {"inputs": {"x": [[0.5] * width] * batch}, "targets": {"o": [0.25] * batch}},
+            "learning_rate": 0.01,
+            "epochs": epochs,
+        }
+    ).encode()
+
+
+def _post(url: str, body: bytes, timeout: float = 120) -> int:
+    try:
+        return httpx.post(
+            url, content=body, headers={"content-type": "application/json"}, timeout=timeout
+        ).status_code
+    except httpx.TransportError:
+        return 0  # the connection failed or was dropped
+
+
+def healthz_p99(server: Server, seconds: float = 6.0, clients: int = 8) -> tuple[float, dict[int, int]]:
+    """R1: /healthz's p99 (ms) while `clients` post the huge-answer request back to back."""
+    url, body = server.url + "/v1/forward", huge_answer_body()
+    stop = time.monotonic() + seconds
+    statuses: dict[int, int] = {}
+    lock = threading.Lock()
+
+    def load() -> None:
+        while time.monotonic() < stop:
+            status = _post(url, body)
+            with lock:
+                statuses[status] = statuses.get(status, 0) + 1
+
+    threads = [threading.Thread(target=load) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    latencies = []
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        while time.monotonic() < stop:
+            start = time.perf_counter()
+            http.get("/healthz")
+            latencies.append(time.perf_counter() - start)
+            time.sleep(0.02)
+    for t in threads:
+        t.join()
+    latencies.sort()
+    return latencies[int(0.99 * (len(latencies) - 1))] * 1e3, statuses
+
+
+def non_reading_growth(server: Server, clients: int = 30, seconds: float = 6.0) -> float:
+    """R2: the server's growth (MiB) while `clients` post the huge-answer request and never read."""
+    idle = rss_kib(server.pid)
+    host, port = server.url.removeprefix("http://").split(":")
+    body = huge_answer_body()
+    head = (
+        f"POST /v1/forward HTTP/1.1\r\nhost: {host}\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\n\r\n"
+    ).encode()
+    socks = []
+    try:
+        for _ in range(clients):
+            sock = socket.create_connection((host, int(port)))
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.sendall(head + body)
+            socks.append(sock)
+        peak, stop = idle, time.monotonic() + seconds
+        while time.monotonic() < stop:
+            peak = max(peak, rss_kib(server.pid))
+            time.sleep(0.1)
+    finally:
+        for sock in socks:
+            sock.close()
+    return (peak - idle) / 1024
+
+
+def hostile_peak(server: Server) -> tuple[float, int]:
+    """R3: the peak extra memory of server and workers over the body's size, and the status."""
+    body = hostile_body()
+    idle = rss_kib(server.pid)
+    status = _post(server.url + "/v1/forward", body)
+    return (rss_kib(server.pid, "VmHWM") - idle) * 1024 / len(body), status
+
+
+@dataclass
+class Termination:
+    seconds: float
+    grace: float
+    statuses: list[int]
+
+
+def sigterm_time(requests: int = 2) -> Termination:
+    """R4: seconds from SIGTERM to the server's exit with `requests` long ones in flight, under
+    the shipped grace period."""
+    grace_s = Settings.model_fields["shutdown_grace_s"].default
+    server = start_server({**QUIET, "GRADSERVE_TIMEOUT_S": "120", "GRADSERVE_MAX_WORK": str(10**13)})
+    statuses: list[int] = []
+    body = long_sgd_body()
+    threads = [
+        threading.Thread(target=lambda: statuses.append(_post(server.url + "/v1/sgd", body)))
+        for _ in range(requests)
+    ]
+    try:
+        for t in threads:
+            t.start()
+        time.sleep(1.5)  # both are computing
+        start = time.monotonic()
+        os.kill(server.pid, signal.SIGTERM)
+        server.proc.wait(timeout=grace_s + 30)
+        took = time.monotonic() - start
+        for t in threads:
+            t.join(timeout=30)
+    finally:
+        server.stop()
+    return Termination(took, grace_s, sorted(statuses))
+
+
+def run() -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    server = start_server(QUIET)
+    try:
+        results["R1"] = healthz_p99(server)
+    finally:
+        server.stop()
+    server = start_server(QUIET)
+    try:
+        results["R2"] = non_reading_growth(server)
+    finally:
+        server.stop()
+    server = start_server(QUIET)
+    try:
+        results["R3"] = hostile_peak(server)
+    finally:
+        server.stop()
+    results["R4"] = sigterm_time()
+    return results
+
+
+def report(results: dict[str, Any]) -> None:
+    p99, statuses = results["R1"]
+    print("\nR reliability: faults and hostile clients, each against a fresh server")
+    answered = ", ".join(f"{n} x {s or 'dropped'}" for s, n in sorted(statuses.items()))
+    print(f"  R1 /healthz p99, 8 clients asking for ~30 MB answers   {p99:8.1f} ms   ({answered})")
+    print(f"  R2 server growth, 30 clients that never read           {results['R2']:8.1f} MiB")
+    ratio, status = results["R3"]
+    print(f"  R3 peak memory of a hostile 32 MiB body / its size     {ratio:8.2f}x    (answered {status})")
+    term: Termination = results["R4"]
+    got = ", ".join(str(s or "dropped") for s in term.statuses)
+    print(
+        f"  R4 SIGTERM to exit, 2 long requests in flight          {term.seconds:8.2f} s    "
+        f"(grace {term.grace:g} s; they got {got})"
+    )
