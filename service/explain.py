@@ -291,12 +291,13 @@ def _weight(sample: Sample, finder: PathFinder, k: int, max_paths: int) -> Body:
     return body
 
 
-def _number(value: float) -> str:
+def _number(value: float, factor: bool = True) -> str:
+    """A value in LaTeX; a negative factor of a product in parentheses, a result bare."""
     text = f"{value:.4g}"
     if "e" in text:
         mantissa, exponent = text.split("e")
         text = rf"{mantissa}\times 10^{{{int(exponent)}}}"
-    return f"({text})" if value < 0 else text
+    return f"({text})" if value < 0 and factor else text
 
 
 def _latex(lhs: str, paths: list[list[Factor]], total: int, gradient: float) -> str:
@@ -305,4 +306,4 @@ def _latex(lhs: str, paths: list[list[Factor]], total: int, gradient: float) -> 
     more = r" + \dots" if total > len(paths) else ""
     symbolic = " + ".join(r"\,".join(f.latex for f in factors) for factors in paths) + more
     numeric = " + ".join(r" \cdot ".join(_number(f.value) for f in factors) for factors in paths) + more
-    return f"{lhs} = {symbolic} = {numeric} = {_number(gradient)}"
+    return f"{lhs} = {symbolic} = {numeric} = {_number(gradient, factor=False)}"
