@@ -106,7 +106,7 @@ class ComputeRoutes:
             return
         try:
             if scope["method"] != "POST":
-                raise MethodNotAllowedError(f"{scope['path']} takes POST", headers={"allow": "POST"})
+                raise MethodNotAllowedError(scope["path"], ["POST"])
             reply = await _answer(scope, receive, _endpoint(route, scope))
         except ProblemError as exc:
             reply = worker.problem_reply(exc)

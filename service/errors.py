@@ -95,9 +95,16 @@ class WorkerLostError(ProblemError):
 
 
 class MethodNotAllowedError(ProblemError):
+    """Every 405, the compute routes' and FastAPI's alike: one type, title and detail, and the
+    methods the path takes in `Allow`."""
+
     status = 405
     slug = "method-not-allowed"
-    title = "Method Not Allowed"
+    title = "The path does not take this method"
+
+    def __init__(self, path: str, allowed: Sequence[str]) -> None:
+        methods = sorted(set(allowed))
+        super().__init__(f"{path} takes {' or '.join(methods)}", headers={"allow": ", ".join(methods)})
 
 
 class NotReadyError(ProblemError):

@@ -285,6 +285,30 @@ def test_unknown_paths_and_methods(strict_url: str) -> None:
             assert response.headers["allow"] == "POST"
 
 
+def test_every_405_is_one_problem(strict_url: str) -> None:
+    """A compute route (plain ASGI) and a FastAPI route answer a wrong method alike."""
+    answers = {
+        (method, path): httpx.request(method, strict_url + path)
+        for method, path in [
+            ("GET", "/v1/gradients"),
+            ("PUT", "/v1/sgd"),
+            ("POST", "/v1/info"),
+            ("POST", "/healthz"),
+        ]
+    }
+    for (method, path), response in answers.items():
+        assert response.status_code == 405, (method, path)
+        assert response.headers["content-type"] == "application/problem+json"
+        body = response.json()
+        assert body["type"] == "urn:gradserve:problem:method-not-allowed"
+        allowed = response.headers["allow"].split(", ")
+        assert method not in allowed
+        assert body["detail"] == f"{path} takes {' or '.join(allowed)}"
+    assert len({r.json()["title"] for r in answers.values()}) == 1
+    assert answers["GET", "/v1/gradients"].headers["allow"] == "POST"
+    assert "GET" in answers["POST", "/v1/info"].headers["allow"].split(", ")
+
+
 def test_an_unknown_render_format_is_a_422(strict_url: str) -> None:
     body = {"network": base("gradients")["network"]}
     response = httpx.post(strict_url + "/v1/render?format=png", json=body)
