@@ -57,7 +57,7 @@ def parse(model: type[M], body: bytes) -> M:
     try:
         return model.model_validate_json(body)
     except ValidationError as exc:
-        raise schema_problem(exc.errors(include_input=False, include_url=False)) from None
+        raise schema_problem(exc.errors(include_input=False, include_url=False), model) from None
 
 
 ENDPOINTS: dict[str, tuple[type[BaseModel], Callable[[Any, Limits], dict[str, Any] | Document]]] = {
