@@ -349,7 +349,10 @@ class SgdResponse(ResponseModel):
     steps: int
     loss_before: float
     loss_after: float
-    history: list[EpochLoss]
+    history: list[EpochLoss] = Field(
+        description="the full-batch loss after each epoch (epoch counts from 0, so the last "
+        "entry is loss_after); loss_before is the loss before the first"
+    )
 
 
 class Factor(ResponseModel):
