@@ -182,7 +182,7 @@ class Samples(WireModel):
 
 # ---------------------------------------------------------------- requests
 
-#: the seed's chain x -> j -> k -> o with one sample: the example in the OpenAPI document
+#: the chain x -> j -> k -> o with one sample: the example in the OpenAPI document
 CHAIN_EXAMPLE: dict[str, Any] = {
     "network": {
         "units": [
@@ -258,7 +258,7 @@ class SgdRequest(ComputeRequest):
 
 
 class ExplainRequest(ComputeRequest):
-    """Explain one sample's gradients in the seed's terms."""
+    """Explain one sample's gradients: each delta's terms, and each weight's paths and factors."""
 
     model_config = ConfigDict(json_schema_extra={"examples": [CHAIN_EXAMPLE]})
 

@@ -104,7 +104,7 @@ def handle_inline(endpoint: str, body: bytes, limits: Limits, budget_ms: float) 
     """`handle`, on the calling thread, if the computation is estimated to take under
     `budget_ms`; else None (having spent only the parse and the compile finding out).
 
-    The seed's chain takes ~0.2 ms to answer; the hop to a worker process and back cost more
+    The chain x -> j -> k -> o takes ~0.2 ms to answer; the hop to a worker process and back cost more
     than that, and tiny requests are most requests.
     """
     if endpoint not in INLINE:
