@@ -1,4 +1,6 @@
 # One way to run each thing. `make serve` and `make test` each install what they need first.
+# `make serve PORT=9000 HOST=0.0.0.0` passes --port and --host (default: GRADSERVE_PORT, else 8000;
+# GRADSERVE_HOST, else 127.0.0.1).
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -14,7 +16,7 @@ install: $(BIN)/python
 
 serve: $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[server]'
-	$(BIN)/gradserve
+	$(BIN)/gradserve $(if $(PORT),--port $(PORT)) $(if $(HOST),--host $(HOST))
 
 test: install
 	$(BIN)/ruff check service client tests bench

@@ -33,6 +33,13 @@ def timed(fns: dict[str, Callable[[], object]], repeat: int) -> dict[str, Sample
     return times
 
 
+def load_generator(concurrency: int = 8) -> str:
+    """Which load generator `throughput` drives, in the words the report prints."""
+    if shutil.which("hey"):
+        return f"load from hey, {concurrency} connections"
+    return f"load from {concurrency} Python threads, one httpx client each (hey is not installed)"
+
+
 def throughput(url: str, body: bytes, seconds: float, concurrency: int = 8) -> float:
     """Requests per second against `url`: `hey` when installed, else a bounded httpx loop."""
     if shutil.which("hey"):

@@ -1,4 +1,4 @@
-"""P1: the seed's chain, one sample: requests per second of /v1/gradients against a bare
+"""P1: the chain x -> j -> k -> o, one sample: requests per second of /v1/gradients against a bare
 FastAPI endpoint that only validates the same body, both served by uvicorn the same way and
 loaded by the same generator."""
 

@@ -33,10 +33,10 @@ def single_units(
     loss: LossName = "half_squared_error",
     columns: bool = False,
 ) -> Network:
-    """A network of single units, as the seed draws them, from its weights.
+    """A network of single units (one unit per id, as a derivation draws them), from its weights.
 
     `single_units({"x->j": 0.5, "j->k": -0.3, "k->o": 0.8}, inputs=["x"], outputs=["o"])` is
-    the seed's chain: hidden units use `activation`, outputs `output_activation`, and any unit
+    the chain x -> j -> k -> o: hidden units use `activation`, outputs `output_activation`, and any unit
     can be given its own in `activations`. With `columns=True` the weights are sent as the
     columns `{source, target, value}` (compact and fast for thousands of weights), and every
     answer gives them back as columns.
@@ -79,7 +79,9 @@ def mlp(
 ) -> Network:
     """A dense multilayer perceptron: one entry per layer, Glorot-normal weights, zero biases.
 
-    Units are named `input`, `hidden1`, `hidden2`, ..., `output`.
+    Units are named `input`, `hidden1`, `hidden2`, ..., `output` (a layer each, `size` its
+    width), and the weights `input -> hidden1`, ..., `hiddenN -> output`: name them so in
+    `samples` (`{"inputs": {"input": ...}, "targets": {"output": ...}}`) and in answers.
     """
     if len(sizes) < 2 or any(size < 1 for size in sizes):
         raise ValueError("an MLP needs at least two layer sizes, each at least 1")

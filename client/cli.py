@@ -1,8 +1,11 @@
 """`gradserve-client` (and `python -m client`): the API from the shell, JSON in and JSON out.
 
-gradserve-client gradients request.json              # {"network": ..., "samples": ...}
-gradserve-client gradients --network net.json --samples batch.json --per-sample
+gradserve-client gradients request.json > mine.json  # {"network": ..., "samples": ...}
+gradserve-client check --gradients mine.json request.json
+gradserve-client gradients --network net.json --samples batch.json --per-sample --pretty
 cat request.json | gradserve-client sgd --learning-rate 0.1 --epochs 20
+
+The answer is printed as compact JSON on one line (for pipes and `jq`); `--pretty` indents it.
 """
 
 from __future__ import annotations
@@ -37,15 +40,18 @@ def _parser() -> argparse.ArgumentParser:
         prog="gradserve-client",
         description="Call a gradserve server. A request is read from a file or standard input "
         '(\'-\', the default) as {"network": ..., "samples": ..., options...}; --network and '
-        "--samples read those two from files instead. The answer is printed as JSON.",
+        "--samples read those two from files instead. The answer is printed as compact JSON "
+        "on one line; --pretty indents it.",
     )
+    output = argparse.ArgumentParser(add_help=False)
+    output.add_argument("--pretty", action="store_true", help="print the answer indented, not on one line")
     parser.add_argument("--url", help="the server (default: $GRADSERVE_URL, else http://127.0.0.1:8000)")
     parser.add_argument("--api-key", help="the API key (default: $GRADSERVE_API_KEY)")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds (default %(default)s)")
     commands = parser.add_subparsers(dest="command", required=True)
 
     def compute(name: str, help: str) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=help)
+        sub = commands.add_parser(name, help=help, parents=[output])
         sub.add_argument("request", nargs="?", default="-", help="request JSON file, or - for stdin")
         sub.add_argument("--network", help="a JSON file holding the network")
         sub.add_argument("--samples", help="a JSON file holding the samples")
@@ -72,7 +78,10 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("--max-paths", type=int)
     check = compute("check", "gradients checked by central finite differences")
     check.add_argument(
-        "--gradients", metavar="FILE", help="your gradients to check (as /v1/gradients gives them)"
+        "--gradients",
+        metavar="FILE",
+        help="your gradients to check: {weights, biases} as /v1/gradients gives them, or its whole "
+        "answer (its gradients member is checked)",
     )
     check.add_argument("--reduction", choices=["mean", "sum"])
     check.add_argument("--epsilon", type=float)
@@ -82,8 +91,8 @@ def _parser() -> argparse.ArgumentParser:
     draw.add_argument("--show", choices=["weights", "gradients"])
     draw.add_argument("--format", choices=["svg", "dot"])
     draw.add_argument("--output", "-o", metavar="FILE", help="write the drawing here instead of to stdout")
-    commands.add_parser("info", help="the server's version, activations, losses and limits")
-    commands.add_parser("health", help="whether the server is up")
+    commands.add_parser("info", help="the server's version, activations, losses and limits", parents=[output])
+    commands.add_parser("health", help="whether the server is up", parents=[output])
     return parser
 
 
@@ -110,10 +119,18 @@ def _request(args: argparse.Namespace, stdin: TextIO) -> dict[str, Any]:
         if value is not None:
             request[name] = value
     if getattr(args, "gradients", None):
-        request["gradients"] = _read(args.gradients, stdin)
+        request["gradients"] = _claimed(_read(args.gradients, stdin))
     if args.base64:
         request["array_encoding"] = "base64"
     return request
+
+
+def _claimed(gradients: Any) -> Any:
+    """The gradients to check: a whole /v1/gradients answer (what `gradserve-client gradients`
+    prints) stands for its `gradients` member."""
+    if isinstance(gradients, dict) and isinstance(gradients.get("gradients"), dict):
+        return gradients["gradients"]
+    return gradients
 
 
 def _call(client: Client, command: str, request: dict[str, Any]) -> BaseModel | str:
@@ -161,7 +178,7 @@ def main(argv: Sequence[str] | None = None, stdin: TextIO = sys.stdin, stdout: T
         else:
             stdout.write(result)
         return 0
-    stdout.write(result.model_dump_json(indent=2, exclude_none=True) + "\n")
+    stdout.write(result.model_dump_json(indent=2 if args.pretty else None, exclude_none=True) + "\n")
     if args.command == "check" and not getattr(result, "ok", True):
         return 3  # the gradients did not pass: scripts can tell
     return 0

@@ -3,7 +3,7 @@
 A network is compiled once per request into a `Plan`: its units laid side by side as columns
 of one table (batch as the leading axis), sorted into levels so that every weight runs from an
 earlier level to a later one. Forward fills a level at a time; backward walks the levels in
-reverse and *accumulates* dE/dz over every successor (the seed's multiple-outputs rule), then
+reverse and *accumulates* dE/dz over every successor (a unit with two outputs sums both paths), then
 turns it into delta = dE/ds. Every parameter, weights then biases, lives in one flat vector
 `theta`, so gradients and SGD are plain vector arithmetic.
 """

@@ -5,6 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from pydantic import BaseModel
+
+from service import wire
+
 PROBLEM_TYPE = "urn:gradserve:problem:"
 
 
@@ -95,9 +99,16 @@ class WorkerLostError(ProblemError):
 
 
 class MethodNotAllowedError(ProblemError):
+    """Every 405, the compute routes' and FastAPI's alike: one type, title and detail, and the
+    methods the path takes in `Allow`."""
+
     status = 405
     slug = "method-not-allowed"
-    title = "Method Not Allowed"
+    title = "The path does not take this method"
+
+    def __init__(self, path: str, allowed: Sequence[str]) -> None:
+        methods = sorted(set(allowed))
+        super().__init__(f"{path} takes {' or '.join(methods)}", headers={"allow": ", ".join(methods)})
 
 
 class NotReadyError(ProblemError):
@@ -133,12 +144,18 @@ def raise_collected(cls: type[ProblemError], items: list[dict[str, Any]]) -> Non
     raise cls(shown, items[:MAX_LISTED])
 
 
-def schema_problem(errors: Sequence[Mapping[str, Any]]) -> ProblemError:
+def schema_problem(errors: Sequence[Mapping[str, Any]], model: type[BaseModel] | None = None) -> ProblemError:
     """The problem for pydantic's validation errors: malformed JSON, or what does not fit the
-    schema, each error by where it is (never the rejected input), the first ones in the detail."""
+    schema, each error by where it is (never the rejected input), the first ones in the detail.
+    Given the `model` validated, each location is the path the user wrote, without the tags
+    of the model's tagged unions (`wire.user_loc`)."""
     if any(e["type"] == "json_invalid" for e in errors):
         return MalformedJSONError(f"the body is not valid JSON: {errors[0]['msg']}")
-    items = [issue(list(e["loc"]), e["msg"]) for e in errors[:MAX_LISTED]]
-    lines = [(".".join(map(str, e["loc"])) or "the body") + ": " + e["msg"] for e in errors[:5]]
+    locs = [wire.user_loc(model, e["loc"]) if model else list(e["loc"]) for e in errors[:MAX_LISTED]]
+    items = [issue(loc, e["msg"]) for loc, e in zip(locs, errors, strict=False)]
+    lines = [
+        (".".join(map(str, loc)) or "the body") + ": " + e["msg"]
+        for loc, e in zip(locs[:5], errors, strict=False)
+    ]
     more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
     return InvalidRequestError("; ".join(lines) + more, items)

@@ -1,9 +1,10 @@
-"""/v1/explain: why each gradient has the value it has, in the seed's terms.
+"""/v1/explain: why each gradient has the value it has, in the terms of its derivation.
 
 For one sample: every unit's s, z, f'(s) and delta, with the terms delta is made of (one per
 successor: the multiple-outputs rule, and the loss's own term at an output); every weight's
 gradient as z_source x delta_target; and, for a weight between single units, the paths from
-its target to an output, each a product of the seed's factors, which add up to the gradient.
+its target to an output, each a product of factors ((yhat - y), then per step back a weight and
+an f'(s), and z_source), which add up to the gradient.
 Paths are counted first, so a graph with astronomically many of them costs no more than
 `max_paths` listed ones.
 """
@@ -191,8 +192,8 @@ class PathFinder:
         return factors
 
     def paths(self, source: str, target: str, limit: int) -> Iterator[tuple[list[str], list[Factor]]]:
-        """Up to `limit` paths from `target` to an output, each with its factors in the seed's
-        order: depth first, one path kept and extended or cut back, so the work is the paths'
+        """Up to `limit` paths from `target` to an output, each with its factors from the
+        output back: depth first, one path kept and extended or cut back, so the work is the paths'
         length (every unit it reaches leads on to an output)."""
         z = float(self.sample.z_of(self.units[source])[0])
         z_factor = Factor(f"z_{source}", f"z_{{{_tex_id(source)}}}", z)
@@ -203,7 +204,7 @@ class PathFinder:
         def reached() -> tuple[list[str], list[Factor]]:
             here = units[-1]
             # walking forward gathered f'(s_u), w_(u->next) per step: reversed, they run from
-            # the output back, as the seed writes them
+            # the output back, as the derivation writes them
             factors = [*self._output_factors(here), *reversed(back), z_factor]
             self._spend(len(factors))
             return list(units), factors
@@ -291,12 +292,13 @@ def _weight(sample: Sample, finder: PathFinder, k: int, max_paths: int) -> Body:
     return body
 
 
-def _number(value: float) -> str:
+def _number(value: float, factor: bool = True) -> str:
+    """A value in LaTeX; a negative factor of a product in parentheses, a result bare."""
     text = f"{value:.4g}"
     if "e" in text:
         mantissa, exponent = text.split("e")
         text = rf"{mantissa}\times 10^{{{int(exponent)}}}"
-    return f"({text})" if value < 0 else text
+    return f"({text})" if value < 0 and factor else text
 
 
 def _latex(lhs: str, paths: list[list[Factor]], total: int, gradient: float) -> str:
@@ -305,4 +307,4 @@ def _latex(lhs: str, paths: list[list[Factor]], total: int, gradient: float) -> 
     more = r" + \dots" if total > len(paths) else ""
     symbolic = " + ".join(r"\,".join(f.latex for f in factors) for factors in paths) + more
     numeric = " + ".join(r" \cdot ".join(_number(f.value) for f in factors) for factors in paths) + more
-    return f"{lhs} = {symbolic} = {numeric} = {_number(gradient)}"
+    return f"{lhs} = {symbolic} = {numeric} = {_number(gradient, factor=False)}"

@@ -12,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from service.errors import PROBLEM_TYPE, ProblemError, schema_problem
+from service.errors import PROBLEM_TYPE, MethodNotAllowedError, ProblemError, schema_problem
 
 log = logging.getLogger("gradserve")
 
@@ -39,8 +39,12 @@ async def on_problem(_: Request, exc: Exception) -> ProblemResponse:
     return ProblemResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
 
-async def on_http(_: Request, exc: Exception) -> ProblemResponse:
+async def on_http(request: Request, exc: Exception) -> ProblemResponse:
     assert isinstance(exc, HTTPException)
+    if exc.status_code == 405:  # the same problem as the compute routes' 405
+        allow = {k.lower(): v for k, v in (exc.headers or {}).items()}.get("allow", "")
+        methods = [m.strip() for m in allow.split(",") if m.strip()]
+        return await on_problem(request, MethodNotAllowedError(request.url.path, methods))
     detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).description
     return problem_response(exc.status_code, detail, headers=dict(exc.headers or {}))
 

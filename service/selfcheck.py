@@ -1,4 +1,4 @@
-"""The engine's start-up self-check: the seed's chain against its closed form."""
+"""The engine's start-up self-check: the chain x -> j -> k -> o against its closed form."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from service import engine, wire
 
 
 def chain_network(w_xj: float = 0.5, w_jk: float = -0.3, w_ko: float = 0.8) -> wire.Network:
-    """The seed's chain x -> j -> k -> o: sigmoid hidden units, a linear output, no biases."""
+    """The chain x -> j -> k -> o: sigmoid hidden units, a linear output, no biases."""
     return wire.Network.model_validate(
         {
             "units": [

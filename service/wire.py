@@ -6,7 +6,9 @@ responses with it. It must never import numpy, fastapi or anything else heavy.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+import types
+from collections.abc import Sequence
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import (
     BaseModel,
@@ -180,7 +182,7 @@ class Samples(WireModel):
 
 # ---------------------------------------------------------------- requests
 
-#: the seed's chain x -> j -> k -> o with one sample: the example in the OpenAPI document
+#: the chain x -> j -> k -> o with one sample: the example in the OpenAPI document
 CHAIN_EXAMPLE: dict[str, Any] = {
     "network": {
         "units": [
@@ -256,7 +258,7 @@ class SgdRequest(ComputeRequest):
 
 
 class ExplainRequest(ComputeRequest):
-    """Explain one sample's gradients in the seed's terms."""
+    """Explain one sample's gradients: each delta's terms, and each weight's paths and factors."""
 
     model_config = ConfigDict(json_schema_extra={"examples": [CHAIN_EXAMPLE]})
 
@@ -347,7 +349,10 @@ class SgdResponse(ResponseModel):
     steps: int
     loss_before: float
     loss_after: float
-    history: list[EpochLoss]
+    history: list[EpochLoss] = Field(
+        description="the full-batch loss after each epoch (epoch counts from 0, so the last "
+        "entry is loss_after); loss_before is the loss before the first"
+    )
 
 
 class Factor(ResponseModel):
@@ -457,3 +462,49 @@ class Problem(ResponseModel):
     detail: str
     errors: list[ErrorItem] | None = None
     request_id: str | None = None
+
+
+# ---------------------------------------------------------------- where an error is
+
+
+def user_loc(model: type[BaseModel], loc: Sequence[str | int]) -> list[str | int]:
+    """A validation error's location as the user wrote it: pydantic puts the tag of each tagged
+    union it passes through into the location (`network.weights.objects.0.source`), a name the
+    user never wrote; this walks the model along `loc` and leaves those tags out
+    (`network.weights.0.source`). Past a step it cannot follow, the rest is kept as it is."""
+    out: list[str | int] = []
+    node: Any = model
+    for k, part in enumerate(loc):
+        node, internal = _step(node, part)
+        if node is None:
+            return out + list(loc[k:])
+        if not internal:
+            out.append(part)
+    return out
+
+
+def _step(node: Any, part: str | int) -> tuple[Any, bool]:
+    """The type at `part` below `node`, and whether `part` was a union's tag (not the user's)."""
+    metadata: list[Any] = []
+    while get_origin(node) is Annotated:
+        node, *more = get_args(node)
+        metadata += more
+    if any(isinstance(m, Discriminator) for m in metadata):
+        for member in get_args(node):
+            if any(isinstance(m, Tag) and m.tag == part for m in get_args(member)[1:]):
+                return member, True
+        return None, False
+    origin = get_origin(node)
+    if origin in (Union, types.UnionType):
+        members = [m for m in get_args(node) if m is not type(None)]
+        return _step(members[0], part) if len(members) == 1 else (None, False)
+    if isinstance(node, type) and issubclass(node, BaseModel):
+        field = node.model_fields.get(str(part))
+        if field is None:
+            return None, False
+        return Annotated[(field.annotation, *field.metadata)] if field.metadata else field.annotation, False
+    if origin is list and isinstance(part, int):
+        return get_args(node)[0], False
+    if origin is dict and isinstance(part, str):
+        return get_args(node)[1], False
+    return None, False

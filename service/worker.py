@@ -57,7 +57,7 @@ def parse(model: type[M], body: bytes) -> M:
     try:
         return model.model_validate_json(body)
     except ValidationError as exc:
-        raise schema_problem(exc.errors(include_input=False, include_url=False)) from None
+        raise schema_problem(exc.errors(include_input=False, include_url=False), model) from None
 
 
 ENDPOINTS: dict[str, tuple[type[BaseModel], Callable[[Any, Limits], dict[str, Any] | Document]]] = {
@@ -104,7 +104,7 @@ def handle_inline(endpoint: str, body: bytes, limits: Limits, budget_ms: float) 
     """`handle`, on the calling thread, if the computation is estimated to take under
     `budget_ms`; else None (having spent only the parse and the compile finding out).
 
-    The seed's chain takes ~0.2 ms to answer; the hop to a worker process and back cost more
+    The chain x -> j -> k -> o takes ~0.2 ms to answer; the hop to a worker process and back cost more
     than that, and tiny requests are most requests.
     """
     if endpoint not in INLINE:

@@ -285,6 +285,97 @@ def test_unknown_paths_and_methods(strict_url: str) -> None:
             assert response.headers["allow"] == "POST"
 
 
+def test_every_405_is_one_problem(strict_url: str) -> None:
+    """A compute route (plain ASGI) and a FastAPI route answer a wrong method alike."""
+    answers = {
+        (method, path): httpx.request(method, strict_url + path)
+        for method, path in [
+            ("GET", "/v1/gradients"),
+            ("PUT", "/v1/sgd"),
+            ("POST", "/v1/info"),
+            ("POST", "/healthz"),
+        ]
+    }
+    for (method, path), response in answers.items():
+        assert response.status_code == 405, (method, path)
+        assert response.headers["content-type"] == "application/problem+json"
+        body = response.json()
+        assert body["type"] == "urn:gradserve:problem:method-not-allowed"
+        allowed = response.headers["allow"].split(", ")
+        assert method not in allowed
+        assert body["detail"] == f"{path} takes {' or '.join(allowed)}"
+    assert len({r.json()["title"] for r in answers.values()}) == 1
+    assert answers["GET", "/v1/gradients"].headers["allow"] == "POST"
+    assert "GET" in answers["POST", "/v1/info"].headers["allow"].split(", ")
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "change", "loc"),
+    [
+        (
+            "gradients",
+            lambda r: weights(r)[1].update(sorce=weights(r)[1].pop("source")),
+            ["network", "weights", 1, "sorce"],
+        ),
+        (
+            "gradients",
+            lambda r: weights(r)[1].update(sorce=weights(r)[1].pop("source")),
+            ["network", "weights", 1, "source"],
+        ),
+        (
+            "gradients",
+            lambda r: r["network"].update(
+                weights={"source": ["x", "j", "k"], "targets": ["j", "k", "o"], "value": [1, 2, 3]}
+            ),
+            ["network", "weights", "targets"],
+        ),
+        (
+            "forward",
+            lambda r: r["network"].update(
+                weights={"source": ["x", "j", "k"], "target": ["j", "k", "o"], "value": [1, "a", 3]}
+            ),
+            ["network", "weights", "value", 1],
+        ),
+        ("sgd", lambda r: units(r)[1].update(bias=[0.1, "b"]), ["network", "units", 1, "bias", 1]),
+        ("gradients", lambda r: r["samples"]["inputs"].update(x=[["a"]]), ["samples", "inputs", "x", 0, 0]),
+        (
+            "gradients",
+            lambda r: r["samples"]["inputs"].update(x={"dtype": "float64", "shape": [1]}),
+            ["samples", "inputs", "x", "data"],
+        ),
+        # a unit may be called like a tag: its key stays, only the tag goes
+        (
+            "gradients",
+            lambda r: r["samples"]["inputs"].update(list=[[1, "a"]]),
+            ["samples", "inputs", "list", 0, 1],
+        ),
+        (
+            "check",
+            lambda r: r.update(gradients={"weights": [{"source": "x", "target": "j", "valeu": 1.0}]}),
+            ["gradients", "weights", 0, "valeu"],
+        ),
+        (
+            "check",
+            lambda r: r.update(
+                gradients={"weights": {"source": ["x"], "target": ["j"], "value": [1.0], "extra": 1}}
+            ),
+            ["gradients", "weights", "extra"],
+        ),
+    ],
+)
+def test_an_error_is_located_where_the_user_wrote_it(
+    strict_url: str, endpoint: str, change: Change, loc: list[Any]
+) -> None:
+    """Never at a tagged union's tag (`network.weights.objects.0.source`): the user wrote no `objects`."""
+    request = base(endpoint)
+    change(request)
+    response = httpx.post(f"{strict_url}/v1/{endpoint}", json=request)
+    assert response.status_code == 422, response.text
+    problem = response.json()
+    assert loc in [e["loc"] for e in problem["errors"]]
+    assert ".".join(map(str, loc)) + ": " in problem["detail"]
+
+
 def test_an_unknown_render_format_is_a_422(strict_url: str) -> None:
     body = {"network": base("gradients")["network"]}
     response = httpx.post(strict_url + "/v1/render?format=png", json=body)

@@ -364,6 +364,45 @@ def test_cli_gradients_from_stdin(server_url: str) -> None:
     assert body["gradients"]["weights"][2]["value"] == pytest.approx(case.weight_gradients[2], rel=1e-12)
 
 
+def test_cli_prints_compact_json_unless_asked_to_indent(server_url: str) -> None:
+    request = json.dumps({"network": seed.chain().network, "samples": seed.chain().samples})
+    code, compact, err = run_cli(["--url", server_url, "gradients"], request)
+    assert code == 0, err
+    assert compact.count("\n") == 1
+    code, pretty, err = run_cli(["--url", server_url, "gradients", "--pretty"], request)
+    assert code == 0, err
+    assert pretty.count("\n") > 10
+    assert json.loads(pretty) == json.loads(compact)
+    code, info, err = run_cli(["--url", server_url, "info"])
+    assert (code, info.count("\n")) == (0, 1), err
+
+
+def test_cli_checks_the_whole_answer_of_gradients(server_url: str, tmp_path: Path) -> None:
+    """What `gradserve-client gradients` prints is what `check --gradients` takes."""
+    case = seed.chain()
+    request = tmp_path / "request.json"
+    request.write_text(json.dumps({"network": case.network, "samples": case.samples}))
+    code, answer, err = run_cli(["--url", server_url, "gradients", str(request)])
+    assert code == 0, err
+    assert {"loss", "units", "gradients"} <= set(json.loads(answer))
+    mine = tmp_path / "mine.json"
+    mine.write_text(answer)
+    code, out, err = run_cli(["--url", server_url, "check", "--gradients", str(mine), str(request)])
+    assert code == 0, err
+    checked = json.loads(out)
+    assert checked["ok"] is True
+    assert len(checked["weights"]) == 3
+    wrong = json.loads(answer)
+    wrong["gradients"]["weights"][0]["value"] *= 2
+    mine.write_text(json.dumps(wrong))
+    code, out, err = run_cli(["--url", server_url, "check", "--gradients", str(mine), str(request)])
+    assert code == 3, err
+    assert [w["ok"] for w in json.loads(out)["weights"]] == [False, True, True]
+    mine.write_text(json.dumps(wrong["gradients"]))  # the gradients member alone, as before
+    code, out, err = run_cli(["--url", server_url, "check", "--gradients", str(mine), str(request)])
+    assert code == 3, err
+
+
 def test_cli_sgd_from_files(server_url: str, tmp_path: Path) -> None:
     case = seed.chain()
     (tmp_path / "net.json").write_text(json.dumps(case.network))

@@ -177,7 +177,7 @@ def cols(source: str, target: str, value: list[float], **extra: Any) -> dict[str
         (cols("x j", "j k", [1.0] * 3), "weights.value has shape [3], expected [2]"),
         (cols("x j k o", "j k o j", [1.0] * 4), "cycle: j -> k -> o -> j"),
         (cols("x", "j", [1.0], colour="red"), "Extra inputs"),
-        (cols("x", "j", 1.0), "value.list: Input should be a valid array"),  # type: ignore[arg-type]
+        (cols("x", "j", 1.0), "network.weights.value: Input should be a valid array"),  # type: ignore[arg-type]
     ],
 )
 def test_bad_columns_are_named(server_url: str, weights: dict[str, Any], says: str) -> None:

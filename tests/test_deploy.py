@@ -7,16 +7,21 @@ after the test suite.
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
+
+from service import __version__
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-MANIFESTS = sorted((ROOT / "deploy" / "kubernetes").glob("*.yaml"))
+KUBERNETES = ROOT / "deploy" / "kubernetes"
+MANIFESTS = sorted(p for p in KUBERNETES.glob("*.yaml") if p.name != "kustomization.yaml")
 
 
 def test_the_dockerfile_passes_hadolint_at_warning_level() -> None:
@@ -44,7 +49,7 @@ def test_the_manifests_validate_against_the_kubernetes_schemas() -> None:
         [str(BIN / "kubernetes-validate"), "--strict", *map(str, MANIFESTS)], capture_output=True, text=True
     )
     assert run.returncode == 0, run.stdout + run.stderr
-    assert run.stdout.count("passed") == len(MANIFESTS) == 5
+    assert run.stdout.count("passed") == len(MANIFESTS) == 6
 
 
 def manifest(kind: str) -> dict[str, Any]:
@@ -83,3 +88,48 @@ def test_the_autoscaler_and_disruption_budget_target_the_deployment() -> None:
     assert manifest("Service")["spec"]["selector"] == labels
     settings = manifest("ConfigMap")["data"]
     assert all(key.startswith("GRADSERVE_") for key in settings)
+
+
+def test_everything_lives_in_one_namespace_and_the_kustomization_lists_it_all() -> None:
+    kustomization = yaml.safe_load((KUBERNETES / "kustomization.yaml").read_text())
+    assert sorted(kustomization["resources"]) == sorted(p.name for p in MANIFESTS)
+    assert manifest("Namespace")["metadata"]["name"] == kustomization["namespace"] == "gradserve"
+    for path in MANIFESTS:
+        document = yaml.safe_load(path.read_text())
+        if document["kind"] != "Namespace":
+            assert document["metadata"]["namespace"] == "gradserve", path.name
+
+
+def test_the_readme_builds_the_image_the_deployment_runs() -> None:
+    """One tag, the package's version, from `docker build` to the Deployment."""
+    image = f"gradserve:{__version__}"
+    (container,) = manifest("Deployment")["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == image
+    (kustomized,) = yaml.safe_load((KUBERNETES / "kustomization.yaml").read_text())["images"]
+    assert f"{kustomized['newName']}:{kustomized['newTag']}" == image
+    readme = (ROOT / "README.md").read_text()
+    builds = re.findall(r"docker build -t (\S+)", readme)
+    assert builds
+    assert set(builds) == {image}
+    assert "kubectl apply -k deploy/kubernetes" in readme
+    assert "kubectl -n gradserve port-forward service/gradserve" in readme
+    assert "metrics-server" in readme
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
+def test_kubectl_kustomize_renders_every_manifest_into_the_namespace(tmp_path: Path) -> None:
+    run = subprocess.run(
+        ["kubectl", "kustomize", str(KUBERNETES)], capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode == 0, run.stderr
+    documents = list(yaml.safe_load_all(run.stdout))
+    assert sorted(d["kind"] for d in documents) == sorted(
+        yaml.safe_load(p.read_text())["kind"] for p in MANIFESTS
+    )
+    assert all(d["metadata"].get("namespace") == "gradserve" for d in documents if d["kind"] != "Namespace")
+    rendered = tmp_path / "rendered.yaml"
+    rendered.write_text(run.stdout)
+    check = subprocess.run(
+        [str(BIN / "kubernetes-validate"), "--strict", str(rendered)], capture_output=True, text=True
+    )
+    assert check.returncode == 0, check.stdout + check.stderr

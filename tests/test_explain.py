@@ -74,6 +74,10 @@ def test_the_unit_with_two_outputs_sums_its_two_paths() -> None:
     terms = body["units"]["j"]["delta_terms"]
     assert [t["successor"] for t in terms] == ["k1", "k2"]
     assert body["units"]["j"]["delta"][0] == pytest.approx(case.deltas["j"], rel=1e-12)
+    assert first["gradient"] < 0
+    # the gradient ends the formula bare; only negative factors of a product are in parentheses
+    assert first["latex"].endswith(f" = {first['gradient']:.4g}")
+    assert r"\cdot (-0.7) \cdot" in first["latex"]
 
 
 def test_the_unit_with_two_inputs() -> None:

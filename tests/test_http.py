@@ -362,4 +362,8 @@ def test_openapi_documents_every_body(http: httpx.Client) -> None:
 
     walk(doc)
     assert refs <= set(schemas), refs - set(schemas)
+    assert (
+        "the full-batch loss after each epoch"
+        in schemas["SgdResponse"]["properties"]["history"]["description"]
+    )
     assert http.get("/docs").status_code == 200
