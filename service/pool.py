@@ -54,7 +54,11 @@ class _NotSentError(Exception):
 
 
 class _UnpicklableError(Exception):
-    """The job could not be pickled (its cause says why); the worker never saw it."""
+    """The job could not be pickled (`error` says why); the worker never saw it."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(error)
+        self.error = error
 
 
 def resident_bytes() -> int:
@@ -139,7 +143,7 @@ class Worker:
         try:
             data = ForkingPickler.dumps(job)
         except Exception as exc:
-            raise _UnpicklableError from exc
+            raise _UnpicklableError(exc) from None
         if wait([self.proc.sentinel], 0):
             raise _NotSentError
         try:
@@ -283,14 +287,12 @@ class Pool:
                 kind, value, rss = await asyncio.shield(future)
             except _UnpicklableError as exc:
                 self._put(w)
-                raise exc.__cause__ from None  # type: ignore[misc]
+                raise exc.error from None
             except _NotSentError:  # it died idle, before its exit was noticed: try another
-                self._lost(w, "died", f"exit code {w.proc.exitcode}")
-                self._close(w)
+                self._died(w)
                 continue
             except WorkerDiedError:
-                self._lost(w, "died", f"exit code {w.proc.exitcode}")
-                self._close(w)
+                self._died(w)
                 raise
             except BaseException:  # cancelled (or this process could not run the thread)
                 self._kill(w)
@@ -347,6 +349,11 @@ class Pool:
         else:
             self._put(w)
 
+    def _died(self, w: Worker) -> None:
+        w.proc.join(0.1)  # (its pipe is at EOF: it is exiting, if not gone)
+        self._lost(w, "died", f"exit code {w.proc.exitcode}")
+        self._close(w)
+
     def _lost(self, w: Worker, cause: str, why: str = "") -> None:
         """Count and log `w`'s replacement, and start it (once per worker)."""
         if w.replaced or self.stopped:
@@ -387,9 +394,7 @@ class Pool:
         self.workers.discard(w)
         if w.state == "idle":  # nobody was waiting on it: replace it here
             self.idle.remove(w)
-            w.proc.join(0.1)
-            self._lost(w, "died", f"exit code {w.proc.exitcode}")
-            self._close(w)
+            self._died(w)
         elif w.state == "retiring":
             self._close(w)
         # busy: the job's thread notices too, and `call` replaces and closes it

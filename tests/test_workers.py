@@ -252,6 +252,8 @@ def test_an_exception_in_a_worker_reaches_the_caller_and_keeps_the_worker() -> N
         before = await executor.pool.call(os.getpid)
         with pytest.raises(ZeroDivisionError):
             await executor.pool.call(divmod, 1, 0)
+        with pytest.raises(Exception, match="pickle"):  # a job that cannot be sent never leaves
+            await executor.pool.call(lambda: 0)
         return before, await executor.pool.call(os.getpid), executor.counts
 
     before, after, counts = run_executor(test)
