@@ -74,6 +74,12 @@ class Settings(Limits):
     worker_max_tasks: int = Field(
         1000, ge=1, description="requests a worker process serves before it is replaced"
     )
+    worker_max_rss_bytes: int = Field(
+        1024 * 1024 * 1024,
+        ge=0,
+        description="a worker process whose resident memory is over this after a request is "
+        "replaced; 0: no budget",
+    )
     inline_ms: float = Field(
         1.0,
         ge=0,

@@ -11,18 +11,15 @@ debugging).
 
 from __future__ import annotations
 
-import asyncio
 import ctypes
 import functools
 import gc
 import logging
-import multiprocessing
 import os
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from multiprocessing.shared_memory import SharedMemory
 from typing import Any, NamedTuple, Protocol, TypeVar
 
@@ -34,6 +31,7 @@ from pydantic import BaseModel, ValidationError
 from service import compute, engine, explain, gradcheck, render, selfcheck, wire
 from service.arrays import dumps
 from service.errors import ProblemError, WorkerLostError, schema_problem
+from service.pool import Pool, WorkerDiedError
 from service.render import Document
 from service.settings import Limits, Settings
 
@@ -246,7 +244,14 @@ Body = bytes | SharedBody
 class Executor(Protocol):
     segments: Segments | None  # where large bodies go for the workers; None: kept as bytes
 
-    async def run(self, endpoint: str, body: Body, limits: Limits) -> Reply: ...
+    async def run(self, endpoint: str, body: Body, limits: Limits) -> Reply:
+        """`handle` the request away from the event loop.
+
+        Cancelling run() stops the computation (ThreadExecutor's excepted: see there), so a
+        request given up frees its slot. A worker that dies fails only the request it was
+        computing, with WorkerLostError.
+        """
+        ...
 
     async def start(self) -> bool:
         """Start, and say whether the engine passes its self-check where it will run."""
@@ -256,7 +261,11 @@ class Executor(Protocol):
 
 
 class ThreadExecutor:
-    """Compute in the server's own worker threads."""
+    """Compute in the server's own worker threads.
+
+    A thread cannot be stopped: cancelling run() waits until the computation ends, which the
+    engine's own deadline (`engine.time_limit`, GRADSERVE_TIMEOUT_S) bounds.
+    """
 
     segments: Segments | None = None
 
@@ -323,11 +332,13 @@ KEEP_SEGMENT_BYTES = 64 << 20
 
 
 class ProcessExecutor:
-    """Compute in a pool of `size` worker processes, each recycled after `max_tasks` requests."""
+    """Compute in `size` supervised worker processes (service.pool): each replaced when it
+    dies, when the request it computes is given up, after `max_tasks` requests, or when its
+    resident memory is over `max_rss` bytes after one (0: no budget)."""
 
     BLAS_THREADS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
-    def __init__(self, size: int, max_tasks: int) -> None:
+    def __init__(self, size: int, max_tasks: int, max_rss: int = 0) -> None:
         self.size, self.max_tasks = size, max_tasks
         # Workers inherit the environment when they start. Left alone, each would run a BLAS
         # pool as large as the machine: two workers on two cores took 14 s for what one thread
@@ -338,50 +349,46 @@ class ProcessExecutor:
         self.set_here = [name for name in self.BLAS_THREADS if name not in os.environ]
         for name in self.set_here:
             os.environ[name] = share
-        self.pool = self._new_pool()
+        self.pool = Pool(
+            size,
+            max_tasks=max_tasks,
+            max_rss=max_rss,
+            initializer=_start_worker,
+            initargs=(os.getpid(),),
+            check=selfcheck.passes,
+        )
         # at most a quarter of /dev/shm is kept idle, so bodies in flight find room
         self.segments: Segments | None = Segments(keep_bytes=min(KEEP_SEGMENT_BYTES, shm_bytes() // 4))
 
-    def _new_pool(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(
-            self.size,
-            mp_context=multiprocessing.get_context("spawn"),
-            max_tasks_per_child=self.max_tasks,
-            initializer=_start_worker,
-            initargs=(os.getpid(),),
-        )
+    @property
+    def counts(self) -> Counter[str]:
+        """Workers started, and replaced by cause: died, cancelled, recycled, over-memory."""
+        return self.pool.counts
 
     async def run(self, endpoint: str, body: Body, limits: Limits) -> Reply:
-        loop = asyncio.get_running_loop()
-        pool = self.pool
         try:
             if isinstance(body, SharedBody):
                 body.lent = True
-                reply = await loop.run_in_executor(
-                    pool, handle_shared, endpoint, body.shm.name, body.size, limits
-                )
-                body.lent = False  # the worker is done with it (not so if this was cancelled)
+                reply: Reply = await self.pool.call(handle_shared, endpoint, body.shm.name, body.size, limits)
+                # The worker is done with it. Not so if this was cancelled: the worker is killed
+                # then, but it may have been writing, so the segment is never handed on.
+                body.lent = False
                 if reply.in_shared:
                     return reply._replace(content=bytes(body.view[: reply.in_shared]), in_shared=0)
                 return reply
-            return await loop.run_in_executor(pool, handle, endpoint, body, limits)
-        except BrokenProcessPool:
-            if self.pool is pool:  # the first to notice replaces it
-                log.error("a compute worker died; starting a new pool")
-                pool.shutdown(wait=False, cancel_futures=True)
-                self.pool = self._new_pool()
+            answer: Reply = await self.pool.call(handle, endpoint, body, limits)
+            return answer
+        except WorkerDiedError:
             raise WorkerLostError(
                 "the worker computing this request died (most likely out of memory); "
                 "ask for less work, or try again"
             ) from None
 
     async def start(self) -> bool:
-        loop = asyncio.get_running_loop()
-        checks = [loop.run_in_executor(self.pool, selfcheck.passes) for _ in range(self.size)]
-        return all(await asyncio.gather(*checks))
+        return await self.pool.start()
 
     def stop(self) -> None:
-        self.pool.shutdown(wait=True, cancel_futures=True)
+        self.pool.stop()
         if self.segments is not None:
             self.segments.close()
         for name in self.set_here:
@@ -391,4 +398,4 @@ class ProcessExecutor:
 def make_executor(settings: Settings) -> Executor:
     if settings.isolation == "thread":
         return ThreadExecutor()
-    return ProcessExecutor(settings.max_concurrent, settings.worker_max_tasks)
+    return ProcessExecutor(settings.max_concurrent, settings.worker_max_tasks, settings.worker_max_rss_bytes)

