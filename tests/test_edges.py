@@ -145,3 +145,134 @@ def test_no_array_in_any_form_reaches_a_500(server_url: str, place: tuple[str, A
         if response.status_code != 200:
             problem(response, response.status_code)
         still_serves(http)
+
+
+# ---------------------------------------------------------------- 8b: more paths than a float holds
+
+
+@pytest.mark.chaos
+def test_a_count_of_paths_past_float64_is_answered_with_its_log(http: httpx.Client) -> None:
+    """A ladder of 1,030 levels has 2**1029 paths from x -> a0: float() of that count was a 500."""
+    net, samples = ladder(1030)
+    response = post(http, "explain", {"network": net, "samples": samples, "max_paths": 0})
+    assert response.status_code == 200, response.text[:500]
+    answer = wire.ExplainResponse.model_validate_json(response.content)
+    first = answer.weights[0]
+    assert first.paths_total is None
+    assert first.paths_total_log10 == pytest.approx(1029 * math.log10(2), rel=1e-12)
+    assert (first.paths, first.paths_truncated) == ([], True)
+    last = answer.weights[-1]  # b1029 -> o: one path
+    assert (last.paths_total, last.paths_total_log10) == (1, 0.0)
+
+
+def test_counts_of_paths_are_exact_then_rounded_and_always_have_their_log(http: httpx.Client) -> None:
+    net, samples = ladder(60)
+    answer = wire.ExplainResponse.model_validate_json(
+        post(http, "explain", {"network": net, "samples": samples, "max_paths": 1}).content
+    )
+    counts = {(w.source, w.target): w for w in answer.weights}
+    exact = counts[("a5", "a6")]  # 2**53 paths from a6: the last count written exactly
+    assert (exact.paths_total, exact.paths_total_log10) == (2**53, pytest.approx(53 * math.log10(2)))
+    rounded = counts[("a4", "a5")]
+    assert rounded.paths_total == float(2**54)
+    assert isinstance(rounded.paths_total, float)
+    assert rounded.paths_total_log10 == pytest.approx(54 * math.log10(2))
+
+
+def test_the_schema_says_how_a_count_past_float64_is_answered(http: httpx.Client) -> None:
+    schema = http.get("/openapi.json").json()["components"]["schemas"]["ExplainedWeight"]["properties"]
+    assert "null past the largest float" in schema["paths_total"]["description"]
+    assert "log10" in schema["paths_total_log10"]["description"]
+
+
+# ---------------------------------------------------------------- 8c: non-finite results
+
+
+def overflowing(**extra: Any) -> Request:
+    """x -> o with x = 1e200 and w = 1e-50: s = 1e150 is fine, the gradient z_x * delta_o is not."""
+    return {
+        "network": {
+            "units": [{"id": "x", "role": "input"}, {"id": "o", "role": "output"}],
+            "weights": [{"source": "x", "target": "o", "value": 1e-50}],
+        },
+        "samples": {"inputs": {"x": [1e200]}, "targets": {"o": [0.0]}},
+        **extra,
+    }
+
+
+@pytest.mark.chaos
+@pytest.mark.parametrize(
+    ("endpoint", "extra"),
+    [("gradients", {}), ("explain", {}), ("check", {}), ("render", {"show": "gradients"})],
+)
+def test_every_endpoint_refuses_an_overflowing_gradient_as_gradients_does(
+    http: httpx.Client, endpoint: str, extra: dict[str, Any]
+) -> None:
+    answer = problem(post(http, endpoint, overflowing(**extra)), 422)
+    assert answer.type.endswith("non-finite-result")
+    assert "gradient of weight x->o is not finite" in answer.detail
+
+
+@pytest.mark.chaos
+def test_check_refuses_errors_that_overflow(http: httpx.Client) -> None:
+    """A claimed gradient and the numeric one each finite (-1.7e308 and 1e307), their difference
+    past float64: it was answered as null."""
+    request = overflowing(epsilon=1e-307)
+    request["network"]["weights"][0]["value"] = 1e-307
+    request["samples"]["inputs"]["x"] = [1e307]
+    request["gradients"] = {"weights": [{"source": "x", "target": "o", "value": -1.7e308}]}
+    answer = problem(post(http, "check", request), 422)
+    assert answer.type.endswith("non-finite-result")
+    assert "error (checked - numeric) of weight x->o is not finite" in answer.detail
+
+
+@pytest.mark.chaos
+def test_a_path_whose_product_overflows_is_refused_by_name(http: httpx.Client) -> None:
+    """Two paths of +-1e310 cancel in the gradient (0), but neither path's value is a float64:
+    it was answered as null (and -inf in the LaTeX)."""
+    units = [{"id": "x", "role": "input"}, *({"id": u, "activation": "identity"} for u in "hab")]
+    units.append({"id": "o", "role": "output"})
+    weights = [
+        {"source": "x", "target": "h", "value": 1e-20},
+        {"source": "h", "target": "a", "value": 1e150},
+        {"source": "h", "target": "b", "value": 1e150},
+        {"source": "a", "target": "o", "value": 1e150},
+        {"source": "b", "target": "o", "value": -1e150},
+    ]
+    request = {
+        "network": {"units": units, "weights": weights},
+        "samples": {"inputs": {"x": [1e10]}, "targets": {"o": [1.0]}},
+    }
+    gradients = post(http, "gradients", request)
+    assert gradients.status_code == 200, gradients.text[:300]  # every number of it is finite
+    answer = problem(post(http, "explain", request), 422)
+    assert answer.type.endswith("non-finite-result")
+    assert "path x -> h -> a -> o" in answer.detail
+
+
+@pytest.mark.chaos
+@pytest.mark.parametrize("fmt", ["svg", "dot"])
+def test_render_draws_weights_near_float64s_largest_without_nan(http: httpx.Client, fmt: str) -> None:
+    """sqrt(mean(w**2)) overflowed: stroke-width="nan", labels "rms inf" and "|z|=inf"."""
+    request = {
+        "network": {
+            "units": [
+                {"id": "x", "role": "input", "size": 2},
+                {"id": "h", "size": 2, "activation": "identity"},
+                {"id": "o", "role": "output"},
+            ],
+            "weights": [
+                {"source": "x", "target": "h", "value": [[1e-300, 0.0], [0.0, 1e-300]]},
+                {"source": "h", "target": "o", "value": [[1e300], [-1e300]]},
+            ],
+        },
+        "samples": {"inputs": {"x": [[1.5e308, 1.5e308]]}},
+    }
+    response = http.post(f"/v1/render?format={fmt}", json=request)
+    assert response.status_code == 200, response.text[:300]
+    assert re.search(r"\b(nan|inf)\b", response.text, re.IGNORECASE) is None, response.text
+    if fmt == "svg":
+        widths = [float(w) for w in re.findall(r'class="edge"[^>]*stroke-width="([^"]+)"', response.text)]
+        assert widths
+        assert all(1.0 <= w <= 6.0 for w in widths)
+        assert "|z|=&gt;1.8e+308" in response.text  # x's norm is past float64: said so, not inf
