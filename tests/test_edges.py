@@ -276,3 +276,75 @@ def test_render_draws_weights_near_float64s_largest_without_nan(http: httpx.Clie
         assert widths
         assert all(1.0 <= w <= 6.0 for w in widths)
         assert "|z|=&gt;1.8e+308" in response.text  # x's norm is past float64: said so, not inf
+
+
+# ---------------------------------------------------------------- 11: smaller ones
+
+
+def test_max_paths_zero_lists_no_path(http: httpx.Client) -> None:
+    response = post(http, "explain", chain_request(max_paths=0))
+    answer = wire.ExplainResponse.model_validate_json(response.content)
+    for weight in answer.weights:
+        assert (weight.paths, weight.paths_total, weight.paths_truncated) == ([], 1, True)
+        assert r"\dots" in weight.latex
+
+
+def test_an_unknown_key_is_echoed_only_in_part(http: httpx.Client) -> None:
+    long = "k" * 100_000
+    request = chain_request(**{long: 1})
+    request["samples"]["inputs"]["q" * 50_000] = [1.0]
+    response = post(http, "gradients", request)
+    answer = problem(response, 422)
+    assert len(response.content) < 2_000
+    assert "k" * 64 + "…" in answer.detail
+    assert answer.errors is not None
+    assert {"k" * 64 + "…", "q" * 64 + "…"} <= {part for e in answer.errors for part in e.loc}
+
+
+def test_a_huge_integer_is_not_echoed_whole(http: httpx.Client) -> None:
+    body = json.dumps(chain_request(sample=7)).replace('"sample": 7', '"sample": 1' + "0" * 1000)
+    answer = problem(post(http, "explain", body.encode()), 422)
+    assert "sample over 2**3,321 is out of range" in answer.detail
+    assert len(answer.detail) < 200
+
+
+@pytest.mark.parametrize("bad", ["a\n", "a\r\n", "\na", "a\x00"])
+def test_an_id_with_a_line_break_is_refused_everywhere(http: httpx.Client, bad: str) -> None:
+    """The patterns are anchored at the very end ($ in Python's re would pass "a\\n")."""
+    unit = chain_request()
+    unit["network"]["units"][1]["id"] = bad
+    sample = chain_request()
+    sample["samples"]["inputs"][bad] = [1.0]
+    column = with_column(chain_request(), [0.5, -0.3, 0.8])
+    column["network"]["weights"]["source"][0] = bad
+    for request in (unit, sample, column):
+        assert "pattern" in problem(post(http, "gradients", request), 422).detail
+
+
+def test_a_request_id_with_a_line_break_is_replaced() -> None:
+    """A client's X-Request-ID is echoed only when the whole of it is sane."""
+    seen: list[str] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        seen.append(scope["state"]["request_id"])
+
+    async def call(value: bytes) -> None:
+        scope = {"type": "http", "method": "GET", "path": "/", "headers": [(b"x-request-id", value)]}
+        await RequestContext(app)(scope, None, None)  # type: ignore[arg-type]
+
+    for value in (b"abc\n", b"abc", b"a" * 129):
+        asyncio.run(call(value))
+    assert seen[0] != "abc\n"
+    assert len(seen[0]) == 32
+    assert seen[1] == "abc"
+    assert seen[2] != "a" * 129
+
+
+def test_a_key_given_twice_keeps_the_last_as_documented(http: httpx.Client) -> None:
+    """Refusing duplicates would take a second parse of every body; the rule is written down."""
+    once = chain_request()
+    once["network"]["weights"][0]["value"] = 0.7
+    twice = json.dumps(chain_request()).replace('"value": 0.5', '"value": 0.5, "value": 0.7')
+    assert post(http, "gradients", twice.encode()).json() == post(http, "gradients", once).json()
+    description = http.get("/openapi.json").json()["info"]["description"]
+    assert "the last occurrence wins" in description
