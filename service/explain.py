@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 
 from service import compute, engine, wire
-from service.arrays import ensure_finite
 from service.engine import Plan, UnitInfo
 from service.errors import InvalidRequestError, LimitExceededError, NonFiniteResultError, echoed, issue
 from service.settings import Limits
@@ -90,7 +89,11 @@ def explain(req: wire.ExplainRequest, limits: Limits) -> Body:
         "units": {u.id: _unit(sample, finder, u) for u in plan.units},
         "weights": [_weight(sample, finder, k, req.max_paths) for k in range(len(plan.weights))],
     }
-    ensure_finite(body)  # what the checks above name is refused first; this catches the rest
+    # Every number above is checked where it is made: s, z and delta (check_values), the
+    # gradients, each delta term and path value (by name), and the loss; the rest are finite
+    # by construction (f'(s) of a finite s; a loss term overflows only where delta does; the
+    # factors are weights and those checked values). A walk over the whole answer would cost
+    # more than building it.
     return body
 
 
@@ -209,6 +212,8 @@ class PathFinder:
         """Up to `limit` paths from `target` to an output, each with its factors in the seed's
         order: depth first, one path kept and extended or cut back, so the work is the paths'
         length (every unit it reaches leads on to an output)."""
+        if limit <= 0:  # (max_paths 0: the paths are only counted)
+            return
         z = float(self.sample.z_of(self.units[source])[0])
         z_factor = Factor(f"z_{source}", f"z_{{{_tex_id(source)}}}", z)
         units, back, steps = [target], list[Factor](), list[int]()  # back: per step, f' and w
@@ -223,7 +228,7 @@ class PathFinder:
             self._spend(len(factors))
             return list(units), factors
 
-        if self.units[target].role == "output" and limit > 0:
+        if self.units[target].role == "output":
             found += 1
             yield reached()
         while onward and found < limit:
