@@ -71,7 +71,11 @@ def _where(loc: Sequence[str | int]) -> str:
 
 def _shape_text(shape: Sequence[int]) -> str:
     """A shape for a message: a dimension of thousands of digits is not echoed whole."""
-    return "[" + ", ".join(str(d) if d < 2**40 else f"2**{d.bit_length() - 1}+" for d in shape) + "]"
+    return (
+        "["
+        + ", ".join(str(d) if d.bit_length() <= 64 else f"over 2**{d.bit_length() - 1}" for d in shape)
+        + "]"
+    )
 
 
 def non_finite_at(body: Any, where: str = "") -> str | None:
