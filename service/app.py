@@ -15,7 +15,7 @@ from fastapi.openapi.utils import get_openapi
 from pydantic.json_schema import models_json_schema
 from starlette.exceptions import HTTPException
 
-from service import __version__, problems
+from service import __version__, problems, wire
 from service.api import REQUEST_MODELS, ComputeRoutes, Inflight, compute_docs, health, router
 from service.errors import ProblemError
 from service.middleware import ApiKeyAuth, RequestContext
@@ -48,6 +48,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         summary="Backpropagation as a service: forward values, exact gradients and SGD "
         "for any DAG of units. Every error is problem+json.",
+        description=wire.BODY_RULES,
         lifespan=_lifespan,
         separate_input_output_schemas=False,
     )
@@ -83,6 +84,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 title=app.title,
                 version=app.version,
                 summary=app.summary,
+                description=app.description,
                 routes=[*app.routes, *compute_docs()],
                 separate_input_output_schemas=False,
             )

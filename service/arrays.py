@@ -12,9 +12,14 @@ import orjson
 import pybase64
 
 from service import wire
-from service.errors import InvalidRequestError, issue
+from service.errors import InvalidRequestError, NonFiniteResultError, issue
 
 _DTYPES: dict[str, np.dtype[Any]] = {"float64": np.dtype("<f8"), "float32": np.dtype("<f4")}
+
+#: the non-zero dimensions of an encoded array's shape multiply to at most this many elements:
+#: NumPy refuses (ValueError) a shape whose float64 bytes pass its index type, even with no
+#: elements at all (a zero among the dimensions); any real array is far below it
+MAX_SPAN = 2**59
 
 
 def to_numpy(value: Any, loc: Sequence[str | int]) -> np.ndarray:
@@ -39,10 +44,17 @@ def _decode(value: wire.EncodedArray, loc: Sequence[str | int]) -> np.ndarray:
         raise InvalidRequestError(
             f"{_where(loc)}: data is not valid base64", [issue([*loc, "data"], "invalid base64")]
         ) from None
-    count = math.prod(value.shape)  # Python ints: a huge shape cannot wrap around
+    span = math.prod(max(d, 1) for d in value.shape)  # Python ints: a huge shape cannot wrap around
+    if span > MAX_SPAN:
+        msg = (
+            f"{_where(loc)}: shape {_shape_text(value.shape)} is too large: its non-zero dimensions "
+            f"multiply to more than 2**59 elements"
+        )
+        raise InvalidRequestError(msg, [issue([*loc, "shape"], msg)])
+    count = math.prod(value.shape)
     if len(raw) != count * dtype.itemsize:
         msg = (
-            f"{_where(loc)}: data holds {len(raw)} bytes but shape {value.shape} of "
+            f"{_where(loc)}: data holds {len(raw)} bytes but shape {_shape_text(value.shape)} of "
             f"{value.dtype} needs {count * dtype.itemsize}"
         )
         raise InvalidRequestError(msg, [issue([*loc, "data"], msg)])
@@ -55,6 +67,45 @@ def _decode(value: wire.EncodedArray, loc: Sequence[str | int]) -> np.ndarray:
 
 def _where(loc: Sequence[str | int]) -> str:
     return ".".join(str(part) for part in loc)
+
+
+def _shape_text(shape: Sequence[int]) -> str:
+    """A shape for a message: a dimension of thousands of digits is not echoed whole."""
+    return (
+        "["
+        + ", ".join(str(d) if d.bit_length() <= 64 else f"over 2**{d.bit_length() - 1}" for d in shape)
+        + "]"
+    )
+
+
+def non_finite_at(body: Any, where: str = "") -> str | None:
+    """Where in a response body (a path like `weights[2].paths[0].value`) the first number that
+    is not finite sits, or None: JSON has no such numbers, and they would be written as null."""
+    if isinstance(body, float):
+        return None if math.isfinite(body) else where
+    if isinstance(body, np.ndarray):
+        return None if body.dtype.kind != "f" or np.isfinite(body).all() else where
+    if isinstance(body, dict):
+        items: Any = ((f"{where}.{key}" if where else str(key), value) for key, value in body.items())
+    elif isinstance(body, (list, tuple)):
+        items = ((f"{where}[{k}]", value) for k, value in enumerate(body))
+    else:
+        return None
+    for place, value in items:
+        if isinstance(value, (str, bool, int)) or value is None:
+            continue
+        found = non_finite_at(value, place)
+        if found is not None:
+            return found
+    return None
+
+
+def ensure_finite(body: Any) -> None:
+    """Refuse (422 non-finite-result) a response body holding a number that is not finite: the
+    last guard of answers assembled from many computed pieces (explain's, check's)."""
+    where = non_finite_at(body)
+    if where is not None:
+        raise NonFiniteResultError(f"the answer's {where} is not finite: the numbers overflowed float64")
 
 
 def encoded(array: np.ndarray) -> dict[str, Any]:

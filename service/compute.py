@@ -17,7 +17,7 @@ import numpy as np
 from service import engine, wire
 from service.arrays import encoded
 from service.engine import Batch, Plan, Values
-from service.errors import LimitExceededError, NonFiniteResultError
+from service.errors import LimitExceededError, NonFiniteResultError, echoed
 from service.settings import Limits
 
 Body = dict[str, Any]
@@ -27,7 +27,8 @@ def limit(limits: Limits, name: str, value: int, what: str) -> None:
     allowed = getattr(limits, name)
     if value > allowed:
         raise LimitExceededError(
-            f"{what} is {value:,}, over the limit {name} = {allowed:,} (set by GRADSERVE_{name.upper()})"
+            f"{what} is {echoed(value)}, over the limit {name} = {allowed:,} "
+            f"(set by GRADSERVE_{name.upper()})"
         )
 
 

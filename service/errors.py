@@ -151,7 +151,7 @@ def schema_problem(errors: Sequence[Mapping[str, Any]], model: type[BaseModel] |
     of the model's tagged unions (`wire.user_loc`)."""
     if any(e["type"] == "json_invalid" for e in errors):
         return MalformedJSONError(f"the body is not valid JSON: {errors[0]['msg']}")
-    locs = [wire.user_loc(model, e["loc"]) if model else list(e["loc"]) for e in errors[:MAX_LISTED]]
+    locs = [_echoed(wire.user_loc(model, e["loc"]) if model else e["loc"]) for e in errors[:MAX_LISTED]]
     items = [issue(loc, e["msg"]) for loc, e in zip(locs, errors, strict=False)]
     lines = [
         (".".join(map(str, loc)) or "the body") + ": " + e["msg"]
@@ -159,3 +159,23 @@ def schema_problem(errors: Sequence[Mapping[str, Any]], model: type[BaseModel] |
     ]
     more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
     return InvalidRequestError("; ".join(lines) + more, items)
+
+
+#: a key the client sent (an unknown field's name, a dict key) is echoed up to this many characters
+MAX_ECHOED = 64
+
+
+def _echoed(loc: Sequence[str | int]) -> list[str | int]:
+    """A location as the client's keys name it, each key cut to MAX_ECHOED characters and "…"."""
+    return [
+        part[:MAX_ECHOED] + "…" if isinstance(part, str) and len(part) > MAX_ECHOED else part for part in loc
+    ]
+
+
+def echoed(value: object) -> str:
+    """A value the client sent, for a message: at most MAX_ECHOED characters, then "…"
+    (an integer of thousands of digits is valid JSON)."""
+    if isinstance(value, int) and value.bit_length() > 200:
+        return f"over 2**{value.bit_length() - 1:,}"
+    text = f"{value:,}" if isinstance(value, int) else str(value)
+    return text[:MAX_ECHOED] + "…" if len(text) > MAX_ECHOED else text

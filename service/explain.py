@@ -11,7 +11,8 @@ Paths are counted first, so a graph with astronomically many of them costs no mo
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import math
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +20,7 @@ import numpy as np
 
 from service import compute, engine, wire
 from service.engine import Plan, UnitInfo
-from service.errors import InvalidRequestError, LimitExceededError, issue
+from service.errors import InvalidRequestError, LimitExceededError, NonFiniteResultError, echoed, issue
 from service.settings import Limits
 
 Body = dict[str, Any]
@@ -65,25 +66,36 @@ class Sample:
 def explain(req: wire.ExplainRequest, limits: Limits) -> Body:
     plan, batch = compute.prepare(req.network, req.samples, limits, need_targets=True, passes=3)
     if req.sample >= batch.size:
-        msg = f"sample {req.sample} is out of range: the batch has {batch.size} sample(s), numbered from 0"
+        msg = (
+            f"sample {echoed(req.sample)} is out of range: the batch has {batch.size} sample(s), "
+            "numbered from 0"
+        )
         raise InvalidRequestError(msg, [issue(["sample"], msg)])
     one = batch.rows(slice(req.sample, req.sample + 1))
     assert one.y is not None
     values = engine.forward(plan, plan.theta, one.x)
     delta = engine.backward(plan, plan.theta, values, one.y)
     compute.check_values(plan, values, delta)
+    # the same refusal, naming the same weight, as /v1/gradients for this one sample
+    compute.check_params(plan, engine.gradient(plan, values, delta, 1.0), "gradient")
     dz, ds = engine.loss_gradient(plan, values, one.y)
     loss_term = np.zeros(plan.n_cols)
     loss_term[plan.out_cols] = (dz if dz is not None else ds)[0]  # type: ignore[index]
     sample = Sample(plan, values.s[:, 0], values.z[:, 0], values.x[0], delta[:, 0], loss_term, plan.theta)
     finder = PathFinder(sample, limits.max_explain_factors)
     loss = compute.finite_loss(float(engine.sample_losses(plan, values, one.y)[0]))
-    return {
+    body = {
         "sample": req.sample,
         "loss": loss,
         "units": {u.id: _unit(sample, finder, u) for u in plan.units},
         "weights": [_weight(sample, finder, k, req.max_paths) for k in range(len(plan.weights))],
     }
+    # Every number above is checked where it is made: s, z and delta (check_values), the
+    # gradients, each delta term and path value (by name), and the loss; the rest are finite
+    # by construction (f'(s) of a finite s; a loss term overflows only where delta does; the
+    # factors are weights and those checked values). A walk over the whole answer would cost
+    # more than building it.
+    return body
 
 
 # ---------------------------------------------------------------- units
@@ -110,7 +122,13 @@ def _unit(sample: Sample, finder: PathFinder, unit: UnitInfo) -> Body:
     terms = []
     for target, k in finder.successors[unit.id]:
         weight, delta = sample.weight(k), sample.delta[finder.units[target].cols]
-        terms.append({"successor": target, "weight": weight, "delta": delta, "value": weight @ delta})
+        value = weight @ delta
+        if not np.isfinite(value).all():
+            raise NonFiniteResultError(
+                f"the delta term {unit.id} <- {target} (weight @ delta) is not finite: the numbers "
+                "overflowed float64; scale the weights or inputs down"
+            )
+        terms.append({"successor": target, "weight": weight, "delta": delta, "value": value})
     body: Body = {
         "s": sample.s[cols],
         "z": sample.z[cols],
@@ -195,6 +213,8 @@ class PathFinder:
         """Up to `limit` paths from `target` to an output, each with its factors from the
         output back: depth first, one path kept and extended or cut back, so the work is the paths'
         length (every unit it reaches leads on to an output)."""
+        if limit <= 0:  # (max_paths 0: the paths are only counted)
+            return
         z = float(self.sample.z_of(self.units[source])[0])
         z_factor = Factor(f"z_{source}", f"z_{{{_tex_id(source)}}}", z)
         units, back, steps = [target], list[Factor](), list[int]()  # back: per step, f' and w
@@ -264,6 +284,7 @@ def _weight(sample: Sample, finder: PathFinder, k: int, max_paths: int) -> Body:
         "delta_target": delta_target,
         "paths": [],
         "paths_total": None,
+        "paths_total_log10": None,
         "paths_truncated": False,
     }
     lhs = rf"\frac{{\partial E}}{{\partial w_{{{_tex_id(w.source)}\to {_tex_id(w.target)}}}}}"
@@ -279,17 +300,45 @@ def _weight(sample: Sample, finder: PathFinder, k: int, max_paths: int) -> Body:
             {
                 "units": units,
                 "factors": [{"name": f.name, "value": f.value} for f in factors],
-                "value": float(np.prod([f.value for f in factors])),
+                "value": _product((f.value for f in factors), f"path {' -> '.join([w.source, *units])}"),
             }
             for units, factors in found
         ],
-        paths_total=total if total <= 2**53 else float(total),  # JSON readers hold 53 bits
+        paths_total=_count(total),
+        paths_total_log10=math.log10(total) if total else None,  # (exact for any int, however large)
         paths_truncated=total > len(found),
         latex=_latex(
             lhs, [factors for _, factors in found[:LATEX_SHOWN_PATHS]], total, float(gradient[0, 0])
         ),
     )
     return body
+
+
+#: the largest count of paths answered exactly: every JSON reader holds integers up to 2**53
+EXACT_COUNT = 2**53
+
+
+def _count(total: int) -> int | float | None:
+    """paths_total: exact up to 2**53, then a float (rounded), then past the largest float None
+    (paths_total_log10 says how many there are)."""
+    if total <= EXACT_COUNT:
+        return total
+    return float(total) if total.bit_length() <= 1023 else None
+
+
+def _product(values: Iterable[float], what: str) -> float:
+    """The product of finite numbers without overflow in between: the mantissas multiply as
+    floats would, the exponents add as ints; a product past float64 is refused by name."""
+    mantissa, exponent = 1.0, 0
+    for value in values:
+        m, e = math.frexp(mantissa * value)
+        mantissa, exponent = m, exponent + e
+    try:
+        return math.ldexp(mantissa, exponent)
+    except OverflowError:
+        raise NonFiniteResultError(
+            f"the value of {what} is not finite: the product of its factors overflowed float64"
+        ) from None
 
 
 def _number(value: float, factor: bool = True) -> str:
@@ -304,6 +353,8 @@ def _number(value: float, factor: bool = True) -> str:
 def _latex(lhs: str, paths: list[list[Factor]], total: int, gradient: float) -> str:
     if total == 0:
         return lhs + r" = 0 \quad\text{(no path to an output)}"
+    if not paths:  # (max_paths 0)
+        return rf"{lhs} = \dots = {_number(gradient, factor=False)}"
     more = r" + \dots" if total > len(paths) else ""
     symbolic = " + ".join(r"\,".join(f.latex for f in factors) for factors in paths) + more
     numeric = " + ".join(r" \cdot ".join(_number(f.value) for f in factors) for factors in paths) + more

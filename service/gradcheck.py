@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from service import compute, engine, wire
-from service.arrays import to_numpy
+from service.arrays import ensure_finite, to_numpy
 from service.engine import Batch, Plan
 from service.errors import InvalidRequestError, issue, raise_collected
 from service.settings import Limits
@@ -35,13 +35,17 @@ def check(req: wire.CheckRequest, limits: Limits) -> Body:
     values = engine.forward(plan, plan.theta, batch.x)
     compute.check_values(plan, values)
     if req.gradients is None:
-        checked = engine.gradient(plan, values, engine.backward(plan, plan.theta, values, batch.y), scale)
+        delta = engine.backward(plan, plan.theta, values, batch.y)
+        compute.check_values(plan, values, delta)
+        checked = engine.gradient(plan, values, delta, scale)
+        compute.check_params(plan, checked, "gradient")  # as /v1/gradients refuses it
         claimed = np.ones(plan.n_params, dtype=bool)
     else:
         checked, claimed = _claimed(plan, req.gradients)
     numeric = central_differences(plan, batch, values, scale, req.epsilon, limits)
     compute.check_params(plan, numeric, "numeric gradient")
     error = np.abs(checked - numeric)
+    compute.check_params(plan, error, "error (checked - numeric)")  # finite apart, yet too far apart
     ok = (error <= req.atol + req.rtol * np.abs(numeric)) | ~claimed
     size = np.maximum(np.abs(checked), np.abs(numeric))
     relative = np.divide(error, size, out=np.zeros_like(error), where=size > 0)
@@ -70,7 +74,7 @@ def check(req: wire.CheckRequest, limits: Limits) -> Body:
             for w in plan.weights
             if claimed[w.params].all()
         ]
-    return {
+    body = {
         "ok": bool(ok.all()),
         "max_abs_error": float(error[claimed].max(initial=0.0)),
         "max_rel_error": float(relative[claimed].max(initial=0.0)),
@@ -81,6 +85,8 @@ def check(req: wire.CheckRequest, limits: Limits) -> Body:
             if u.role != "input" and claimed[plan.bias_params(u)].all()
         },
     }
+    ensure_finite(body)
+    return body
 
 
 def central_differences(

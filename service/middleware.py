@@ -16,7 +16,7 @@ from service.problems import problem_response
 
 access_log = logging.getLogger("gradserve.access")
 
-_SANE_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+_SANE_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")  # whole value (fullmatch): "$" would pass "id\n"
 
 
 class RequestContext:
@@ -30,7 +30,7 @@ class RequestContext:
             await self.app(scope, receive, send)
             return
         given = Headers(scope=scope).get("x-request-id", "")
-        request_id = given if _SANE_ID.match(given) else uuid.uuid4().hex
+        request_id = given if _SANE_ID.fullmatch(given) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
         status, start = 500, time.perf_counter()
 

@@ -3,7 +3,10 @@
 Units are laid out by level, inputs on the left and the outputs that feed nothing on the
 right, so every weight runs left to right; within a column, units are ordered by where their
 inputs sit, which keeps crossings few. An edge's colour is the sign and its thickness the
-magnitude of its weight (or, with show=gradients, of its gradient).
+magnitude of its weight (or, with show=gradients, of its gradient). Every number written is
+finite: magnitudes are taken of values scaled to at most 1 (weights near float64's largest still
+draw), a norm past float64 is labelled ">1.8e+308", and gradients or values that overflow are
+refused (422 non-finite-result) as /v1/gradients refuses them.
 """
 
 from __future__ import annotations
@@ -39,16 +42,35 @@ class Edge:
     @property
     def signed(self) -> float:
         """One number for the edge: itself, or a matrix's mean."""
-        return float(self.value.mean())
+        top = _largest(self.value)
+        return float(np.mean(self.value / top)) * top if top else 0.0
 
     @property
     def magnitude(self) -> float:
-        return float(np.sqrt(np.mean(self.value**2)))
+        """The root mean square, finite for any finite values (squares of 1e200 are not)."""
+        return _rms(self.value)
 
     def label(self) -> str:
         if self.value.size == 1:
             return f"{self.value.item():.3g}"
         return f"{self.value.shape[0]}x{self.value.shape[1]}, rms {self.magnitude:.3g}"
+
+
+def _largest(values: np.ndarray) -> float:
+    return float(np.abs(values).max(initial=0.0))
+
+
+def _rms(values: np.ndarray) -> float:
+    """sqrt(mean(values**2)) computed on values scaled to at most 1, so it never overflows."""
+    top = _largest(values)
+    return float(np.sqrt(np.mean((values / top) ** 2))) * top if top else 0.0
+
+
+def _norm_label(values: np.ndarray) -> str:
+    """The Euclidean norm for a label; one past float64 (finite values can add up to one) is
+    written as the bound it passes, never as inf."""
+    norm = _rms(values) * float(np.sqrt(values.size))
+    return f"{norm:.3g}" if np.isfinite(norm) else ">1.8e+308"
 
 
 @dataclass(frozen=True)
@@ -187,7 +209,7 @@ def svg(d: Drawing) -> str:
             lines.append(u.activation)
         if u.id in d.z:
             z = d.z[u.id]
-            lines.append(f"z={z[0]:.3g}" if z.size == 1 else f"|z|={np.linalg.norm(z):.3g}")
+            lines.append(f"z={z[0]:.3g}" if z.size == 1 else f"|z|={_norm_label(z)}")
         text = "".join(
             f'<tspan x="{x:.1f}" dy="{0 if i == 0 else 12}">{escape(line)}</tspan>'
             for i, line in enumerate(lines)

@@ -28,13 +28,22 @@ ActivationName = Literal["identity", "sigmoid", "tanh", "relu", "leaky_relu", "s
 LossName = Literal["half_squared_error", "squared_error", "cross_entropy"]
 Reduction = Literal["mean", "sum"]
 ArrayEncoding = Literal["list", "base64"]
+#: `^...$` is a full match in the engines that read it: pydantic's Rust regex (pinned in
+#: WireModel) and JSON Schema's ECMA-262; Python's `re` would let "id\n" through `$`
 UnitId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:\-]{1,64}$")]
+
+#: rules of every request body that no one field's schema states (the OpenAPI description)
+BODY_RULES = (
+    "Bodies are JSON objects validated strictly: unknown fields, NaN, Infinity and numbers "
+    "outside float64 are refused (422). A key given twice in one object is not refused: the "
+    "last occurrence wins (as in JSON.parse and Python's json module), so send each key once."
+)
 
 
 class WireModel(BaseModel):
     """A request-side model: strict types, no unknown fields, finite numbers only."""
 
-    model_config = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
+    model_config = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False, regex_engine="rust-regex")
 
 
 class ResponseModel(BaseModel):
@@ -396,7 +405,16 @@ class ExplainedWeight(ResponseModel):
     z_source: Array
     delta_target: Array
     paths: list[Path]
-    paths_total: int | float | None = None  # past 2**53, a float
+    paths_total: int | float | None = Field(
+        default=None,
+        description="how many paths run from the target to an output: exact up to 2**53, then a "
+        "float (rounded), and null past the largest float (over 1.8e308 paths) or for a layer's weight",
+    )
+    paths_total_log10: float | None = Field(
+        default=None,
+        description="log10 of that count, for every count however large (a weight between single "
+        "units with at least one path); null when there is no path or for a layer's weight",
+    )
     paths_truncated: bool
     latex: str
 
