@@ -627,19 +627,17 @@ function drawLoss() {
   const last = ls.length ? ls[ls.length - 1] : null;
   $("train-status").textContent = last === null ? "" : `step ${state.steps}: loss ${fmt(last)}`;
   $("train-status").dataset.steps = String(state.steps);
+  const caption = $("loss-caption");
   if (ls.length < 2) {
-    svg.append(svgEl("text", { x: 10, y: 20, text: "Step or Play to see the loss fall." }));
+    caption.textContent = "Step or Play to see the loss fall.";
     return;
   }
   const hi = Math.max(...ls);
   const lo = Math.min(0, ...ls);
   const span = hi - lo || 1;
-  const points = ls.map((v, i) => `${((i / (ls.length - 1)) * 380 + 10).toFixed(1)},${(150 - ((v - lo) / span) * 130).toFixed(1)}`);
-  svg.append(
-    svgEl("polyline", { points: points.join(" ") }),
-    svgEl("text", { x: 12, y: 14, text: `loss ${fmt(hi)}` }),
-    svgEl("text", { x: 300, y: 14, text: `${ls.length - 1} steps` }),
-  );
+  const points = ls.map((v, i) => `${((i / (ls.length - 1)) * 390 + 5).toFixed(1)},${(155 - ((v - lo) / span) * 145).toFixed(1)}`);
+  svg.append(svgEl("line", { x1: 5, y1: 155, x2: 395, y2: 155, class: "axis" }), svgEl("polyline", { points: points.join(" ") }));
+  caption.textContent = `Loss from ${fmt(ls[0])} to ${fmt(last)} over ${ls.length - 1} steps (the axis starts at ${fmt(lo)}).`;
 }
 
 // ---------------------------------------------------------------- checking
