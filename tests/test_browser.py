@@ -23,6 +23,7 @@ import pytest
 
 from service.launcher import start_server
 from tests import seed
+from tests.drawings import neat_like
 
 CHROMIUM = shutil.which("chromium")
 if CHROMIUM is None:
@@ -354,31 +355,6 @@ GEOMETRY = """() => {
   }
   return {behind: [...new Set(behind)], overlaps, edges: svg.querySelectorAll('g.edge').length};
 }"""
-
-
-def neat_like() -> dict[str, Any]:
-    """A 19-unit network of the kind NEAT evolves: skip connections across many layers."""
-    units: list[dict[str, Any]] = [{"id": f"in{i}", "role": "input"} for i in range(4)]
-    units += [{"id": f"h{i}"} for i in range(12)]
-    units += [{"id": f"out{i}", "role": "output"} for i in range(3)]
-    pairs = [
-        ("in0", "h0"), ("in1", "h0"), ("in2", "h1"), ("h0", "h1"), ("in3", "h2"), ("h1", "h2"),
-        ("in0", "h3"), ("h2", "h3"), ("h1", "h4"), ("in2", "h4"), ("h3", "h5"), ("in1", "h5"),
-        ("h4", "h6"), ("h0", "h6"), ("h5", "h7"), ("in3", "h7"), ("h6", "h8"), ("h2", "h8"),
-        ("h7", "h9"), ("in0", "h9"), ("h8", "h10"), ("h3", "h10"), ("h9", "h11"), ("h1", "h11"),
-        ("h10", "out0"), ("in1", "out0"), ("h11", "out1"), ("h4", "out1"), ("h5", "out2"),
-        ("in2", "out2"), ("h9", "out2"), ("h6", "out0"),
-    ]  # fmt: skip
-    weights = [
-        {"source": s, "target": t, "value": round(((k * 37) % 29 - 14) / 10, 2) or 0.3}
-        for k, (s, t) in enumerate(pairs)
-    ]
-    inputs = {f"in{i}": [[round(0.3 * i - 0.4, 2)]] for i in range(4)}
-    targets = {f"out{i}": [[0.5]] for i in range(3)}
-    return {
-        "network": {"units": units, "weights": weights},
-        "samples": {"inputs": inputs, "targets": targets},
-    }
 
 
 def test_a_pasted_neat_like_network_is_drawn_with_no_edge_behind_a_unit_and_no_overlaps(

@@ -1,4 +1,5 @@
-// A layered (Sugiyama-style) layout of a network, with no dependencies.
+// A layered (Sugiyama-style) layout of a network, with no dependencies; service/layout.py
+// follows the same rules for /v1/render, so both pictures of a network look alike.
 //
 // 1. Layers by longest path from the inputs; outputs that feed nothing go to the last layer.
 // 2. An edge that spans several layers gets a dummy point in each layer it crosses, so every
