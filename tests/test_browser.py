@@ -381,6 +381,12 @@ def test_a_pasted_neat_like_network_is_drawn_with_no_edge_behind_a_unit_and_no_o
     exported = tmp_path / "exported.json"
     download.value.save_as(exported)
     assert json.loads(exported.read_text())["network"]["weights"] == doc["network"]["weights"]
+    with page.expect_download() as picture:
+        page.get_by_role("button", name="Download the picture").click()
+    svg = tmp_path / "picture.svg"
+    picture.value.save_as(svg)
+    assert svg.read_text().startswith("<svg")
+    assert 'data-id="h11"' in svg.read_text()
     page.get_by_label("Example", exact=True).select_option("chain")
     page.wait_for_selector('#graph g.unit[data-unit="h11"]', state="detached")
     page.get_by_label("Import a file", exact=True).set_input_files(exported)

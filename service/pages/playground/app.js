@@ -151,7 +151,7 @@ class ApiError extends Error {
   }
 }
 
-async function api(path, body) {
+async function api(path, body, as = "json") {
   const headers = { Accept: "application/json" };
   const key = $("api-key").value.trim();
   if (key) headers.Authorization = `Bearer ${key}`;
@@ -167,6 +167,7 @@ async function api(path, body) {
     throw new Error(`the service did not answer ${path}: ${e.message}`);
   }
   const text = await response.text();
+  if (response.ok && as === "text") return text;
   let doc = null;
   try {
     doc = JSON.parse(text);
@@ -772,6 +773,17 @@ function exportJson() {
   setTimeout(() => URL.revokeObjectURL(url), 1000);
 }
 
+async function downloadSvg() {
+  const withSamples = state.show === "weights" || outputsHaveTargets();
+  const picture = await api("/v1/render", { network: state.network, samples: withSamples ? state.samples : null, show: withSamples ? state.show : "weights" }, "text");
+  const url = URL.createObjectURL(new Blob([picture], { type: "image/svg+xml" }));
+  const a = el("a", { href: url, download: "gradserve-network.svg" });
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 1000);
+}
+
 function parseJson(text) {
   try {
     return JSON.parse(text);
@@ -833,6 +845,7 @@ async function start() {
   $("check-mine").addEventListener("click", guard(checkMine));
   $("load-json").addEventListener("click", guard(() => load(parseJson($("json").value))));
   $("export-json").addEventListener("click", guard(exportJson));
+  $("download-svg").addEventListener("click", guard(downloadSvg));
   $("import-file").addEventListener("change", guard(async (ev) => {
     const file = ev.target.files[0];
     if (file) await load(parseJson(await file.text()));
