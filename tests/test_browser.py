@@ -436,8 +436,19 @@ def test_docs_and_redoc_work_with_no_other_host(open_page: Opener) -> None:
     shot(redoc, "redoc")
 
 
-def test_on_a_phone_nothing_but_the_graph_scrolls_sideways(open_page: Opener) -> None:
+def test_on_a_phone_the_layers_run_top_to_bottom_and_nothing_scrolls_sideways(open_page: Opener) -> None:
     page, _ = open_page("/?example=two_outputs", width=390, height=844)
     ready(page)
     assert page.evaluate("() => document.documentElement.scrollWidth") <= 390
+    graph = page.locator("#graph")
+    assert (
+        page.evaluate("() => document.querySelector('#graph svg').getBBox().width")
+        <= graph.bounding_box()["width"]
+    )
+    geometry = page.evaluate(GEOMETRY)
+    assert geometry["behind"] == []
+    assert geometry["overlaps"] == []
+    units = {u: page.locator(f'#graph g.unit[data-unit="{u}"] rect') for u in ["x", "j", "k1", "o"]}
+    tops = {u: float(r.get_attribute("y")) for u, r in units.items()}
+    assert tops["x"] < tops["j"] < tops["k1"] < tops["o"]
     shot(page, "playground-phone")

@@ -4,6 +4,7 @@ import { BOX, layout, pathData, placeLabels } from "./layout.js";
 const SVG = "http://www.w3.org/2000/svg";
 const GRID = 64; // the heatmap's grid is GRID x GRID points, one /v1/forward
 const EDIT_DELAY_MS = 300;
+const NARROW = window.matchMedia("(max-width: 600px)"); // a phone: layers top to bottom
 
 const w = (source, target, value) => ({ source, target, value });
 const EXAMPLES = {
@@ -290,7 +291,7 @@ function unitValue(id, q) {
 function drawGraph() {
   const host = $("graph");
   const net = state.network;
-  const lay = layout(net.units, net.weights);
+  const lay = layout(net.units, net.weights, NARROW.matches);
   const svg = svgEl("svg", {
     width: lay.width,
     height: lay.height,
@@ -310,7 +311,7 @@ function drawGraph() {
   const edgeLayer = svgEl("g", { class: "edges" });
   const labelLayer = svgEl("g", { class: "edge-labels" });
   values.forEach(({ k, e, s }, i) => {
-    const d = pathData(lay.routes[i]);
+    const d = pathData(lay.routes[i], lay.vertical);
     const width = s ? 1.2 + (5 * s.rms) / biggest : 1;
     const c = s ? colour(s.mean) : "#888888";
     const weightText = summary(e.value).single !== null ? fmt(summary(e.value).single) : "a matrix";
@@ -367,7 +368,7 @@ function drawGraph() {
   // labels are placed once the browser can say how wide each one is
   const texts = [...labelLayer.querySelectorAll("text")];
   const sizes = texts.map((t) => [t.getComputedTextLength() + 6, 15]);
-  placeLabels(lay.routes, sizes, lay.unitBoxes).forEach(([x, y], i) => {
+  placeLabels(lay.routes, sizes, lay.unitBoxes, lay.vertical).forEach(([x, y], i) => {
     texts[i].setAttribute("x", x.toFixed(1));
     texts[i].setAttribute("y", (y + 4).toFixed(1));
   });
@@ -829,6 +830,7 @@ async function start() {
       drawGraph();
     });
   }
+  NARROW.addEventListener("change", () => state.network && drawGraph());
   $("step").addEventListener("click", guard(step));
   $("play").addEventListener("click", guard(play));
   $("pause").addEventListener("click", () => {

@@ -6,18 +6,21 @@
 //    segment joins two neighbouring layers and a long edge runs through a slot of its own.
 // 3. Within each layer, units and dummies are ordered by the barycentre of their neighbours,
 //    sweeping down and up, keeping the order with the fewest crossings.
-// 4. Segments are curves with horizontal tangents between two neighbouring columns: they stay
-//    in the gap between the columns, so no edge passes behind a unit it does not join.
+// 4. Segments are curves whose tangents run across the layers, between two neighbouring layers:
+//    they stay in the gap between them, so no edge passes behind a unit it does not join.
 // 5. Edge labels go at the first spot along their edge whose box meets no other label or unit.
 
 export const BOX = { w: 116, h: 72 };
-const COLUMN = 270;
-const ROW = 100; // a unit's row: its box and the gap below it
-const SLOT = 24; // a long edge's slot in a layer it passes through
+// across the layers: from one layer to the next; along a layer: a unit's place, a long edge's slot
+const ACROSS = { lr: 270, tb: 190 };
+const PLACE = { lr: BOX.h + 28, tb: BOX.w + 24 };
+const SLOT = 24;
 const MARGIN = 24;
 const SWEEPS = 12;
 
-export function layout(units, weights) {
+/** Layers left to right, or top to bottom (`vertical`, for narrow screens). */
+export function layout(units, weights, vertical = false) {
+  const o = vertical ? "tb" : "lr";
   const ids = units.map((u) => u.id);
   const known = new Set(ids);
   const edges = weights.filter((w) => known.has(w.source) && known.has(w.target) && w.source !== w.target);
@@ -53,30 +56,35 @@ export function layout(units, weights) {
   }
 
   const order = orderLayers(rows, up, down);
-  // a unit needs a row of its own; a long edge passing through a layer only a narrow slot
-  const half = (n) => (n.dummy ? SLOT / 2 : ROW / 2);
+  // a unit needs a place of its own along its layer; a long edge passing through only a slot
+  const half = (n) => (n.dummy ? SLOT / 2 : PLACE[o] / 2);
   const extent = (row) => row.reduce((a, n) => a + 2 * half(n), 0);
-  const tallest = Math.max(ROW, ...order.map(extent));
+  const longest = Math.max(PLACE[o], ...order.map(extent));
+  const [boxAlong, boxAcross] = vertical ? [BOX.w, BOX.h] : [BOX.h, BOX.w];
   const at = new Map();
   order.forEach((row, l) => {
-    let y = MARGIN + BOX.h / 2 - ROW / 2 + (tallest - extent(row)) / 2;
+    let along = MARGIN + boxAlong / 2 - PLACE[o] / 2 + (longest - extent(row)) / 2;
+    const across = MARGIN + boxAcross / 2 + l * ACROSS[o];
     for (const n of row) {
-      y += half(n);
-      at.set(n.id, { x: MARGIN + BOX.w / 2 + l * COLUMN, y, dummy: n.dummy });
-      y += half(n);
+      along += half(n);
+      at.set(n.id, vertical ? { x: along, y: across, dummy: n.dummy } : { x: across, y: along, dummy: n.dummy });
+      along += half(n);
     }
   });
 
-  const ports = portOffsets(chains, at);
-  const routes = chains.map((chain, k) => route(chain, at, ports, k));
+  const ports = portOffsets(chains, at, vertical);
+  const routes = chains.map((chain, k) => route(chain, at, ports, k, vertical));
   const unitBoxes = ids.map((id) => box(at.get(id).x, at.get(id).y, BOX.w, BOX.h));
+  const alongSize = 2 * MARGIN + boxAlong + longest - PLACE[o];
+  const acrossSize = 2 * MARGIN + boxAcross + depth * ACROSS[o];
   return {
     position: new Map(ids.map((id) => [id, at.get(id)])),
     edges,
     routes,
     unitBoxes,
-    width: 2 * MARGIN + BOX.w + depth * COLUMN,
-    height: 2 * MARGIN + BOX.h + tallest - ROW,
+    vertical,
+    width: vertical ? alongSize : acrossSize,
+    height: vertical ? acrossSize : alongSize,
   };
 }
 
@@ -151,7 +159,9 @@ function crossings(order, down) {
 
 // where each edge leaves its source and enters its target: spread along the box's side in the
 // order of the other end's height, so edges meeting at one unit do not start on one point
-function portOffsets(chains, at) {
+function portOffsets(chains, at, vertical) {
+  const along = (p) => (vertical ? p.x : p.y);
+  const side = vertical ? BOX.w : BOX.h;
   const outs = new Map();
   const ins = new Map();
   chains.forEach((chain, k) => {
@@ -160,14 +170,14 @@ function portOffsets(chains, at) {
     const last = chain[chain.length - 2];
     if (!outs.has(s)) outs.set(s, []);
     if (!ins.has(t)) ins.set(t, []);
-    outs.get(s).push([at.get(first).y, k]);
-    ins.get(t).push([at.get(last).y, k]);
+    outs.get(s).push([along(at.get(first)), k]);
+    ins.get(t).push([along(at.get(last)), k]);
   });
   const spread = (groups) => {
     const offset = new Map();
     for (const list of groups.values()) {
       list.sort((a, b) => a[0] - b[0] || a[1] - b[1]);
-      const gap = Math.min(12, (BOX.h - 16) / Math.max(1, list.length - 1));
+      const gap = Math.min(vertical ? 18 : 12, (side - 16) / Math.max(1, list.length - 1));
       list.forEach(([, k], i) => offset.set(k, (i - (list.length - 1) / 2) * gap));
     }
     return offset;
@@ -175,19 +185,22 @@ function portOffsets(chains, at) {
   return { out: spread(outs), in: spread(ins) };
 }
 
-function route(chain, at, ports, k) {
+function route(chain, at, ports, k, vertical) {
   const points = [];
+  // a point `d` across the layers from p (towards the next layer when d > 0), `off` along it
+  const pt = (p, d, off = 0) => (vertical ? [p.x + off, p.y + d] : [p.x + d, p.y + off]);
+  const half = vertical ? BOX.h / 2 : BOX.w / 2;
   chain.forEach((id, i) => {
     const p = at.get(id);
-    if (i === 0) points.push([p.x + BOX.w / 2, p.y + ports.out.get(k)]);
-    else if (i === chain.length - 1) points.push([p.x - BOX.w / 2, p.y + ports.in.get(k)]);
-    else points.push([p.x - BOX.w / 2, p.y], [p.x + BOX.w / 2, p.y]); // straight through its slot
+    if (i === 0) points.push(pt(p, half, ports.out.get(k)));
+    else if (i === chain.length - 1) points.push(pt(p, -half, ports.in.get(k)));
+    else points.push(pt(p, -half), pt(p, half)); // straight through its slot
   });
   return points;
 }
 
-/** The SVG path through a route's points: curves between columns, straight through slots. */
-export function pathData(points) {
+/** The SVG path through a route's points: curves between layers, straight through slots. */
+export function pathData(points, vertical = false) {
   let d = `M ${points[0][0].toFixed(1)} ${points[0][1].toFixed(1)}`;
   for (let i = 1; i < points.length; i++) {
     const [x0, y0] = points[i - 1];
@@ -195,17 +208,25 @@ export function pathData(points) {
     if (i % 2 === 0) {
       d += ` L ${x1.toFixed(1)} ${y1.toFixed(1)}`;
     } else {
-      const m = (x1 - x0) / 2;
-      d += ` C ${(x0 + m).toFixed(1)} ${y0.toFixed(1)}, ${(x1 - m).toFixed(1)} ${y1.toFixed(1)}, ${x1.toFixed(1)} ${y1.toFixed(1)}`;
+      const [c0, c1] = controls(points[i - 1], points[i], vertical);
+      d += ` C ${c0[0].toFixed(1)} ${c0[1].toFixed(1)}, ${c1[0].toFixed(1)} ${c1[1].toFixed(1)}, ${x1.toFixed(1)} ${y1.toFixed(1)}`;
     }
   }
   return d;
 }
 
-function bezier(p0, p1, t) {
+// a curve's tangents run across the layers at both ends, so it stays between the two layers
+function controls(p0, p1, vertical) {
+  if (vertical) {
+    const m = (p1[1] - p0[1]) / 2;
+    return [[p0[0], p0[1] + m], [p1[0], p1[1] - m]];
+  }
   const m = (p1[0] - p0[0]) / 2;
-  const c0 = [p0[0] + m, p0[1]];
-  const c1 = [p1[0] - m, p1[1]];
+  return [[p0[0] + m, p0[1]], [p1[0] - m, p1[1]]];
+}
+
+function bezier(p0, p1, t, vertical) {
+  const [c0, c1] = controls(p0, p1, vertical);
   const u = 1 - t;
   const x = u * u * u * p0[0] + 3 * u * u * t * c0[0] + 3 * u * t * t * c1[0] + t * t * t * p1[0];
   const y = u * u * u * p0[1] + 3 * u * u * t * c0[1] + 3 * u * t * t * c1[1] + t * t * t * p1[1];
@@ -223,7 +244,7 @@ function overlap(a, b) {
 const SPOTS = [0.5, 0.35, 0.65, 0.22, 0.78, 0.12, 0.88];
 
 /** For each route, the centre of its label: the first spot whose box meets nothing placed. */
-export function placeLabels(routes, sizes, unitBoxes) {
+export function placeLabels(routes, sizes, unitBoxes, vertical = false) {
   const placed = [];
   const obstacles = unitBoxes.map((b) => ({ x0: b.x0 - 3, y0: b.y0 - 3, x1: b.x1 + 3, y1: b.y1 + 3 }));
   // the most constrained first: edges between neighbouring layers have the fewest spots
@@ -235,7 +256,7 @@ export function placeLabels(routes, sizes, unitBoxes) {
     let best = null;
     for (const t of SPOTS) {
       for (let i = 1; i < points.length; i += 2) {
-        const c = bezier(points[i - 1], points[i], t);
+        const c = bezier(points[i - 1], points[i], t, vertical);
         const b = box(c[0], c[1], w, h);
         const cost = [...obstacles, ...placed].reduce((a, o) => a + overlap(b, o), 0);
         if (best === null || cost < best.cost) best = { cost, c, b };
