@@ -725,13 +725,13 @@ async function heatmap() {
   small.width = GRID;
   small.height = GRID;
   const image = small.getContext("2d").createImageData(GRID, GRID);
-  const red = [178, 24, 43];
-  const blue = [33, 102, 172];
+  const shade = (v) => {
+    const t = hi > lo ? Math.min(1, Math.max(0, (v - lo) / (hi - lo))) : 0.5;
+    const [end, f] = t < 0.5 ? [[178, 24, 43], 1 - 2 * t] : [[33, 102, 172], 2 * t - 1];
+    return end.map((c) => Math.round(255 + (c - 255) * f));
+  };
   values.forEach((v, i) => {
-    const t = hi > lo ? (v - lo) / (hi - lo) : 0.5;
-    const [end, f] = t < 0.5 ? [red, 1 - 2 * t] : [blue, 2 * t - 1];
-    for (let ch = 0; ch < 3; ch++) image.data[4 * i + ch] = Math.round(255 + (end[ch] - 255) * f);
-    image.data[4 * i + 3] = 255;
+    image.data.set([...shade(v), 255], 4 * i);
   });
   small.getContext("2d").putImageData(image, 0, 0);
   const canvas = $("heatmap");
@@ -740,12 +740,13 @@ async function heatmap() {
   ctx.drawImage(small, 0, 0, canvas.width, canvas.height);
   const xsS = column(axes.a);
   const ysS = column(axes.b);
+  const targets = state.samples.targets[axes.o];
   xsS.forEach((x, n) => {
     const px = ((x - ax[0]) / (ax[1] - ax[0])) * canvas.width;
     const py = ((bx[1] - ysS[n]) / (bx[1] - bx[0])) * canvas.height;
     ctx.beginPath();
     ctx.arc(px, py, 5, 0, 2 * Math.PI);
-    ctx.fillStyle = "#ffffff";
+    ctx.fillStyle = targets && targets[n] ? `rgb(${shade(targets[n][0]).join(",")})` : "#ffffff";
     ctx.fill();
     ctx.lineWidth = 2;
     ctx.strokeStyle = "#1d1d1f";
@@ -754,7 +755,7 @@ async function heatmap() {
   canvas.dataset.points = String(values.length);
   $("heatmap-caption").textContent =
     `${axes.o} over ${axes.a} from ${fmt(ax[0])} to ${fmt(ax[1])} (across) and ${axes.b} from ${fmt(bx[0])} to ${fmt(bx[1])} (up): ` +
-    `red ${fmt(lo)}, white between, blue ${fmt(hi)}; the dots are the samples.`;
+    `red ${fmt(lo)}, white between, blue ${fmt(hi)}; the dots are the samples, filled with their target's colour.`;
 }
 
 // ---------------------------------------------------------------- JSON
