@@ -15,7 +15,7 @@ from fastapi.openapi.utils import get_openapi
 from pydantic.json_schema import models_json_schema
 from starlette.exceptions import HTTPException
 
-from service import __version__, problems, wire
+from service import __version__, pages, problems, wire
 from service.api import REQUEST_MODELS, ComputeRoutes, Inflight, compute_docs, health, router
 from service.errors import ProblemError
 from service.middleware import ApiKeyAuth, RequestContext
@@ -51,6 +51,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=wire.BODY_RULES,
         lifespan=_lifespan,
         separate_input_output_schemas=False,
+        docs_url=None,  # served by service.pages with every asset from the service itself
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.limits = settings.limits()
@@ -59,6 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.inflight = Inflight(settings.max_inflight_bytes)  # bodies held at once
     app.include_router(health)
     app.include_router(router)
+    pages.mount(app)
     app.add_exception_handler(ProblemError, problems.on_problem)
     app.add_exception_handler(HTTPException, problems.on_http)
     app.add_exception_handler(RequestValidationError, problems.on_validation)
@@ -67,7 +70,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # the compute routes
     app.add_middleware(ComputeRoutes)
     if settings.api_key is not None:
-        app.add_middleware(ApiKeyAuth, api_key=settings.api_key.get_secret_value())
+        app.add_middleware(
+            ApiKeyAuth,
+            api_key=settings.api_key.get_secret_value(),
+            open_paths=pages.OPEN_PATHS,
+            open_prefixes=pages.OPEN_PREFIXES,
+        )
     if settings.cors_origin_list:
         app.add_middleware(
             CORSMiddleware,

@@ -63,16 +63,32 @@ class RequestContext:
 
 
 class ApiKeyAuth:
-    """With an API key configured, every path but the health checks needs `Bearer <key>`."""
+    """With an API key configured, every request needs `Bearer <key>` but the health checks and
+    a GET of `open_paths` or of a path under `open_prefixes` (pages a browser loads first)."""
 
     OPEN = frozenset({"/healthz", "/readyz"})
 
-    def __init__(self, app: ASGIApp, api_key: str) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        api_key: str,
+        open_paths: frozenset[str] = frozenset(),
+        open_prefixes: tuple[str, ...] = (),
+    ) -> None:
         self.app = app
         self.key = api_key.encode()
+        self.open_paths = open_paths
+        self.open_prefixes = open_prefixes
+
+    def _is_open(self, scope: Scope) -> bool:
+        path: str = scope["path"]
+        if path in self.OPEN:
+            return True
+        page = path in self.open_paths or path.startswith(self.open_prefixes)
+        return page and scope["method"] in ("GET", "HEAD")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] not in self.OPEN:
+        if scope["type"] == "http" and not self._is_open(scope):
             scheme, _, token = Headers(scope=scope).get("authorization", "").partition(" ")
             if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), self.key):
                 detail = (

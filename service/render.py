@@ -1,12 +1,13 @@
 """/v1/render: the network as a picture (SVG) or as Graphviz DOT.
 
-Units are laid out by level, inputs on the left and the outputs that feed nothing on the
-right, so every weight runs left to right; within a column, units are ordered by where their
-inputs sit, which keeps crossings few. An edge's colour is the sign and its thickness the
-magnitude of its weight (or, with show=gradients, of its gradient). Every number written is
-finite: magnitudes are taken of values scaled to at most 1 (weights near float64's largest still
-draw), a norm past float64 is labelled ">1.8e+308", and gradients or values that overflow are
-refused (422 non-finite-result) as /v1/gradients refuses them.
+Units are laid out in layers (service.layout, the playground's rules), inputs on the left and the
+outputs that feed nothing on the right, so every weight runs left to right; a long edge runs
+through slots of its own, never behind a unit it does not join, and no label covers another.
+An edge's colour is the sign and its thickness the magnitude of its weight (or, with
+show=gradients, of its gradient). Every number written is finite: magnitudes are taken of values
+scaled to at most 1 (weights near float64's largest still draw), a norm past float64 is labelled
+">1.8e+308", and gradients or values that overflow are refused (422 non-finite-result) as
+/v1/gradients refuses them.
 """
 
 from __future__ import annotations
@@ -17,13 +18,17 @@ from xml.sax.saxutils import escape, quoteattr
 
 import numpy as np
 
-from service import compute, engine, wire
-from service.engine import Plan, UnitInfo
+from service import compute, engine, layout, wire
+from service.engine import UnitInfo
 from service.errors import InvalidRequestError
 from service.settings import Limits
 
 POSITIVE, NEGATIVE, ZERO = "#2166ac", "#b2182b", "#999999"
 COLUMN, ROW, MARGIN, RADIUS = 190, 96, 70, 30
+GEOMETRY = layout.Geometry(
+    box_w=2 * RADIUS + 16, box_h=2 * RADIUS, column=COLUMN, row=ROW, slot=24, margin=MARGIN
+)
+LABEL_HEIGHT, CHAR_WIDTH = 14.0, 6.4  # an edge label's box, at font-size 11
 
 
 class Document(NamedTuple):
@@ -79,6 +84,7 @@ class Drawing:
     units: list[UnitInfo]
     position: dict[str, tuple[float, float]]
     edges: list[Edge]
+    routes: list[list[layout.Point]]  # each edge's route, as service.layout draws it
     z: dict[str, np.ndarray]  # the first sample's z, when samples were given
     width: float
     height: float
@@ -117,14 +123,13 @@ def lay_out(req: wire.RenderRequest, limits: Limits) -> Drawing:
             theta = engine.gradient(plan, values, delta, 1.0 / rows.size)
             compute.check_params(plan, theta, "gradient")
     edges = [Edge(w.source, w.target, theta[w.params].reshape(w.shape)) for w in plan.weights]
-    columns = _columns(plan)
-    position: dict[str, tuple[float, float]] = {}
-    tallest = max(len(c) for c in columns)
-    for x, column in enumerate(columns):
-        ordered = _order(column, position, plan)
-        top = MARGIN + (tallest - len(ordered)) * ROW / 2
-        for y, unit in enumerate(ordered):
-            position[unit.id] = (MARGIN + 40 + x * COLUMN, top + y * ROW)
+    size = {u.id: u.size for u in plan.units}
+    drawn = layout.layered(
+        [u.id for u in plan.units],
+        {u.id for u in plan.units if u.role == "output"},
+        [(w.source, w.target) for w in plan.weights],
+        GEOMETRY,
+    )
     shown = "gradients (mean over the batch)" if req.show == "gradients" else "weights"
     caption = f"edges: {shown}; blue positive, red negative, thicker larger" + (
         "; z of sample 0" if z else ""
@@ -132,34 +137,25 @@ def lay_out(req: wire.RenderRequest, limits: Limits) -> Drawing:
     return Drawing(
         caption=caption,
         units=list(plan.units),
-        position=position,
+        position=drawn.position,
         edges=edges,
+        routes=[
+            _to_circles(route, size[w.source], size[w.target])
+            for route, w in zip(drawn.routes, plan.weights, strict=True)
+        ],
         z=z,
-        width=2 * MARGIN + 80 + (len(columns) - 1) * COLUMN,
-        height=2 * MARGIN + (tallest - 1) * ROW + 20,
+        width=drawn.width,
+        height=drawn.height + 20,  # room for the caption
     )
 
 
-def _columns(plan: Plan) -> list[list[UnitInfo]]:
-    feeds = {w.source for w in plan.weights}
-    last = max(u.level for u in plan.units) if plan.units else 0
-    column = {u.id: last if u.role == "output" and u.id not in feeds else u.level for u in plan.units}
-    return [
-        [u for u in plan.units if column[u.id] == c]
-        for c in range(last + 1)
-        if any(v == c for v in column.values())
-    ]
-
-
-def _order(column: list[UnitInfo], placed: dict[str, tuple[float, float]], plan: Plan) -> list[UnitInfo]:
-    """Units of a column by the mean height of what feeds them (the barycentre heuristic)."""
-    inputs: dict[str, list[float]] = {u.id: [] for u in column}
-    for w in plan.weights:
-        if w.target in inputs and w.source in placed:
-            inputs[w.target].append(placed[w.source][1])
-    return sorted(
-        column, key=lambda u: (np.mean(inputs[u.id]) if inputs[u.id] else 0.0, plan.unit_index[u.id])
-    )
+def _to_circles(route: list[layout.Point], source_size: int, target_size: int) -> list[layout.Point]:
+    """A route from and to the rim of a single unit's circle, which is narrower than a layer's box."""
+    inset = GEOMETRY.box_w / 2 - RADIUS
+    (x0, y0), (x1, y1) = route[0], route[-1]
+    start = (x0 - inset, y0) if source_size == 1 else (x0, y0)
+    end = (x1 + inset, y1) if target_size == 1 else (x1, y1)
+    return [start, *route[1:-1], end]
 
 
 # ---------------------------------------------------------------- SVG
@@ -178,19 +174,21 @@ def svg(d: Drawing) -> str:
         f'<rect width="{d.width:.0f}" height="{d.height:.0f}" fill="white"/>',
         f'<text x="12" y="{d.height - 10:.0f}" font-size="10" fill="#666">{escape(d.caption)}</text>',
     ]
-    for e in d.edges:
-        (x1, y1), (x2, y2) = d.position[e.source], d.position[e.target]
-        x1, x2 = x1 + RADIUS, x2 - RADIUS
-        bend = (x2 - x1) / 2
+    half_w, half_h = GEOMETRY.box_w / 2, GEOMETRY.box_h / 2
+    boxes = [(x - half_w, y - half_h, x + half_w, y + half_h) for x, y in d.position.values()]
+    sizes = [(len(e.label()) * CHAR_WIDTH + 6, LABEL_HEIGHT) for e in d.edges]
+    spots = layout.place_labels(d.routes, sizes, boxes)
+    labels = []
+    for e, route, (lx, ly) in zip(d.edges, d.routes, spots, strict=True):
         width = 1.0 + 5.0 * e.magnitude / biggest
-        path = f"M {x1:.1f} {y1:.1f} C {x1 + bend:.1f} {y1:.1f}, {x2 - bend:.1f} {y2:.1f}, {x2:.1f} {y2:.1f}"
+        path = layout.path_data(route)
         parts.append(
             f'<path class="edge" data-source={quoteattr(e.source)} data-target={quoteattr(e.target)} '
             f'd="{path}" fill="none" stroke="{_colour(e.signed)}" stroke-width="{width:.2f}" '
             'stroke-opacity="0.8"/>'
         )
-        parts.append(
-            f'<text x="{(x1 + x2) / 2:.1f}" y="{(y1 + y2) / 2 - 5:.1f}" font-size="11" text-anchor="middle" '
+        labels.append(
+            f'<text x="{lx:.1f}" y="{ly + 4:.1f}" font-size="11" text-anchor="middle" '
             f'fill="{_colour(e.signed)}" stroke="white" stroke-width="3" paint-order="stroke">'
             f"{escape(e.label())}</text>"
         )
@@ -220,6 +218,7 @@ def svg(d: Drawing) -> str:
             f'<text x="{x:.1f}" y="{top:.1f}" font-size="11" text-anchor="middle" font-weight="bold">'
             f"{text}</text></g>"
         )
+    parts += labels  # over the units, which they never cover
     parts.append("</svg>")
     return "\n".join(parts) + "\n"
 
