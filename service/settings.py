@@ -29,9 +29,13 @@ class Limits(BaseSettings):
         4_000_000, ge=1, description="batch x parameters, when per_sample gradients are asked"
     )
     max_work: int = Field(
-        50_000_000_000,
+        300_000_000_000,
         ge=1,
-        description="(weight elements + neurons) x batch x passes over the batch",
+        description="estimated work of a request (parse, compute, answer), counted in multiply-adds of "
+        "a weight element by a sample; everything else as the multiply-adds it takes as long as",
+    )
+    max_answer_bytes: int = Field(
+        64 * 1024 * 1024, ge=1, description="estimated size of an answer, checked before computing it"
     )
 
     max_inflight_bytes: int = Field(
