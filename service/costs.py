@@ -231,7 +231,8 @@ def check_body(endpoint: str, body: bytes, counts: BodyCounts, limits: Limits) -
     bytes each (a 32 MiB body of three million tiny units took 2 GB to refuse)."""
     for key, name, what, spare in BOUNDED_KEYS:
         allowed = getattr(limits, name) + spare
-        if body.count(key) <= allowed:  # the quoted key, as a key or as a value: an upper bound
+        # each is in an object, and is a quoted key or value: bounds that cost a scan or none
+        if counts.objects <= allowed or body.count(key) <= allowed:
             continue
         found = body.count(key + b":")  # compact JSON; else whitespace may come before the colon
         if found <= allowed:
@@ -246,8 +247,10 @@ def check_body(endpoint: str, body: bytes, counts: BodyCounts, limits: Limits) -
     # (or a member's value, a few per object). However they are given, a request's numbers are
     # its inputs and targets (batch x their units, within max_activation_elements), weight
     # elements and biases (and /v1/check's claimed gradients of both).
-    numbers = counts.items - body.count(b'",') - body.count(b"},") - body.count(b"],")
     allowed = numbers_allowed(endpoint, limits) + 8 * counts.objects + 64
+    if counts.items <= allowed:
+        return
+    numbers = counts.items - body.count(b'",') - body.count(b"},") - body.count(b"],")
     if numbers > allowed:
         raise LimitExceededError(
             f"the body holds about {numbers:,} numbers in lists, more than the limits allow: "
@@ -431,9 +434,9 @@ def admit(endpoint: str, request: Any, cost: Estimate, limits: Limits) -> None:
         if getattr(request, "array_encoding", "list") == "list" and endpoint in ENCODED:
             ways.insert(-1, "array_encoding 'base64' (less than half the bytes)")
         raise LimitExceededError(
-            f"the answer would be about {cost.answer_bytes:,} bytes, over the limit max_answer_bytes = "
-            f"{limits.max_answer_bytes:,} (set by GRADSERVE_MAX_ANSWER_BYTES); ask for less: "
-            + ", ".join(ways)
+            f"the answer could take up to {cost.answer_bytes:,} bytes, over the limit max_answer_bytes = "
+            f"{limits.max_answer_bytes:,} (set by GRADSERVE_MAX_ANSWER_BYTES; numbers in JSON lists "
+            "are counted at their longest); ask for less: " + ", ".join(ways)
         )
 
 
