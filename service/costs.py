@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from service import wire
+from service.compute import limit
 from service.errors import LimitExceededError
 from service.settings import Limits
 
@@ -109,9 +110,6 @@ class Shape:
         """A pass's fixed cost, whatever its batch: a step per level."""
         per_level = LEVEL_FORWARD_NS + (LEVEL_BACKWARD_NS + LEVEL_GRADIENT_NS if backward else 0.0)
         return self.levels * per_level
-
-    def pass_ns(self, rows: int, backward: bool = False) -> float:
-        return rows * self.row_ns(backward) + self.sweep_ns(backward)
 
     def compile_ns(self) -> float:
         return (self.units + self.weights) * COMPILE_ENTRY_NS + self.levels * COMPILE_LEVEL_NS
@@ -305,15 +303,24 @@ class Answer:
 
 @dataclass(frozen=True)
 class Estimate:
-    """A request's estimated time on one core (parse, compile, compute, serialise) and answer size."""
+    """A request's estimated time on one core (parse, compile, compute, serialise), the part of
+    it that `max_work` limits, and its answer's size."""
 
     ms: float
+    work: int  # the passes over its data, as multiply-adds
     answer_bytes: int
+    shape: Shape
 
-    @property
-    def work(self) -> int:
-        """The time as `max_work` counts it."""
-        return math.ceil(self.ms * WORK_PER_MS)
+
+@dataclass(frozen=True)
+class Computation:
+    """What an endpoint computes: work over its data (units x batch, weight elements x batch,
+    parameters: what `max_work` limits), its Python steps (per level visited, per entry
+    explained or drawn: small, but many in deep graphs), and its answer."""
+
+    data_ns: float
+    steps_ns: float
+    answer: Answer
 
 
 def _unit_tables(s: Shape, tables: int) -> Answer:
@@ -326,74 +333,79 @@ def _gradient_tables(s: Shape, rows: int = 1) -> Answer:
     return Answer(rows * s.params, s.weights + s.units, rows=(rows - 1) * (s.weights + s.units))
 
 
-def forward(req: wire.ForwardRequest, s: Shape, limits: Limits) -> tuple[float, Answer]:
+def forward(req: wire.ForwardRequest, s: Shape, limits: Limits) -> Computation:
     units = _unit_tables(s, 2)  # and the outputs' z again
-    return s.pass_ns(s.batch), Answer(units.numbers + s.batch * s.output_neurons, units.entries, units.rows)
+    answer = Answer(units.numbers + s.batch * s.output_neurons, units.entries, units.rows)
+    return Computation(s.batch * s.row_ns(), s.sweep_ns(), answer)
 
 
-def gradients(req: wire.GradientsRequest, s: Shape, limits: Limits) -> tuple[float, Answer]:
-    ns = s.pass_ns(s.batch, backward=True) + s.batch * s.output_neurons * GRADIENT_NS
+def gradients(req: wire.GradientsRequest, s: Shape, limits: Limits) -> Computation:
+    data = s.batch * (s.row_ns(backward=True) + s.output_neurons * GRADIENT_NS)
     parts = [_gradient_tables(s)]
     if req.include_units:
         parts.append(_unit_tables(s, 3))
     if req.per_sample:
-        ns += s.batch * s.params * PARAM_NS
+        data += s.batch * s.params * PARAM_NS
         parts.append(_gradient_tables(s, s.batch))
-    return ns, Answer(
+    answer = Answer(
         sum(p.numbers for p in parts), sum(p.entries for p in parts), rows=sum(p.rows for p in parts)
     )
+    return Computation(data, s.sweep_ns(backward=True), answer)
 
 
-def sgd(req: wire.SgdRequest, s: Shape, limits: Limits) -> tuple[float, Answer]:
+def sgd(req: wire.SgdRequest, s: Shape, limits: Limits) -> Computation:
     rows = s.batch
     size = rows if req.batch_size is None else max(1, min(req.batch_size, rows))
     steps = req.epochs * -(-rows // size)
-    # each epoch: forward and backward over every sample (a step per minibatch), then a forward
-    # of the whole batch for the history; and one forward before
-    per_step = s.sweep_ns(backward=True) + s.params * PARAM_NS
-    ns = req.epochs * rows * s.row_ns(backward=True) + steps * per_step + (req.epochs + 1) * s.pass_ns(rows)
+    # each epoch: forward and backward over every sample, a step (a pass over the levels and an
+    # update of every parameter) per minibatch, then a forward of the whole batch for the
+    # history; and one forward before
+    data = req.epochs * rows * s.row_ns(backward=True) + steps * s.params * PARAM_NS
+    data += (req.epochs + 1) * rows * s.row_ns()
+    sweeps = steps * s.sweep_ns(backward=True) + (req.epochs + 1) * s.sweep_ns()
     answer = Answer(s.params, s.units + s.weights, other_bytes=40 * req.epochs, other_ns=s.units * ENTRY_NS)
-    return ns, answer
+    return Computation(data, sweeps, answer)
 
 
-def explain(req: wire.ExplainRequest, s: Shape, limits: Limits) -> tuple[float, Answer]:
+def explain(req: wire.ExplainRequest, s: Shape, limits: Limits) -> Computation:
     # paths: at most max_paths a weight between single units, each at most as long as the graph
     # is deep, and never more factors than max_explain_factors
     factors = min(limits.max_explain_factors, s.single_weights * req.max_paths * (2 * s.levels + 2))
-    ns = s.pass_ns(1, backward=True) + (s.units + s.weights) * EXPLAIN_ENTRY_NS + factors * FACTOR_NS
+    steps = s.sweep_ns(backward=True) + (s.units + s.weights) * EXPLAIN_ENTRY_NS + factors * FACTOR_NS
     # a unit: s, z, f'(s), delta and its loss term; a weight: its gradient and what makes it,
     # twice (its delta term at its source, its own entry)
     numbers = s.input_neurons + 5 * s.neurons + 2 * s.weight_elements + 4 * s.weights
     answer = Answer(numbers, 2 * (s.units + s.weights), other_bytes=factors * FACTOR_BYTES + s.weights * 256)
-    return ns, answer
+    return Computation(s.row_ns(backward=True), steps, answer)
 
 
-def check(req: wire.CheckRequest, s: Shape, limits: Limits) -> tuple[float, Answer]:
+def check(req: wire.CheckRequest, s: Shape, limits: Limits) -> Computation:
     rows, params = s.batch, s.params
-    # central differences: every parameter pushed up and down, each a replica of the batch
-    # run forward; replicas go in chunks of max_activation_elements, each chunk a pass over the levels
+    # central differences: every parameter pushed up and down, each a replica of the batch run
+    # forward (every level finding the replicas it offsets); the replicas go in chunks of
+    # max_activation_elements, each chunk a pass over the levels
     replicas = 2 * params * rows
+    per_replica = (
+        s.weight_elements * MAC_NS + s.forward_ns + s.output_neurons * GRADIENT_NS + s.levels * MAC_NS
+    )
+    data = rows * s.row_ns(backward=True) + replicas * per_replica + params * rows * PARAM_NS
     per_chunk = max(1, limits.max_activation_elements // max(1, 2 * rows * s.neurons))
     chunks = -(-params // per_chunk)
-    ns = (
-        s.pass_ns(rows, backward=True)
-        + replicas * (s.weight_elements * MAC_NS + s.forward_ns + s.output_neurons * GRADIENT_NS)
-        + chunks * s.levels * LEVEL_FORWARD_NS
-        + replicas * s.levels * MAC_NS  # each level finds the replicas it offsets
-        + params * rows * PARAM_NS
-    )
-    return ns, Answer(2 * params, s.units + s.weights, other_bytes=8 * params)
+    steps = s.sweep_ns(backward=True) + chunks * s.levels * LEVEL_FORWARD_NS
+    return Computation(data, steps, Answer(2 * params, s.units + s.weights, other_bytes=8 * params))
 
 
-def render(req: wire.RenderRequest, s: Shape, limits: Limits) -> tuple[float, Answer]:
+def render(req: wire.RenderRequest, s: Shape, limits: Limits) -> Computation:
     drawn = min(s.units, limits.max_render_units) + s.weights
-    ns = drawn * DRAW_NS
+    data, steps = 0.0, drawn * DRAW_NS
     if req.samples is not None:
-        ns += s.pass_ns(s.batch if req.show == "gradients" else 1, backward=req.show == "gradients")
-    return ns, Answer(0, 0, other_bytes=drawn * DRAW_BYTES, other_ns=0)
+        gradients = req.show == "gradients"
+        data = (s.batch if gradients else 1) * s.row_ns(backward=gradients)
+        steps += s.sweep_ns(backward=gradients)
+    return Computation(data, steps, Answer(0, 0, other_bytes=drawn * DRAW_BYTES))
 
 
-ESTIMATORS: dict[str, Callable[[Any, Shape, Limits], tuple[float, Answer]]] = {
+ESTIMATORS: dict[str, Callable[[Any, Shape, Limits], Computation]] = {
     "forward": forward,
     "gradients": gradients,
     "sgd": sgd,
@@ -408,25 +420,42 @@ def estimate(endpoint: str, request: Any, limits: Limits, counts: BodyCounts | N
     """The request's whole estimated cost: the parse (when its body's counts are given), the
     compile, the computation and its answer."""
     shape = shape_of(request.network, request.samples)
-    compute_ns, answer = ESTIMATORS[endpoint](request, shape, limits)
+    done = ESTIMATORS[endpoint](request, shape, limits)
     encoding: wire.ArrayEncoding = getattr(request, "array_encoding", "list")
     ns = (
         REQUEST_NS
         + (counts.parse_ns() if counts is not None else 0.0)
         + shape.compile_ns()
-        + compute_ns
-        + answer.ns(encoding)
+        + done.data_ns
+        + done.steps_ns
+        + done.answer.ns(encoding)
     )
-    return Estimate(ns / 1e6, math.ceil(answer.size(encoding)))
+    work = math.ceil(done.data_ns * WORK_PER_MS / 1e6)
+    return Estimate(ns / 1e6, work, math.ceil(done.answer.size(encoding)), shape)
 
 
 def admit(endpoint: str, request: Any, cost: Estimate, limits: Limits) -> None:
-    """Refuse (413) a request whose estimated work or answer is over its limit."""
+    """Refuse (413) a request over a limit: first what it asks for (units, weights, batch; the
+    engine checks these again, exactly, once it has compiled the network), then the estimated
+    work and answer size that follow from them."""
+    s = cost.shape
+    limit(limits, "max_units", s.units, "the number of unit entries")
+    limit(limits, "max_neurons", s.input_neurons + s.neurons, "the number of units counted with their sizes")
+    limit(limits, "max_weight_elements", s.weights, "the number of weights")  # each has one or more
+    limit(limits, "max_weight_elements", s.weight_elements, "the number of weight elements")
+    limit(limits, "max_batch", s.batch, "the batch size")
+    limit(limits, "max_activation_elements", (s.input_neurons + s.neurons) * s.batch, "units x batch")
+    if getattr(request, "per_sample", False):
+        limit(limits, "max_per_sample_elements", s.params * s.batch, "batch x parameters")
+    if isinstance(request, wire.SgdRequest):
+        limit(limits, "max_epochs", request.epochs, "epochs")
+        size = s.batch if request.batch_size is None else max(1, min(request.batch_size, s.batch))
+        limit(limits, "max_steps", request.epochs * -(-s.batch // size), "the number of SGD steps")
     if cost.work > limits.max_work:
         raise LimitExceededError(
-            f"the estimated work is {cost.work:,} (about {cost.ms / 1000:,.3g} s on one core), over the "
-            f"limit max_work = {limits.max_work:,} (set by GRADSERVE_MAX_WORK); ask for less: a smaller "
-            "batch, fewer epochs, a smaller network"
+            f"the estimated work is {cost.work:,} (the whole request: about {cost.ms / 1000:,.3g} s on "
+            f"one core), over the limit max_work = {limits.max_work:,} (set by GRADSERVE_MAX_WORK); "
+            "ask for less: a smaller batch, fewer epochs, a smaller network"
             + ("; /v1/check runs the network twice per parameter" if endpoint == "check" else "")
         )
     if cost.answer_bytes > limits.max_answer_bytes:

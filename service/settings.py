@@ -31,8 +31,9 @@ class Limits(BaseSettings):
     max_work: int = Field(
         300_000_000_000,
         ge=1,
-        description="estimated work of a request (parse, compute, answer), counted in multiply-adds of "
-        "a weight element by a sample; everything else as the multiply-adds it takes as long as",
+        description="estimated work of a request's passes over its data (/v1/check's two per parameter "
+        "included), in multiply-adds of a weight element by a sample; an activation or an update "
+        "counted as the multiply-adds it takes as long as",
     )
     max_answer_bytes: int = Field(
         64 * 1024 * 1024, ge=1, description="estimated size of an answer, checked before computing it"
