@@ -456,7 +456,11 @@ def admit(endpoint: str, request: Any, cost: Estimate, limits: Limits) -> None:
             f"the estimated work is {cost.work:,} (the whole request: about {cost.ms / 1000:,.3g} s on "
             f"one core), over the limit max_work = {limits.max_work:,} (set by GRADSERVE_MAX_WORK); "
             "ask for less: a smaller batch, fewer epochs, a smaller network"
-            + ("; /v1/check runs the network twice per parameter" if endpoint == "check" else "")
+            + (
+                f"; checking {cost.shape.params:,} parameters runs the network twice for each"
+                if endpoint == "check"
+                else ""
+            )
         )
     if cost.answer_bytes > limits.max_answer_bytes:
         ways = list(ASK_FOR_LESS.get(endpoint, ("a smaller network",)))

@@ -103,7 +103,7 @@ def test_checking_a_wide_layer_is_refused_for_its_work_at_once() -> None:
     assert reply.status == 413, reply.content[:300]
     detail = json.loads(reply.content)["detail"]
     assert "max_work" in detail
-    assert "twice per parameter" in detail
+    assert "checking 150,001 parameters runs the network twice for each" in detail
     assert time.monotonic() - started < 2  # refused, not run until the 5 s deadline
     assert worker.handle("check", wide_layer(300), Settings().limits()).status == 200
 
