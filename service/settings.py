@@ -82,8 +82,9 @@ class Settings(Limits):
     inline_ms: float = Field(
         1.0,
         ge=0,
-        description="forward, gradients and sgd requests of at most 64 KiB estimated to compute in "
-        "under this many milliseconds run in the server process, without the hop to a worker; 0: never",
+        description="forward, gradients and sgd requests of at most 64 KiB estimated to take (parse, "
+        "compute and answer) under this many milliseconds run in the server process, without the hop "
+        "to a worker; 0: never",
     )
 
     def limits(self) -> Limits:
