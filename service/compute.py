@@ -7,9 +7,6 @@ wire. Response bodies hold NumPy arrays, which `service.arrays.dumps` serialises
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
 from typing import Any
 
 import numpy as np
@@ -32,34 +29,6 @@ def limit(limits: Limits, name: str, value: int, what: str) -> None:
         )
 
 
-class TooMuchToInlineError(Exception):
-    """The computation is estimated to take longer than the inline budget: hand it to a worker."""
-
-
-_inline_ms: ContextVar[float | None] = ContextVar("gradserve_inline_ms", default=None)
-
-
-@contextmanager
-def inline_budget(ms: float) -> Iterator[None]:
-    """Below: refuse (TooMuchToInlineError) any computation estimated to take over `ms` milliseconds."""
-    token = _inline_ms.set(ms)
-    try:
-        yield
-    finally:
-        _inline_ms.reset(token)
-
-
-#: compiling takes about a microsecond per unit and weight entry (the sparse bench's 1,000
-#: units and 7,800 weights: ~8 ms)
-COMPILE_MS_PER_ENTRY = 0.001
-
-
-def estimated_ms(work: int, level_sweeps: int) -> float:
-    """A rough time for a computation on one core: its arithmetic (BLAS does ~2e7 units of
-    `max_work` a millisecond) plus a fixed cost for every level visited by a pass (~10 us)."""
-    return work / 2e7 + level_sweeps * 0.01
-
-
 def prepare(
     net: wire.Network,
     samples: wire.Samples,
@@ -67,13 +36,12 @@ def prepare(
     *,
     need_targets: bool,
     passes: int = 1,
-    sweeps: int | None = None,
     per_sample: bool = False,
 ) -> tuple[Plan, Batch]:
     """Compile the network and bind the samples, refusing whatever is over a limit.
 
-    `passes` counts passes over the whole batch (for the work limit); `sweeps`, passes over the
-    levels whatever their batch (minibatches make more of them), when it differs.
+    `passes` counts passes over the whole batch, for a floor under the work limit (the request's
+    whole cost is estimated, and limited, by `service.costs` before it gets here).
     """
     limit(limits, "max_units", len(net.units), "the number of unit entries")
     neurons = sum(u.size for u in net.units)
@@ -81,9 +49,6 @@ def prepare(
     given = net.weights
     weights = len(given.source) if isinstance(given, wire.WeightColumns) else len(given)
     limit(limits, "max_weight_elements", weights, "the number of weights")  # each has one or more
-    budget = _inline_ms.get()
-    if budget is not None and (len(net.units) + weights) * COMPILE_MS_PER_ENTRY > budget:
-        raise TooMuchToInlineError  # even compiling it would hold the event loop too long
     plan = engine.compile_network(net)
     limit(limits, "max_weight_elements", plan.n_weight_params, "the number of weight elements")
     batch = engine.bind_samples(plan, samples, need_targets)
@@ -93,8 +58,6 @@ def prepare(
         limit(limits, "max_per_sample_elements", plan.n_params * batch.size, "batch x parameters")
     work = (plan.n_weight_params + neurons) * batch.size * passes
     limit(limits, "max_work", work, "the work, (weight elements + units) x batch x passes,")
-    if budget is not None and estimated_ms(work, (sweeps or passes) * len(plan.levels)) > budget:
-        raise TooMuchToInlineError
     return plan, batch
 
 
@@ -237,7 +200,6 @@ def sgd(req: wire.SgdRequest, limits: Limits) -> Body:
         limits,
         need_targets=True,
         passes=4 * req.epochs + 1,
-        sweeps=3 * steps + req.epochs + 1,
     )
     options = engine.SgdOptions(
         learning_rate=req.learning_rate,

@@ -29,9 +29,14 @@ class Limits(BaseSettings):
         4_000_000, ge=1, description="batch x parameters, when per_sample gradients are asked"
     )
     max_work: int = Field(
-        50_000_000_000,
+        300_000_000_000,
         ge=1,
-        description="(weight elements + neurons) x batch x passes over the batch",
+        description="estimated work of a request's passes over its data (/v1/check's two per parameter "
+        "included), in multiply-adds of a weight element by a sample; an activation or an update "
+        "counted as the multiply-adds it takes as long as",
+    )
+    max_answer_bytes: int = Field(
+        64 * 1024 * 1024, ge=1, description="estimated size of an answer, checked before computing it"
     )
 
     max_inflight_bytes: int = Field(
@@ -83,8 +88,9 @@ class Settings(Limits):
     inline_ms: float = Field(
         1.0,
         ge=0,
-        description="forward, gradients and sgd requests of at most 64 KiB estimated to compute in "
-        "under this many milliseconds run in the server process, without the hop to a worker; 0: never",
+        description="forward, gradients and sgd requests of at most 64 KiB estimated to take (parse, "
+        "compute and answer) under this many milliseconds run in the server process, without the hop "
+        "to a worker; 0: never",
     )
 
     def limits(self) -> Limits:

@@ -28,7 +28,7 @@ import numpy as np
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from service import compute, engine, explain, gradcheck, render, selfcheck, wire
+from service import compute, costs, engine, explain, gradcheck, render, selfcheck, wire
 from service.arrays import dumps
 from service.errors import ProblemError, WorkerLostError, schema_problem
 from service.pool import Pool, WorkerDiedError
@@ -71,9 +71,24 @@ ENDPOINTS: dict[str, tuple[type[BaseModel], Callable[[Any, Limits], dict[str, An
 
 def handle(endpoint: str, body: bytes, limits: Limits) -> Reply:
     """One compute request, from the body's bytes to the answer's bytes."""
+    reply = _handle(endpoint, body, limits, None)
+    assert reply is not None  # only a budget hands a request on
+    return reply
+
+
+def _handle(endpoint: str, body: bytes, limits: Limits, budget_ms: float | None) -> Reply | None:
+    """`handle`; with a budget, None (handed on) as soon as its estimate is over `budget_ms`."""
     model, run = ENDPOINTS[endpoint]
     try:
+        counts = costs.BodyCounts.of(body)
+        if budget_ms is not None and counts.parse_ns() / 1e6 > budget_ms:
+            return None  # even parsing it would hold the event loop too long
+        costs.check_body(endpoint, body, counts, limits)
         request = parse(model, body)
+        cost = costs.estimate(endpoint, request, limits, counts)
+        costs.admit(endpoint, request, cost, limits)
+        if budget_ms is not None and cost.ms > budget_ms:
+            return None
         # Every endpoint runs under the time limit and without NumPy's floating-point warnings:
         # overflow is reported afterwards, by name (a 422 naming the unit or weight); the
         # warnings would only repeat it, or, where warnings are errors, turn it into a 500.
@@ -94,24 +109,21 @@ def problem_reply(exc: ProblemError) -> Reply:
     return Reply(exc.status, orjson.dumps(exc.body()), "application/problem+json", exc.headers)
 
 
-#: endpoints whose whole cost `compute.prepare` can estimate from the request
+#: endpoints that may be computed on the server's event loop, when their estimate is small
 INLINE = frozenset({"forward", "gradients", "sgd"})
 
 
 def handle_inline(endpoint: str, body: bytes, limits: Limits, budget_ms: float) -> Reply | None:
-    """`handle`, on the calling thread, if the computation is estimated to take under
-    `budget_ms`; else None (having spent only the parse and the compile finding out).
+    """`handle`, on the calling thread, if the whole request (parse, computation, answer) is
+    estimated to take under `budget_ms`; else None, having spent only a scan of the bytes, or
+    their parse and the estimate.
 
     The chain x -> j -> k -> o takes ~0.2 ms to answer; the hop to a worker process and back cost more
     than that, and tiny requests are most requests.
     """
-    if endpoint not in INLINE:
+    if endpoint not in INLINE or budget_ms <= 0:
         return None
-    try:
-        with compute.inline_budget(budget_ms):
-            return handle(endpoint, body, limits)
-    except compute.TooMuchToInlineError:
-        return None
+    return _handle(endpoint, body, limits, budget_ms)
 
 
 def handle_shared(endpoint: str, name: str, size: int, limits: Limits) -> Reply:

@@ -1,0 +1,162 @@
+"""Measure the per-element constants of `service.costs` on this machine:
+`OPENBLAS_NUM_THREADS=1 python -m bench.calibrate`.
+
+Each figure is CPU time, the least of a few runs, on one core (the workers' BLAS runs one
+thread each): other processes on a shared machine then inflate it as little as possible. The
+values are random, as NumPy has fast paths for zeros. Copy what it prints into bench/RESULTS.md when the
+constants change.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import numpy as np
+
+from service import engine, wire, worker
+from service.arrays import dumps
+
+RNG = np.random.default_rng(0)
+
+
+def fastest_ms(fn: Callable[[], object], runs: int = 7) -> float:
+    fn()
+    best = float("inf")
+    for _ in range(runs):
+        start = time.process_time()
+        fn()
+        best = min(best, time.process_time() - start)
+    return best * 1e3
+
+
+def compiled(request: dict[str, Any]) -> tuple[engine.Plan, engine.Batch]:
+    plan = engine.compile_network(wire.Network.model_validate(request["network"]))
+    return plan, engine.bind_samples(plan, wire.Samples.model_validate(request["samples"]), True)
+
+
+def layer(n: int, activation: str, batch: int) -> dict[str, Any]:
+    """One input feeding a layer of `n` units by a dense weight: s is random, as in real use."""
+    units = [
+        {"id": "x", "role": "input"},
+        {"id": "h", "size": n, "activation": activation},
+        {"id": "o", "role": "output"},
+    ]
+    weights = [{"source": "x", "target": "h", "value": RNG.normal(size=(1, n)).tolist()}]
+    samples = {"inputs": {"x": RNG.normal(size=batch).tolist()}, "targets": {"o": [0.0] * batch}}
+    return {"network": {"units": units, "weights": weights}, "samples": samples}
+
+
+def elementwise() -> None:
+    n, batch = 100_000, 10
+    for name in ("identity", "sigmoid", "tanh", "relu", "leaky_relu", "softplus", "softmax"):
+        plan, b = compiled(layer(n, name, batch))
+        assert b.y is not None
+        y = b.y
+        values = engine.forward(plan, plan.theta, b.x)
+        delta = engine.backward(plan, plan.theta, values, y)
+        per = n * batch / 1e6  # ms -> ns per element
+        forward = fastest_ms(partial(engine.forward, plan, plan.theta, b.x)) / per
+        backward = fastest_ms(partial(engine.backward, plan, plan.theta, values, y)) / per
+        gradient = fastest_ms(partial(engine.gradient, plan, values, delta, 1.0)) / per
+        print(f"  {name:10s} forward {forward:5.1f}  backward {backward:5.1f}  gradient {gradient:5.1f} ns")
+
+
+def dense() -> None:
+    for m, batch in ((256, 256), (64, 1000), (32, 64)):
+        units = [
+            {"id": "x", "role": "input", "size": m},
+            {"id": "o", "role": "output", "size": m, "activation": "relu"},
+        ]
+        weights = [{"source": "x", "target": "o", "value": RNG.normal(size=(m, m)).tolist()}]
+        samples = {
+            "inputs": {"x": RNG.normal(size=(batch, m)).tolist()},
+            "targets": {"o": RNG.normal(size=(batch, m)).tolist()},
+        }
+        plan, b = compiled({"network": {"units": units, "weights": weights}, "samples": samples})
+        ms = fastest_ms(partial(engine.forward, plan, plan.theta, b.x))
+        print(f"  {m}x{m} weights, batch {batch}: {m * m * batch / ms:.3g} multiply-adds a millisecond")
+
+
+def levels() -> None:
+    n = 500
+    ids = ["x", *(f"u{k}" for k in range(n)), "o"]
+    units = [{"id": "x", "role": "input"}, *({"id": u} for u in ids[1:-1]), {"id": "o", "role": "output"}]
+    weights = {"source": ids[:-1], "target": ids[1:], "value": RNG.normal(size=n + 1).tolist()}
+    request = {"network": {"units": units, "weights": weights}, "samples": {"inputs": {"x": [0.5]}}}
+    request["samples"]["targets"] = {"o": [0.0]}
+    plan, b = compiled(request)
+    assert b.y is not None
+    y = b.y
+    values = engine.forward(plan, plan.theta, b.x)
+    delta = engine.backward(plan, plan.theta, values, y)
+    per = len(plan.levels) / 1e3  # ms -> us per level
+    network = wire.Network.model_validate(request["network"])
+    forward = fastest_ms(partial(engine.forward, plan, plan.theta, b.x)) / per
+    backward = fastest_ms(partial(engine.backward, plan, plan.theta, values, y)) / per
+    gradient = fastest_ms(partial(engine.gradient, plan, values, delta, 1.0)) / per
+    compiling = fastest_ms(partial(engine.compile_network, network)) / per
+    print(
+        f"  forward {forward:.1f}  backward {backward:.1f}  gradient {gradient:.1f}  compile {compiling:.1f}"
+        " us/level (a chain of single units)"
+    )
+
+
+def answers() -> None:
+    numbers = RNG.normal(size=1_000_000)
+    for encoding in ("list", "base64"):
+        ms = fastest_ms(partial(dumps, {"a": numbers}, encoding), 3)
+        size = len(dumps({"a": numbers}, encoding)) / numbers.size
+        print(f"  {encoding:6s} {ms:.1f} ns and {size:.1f} bytes a number (random normals)")
+
+
+def parsing() -> None:
+    bodies = {
+        "numbers in lists": {"samples": {"inputs": {"x": RNG.normal(size=(2000, 100)).tolist()}}},
+        "unit objects": {"network": {"units": [{"id": f"u{k}"} for k in range(20_000)]}},
+        "weight objects": {
+            "network": {
+                "units": [{"id": "a"}],
+                "weights": [{"source": f"u{k}", "target": "b", "value": 0.5} for k in range(20_000)],
+            }
+        },
+        "ids in columns": {
+            "network": {
+                "units": [{"id": "a"}],
+                "weights": {"source": ["u1"] * 50_000, "target": ["u2"] * 50_000, "value": []},
+            }
+        },
+    }
+    for name, content in bodies.items():
+        request = {"network": {"units": [{"id": "a"}]}, "samples": {"inputs": {}}}
+        for key, value in content.items():
+            request[key] = {**request[key], **value}
+        body = json.dumps(request).encode()
+        counted = (body.count(b"{"), body.count(b'"') // 2, body.count(b","))
+        objects, strings, items = (max(1, n) for n in counted)
+        ns = fastest_ms(partial(wire.ForwardRequest.model_validate_json, body), 3) * 1e6
+        print(
+            f"  {name:17s} {ns / len(body):6.1f} ns a byte; {ns / objects:8.0f} ns an object, "
+            f"{ns / strings:6.0f} a string, {ns / items:5.0f} an item"
+        )
+
+
+def main() -> None:
+    worker.tune_for_requests()
+    print("elementwise, per unit and sample (ns):")
+    elementwise()
+    print("matrix products:")
+    dense()
+    print("per level:")
+    levels()
+    print("serialising an answer:")
+    answers()
+    print("parsing a body:")
+    parsing()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,484 @@
+"""What a request will cost, estimated before anything is computed: its time and its answer's size.
+
+Everything is read from the validated request (and the body's bytes), never from a compiled
+plan, so the estimate decides before any of the work it estimates is spent: whether a request
+may run on the server's event loop (`GRADSERVE_INLINE_MS`), and whether it is refused outright
+(413 past `max_work` or `max_answer_bytes`). Each endpoint has its own function, counting what
+that endpoint does: its passes over the batch (elementwise work over units x batch, matrix work
+over weight elements x batch, a fixed cost per level visited), its Python work per unit and per
+weight, and its answer, built and serialised (a number in a JSON list costs more than in base64).
+
+The constants are per-element times on one core, calibrated with `python -m bench.calibrate`
+(its figures are in bench/RESULTS.md); an estimate is meant to be within a small factor of the
+time taken, not exact.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from service import wire
+from service.compute import limit
+from service.errors import LimitExceededError
+from service.settings import Limits
+
+# ---------------------------------------------------------------- calibrated constants (ns)
+
+#: `max_work` counts multiply-adds of a weight element by a sample; everything else is counted
+#: as the multiply-adds it takes as long as, at this many a millisecond
+WORK_PER_MS = 1e7
+MAC_NS = 1e6 / WORK_PER_MS
+
+#: per unit (counted with its size) and sample: a forward pass (s, then z = f(s))...
+FORWARD_NS = {
+    "identity": 5.0,
+    "sigmoid": 14.0,
+    "tanh": 21.0,
+    "relu": 6.0,
+    "leaky_relu": 8.0,
+    "softplus": 30.0,
+    "softmax": 25.0,
+}
+#: ...a backward pass (delta from dE/dz)...
+BACKWARD_NS = {
+    "identity": 2.0,
+    "sigmoid": 5.0,
+    "tanh": 4.0,
+    "relu": 4.0,
+    "leaky_relu": 9.0,
+    "softplus": 14.0,
+    "softmax": 22.0,
+}
+#: ...and the gradient's sums and the loss
+GRADIENT_NS = 5.0
+#: per level visited by a forward, backward and gradient pass, whatever its batch
+LEVEL_FORWARD_NS, LEVEL_BACKWARD_NS, LEVEL_GRADIENT_NS = 15_000.0, 10_000.0, 3_000.0
+#: compiling: per unit or weight entry, and per level laid out
+COMPILE_ENTRY_NS, COMPILE_LEVEL_NS = 1_000.0, 16_000.0
+#: any request: routing, validating a tiny body, the answer's envelope
+REQUEST_NS = 100_000.0
+#: parsing: per byte, per JSON object (a model built), per string (an id checked), per list item
+PARSE_BYTE_NS, PARSE_OBJECT_NS, PARSE_STRING_NS, PARSE_ITEM_NS = 6.0, 2_000.0, 150.0, 5.0
+#: the answer: per number, as JSON lists or as base64; per entry (a unit's or a weight's object)
+LIST_NUMBER_NS, BASE64_NUMBER_NS, ENTRY_NS = 30.0, 17.0, 3_000.0
+#: the answer's size: a number in a JSON list at its longest (17 significant digits, a sign, an
+#: exponent and a comma) or in base64 (8 bytes as 32/3 characters); an entry's keys and ids
+LIST_NUMBER_BYTES, BASE64_NUMBER_BYTES, ENTRY_BYTES = 25.0, 32 / 3, 64
+#: per-sample gradients and SGD's update: per parameter (and sample)
+PARAM_NS = 10.0
+#: explain: per unit and per weight explained (small arrays and dicts), per path factor listed
+EXPLAIN_ENTRY_NS, FACTOR_NS, FACTOR_BYTES = 30_000.0, 3_000.0, 64
+#: render: per unit and per edge drawn, and their bytes of SVG or DOT
+DRAW_NS, DRAW_BYTES = 20_000.0, 700
+
+
+# ---------------------------------------------------------------- what a request asks for
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What a request's cost depends on, read from the wire without compiling anything."""
+
+    units: int  # unit entries
+    input_neurons: int  # input units counted with their sizes: columns of x
+    neurons: int  # the others: columns of the value tables (and biases)
+    output_neurons: int
+    weights: int  # weight entries
+    weight_elements: int
+    single_weights: int  # weights between single units (explain lists their paths)
+    levels: int
+    batch: int
+    forward_ns: float  # one sample's elementwise forward work, each unit at its activation's cost
+    backward_ns: float
+
+    @property
+    def params(self) -> int:
+        return self.weight_elements + self.neurons
+
+    def row_ns(self, backward: bool = False) -> float:
+        """One sample's share of a pass: forward, or forward, backward and gradient."""
+        ns = self.weight_elements * MAC_NS + self.forward_ns
+        if backward:
+            ns += 2 * self.weight_elements * MAC_NS + self.backward_ns + self.neurons * GRADIENT_NS
+        return ns
+
+    def sweep_ns(self, backward: bool = False) -> float:
+        """A pass's fixed cost, whatever its batch: a step per level."""
+        per_level = LEVEL_FORWARD_NS + (LEVEL_BACKWARD_NS + LEVEL_GRADIENT_NS if backward else 0.0)
+        return self.levels * per_level
+
+    def compile_ns(self) -> float:
+        return (self.units + self.weights) * COMPILE_ENTRY_NS + self.levels * COMPILE_LEVEL_NS
+
+
+def shape_of(net: wire.Network, samples: wire.Samples | None) -> Shape:
+    size = {u.id: u.size for u in net.units}
+    inputs = sum(u.size for u in net.units if u.role == "input")
+    outputs = sum(u.size for u in net.units if u.role == "output")
+    forward = backward = 0.0
+    for u in net.units:
+        if u.role != "input":
+            forward += u.size * FORWARD_NS[u.resolved_activation]
+            backward += u.size * BACKWARD_NS[u.resolved_activation]
+    given = net.weights
+    if isinstance(given, wire.WeightColumns):
+        sources, targets = given.source, given.target
+        elements = single = len(sources)
+    else:
+        sources, targets = [w.source for w in given], [w.target for w in given]
+        rows, cols = [size.get(a, 1) for a in sources], [size.get(b, 1) for b in targets]
+        elements = sum(map(int.__mul__, rows, cols))
+        single = sum(1 for m, n in zip(rows, cols, strict=True) if m == n == 1)
+    return Shape(
+        units=len(net.units),
+        input_neurons=inputs,
+        neurons=sum(size.values()) - inputs,
+        output_neurons=outputs,
+        weights=len(sources),
+        weight_elements=elements,
+        single_weights=single,
+        levels=levels(list(size), sources, targets),
+        batch=max(1, batch_rows(samples)) if samples is not None else 0,
+        forward_ns=forward,
+        backward_ns=backward,
+    )
+
+
+def batch_rows(samples: wire.Samples) -> int:
+    """The batch size as sent, read from the first array that has one (0 when none does)."""
+    for value in (*samples.inputs.values(), *samples.targets.values()):
+        if isinstance(value, list):
+            return len(value)
+        if isinstance(value, wire.EncodedArray) and value.shape:
+            # a shape is only a claim: the rows are at most the numbers its data holds
+            held = len(value.data) * 3 // 4 // (8 if value.dtype == "float64" else 4)
+            return min(value.shape[0], max(1, held))
+    return 0
+
+
+def levels(ids: list[str], sources: Sequence[str], targets: Sequence[str]) -> int:
+    """The number of levels the engine will sort the units into (the longest path, plus one);
+    weights naming unknown units are left out, and a graph with a cycle counts every unit (the
+    engine refuses both, after the estimate)."""
+    index = {uid: i for i, uid in enumerate(ids)}
+    n = len(ids)
+    succ: list[list[int]] = [[] for _ in range(n)]
+    indegree = [0] * n
+    for a, b in zip(sources, targets, strict=False):
+        i, j = index.get(a), index.get(b)
+        if i is not None and j is not None:
+            succ[i].append(j)
+            indegree[j] += 1
+    level = [0] * n
+    ready = [i for i in range(n) if indegree[i] == 0]
+    done = 0
+    while ready:
+        i = ready.pop()
+        done += 1
+        on = level[i] + 1
+        for j in succ[i]:
+            if level[j] < on:
+                level[j] = on
+            indegree[j] -= 1
+            if indegree[j] == 0:
+                ready.append(j)
+    return n if done < n else max(level, default=0) + 1
+
+
+# ---------------------------------------------------------------- the body, before it is parsed
+
+
+@dataclass(frozen=True)
+class BodyCounts:
+    """A body's bytes and what they can hold, counted without parsing it (a few fast scans)."""
+
+    size: int
+    objects: int  # `{`: no id, activation, base64 or number holds one
+    strings: int  # pairs of `"`: no id or base64 holds one
+    items: int  # `,`: separators of list items and of object members
+
+    @classmethod
+    def of(cls, body: bytes) -> BodyCounts:
+        return cls(len(body), body.count(b"{"), body.count(b'"') // 2, body.count(b","))
+
+    def parse_ns(self) -> float:
+        return (
+            self.size * PARSE_BYTE_NS
+            + self.objects * PARSE_OBJECT_NS
+            + self.strings * PARSE_STRING_NS
+            + self.items * PARSE_ITEM_NS
+        )
+
+
+#: keys whose count bounds what pydantic would build: every unit object has one "id" (as may one
+#: entry of inputs, targets and biases, for a unit named "id"), every weight object one "source"
+#: (as do the columns); no id, activation name or base64 holds a quote
+BOUNDED_KEYS = (
+    (b'"id"', "max_units", "unit entries", 3),
+    (b'"source"', "max_weight_elements", "weight objects (each has at least one element)", 2),
+)
+
+
+def check_body(endpoint: str, body: bytes, counts: BodyCounts, limits: Limits) -> None:
+    """Refuse a body holding more units or weight objects than the limits allow, before they are
+    built: pydantic builds every item of a list before any limit can count them, at hundreds of
+    bytes each (a 32 MiB body of three million tiny units took 2 GB to refuse)."""
+    for key, name, what, spare in BOUNDED_KEYS:
+        allowed = getattr(limits, name) + spare
+        # each is in an object, and is a quoted key or value: bounds that cost a scan or none
+        if counts.objects <= allowed or body.count(key) <= allowed:
+            continue
+        found = body.count(key + b":")  # compact JSON; else whitespace may come before the colon
+        if found <= allowed:
+            pattern = re.compile(re.escape(key) + rb"\s*:")
+            found = sum(1 for _ in pattern.finditer(body))
+        if found > allowed:
+            raise LimitExceededError(
+                f"the body holds {found:,} {what}, over the limit {name} = {allowed - spare:,} "
+                f"(set by GRADSERVE_{name.upper()}); refused before it was parsed"
+            )
+    # Numbers in lists: a comma after anything but a string, an object or a list follows a number
+    # (or a member's value, a few per object). However they are given, a request's numbers are
+    # its inputs and targets (batch x their units, within max_activation_elements), weight
+    # elements and biases (and /v1/check's claimed gradients of both).
+    allowed = numbers_allowed(endpoint, limits) + 8 * counts.objects + 64
+    if counts.items <= allowed:
+        return
+    numbers = counts.items - body.count(b'",') - body.count(b"},") - body.count(b"],")
+    if numbers > allowed:
+        raise LimitExceededError(
+            f"the body holds about {numbers:,} numbers in lists, more than the limits allow: "
+            f"max_activation_elements ({limits.max_activation_elements:,}) of inputs and targets, "
+            f"max_weight_elements ({limits.max_weight_elements:,}) and max_neurons "
+            f"({limits.max_neurons:,}) of weights and biases"
+            + (", twice (the network's and the claimed gradients)" if endpoint == "check" else "")
+            + " (set by GRADSERVE_MAX_ACTIVATION_ELEMENTS, GRADSERVE_MAX_WEIGHT_ELEMENTS and "
+            "GRADSERVE_MAX_NEURONS); refused before it was parsed"
+        )
+
+
+def numbers_allowed(endpoint: str, limits: Limits) -> int:
+    """The most numbers a request's body can hold within the limits."""
+    parameters = limits.max_weight_elements + limits.max_neurons
+    return limits.max_activation_elements + parameters * (2 if endpoint == "check" else 1)
+
+
+# ---------------------------------------------------------------- the answer
+
+
+def numbers_ns(count: float, encoding: wire.ArrayEncoding) -> float:
+    return count * (BASE64_NUMBER_NS if encoding == "base64" else LIST_NUMBER_NS)
+
+
+def numbers_bytes(count: float, encoding: wire.ArrayEncoding) -> float:
+    return count * (BASE64_NUMBER_BYTES if encoding == "base64" else LIST_NUMBER_BYTES)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What an answer holds: numbers (in arrays), entries (a unit's or a weight's object) and
+    other bytes (text, paths)."""
+
+    numbers: float
+    entries: int
+    rows: float = 0  # rows of 2-D arrays: brackets in JSON lists
+    other_bytes: float = 0
+    other_ns: float = 0
+
+    def ns(self, encoding: wire.ArrayEncoding) -> float:
+        return numbers_ns(self.numbers, encoding) + self.entries * ENTRY_NS + self.other_ns
+
+    def size(self, encoding: wire.ArrayEncoding) -> float:
+        brackets = 2 * self.rows if encoding == "list" else 0
+        numbers = numbers_bytes(self.numbers, encoding)
+        return numbers + self.entries * ENTRY_BYTES + brackets + self.other_bytes
+
+
+# ---------------------------------------------------------------- per endpoint
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A request's estimated time on one core (parse, compile, compute, serialise), the part of
+    it that `max_work` limits, and its answer's size."""
+
+    ms: float
+    work: int  # the passes over its data, as multiply-adds
+    answer_bytes: int
+    shape: Shape
+
+
+@dataclass(frozen=True)
+class Computation:
+    """What an endpoint computes: work over its data (units x batch, weight elements x batch,
+    parameters: what `max_work` limits), its Python steps (per level visited, per entry
+    explained or drawn: small, but many in deep graphs), and its answer."""
+
+    data_ns: float
+    steps_ns: float
+    answer: Answer
+
+
+def _unit_tables(s: Shape, tables: int) -> Answer:
+    """Every unit's values for the batch: z of the inputs, `tables` tables ([batch, size]) of the others."""
+    numbers = s.batch * (s.input_neurons + tables * s.neurons)
+    return Answer(numbers, s.units, rows=s.batch * s.units * tables)
+
+
+def _gradient_tables(s: Shape, rows: int = 1) -> Answer:
+    return Answer(rows * s.params, s.weights + s.units, rows=(rows - 1) * (s.weights + s.units))
+
+
+def forward(req: wire.ForwardRequest, s: Shape, limits: Limits) -> Computation:
+    units = _unit_tables(s, 2)  # and the outputs' z again
+    answer = Answer(units.numbers + s.batch * s.output_neurons, units.entries, units.rows)
+    return Computation(s.batch * s.row_ns(), s.sweep_ns(), answer)
+
+
+def gradients(req: wire.GradientsRequest, s: Shape, limits: Limits) -> Computation:
+    data = s.batch * (s.row_ns(backward=True) + s.output_neurons * GRADIENT_NS)
+    parts = [_gradient_tables(s)]
+    if req.include_units:
+        parts.append(_unit_tables(s, 3))
+    if req.per_sample:
+        data += s.batch * s.params * PARAM_NS
+        parts.append(_gradient_tables(s, s.batch))
+    answer = Answer(
+        sum(p.numbers for p in parts), sum(p.entries for p in parts), rows=sum(p.rows for p in parts)
+    )
+    return Computation(data, s.sweep_ns(backward=True), answer)
+
+
+def sgd(req: wire.SgdRequest, s: Shape, limits: Limits) -> Computation:
+    rows = s.batch
+    size = rows if req.batch_size is None else max(1, min(req.batch_size, rows))
+    steps = req.epochs * -(-rows // size)
+    # each epoch: forward and backward over every sample, a step (a pass over the levels and an
+    # update of every parameter) per minibatch, then a forward of the whole batch for the
+    # history; and one forward before
+    data = req.epochs * rows * s.row_ns(backward=True) + steps * s.params * PARAM_NS
+    data += (req.epochs + 1) * rows * s.row_ns()
+    sweeps = steps * s.sweep_ns(backward=True) + (req.epochs + 1) * s.sweep_ns()
+    answer = Answer(s.params, s.units + s.weights, other_bytes=40 * req.epochs, other_ns=s.units * ENTRY_NS)
+    return Computation(data, sweeps, answer)
+
+
+def explain(req: wire.ExplainRequest, s: Shape, limits: Limits) -> Computation:
+    # paths: at most max_paths a weight between single units, each at most as long as the graph
+    # is deep, and never more factors than max_explain_factors
+    factors = min(limits.max_explain_factors, s.single_weights * req.max_paths * (2 * s.levels + 2))
+    steps = s.sweep_ns(backward=True) + (s.units + s.weights) * EXPLAIN_ENTRY_NS + factors * FACTOR_NS
+    # a unit: s, z, f'(s), delta and its loss term; a weight: its gradient and what makes it,
+    # twice (its delta term at its source, its own entry)
+    numbers = s.input_neurons + 5 * s.neurons + 2 * s.weight_elements + 4 * s.weights
+    answer = Answer(numbers, 2 * (s.units + s.weights), other_bytes=factors * FACTOR_BYTES + s.weights * 256)
+    return Computation(s.row_ns(backward=True), steps, answer)
+
+
+def check(req: wire.CheckRequest, s: Shape, limits: Limits) -> Computation:
+    rows, params = s.batch, s.params
+    # central differences: every parameter pushed up and down, each a replica of the batch run
+    # forward (every level finding the replicas it offsets); the replicas go in chunks of
+    # max_activation_elements, each chunk a pass over the levels
+    replicas = 2 * params * rows
+    per_replica = (
+        s.weight_elements * MAC_NS + s.forward_ns + s.output_neurons * GRADIENT_NS + s.levels * MAC_NS
+    )
+    data = rows * s.row_ns(backward=True) + replicas * per_replica + params * rows * PARAM_NS
+    per_chunk = max(1, limits.max_activation_elements // max(1, 2 * rows * s.neurons))
+    chunks = -(-params // per_chunk)
+    steps = s.sweep_ns(backward=True) + chunks * s.levels * LEVEL_FORWARD_NS
+    return Computation(data, steps, Answer(2 * params, s.units + s.weights, other_bytes=8 * params))
+
+
+def render(req: wire.RenderRequest, s: Shape, limits: Limits) -> Computation:
+    drawn = min(s.units, limits.max_render_units) + s.weights
+    data, steps = 0.0, drawn * DRAW_NS
+    if req.samples is not None:
+        gradients = req.show == "gradients"
+        data = (s.batch if gradients else 1) * s.row_ns(backward=gradients)
+        steps += s.sweep_ns(backward=gradients)
+    return Computation(data, steps, Answer(0, 0, other_bytes=drawn * DRAW_BYTES))
+
+
+ESTIMATORS: dict[str, Callable[[Any, Shape, Limits], Computation]] = {
+    "forward": forward,
+    "gradients": gradients,
+    "sgd": sgd,
+    "explain": explain,
+    "check": check,
+    "render": render,
+    "render.dot": render,
+}
+
+
+def estimate(endpoint: str, request: Any, limits: Limits, counts: BodyCounts | None = None) -> Estimate:
+    """The request's whole estimated cost: the parse (when its body's counts are given), the
+    compile, the computation and its answer."""
+    shape = shape_of(request.network, request.samples)
+    done = ESTIMATORS[endpoint](request, shape, limits)
+    encoding: wire.ArrayEncoding = getattr(request, "array_encoding", "list")
+    ns = (
+        REQUEST_NS
+        + (counts.parse_ns() if counts is not None else 0.0)
+        + shape.compile_ns()
+        + done.data_ns
+        + done.steps_ns
+        + done.answer.ns(encoding)
+    )
+    work = math.ceil(done.data_ns * WORK_PER_MS / 1e6)
+    return Estimate(ns / 1e6, work, math.ceil(done.answer.size(encoding)), shape)
+
+
+def admit(endpoint: str, request: Any, cost: Estimate, limits: Limits) -> None:
+    """Refuse (413) a request over a limit: first what it asks for (units, weights, batch; the
+    engine checks these again, exactly, once it has compiled the network), then the estimated
+    work and answer size that follow from them."""
+    s = cost.shape
+    limit(limits, "max_units", s.units, "the number of unit entries")
+    limit(limits, "max_neurons", s.input_neurons + s.neurons, "the number of units counted with their sizes")
+    limit(limits, "max_weight_elements", s.weights, "the number of weights")  # each has one or more
+    limit(limits, "max_weight_elements", s.weight_elements, "the number of weight elements")
+    limit(limits, "max_batch", s.batch, "the batch size")
+    limit(limits, "max_activation_elements", (s.input_neurons + s.neurons) * s.batch, "units x batch")
+    if getattr(request, "per_sample", False):
+        limit(limits, "max_per_sample_elements", s.params * s.batch, "batch x parameters")
+    if isinstance(request, wire.SgdRequest):
+        limit(limits, "max_epochs", request.epochs, "epochs")
+        size = s.batch if request.batch_size is None else max(1, min(request.batch_size, s.batch))
+        limit(limits, "max_steps", request.epochs * -(-s.batch // size), "the number of SGD steps")
+    if cost.work > limits.max_work:
+        raise LimitExceededError(
+            f"the estimated work is {cost.work:,} (the whole request: about {cost.ms / 1000:,.3g} s on "
+            f"one core), over the limit max_work = {limits.max_work:,} (set by GRADSERVE_MAX_WORK); "
+            "ask for less: a smaller batch, fewer epochs, a smaller network"
+            + (
+                f"; checking {cost.shape.params:,} parameters runs the network twice for each"
+                if endpoint == "check"
+                else ""
+            )
+        )
+    if cost.answer_bytes > limits.max_answer_bytes:
+        ways = list(ASK_FOR_LESS.get(endpoint, ("a smaller network",)))
+        if getattr(request, "array_encoding", "list") == "list" and endpoint in ENCODED:
+            ways.insert(-1, "array_encoding 'base64' (less than half the bytes)")
+        raise LimitExceededError(
+            f"the answer could take up to {cost.answer_bytes:,} bytes, over the limit max_answer_bytes = "
+            f"{limits.max_answer_bytes:,} (set by GRADSERVE_MAX_ANSWER_BYTES; numbers in JSON lists "
+            "are counted at their longest); ask for less: " + ", ".join(ways)
+        )
+
+
+#: how to ask each endpoint for a smaller answer (array_encoding is suggested where it is not used yet)
+ASK_FOR_LESS: dict[str, tuple[str, ...]] = {
+    "forward": ("a smaller batch",),
+    "gradients": ("include_units false", "per_sample false", "a smaller batch"),
+    "sgd": ("a smaller network",),
+    "explain": ("fewer paths (max_paths)", "a smaller network"),
+    "check": ("a smaller network",),
+}
+ENCODED = frozenset(ASK_FOR_LESS)
