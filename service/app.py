@@ -16,9 +16,9 @@ from pydantic.json_schema import models_json_schema
 from starlette.exceptions import HTTPException
 
 from service import __version__, problems
-from service.api import REQUEST_MODELS, ComputeRoutes, Inflight, compute_docs, health, router
+from service.api import REQUEST_MODELS, ComputeRoutes, Inflight, Shutdown, compute_docs, health, router
 from service.errors import ProblemError
-from service.middleware import ApiKeyAuth, RequestContext
+from service.middleware import ApiKeyAuth, RequestContext, SendTimeout
 from service.settings import Settings, get_settings
 from service.worker import make_executor, tune_for_requests
 
@@ -33,10 +33,13 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.ready = await executor.start()
     if not app.state.ready:
         log.error("the engine's self-check failed: /readyz answers 503")
+    shutdown: Shutdown = app.state.shutdown
     try:
-        yield
+        with shutdown.on_signals():
+            yield
     finally:
         app.state.ready = False
+        shutdown.drain()  # whatever uvicorn has not cancelled yet
         executor.stop()
 
 
@@ -55,15 +58,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.limits = settings.limits()
     app.state.ready = False
     app.state.slots = asyncio.Semaphore(settings.max_concurrent)  # computations at once
-    app.state.inflight = Inflight(settings.max_inflight_bytes)  # bodies held at once
+    app.state.inflight = Inflight(settings.max_inflight_bytes)  # bodies and answers held at once
+    app.state.shutdown = Shutdown(settings.shutdown_grace_s)
     app.include_router(health)
     app.include_router(router)
     app.add_exception_handler(ProblemError, problems.on_problem)
     app.add_exception_handler(HTTPException, problems.on_http)
     app.add_exception_handler(RequestValidationError, problems.on_validation)
     app.add_exception_handler(Exception, problems.on_unexpected)
-    # the last added runs first: request ids and logs around CORS around the API key around
-    # the compute routes
+    # the last added runs first: the send timeout around request ids and logs around CORS
+    # around the API key around the compute routes
     app.add_middleware(ComputeRoutes)
     if settings.api_key is not None:
         app.add_middleware(ApiKeyAuth, api_key=settings.api_key.get_secret_value())
@@ -76,6 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             expose_headers=["x-request-id", "retry-after"],
         )
     app.add_middleware(RequestContext)
+    app.add_middleware(SendTimeout, timeout_s=settings.send_timeout_s)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

@@ -142,3 +142,21 @@ def schema_problem(errors: Sequence[Mapping[str, Any]]) -> ProblemError:
     lines = [(".".join(map(str, e["loc"])) or "the body") + ": " + e["msg"] for e in errors[:5]]
     more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
     return InvalidRequestError("; ".join(lines) + more, items)
+
+
+class RequestTimeoutError(ProblemError):
+    status = 408
+    slug = "request-timeout"
+    title = "The request body did not arrive in time"
+
+
+class UnsupportedMediaTypeError(ProblemError):
+    status = 415
+    slug = "unsupported-media-type"
+    title = "The body's Content-Type is not supported"
+
+
+class ShuttingDownError(ProblemError):
+    status = 503
+    slug = "shutting-down"
+    title = "The service is shutting down"

@@ -1,13 +1,15 @@
-"""Pure ASGI middleware: request ids and access logs, and the optional API key."""
+"""Pure ASGI middleware: the send timeout, request ids and access logs, and the optional API key."""
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
 import re
 import time
 import uuid
+from typing import Any
 
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -86,3 +88,50 @@ class ApiKeyAuth:
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+
+class ConnectionDroppedError(Exception):
+    """The client did not read its answer in time, and its connection was dropped."""
+
+
+class SendTimeout:
+    """Drop the connection of a client that leaves a piece of its answer unread for `timeout_s`.
+
+    uvicorn holds a `send` back while the client's socket is full (its flow control); without a
+    limit, a client that never reads would hold its answer, and what it pins, forever. Dropped
+    means aborted: closing would wait, with the rest of the answer, for the client to read it.
+    The exception raised through the app lets everything it held go on the way out.
+    """
+
+    def __init__(self, app: ASGIApp, timeout_s: float) -> None:
+        self.app = app
+        self.timeout_s = timeout_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_in_time(message: Message) -> None:
+            if message["type"] != "http.response.body":
+                await send(message)
+                return
+            try:
+                async with asyncio.timeout(self.timeout_s):
+                    await send(message)
+            except TimeoutError:
+                _abort(send)
+                raise ConnectionDroppedError from None
+
+        try:
+            await self.app(scope, receive, send_in_time)
+        except ConnectionDroppedError:
+            await asyncio.sleep(0)  # (uvicorn learns that the connection is lost)
+
+
+def _abort(send: Send) -> None:
+    """Abort the connection under uvicorn's `send` (the bound method of its request cycle, which
+    holds the transport); elsewhere the server closes it when the app raises."""
+    transport: Any = getattr(getattr(send, "__self__", None), "transport", None)
+    if transport is not None:
+        transport.abort()
