@@ -5,6 +5,7 @@ misbehave, every test bounded in time."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -23,7 +24,9 @@ import numpy as np
 import pytest
 
 from client.builders import mlp
+from service.app import create_app
 from service.launcher import Server, start_server
+from service.settings import Settings
 from tests import seed
 from tests.strategies import encode
 
@@ -347,3 +350,84 @@ def test_sigterm_answers_what_is_still_running_503_within_the_grace(sigterm_run:
 @pytest.mark.xfail(strict=False, reason="needs the supervised pool")
 def test_sigterm_exits_within_the_grace_and_a_second_or_two(sigterm_run: dict[str, Any]) -> None:
     assert sigterm_run["exited"] - sigterm_run["signalled"] < GRACE_S + 2
+
+
+class Stalling:
+    """An executor whose computations never end until cancelled, as the supervised pool's are
+    stopped when cancelled: what the HTTP layer does on its side, without worker processes."""
+
+    segments = None
+
+    def __init__(self) -> None:
+        self.started = 0
+        self.cancelled = 0
+
+    async def run(self, endpoint: str, body: Any, limits: Any) -> Any:
+        self.started += 1
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+        raise AssertionError("never")
+
+    async def start(self) -> bool:
+        return True
+
+    def stop(self) -> None:
+        pass
+
+
+def test_a_hang_up_cancels_the_computation_and_frees_its_slot() -> None:
+    """The client hangs up while its request computes: the computation is cancelled at once,
+    its slot and its bytes are given back, and nothing is sent."""
+    body = chain_body()
+    settings = Settings(max_concurrent=1, inline_ms=0, isolation="thread")
+
+    async def go() -> tuple[Stalling, float, list[Any], int, int]:
+        app = create_app(settings)
+        async with app.router.lifespan_context(app):
+            executor = app.state.executor = Stalling()
+            sent: list[Any] = []
+            hung_up = asyncio.Event()
+            messages = [{"type": "http.request", "body": body, "more_body": False}]
+
+            async def receive() -> dict[str, Any]:
+                if messages:
+                    return messages.pop()
+                await hung_up.wait()
+                return {"type": "http.disconnect"}
+
+            async def send(message: Any) -> None:
+                sent.append(message)
+
+            scope = {
+                "type": "http",
+                "asgi": {"version": "3.0"},
+                "http_version": "1.1",
+                "method": "POST",
+                "scheme": "http",
+                "path": "/v1/gradients",
+                "raw_path": b"/v1/gradients",
+                "query_string": b"",
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+                "client": ("127.0.0.1", 1),
+                "server": ("127.0.0.1", 2),
+            }
+            request = asyncio.ensure_future(app(scope, receive, send))
+            while executor.started == 0:
+                await asyncio.sleep(0.01)
+            hung_up.set()
+            gone = time.monotonic()
+            await asyncio.wait_for(request, 5)
+            return executor, time.monotonic() - gone, sent, app.state.slots._value, app.state.inflight.held
+
+    executor, took, sent, free_slots, held = asyncio.run(go())
+    assert executor.cancelled == 1
+    assert took < 1
+    assert sent == []
+    assert free_slots == 1
+    assert held == 0
