@@ -272,7 +272,7 @@ def test_a_client_that_hangs_up_frees_its_slot() -> None:
         serving(max_concurrent="2", inline_ms="0", max_work=str(10**13)) as server,
         contextlib.ExitStack() as sockets,
     ):
-        long = long_sgd_body(3000)
+        long = long_sgd_body(2000)
         gone = []
         for _ in range(2):
             sock = sockets.enter_context(connect(server))
