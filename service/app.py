@@ -14,11 +14,12 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 from pydantic.json_schema import models_json_schema
 from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp
 
 from service import __version__, problems
 from service.api import REQUEST_MODELS, ComputeRoutes, Inflight, Shutdown, compute_docs, health, router
 from service.errors import ProblemError
-from service.middleware import ApiKeyAuth, RequestContext, SendTimeout
+from service.middleware import Abortable, ApiKeyAuth, RequestContext, SendTimeout
 from service.settings import Settings, get_settings
 from service.worker import make_executor, tune_for_requests
 
@@ -43,10 +44,17 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         executor.stop()
 
 
+class GradServe(FastAPI):
+    """FastAPI, its whole middleware stack inside `Abortable`."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return Abortable(super().build_middleware_stack())
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """A gradserve app; nothing happens at import time."""
     settings = settings or get_settings()
-    app = FastAPI(
+    app = GradServe(
         title="gradserve",
         version=__version__,
         summary="Backpropagation as a service: forward values, exact gradients and SGD "

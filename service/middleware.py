@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import json
 import logging
@@ -99,8 +100,8 @@ class SendTimeout:
 
     uvicorn holds a `send` back while the client's socket is full (its flow control); without a
     limit, a client that never reads would hold its answer, and what it pins, forever. Dropped
-    means aborted: closing would wait, with the rest of the answer, for the client to read it.
-    The exception raised through the app lets everything it held go on the way out.
+    means aborted (see `Abortable`). The exception raised through the app lets everything it
+    held go on the way out, and is caught here, inside Starlette's error handling.
     """
 
     def __init__(self, app: ASGIApp, timeout_s: float) -> None:
@@ -120,18 +121,43 @@ class SendTimeout:
                 async with asyncio.timeout(self.timeout_s):
                     await send(message)
             except TimeoutError:
-                _abort(send)
                 raise ConnectionDroppedError from None
 
         try:
             await self.app(scope, receive, send_in_time)
         except ConnectionDroppedError:
-            await asyncio.sleep(0)  # (uvicorn learns that the connection is lost)
+            abort = (scope.get("extensions") or {}).get(ABORT)
+            if abort is not None:
+                await abort()
+            # elsewhere the server closes the connection, the answer unfinished, when the app returns
 
 
-def _abort(send: Send) -> None:
-    """Abort the connection under uvicorn's `send` (the bound method of its request cycle, which
-    holds the transport); elsewhere the server closes it when the app raises."""
-    transport: Any = getattr(getattr(send, "__self__", None), "transport", None)
-    if transport is not None:
-        transport.abort()
+#: the scope's extension that aborts the request's connection (see `Abortable`)
+ABORT = "gradserve.abort"
+
+
+class Abortable:
+    """Give the app a way to abort a request's connection, as the scope's `gradserve.abort`
+    extension, under uvicorn: its `send` is the bound method of the request's cycle, which
+    holds the transport. It must wrap everything, Starlette's error handling included (which
+    wraps `send` in turn)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        cycle: Any = getattr(send, "__self__", None)
+        transport: Any = getattr(cycle, "transport", None)
+        if scope["type"] == "http" and transport is not None:
+            scope["extensions"] = {**(scope.get("extensions") or {}), ABORT: functools.partial(_abort, cycle)}
+        await self.app(scope, receive, send)
+
+
+async def _abort(cycle: Any) -> None:
+    """Abort the connection (closing it would wait, with the rest of the answer, for the client
+    to read it), and let uvicorn learn it is lost (else it logs an unfinished answer as an error)."""
+    cycle.transport.abort()
+    for _ in range(100):  # (the loop calls connection_lost soon after)
+        if getattr(cycle, "disconnected", True):
+            return
+        await asyncio.sleep(0.001)

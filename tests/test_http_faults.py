@@ -245,17 +245,13 @@ def test_clients_that_never_read_do_not_grow_the_server_and_are_dropped() -> Non
             time.sleep(0.05)
         print(f"server growth under 30 clients that never read: {(peak - before) / 2**20:.0f} MiB")
         assert peak - before < budget + 64 * 1024 * 1024, (peak - before) / 2**20
-        received = []
-        for sock in clients:
+        for sock in clients:  # each was dropped: what the kernel held, then the end (no hang)
             sock.settimeout(5)
             got = 0
-            try:
+            with contextlib.suppress(ConnectionResetError):
                 while chunk := sock.recv(1 << 20):
                     got += len(chunk)
-            except (ConnectionResetError, TimeoutError):
-                pass
-            received.append(got)
-        assert all(got < 7_000_000 for got in received)  # none got its whole answer: dropped
+            assert got < 7_000_000  # not its whole answer
         with httpx.Client(base_url=server.url, timeout=20) as http:  # and their bytes let go
             response = http.post("/v1/forward", content=body, headers=JSON)
             assert response.status_code == 200, response.text
