@@ -46,7 +46,12 @@ def run() -> dict[str, list[float]]:
         server = start_server()
         try:
             idle = rss_kib(server.pid)
-            response = httpx.post(server.url + "/v1/gradients", content=body, timeout=120)
+            response = httpx.post(
+                server.url + "/v1/gradients",
+                content=body,
+                headers={"content-type": "application/json"},
+                timeout=120,
+            )
             response.raise_for_status()
             peak = rss_kib(server.pid, "VmHWM")
         finally:

@@ -13,9 +13,13 @@ route and 15,500 as plain ASGI. FastAPI still describes them in the OpenAPI docu
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import functools
+import signal
+import threading
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
+from types import FrameType
 from typing import Annotated, Any, Literal
 from urllib.parse import parse_qs
 
@@ -35,6 +39,9 @@ from service.errors import (
     NotReadyError,
     OverloadedError,
     ProblemError,
+    RequestTimeoutError,
+    ShuttingDownError,
+    UnsupportedMediaTypeError,
 )
 from service.settings import Limits, Settings
 from service.worker import Body, Executor, Reply, SharedBody
@@ -92,6 +99,11 @@ COMPUTE: dict[str, Compute] = {
 #: bodies up to this size may be computed inline (their parse, at worst ~1 ms, runs on the loop)
 INLINE_MAX_BYTES = 64 * 1024
 
+#: answers go out in pieces of this size, so that uvicorn's flow control holds the next piece
+#: back until the client has read the last: a client that does not read holds one piece in the
+#: transport, never a copy of the whole answer
+SEND_CHUNK = 256 * 1024
+
 
 class ComputeRoutes:
     """ASGI middleware that answers POST /v1/<compute endpoint> and passes the rest on."""
@@ -104,21 +116,66 @@ class ComputeRoutes:
         if route is None:
             await self.app(scope, receive, send)
             return
+        state = scope["app"].state
+        shutdown: Shutdown = state.shutdown
+        task = asyncio.current_task()
+        assert task is not None
+        shutdown.tasks.add(task)
         try:
             if scope["method"] != "POST":
                 raise MethodNotAllowedError(scope["path"], ["POST"])
+            _check_media_type(scope)
+            shutdown.refuse_new()
             reply = await _answer(scope, receive, _endpoint(route, scope))
         except ProblemError as exc:
             reply = worker.problem_reply(exc)
         except ClientGoneError:
             return
-        headers = [
-            (b"content-type", reply.media_type.encode()),
-            (b"content-length", str(len(reply.content)).encode()),
-            *((k.encode(), v.encode()) for k, v in reply.headers.items()),
-        ]
+        except asyncio.CancelledError:
+            if not shutdown.draining or task.uncancel() > 0:  # not (only) the drain's cancel
+                raise
+            reply = worker.problem_reply(shutdown.problem())
+        finally:
+            shutdown.tasks.discard(task)
+        await _send_reply(reply, send, state.inflight)
+
+
+def _check_media_type(scope: Scope) -> None:
+    """A compute body is JSON, said so by its Content-Type: a 415 otherwise (a web page can
+    post text/plain or a form to a local server without asking it first)."""
+    given = Headers(scope=scope).get("content-type")
+    media = (given or "").partition(";")[0].strip().lower()
+    if media == "application/json":
+        return
+    if media == "application/octet-stream":
+        raise UnsupportedMediaTypeError(
+            "binary arrays (application/octet-stream) are not supported yet: send the request as "
+            "application/json"
+        )
+    said = f"is {given[:60]!r}" if given is not None else "is missing"
+    raise UnsupportedMediaTypeError(f"the body must be application/json; its Content-Type {said}")
+
+
+async def _send_reply(reply: Reply, send: Send, inflight: Inflight) -> None:
+    """Send an answer, its bytes held against the in-flight limit until they have gone."""
+    content = reply.content
+    headers = [
+        (b"content-type", reply.media_type.encode()),
+        (b"content-length", str(len(content)).encode()),
+        *((k.encode(), v.encode()) for k, v in reply.headers.items()),
+    ]
+    inflight.hold(len(content))
+    try:
         await send({"type": "http.response.start", "status": reply.status, "headers": headers})
-        await send({"type": "http.response.body", "body": reply.content})
+        if len(content) <= SEND_CHUNK:
+            await send({"type": "http.response.body", "body": content})
+            return
+        for at in range(0, len(content), SEND_CHUNK):
+            end = at + SEND_CHUNK
+            more = end < len(content)
+            await send({"type": "http.response.body", "body": content[at:end], "more_body": more})
+    finally:
+        inflight.give(len(content))
 
 
 def _endpoint(route: Compute, scope: Scope) -> str:
@@ -134,88 +191,162 @@ def _endpoint(route: Compute, scope: Scope) -> str:
 async def _answer(scope: Scope, receive: Receive, endpoint: str) -> Reply:
     state = scope["app"].state
     settings: Settings = state.settings
-    async with _body(scope, receive, settings.max_body_bytes, state.executor, state.inflight) as body:
+    async with _body(scope, receive, settings, state.executor, state.inflight) as body:
         if isinstance(body, bytes) and len(body) <= INLINE_MAX_BYTES and settings.inline_ms > 0:
             reply = worker.handle_inline(endpoint, body, state.limits, settings.inline_ms)
             if reply is not None:
                 return reply
-        async with _slot(state.slots, settings):
-            executor: Executor = state.executor
-            return await executor.run(endpoint, body, state.limits)
+        return await _unless_gone(receive, _computed(state, settings, endpoint, body))
+
+
+async def _computed(state: Any, settings: Settings, endpoint: str, body: Body) -> Reply:
+    async with _slot(state.slots, state.inflight, settings):
+        executor: Executor = state.executor
+        return await executor.run(endpoint, body, state.limits)
+
+
+async def _unless_gone(receive: Receive, work: Coroutine[Any, Any, Reply]) -> Reply:
+    """`work`'s reply; but if the client hangs up first, `work` is cancelled (which stops its
+    computation and frees its slot) and ClientGoneError raised.
+
+    The whole body has been read, so the next thing `receive` says is http.disconnect: when
+    the client goes, or once the answer has been sent.
+    """
+    job = asyncio.ensure_future(work)
+    gone = asyncio.ensure_future(_disconnect(receive))
+    try:
+        await asyncio.wait((job, gone), return_when=asyncio.FIRST_COMPLETED)
+        if job.done():
+            return job.result()
+        raise ClientGoneError
+    finally:
+        gone.cancel()
+        job.cancel()
+        await asyncio.wait((job, gone))  # (the slot given back, the worker told, before going on)
+
+
+async def _disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 class ClientGoneError(Exception):
-    """The client disconnected before its body arrived: there is no one to answer."""
+    """The client disconnected before it was answered: there is no one to answer."""
 
 
 class Inflight:
-    """The bytes of request bodies held at once (arriving, waiting or computing), against a
-    limit: bodies are read before a computation slot is free, so without one, many clients
-    posting large bodies at once could fill the server's memory."""
+    """The bytes of request bodies (counted as they arrive, while they wait and compute) and of
+    answers not yet sent, held at once, against a limit: bodies are read before a computation
+    slot is free, and answers wait for their clients to read them, so without one, many
+    clients posting large bodies, or not reading large answers, could fill the server's memory."""
 
     def __init__(self, limit: int) -> None:
         self.limit, self.held = limit, 0
+        self._freed = asyncio.Event()
 
-    def take(self, size: int) -> None:
-        if size > self.limit:  # never, however long the client waits
+    def could_fit(self, size: int) -> None:
+        """A 413 for a body larger than all that may be held at once: waiting would not help."""
+        if size > self.limit:
             raise LimitExceededError(
                 f"the body is {size:,} bytes, over max_inflight_bytes = {self.limit:,}, the bytes of "
                 "bodies the server holds at once (set by GRADSERVE_MAX_INFLIGHT_BYTES)"
             )
+
+    def take(self, size: int) -> None:
+        """Hold `size` more bytes of a body, or a 503 when that would pass the limit."""
         if self.held + size > self.limit:
             raise OverloadedError(
-                f"the server holds {self.held:,} bytes of request bodies and this one would pass "
-                f"max_inflight_bytes = {self.limit:,} (set by GRADSERVE_MAX_INFLIGHT_BYTES); "
+                f"the server holds {self.held:,} bytes of requests and answers and this body would "
+                f"pass max_inflight_bytes = {self.limit:,} (set by GRADSERVE_MAX_INFLIGHT_BYTES); "
                 "try again shortly",
                 headers={"retry-after": "1"},
             )
         self.held += size
 
+    def hold(self, size: int) -> None:
+        """Hold an answer's bytes, even past the limit: they exist already, and sending them is
+        how they go (bodies arriving meanwhile find the limit passed, and get a 503)."""
+        self.held += size
+
     def give(self, size: int) -> None:
         self.held -= size
+        self._freed.set()
+
+    async def room(self) -> None:
+        """Once what is held is within the limit: a computation starts only then, so that answers
+        waiting for clients that do not read them hold back the next computations, not pile up."""
+        while self.held > self.limit:
+            self._freed.clear()
+            await self._freed.wait()
 
 
 @asynccontextmanager
 async def _body(
-    scope: Scope, receive: Receive, limit: int, executor: Executor, inflight: Inflight
+    scope: Scope, receive: Receive, limits: Limits, executor: Executor, inflight: Inflight
 ) -> AsyncIterator[Body]:
-    """The request body, refused with 413 as soon as it passes the size limit, and held
-    against the in-flight limit until the request is answered (503 when that is full).
+    """The request body, refused with 413 as soon as it passes the size limit, with 408 if it
+    has not all arrived within `body_timeout_s`, and held against the in-flight limit as it
+    arrives (503 when that is full) until the request is answered.
 
-    A large one with a Content-Length goes straight into shared memory for a worker process.
+    A large one with a Content-Length goes into shared memory for a worker process, each chunk's
+    room reserved as it arrives; when /dev/shm has no room left, what has arrived is copied out
+    and the rest is read in here.
     """
+    limit = limits.max_body_bytes
     declared = Headers(scope=scope).get("content-length", "")
     length = int(declared) if declared.isdigit() else None
-    if length is not None and length > limit:
-        raise BodyTooLargeError(_too_large(length, limit))
+    if length is not None:
+        if length > limit:
+            raise BodyTooLargeError(_too_large(length, limit))
+        inflight.could_fit(length)
     held = 0
+    shared = None
+    if length is not None and length >= SharedBody.MIN_SIZE and executor.segments is not None:
+        shared = executor.segments.body(length)
     try:
-        if length is not None:
-            inflight.take(length)
-            held = length
-        shared = None
-        if length is not None and length >= SharedBody.MIN_SIZE and executor.segments is not None:
-            shared = executor.segments.body(length)  # None: no room in /dev/shm, so read it in here
-        if shared is not None:
-            try:
-                async for chunk in _chunks(receive):
-                    shared.write(chunk)
-                yield shared
-            finally:
-                shared.release()
-            return
         chunks, size = [], 0
-        async for chunk in _chunks(receive):
-            size += len(chunk)
-            if size > limit:
-                raise BodyTooLargeError(_too_large(size, limit, at_least=True))
-            if size > held:  # a body without a Content-Length is held as it arrives
-                inflight.take(size - held)
-                held = size
-            chunks.append(chunk)
-        yield chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        try:
+            async with asyncio.timeout(limits.body_timeout_s):
+                async for chunk in _chunks(receive):
+                    size += len(chunk)
+                    if size > limit:
+                        raise BodyTooLargeError(_too_large(size, limit, at_least=True))
+                    inflight.could_fit(size)
+                    inflight.take(len(chunk))
+                    held += len(chunk)
+                    if shared is not None and _written(shared, chunk, executor):
+                        continue
+                    if shared is not None:  # no room in /dev/shm: read the body in here
+                        chunks.append(shared.to_memory())
+                        shared = None
+                    chunks.append(chunk)
+        except TimeoutError:
+            raise RequestTimeoutError(
+                f"the body had not all arrived after {limits.body_timeout_s:g} s "
+                f"({size:,} of {f'{length:,}' if length is not None else 'an unknown number of'} "
+                "bytes; GRADSERVE_BODY_TIMEOUT_S)",
+                headers={"connection": "close"},
+            ) from None
+        if shared is not None:
+            yield shared
+        else:
+            yield chunks[0] if len(chunks) == 1 else b"".join(chunks)
     finally:
+        if shared is not None:
+            shared.release()
         inflight.give(held)
+
+
+def _written(shared: SharedBody, chunk: bytes, executor: Executor) -> bool:
+    """Whether `chunk` went into shared memory (after dropping idle segments if need be)."""
+    for _ in range(2):
+        try:
+            shared.write(chunk)
+            return True
+        except OSError:  # ENOSPC: /dev/shm is full
+            if executor.segments is None or not executor.segments.make_room():
+                return False
+    return False
 
 
 async def _chunks(receive: Receive) -> AsyncIterator[bytes]:
@@ -236,21 +367,106 @@ def _too_large(size: int, limit: int, at_least: bool = False) -> str:
 
 
 @asynccontextmanager
-async def _slot(slots: asyncio.Semaphore, settings: Settings) -> AsyncIterator[None]:
-    """One of the `max_concurrent` computation slots, once one is free (a 503 if none is soon)."""
+async def _slot(slots: asyncio.Semaphore, inflight: Inflight, settings: Settings) -> AsyncIterator[None]:
+    """One of the `max_concurrent` computation slots, once one is free and the bytes held are
+    within max_inflight_bytes (a 503 if not soon)."""
+    acquired = False
     try:
         async with asyncio.timeout(settings.queue_timeout_s):
             await slots.acquire()
+            acquired = True
+            await inflight.room()
     except TimeoutError:
+        if acquired:
+            slots.release()
+        busy = (
+            f"all {settings.max_concurrent} computation slots stayed busy"
+            if not acquired
+            else f"answers not yet read held over max_inflight_bytes = {inflight.limit:,}"
+        )
         raise OverloadedError(
-            f"all {settings.max_concurrent} computation slots stayed busy for {settings.queue_timeout_s:g} s "
-            "(GRADSERVE_MAX_CONCURRENT, GRADSERVE_QUEUE_TIMEOUT_S); try again shortly",
+            f"{busy} for {settings.queue_timeout_s:g} s (GRADSERVE_MAX_CONCURRENT, "
+            "GRADSERVE_MAX_INFLIGHT_BYTES, GRADSERVE_QUEUE_TIMEOUT_S); try again shortly",
             headers={"retry-after": "1"},
         ) from None
     try:
         yield
     finally:
         slots.release()
+
+
+class Shutdown:
+    """SIGTERM (or SIGINT) as the compute routes see it.
+
+    uvicorn, told to stop, closes its listeners, waits up to its grace period for the requests
+    in flight, then cancels what is left (whose clients got a plain-text 500) and only then
+    runs the lifespan's shutdown. So the signal is caught here too: from then on a new compute
+    request is a 503 `shutting-down`, and `DRAIN_MARGIN_S` before the grace ends, every
+    request still waiting for its body, a slot or its computation is cancelled (which stops
+    the computation) and answered 503 `shutting-down` with Retry-After, while uvicorn still
+    sends answers.
+    """
+
+    #: the drain comes this long before the grace ends, so its answers go out within the grace
+    DRAIN_MARGIN_S = 1.0
+
+    def __init__(self, grace_s: float) -> None:
+        self.grace_s = grace_s
+        self.started = False  # a signal came: no new compute requests
+        self.draining = False  # the grace is (nearly) over: nothing more is computed
+        self.tasks: set[asyncio.Task[Any]] = set()  # the compute requests not yet answered
+
+    def problem(self) -> ShuttingDownError:
+        return ShuttingDownError(
+            "the server is shutting down; try again (another replica, or this one once restarted)",
+            headers={"retry-after": "1", "connection": "close"},
+        )
+
+    def refuse_new(self) -> None:
+        if self.started:
+            raise self.problem()
+
+    def begin(self) -> None:
+        """The signal came: refuse new compute requests, and drain at the end of the grace."""
+        if not self.started:
+            self.started = True
+            asyncio.get_running_loop().call_later(max(0.0, self.grace_s - self.DRAIN_MARGIN_S), self.drain)
+
+    def drain(self) -> None:
+        """Cancel every compute request not yet answered: each is answered 503."""
+        self.started = self.draining = True
+        for task in self.tasks:
+            task.cancel()
+
+    @contextmanager
+    def on_signals(self) -> Iterator[None]:
+        """While inside, SIGTERM and SIGINT also `begin` the shutdown, before the handlers
+        already installed (uvicorn's) run. Only signals that already have a Python handler are
+        chained, so a process where SIGTERM would kill is left as it is."""
+        loop = asyncio.get_running_loop()
+        chained: dict[int, Callable[[int, FrameType | None], Any]] = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                previous = signal.getsignal(sig)
+                if callable(previous):
+                    chained[sig] = previous
+                    signal.signal(sig, functools.partial(_chain, loop, self.begin, previous))
+        try:
+            yield
+        finally:
+            for number, handler in chained.items():
+                signal.signal(number, handler)
+
+
+def _chain(
+    loop: asyncio.AbstractEventLoop,
+    begin: Callable[[], None],
+    previous: Callable[[int, FrameType | None], Any],
+    sig: int,
+    frame: FrameType | None,
+) -> None:
+    loop.call_soon_threadsafe(begin)
+    previous(sig, frame)
 
 
 # ---------------------------------------------------------------- their OpenAPI description
@@ -268,9 +484,14 @@ AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
 COMPUTE_ERRORS: dict[int | str, dict[str, Any]] = {
     **AUTH_ERRORS,
     400: _problem("The body is not JSON"),
+    408: _problem("The body did not all arrive within GRADSERVE_BODY_TIMEOUT_S"),
     413: _problem("The body or the work it asks for is over a configured limit"),
+    415: _problem("The Content-Type is not application/json"),
     422: _problem("The request, the network or the samples are not valid, or the result overflowed"),
-    503: _problem("Every computation slot is busy (with Retry-After), or the computation ran out of time"),
+    503: _problem(
+        "Every computation slot is busy, or the server is shutting down (both with Retry-After), "
+        "or the computation ran out of time"
+    ),
 }
 RENDERED: dict[int | str, dict[str, Any]] = {
     200: {
@@ -367,6 +588,8 @@ async def healthz() -> wire.Health:
     summary="Readiness: 200 once the engine has passed its self-check",
 )
 async def readyz(request: Request) -> wire.Health:
+    if request.app.state.shutdown.started:
+        raise NotReadyError("the server is shutting down")
     if not request.app.state.ready:
         raise NotReadyError("the engine's start-up self-check has not passed")
     return wire.Health(status="ready")

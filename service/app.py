@@ -14,11 +14,12 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 from pydantic.json_schema import models_json_schema
 from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp
 
 from service import __version__, pages, problems, wire
-from service.api import REQUEST_MODELS, ComputeRoutes, Inflight, compute_docs, health, router
+from service.api import REQUEST_MODELS, ComputeRoutes, Inflight, Shutdown, compute_docs, health, router
 from service.errors import ProblemError
-from service.middleware import ApiKeyAuth, RequestContext
+from service.middleware import Abortable, ApiKeyAuth, RequestContext, SendTimeout
 from service.settings import Settings, get_settings
 from service.worker import make_executor, tune_for_requests
 
@@ -33,17 +34,27 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.ready = await executor.start()
     if not app.state.ready:
         log.error("the engine's self-check failed: /readyz answers 503")
+    shutdown: Shutdown = app.state.shutdown
     try:
-        yield
+        with shutdown.on_signals():
+            yield
     finally:
         app.state.ready = False
+        shutdown.drain()  # whatever uvicorn has not cancelled yet
         executor.stop()
+
+
+class GradServe(FastAPI):
+    """FastAPI, its whole middleware stack inside `Abortable`."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return Abortable(super().build_middleware_stack())
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """A gradserve app; nothing happens at import time."""
     settings = settings or get_settings()
-    app = FastAPI(
+    app = GradServe(
         title="gradserve",
         version=__version__,
         summary="Backpropagation as a service: forward values, exact gradients and SGD "
@@ -58,7 +69,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.limits = settings.limits()
     app.state.ready = False
     app.state.slots = asyncio.Semaphore(settings.max_concurrent)  # computations at once
-    app.state.inflight = Inflight(settings.max_inflight_bytes)  # bodies held at once
+    app.state.inflight = Inflight(settings.max_inflight_bytes)  # bodies and answers held at once
+    app.state.shutdown = Shutdown(settings.shutdown_grace_s)
     app.include_router(health)
     app.include_router(router)
     pages.mount(app)
@@ -66,8 +78,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(HTTPException, problems.on_http)
     app.add_exception_handler(RequestValidationError, problems.on_validation)
     app.add_exception_handler(Exception, problems.on_unexpected)
-    # the last added runs first: request ids and logs around CORS around the API key around
-    # the compute routes
+    # the last added runs first: the send timeout around request ids and logs around CORS
+    # around the API key around the compute routes
     app.add_middleware(ComputeRoutes)
     if settings.api_key is not None:
         app.add_middleware(
@@ -85,6 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             expose_headers=["x-request-id", "retry-after"],
         )
     app.add_middleware(RequestContext)
+    app.add_middleware(SendTimeout, timeout_s=settings.send_timeout_s)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

@@ -179,3 +179,21 @@ def echoed(value: object) -> str:
         return f"over 2**{value.bit_length() - 1:,}"
     text = f"{value:,}" if isinstance(value, int) else str(value)
     return text[:MAX_ECHOED] + "…" if len(text) > MAX_ECHOED else text
+
+
+class RequestTimeoutError(ProblemError):
+    status = 408
+    slug = "request-timeout"
+    title = "The request body did not arrive in time"
+
+
+class UnsupportedMediaTypeError(ProblemError):
+    status = 415
+    slug = "unsupported-media-type"
+    title = "The body's Content-Type is not supported"
+
+
+class ShuttingDownError(ProblemError):
+    status = 503
+    slug = "shutting-down"
+    title = "The service is shutting down"

@@ -1,13 +1,16 @@
-"""Pure ASGI middleware: request ids and access logs, and the optional API key."""
+"""Pure ASGI middleware: the send timeout, request ids and access logs, and the optional API key."""
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import hmac
 import json
 import logging
 import re
 import time
 import uuid
+from typing import Any
 
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -102,3 +105,75 @@ class ApiKeyAuth:
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+
+class ConnectionDroppedError(Exception):
+    """The client did not read its answer in time, and its connection was dropped."""
+
+
+class SendTimeout:
+    """Drop the connection of a client that leaves a piece of its answer unread for `timeout_s`.
+
+    uvicorn holds a `send` back while the client's socket is full (its flow control); without a
+    limit, a client that never reads would hold its answer, and what it pins, forever. Dropped
+    means aborted (see `Abortable`). The exception raised through the app lets everything it
+    held go on the way out, and is caught here, inside Starlette's error handling.
+    """
+
+    def __init__(self, app: ASGIApp, timeout_s: float) -> None:
+        self.app = app
+        self.timeout_s = timeout_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_in_time(message: Message) -> None:
+            if message["type"] != "http.response.body":
+                await send(message)
+                return
+            try:
+                async with asyncio.timeout(self.timeout_s):
+                    await send(message)
+            except TimeoutError:
+                raise ConnectionDroppedError from None
+
+        try:
+            await self.app(scope, receive, send_in_time)
+        except ConnectionDroppedError:
+            abort = (scope.get("extensions") or {}).get(ABORT)
+            if abort is not None:
+                await abort()
+            # elsewhere the server closes the connection, the answer unfinished, when the app returns
+
+
+#: the scope's extension that aborts the request's connection (see `Abortable`)
+ABORT = "gradserve.abort"
+
+
+class Abortable:
+    """Give the app a way to abort a request's connection, as the scope's `gradserve.abort`
+    extension, under uvicorn: its `send` is the bound method of the request's cycle, which
+    holds the transport. It must wrap everything, Starlette's error handling included (which
+    wraps `send` in turn)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        cycle: Any = getattr(send, "__self__", None)
+        transport: Any = getattr(cycle, "transport", None)
+        if scope["type"] == "http" and transport is not None:
+            scope["extensions"] = {**(scope.get("extensions") or {}), ABORT: functools.partial(_abort, cycle)}
+        await self.app(scope, receive, send)
+
+
+async def _abort(cycle: Any) -> None:
+    """Abort the connection (closing it would wait, with the rest of the answer, for the client
+    to read it), and let uvicorn learn it is lost (else it logs an unfinished answer as an error)."""
+    cycle.transport.abort()
+    for _ in range(100):  # (the loop calls connection_lost soon after)
+        if getattr(cycle, "disconnected", True):
+            return
+        await asyncio.sleep(0.001)

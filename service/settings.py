@@ -42,7 +42,17 @@ class Limits(BaseSettings):
     max_inflight_bytes: int = Field(
         128 * 1024 * 1024,
         ge=1,
-        description="bytes of request bodies held at once, being received or computed",
+        description="bytes held at once of request bodies (as they arrive, wait and compute) and of "
+        "answers not yet sent",
+    )
+    body_timeout_s: float = Field(
+        30.0, gt=0, description="seconds a request's body may take to arrive before a 408"
+    )
+    send_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="seconds an answer waits for its client to read the next 256 KiB before the "
+        "connection is dropped",
     )
     max_render_units: int = Field(200, ge=1, description="unit entries /v1/render draws")
     max_explain_factors: int = Field(

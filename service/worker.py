@@ -137,6 +137,10 @@ def handle_shared(endpoint: str, name: str, size: int, limits: Limits) -> Reply:
         reply = handle(endpoint, bytes(buf[:size]), limits)
         if len(reply.content) > shm.size:
             return reply
+        try:  # only the body's own bytes were reserved by the server
+            reserve(shm, 0, len(reply.content))
+        except OSError:
+            return reply
         buf[: len(reply.content)] = reply.content
         return reply._replace(content=b"", in_shared=len(reply.content))
     finally:
@@ -152,9 +156,10 @@ class Segments:
     A body is read only up to its own length, so what an earlier one left behind is never seen.
 
     /dev/shm is often small (64 MiB in Docker and in deploy/kubernetes), and a write into a
-    page it has no room for kills the writer with SIGBUS. So a segment's memory is reserved
-    when it is made (posix_fallocate says ENOSPC instead), and when there is no room the body
-    is read into the server's memory and goes to the worker through the pool's pipe.
+    page it has no room for kills the writer with SIGBUS. So every range is reserved
+    (posix_fallocate, which says ENOSPC instead) before it is written: a body's as its bytes
+    arrive (see `SharedBody.write`), never as its Content-Length declares, so a client that
+    declares 32 MiB and sends one byte holds one page of /dev/shm, not 32 MiB.
     """
 
     def __init__(self, keep_bytes: int) -> None:
@@ -168,25 +173,22 @@ class Segments:
         return -(-max(size, 1) // step) * step
 
     def body(self, size: int) -> SharedBody | None:
-        """Room for a body of `size` bytes, or None when /dev/shm has none."""
+        """A segment mapped for a body of `size` bytes (none of it reserved yet), or None when
+        there is no /dev/shm."""
         want = self.size_class(size)
         for k, shm in enumerate(self.idle):
             if shm.size == want:
                 return SharedBody(self.idle.pop(k), size, self)
-        for _ in range(2):
-            try:
-                shm = SharedMemory(create=True, size=want)
-            except OSError:  # no /dev/shm at all, or no descriptors left
-                return None
-            try:
-                os.posix_fallocate(shm._fd, 0, want)  # type: ignore[attr-defined]  # (its descriptor)
-                return SharedBody(shm, size, self)
-            except OSError:
-                _unlink(shm)
-            if not self.idle:
-                return None
-            self.close()  # make room: drop what is kept, and try once more
-        return None
+        try:
+            return SharedBody(SharedMemory(create=True, size=want), size, self)
+        except OSError:  # no /dev/shm at all, or no descriptors left
+            return None
+
+    def make_room(self) -> bool:
+        """Drop the idle segments, if any, so that a body arriving finds room; say whether any were."""
+        dropped = bool(self.idle)
+        self.close()
+        return dropped
 
     def give_back(self, shm: SharedMemory) -> None:
         if sum(s.size for s in self.idle) + shm.size <= self.keep_bytes:
@@ -197,6 +199,13 @@ class Segments:
     def close(self) -> None:
         while self.idle:
             _unlink(self.idle.pop())
+
+
+def reserve(shm: SharedMemory, start: int, length: int) -> None:
+    """Reserve `length` bytes of `shm` from `start` in /dev/shm: OSError (ENOSPC) where a write
+    would instead die of SIGBUS."""
+    if length > 0:
+        os.posix_fallocate(shm._fd, start, length)  # type: ignore[attr-defined]  # (its descriptor)
 
 
 def _unlink(shm: SharedMemory) -> None:
@@ -237,11 +246,21 @@ class SharedBody:
         return buf
 
     def write(self, chunk: bytes) -> None:
+        """Append a chunk, its range of /dev/shm reserved first: OSError (ENOSPC) when there is
+        no room for it, and then nothing is written."""
         end = self.size + len(chunk)
         if end > self.declared:
             raise ValueError("the body is longer than its Content-Length")
+        if chunk:
+            reserve(self.shm, self.size, len(chunk))
         self.view[self.size : end] = chunk
         self.size = end
+
+    def to_memory(self) -> bytes:
+        """What has arrived, copied out; the segment is given back."""
+        data = bytes(self.view[: self.size])
+        self.release()
+        return data
 
     def release(self) -> None:
         if self.lent:  # (a request given up while its worker computes: that worker may still write here)

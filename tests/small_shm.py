@@ -11,6 +11,8 @@ import httpx
 from service.launcher import start_server
 from tests.support import one_layer_body
 
+JSON = {"content-type": "application/json"}
+
 
 def main() -> None:
     body = one_layer_body(400, 1500)
@@ -21,7 +23,7 @@ def main() -> None:
         with httpx.Client(timeout=60) as http:
             for _ in range(5):
                 try:
-                    r = http.post(server.url + "/v1/gradients", content=body)
+                    r = http.post(server.url + "/v1/gradients", content=body, headers=JSON)
                     statuses.append(r.status_code)
                 except httpx.HTTPError as exc:
                     statuses.append(type(exc).__name__)

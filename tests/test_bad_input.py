@@ -18,6 +18,8 @@ from service import wire
 from service.launcher import start_server
 from tests import seed
 
+JSON = {"content-type": "application/json"}
+
 LIMITS = {
     "GRADSERVE_MAX_BODY_BYTES": "65536",
     "GRADSERVE_MAX_UNITS": "50",
@@ -218,7 +220,7 @@ def test_bad_input(strict_url: str, endpoint: str, change: Change | bytes, statu
 
 def test_a_body_over_the_limit_by_its_content_length(strict_url: str) -> None:
     body = json.dumps({**base("gradients"), "pad": "x" * 70_000}).encode()
-    response = httpx.post(strict_url + "/v1/gradients", content=body)
+    response = httpx.post(strict_url + "/v1/gradients", content=body, headers=JSON)
     assert response.status_code == 413
     assert response.headers["content-type"] == "application/problem+json"
     assert "max_body_bytes = 65,536" in response.json()["detail"]
@@ -231,7 +233,7 @@ def test_a_chunked_body_over_the_limit(strict_url: str) -> None:
             yield b"x" * 1000
         yield b'"}'
 
-    response = httpx.post(strict_url + "/v1/gradients", content=chunks())
+    response = httpx.post(strict_url + "/v1/gradients", content=chunks(), headers=JSON)
     assert response.status_code == 413
     assert "max_body_bytes" in response.json()["detail"]
 

@@ -16,6 +16,8 @@ from tests import seed
 from tests.reference import Reference
 from tests.strategies import encode, networks
 
+JSON = {"content-type": "application/json"}
+
 
 def post(http: httpx.Client, path: str, body: dict[str, Any]) -> dict[str, Any]:
     response = http.post(path, json=body)
@@ -263,7 +265,7 @@ def chain_request(**changes: Any) -> dict[str, Any]:
     ],
 )
 def test_bad_bodies_get_problem_json(http: httpx.Client, content: bytes, status: int, says: str) -> None:
-    body = problem(http.post("/v1/gradients", content=content), status)
+    body = problem(http.post("/v1/gradients", content=content, headers=JSON), status)
     assert says in body["detail"]
     assert http.get("/healthz").status_code == 200
 

@@ -15,6 +15,8 @@ from service.settings import Settings
 from tests import seed
 from tests.support import asgi
 
+JSON = {"content-type": "application/json"}
+
 
 def call(settings: Settings, method: str, path: str, **kwargs: Any) -> httpx.Response:
     """One request to a fresh app built with `settings`."""
@@ -36,9 +38,16 @@ def over_limit(response: httpx.Response, name: str) -> None:
 
 def test_a_body_over_the_limit_is_413_by_its_content_length() -> None:
     body = json.dumps(chain_request()).encode()
-    response = call(Settings(max_body_bytes=len(body) - 1), "POST", "/v1/gradients", content=body)
+    response = call(
+        Settings(max_body_bytes=len(body) - 1), "POST", "/v1/gradients", content=body, headers=JSON
+    )
     over_limit(response, "max_body_bytes")
-    assert call(Settings(max_body_bytes=len(body)), "POST", "/v1/gradients", content=body).status_code == 200
+    assert (
+        call(
+            Settings(max_body_bytes=len(body)), "POST", "/v1/gradients", content=body, headers=JSON
+        ).status_code
+        == 200
+    )
 
 
 def test_a_chunked_body_over_the_limit_is_413_while_it_streams() -> None:
@@ -48,7 +57,7 @@ def test_a_chunked_body_over_the_limit_is_413_while_it_streams() -> None:
         for start in range(0, len(body), 16):
             yield body[start : start + 16]
 
-    response = call(Settings(max_body_bytes=100), "POST", "/v1/gradients", content=chunks())
+    response = call(Settings(max_body_bytes=100), "POST", "/v1/gradients", content=chunks(), headers=JSON)
     over_limit(response, "max_body_bytes")
 
 
@@ -181,7 +190,10 @@ def test_bodies_held_at_once_are_limited() -> None:
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://gradserve") as http:
-                one_by_one = [(await http.post("/v1/gradients", content=body)).status_code for _ in range(3)]
+                one_by_one = [
+                    (await http.post("/v1/gradients", content=body, headers=JSON)).status_code
+                    for _ in range(3)
+                ]
                 go_on = asyncio.Event()
 
                 async def slowly() -> AsyncIterator[bytes]:  # no Content-Length: held as it arrives
@@ -189,15 +201,20 @@ def test_bodies_held_at_once_are_limited() -> None:
                     await go_on.wait()
                     yield body[100:]
 
-                first = asyncio.ensure_future(http.post("/v1/gradients", content=slowly()))
+                first = asyncio.ensure_future(http.post("/v1/gradients", content=slowly(), headers=JSON))
                 while app.state.inflight.held < 100:
                     await asyncio.sleep(0.001)
-                second = await http.post("/v1/gradients", content=body)  # 100 + len(body) held: too much
+                second = await http.post(
+                    "/v1/gradients", content=body, headers=JSON
+                )  # 100 + len(body) held: too much
                 go_on.set()
                 return one_by_one, await first, second
 
     one_by_one, first, second = asyncio.run(go())
-    (never,) = asgi(Settings(max_inflight_bytes=len(body) // 2), ("POST", "/v1/gradients", {"content": body}))
+    (never,) = asgi(
+        Settings(max_inflight_bytes=len(body) // 2),
+        ("POST", "/v1/gradients", {"content": body, "headers": JSON}),
+    )
     assert never.status_code == 413  # larger than all that may be held: waiting would not help
     assert "max_inflight_bytes" in never.json()["detail"]
     assert one_by_one == [200, 200, 200]  # each gave back what it held

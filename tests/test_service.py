@@ -34,6 +34,8 @@ from tests import seed
 from tests.strategies import ACTIVATIONS
 from tests.support import asgi, hammer, one_layer_body
 
+JSON = {"content-type": "application/json"}
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -299,8 +301,10 @@ def test_large_bodies_reuse_kept_segments_within_a_bound() -> None:
 
 
 def test_with_no_room_in_dev_shm_a_large_body_is_read_into_memory(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Writing into tmpfs pages there is no room for kills the process (SIGBUS): a segment's
-    memory is reserved first, and when that fails the body takes the pipe."""
+    """Writing into tmpfs pages there is no room for kills the process (SIGBUS): each chunk's
+    range is reserved before it is written, and when that fails nothing is written, the kept
+    segments are dropped to make room, and at worst what arrived is read into memory and the
+    body takes the pipe."""
     segments = worker.Segments(keep_bytes=8 << 20)
     kept = room(segments, 3_000_000)
     kept.release()
@@ -309,17 +313,27 @@ def test_with_no_room_in_dev_shm_a_large_body_is_read_into_memory(monkeypatch: p
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(os, "posix_fallocate", full)
-    assert segments.body(5_000_000) is None
-    assert segments.idle == []  # what was kept was dropped to make room, and that was not enough
+    arriving = room(segments, 5_000_000)  # mapped, nothing reserved: nothing to refuse yet
+    with pytest.raises(OSError, match="No space"):
+        arriving.write(b"x" * 1000)
+    assert arriving.size == 0
+    assert segments.make_room()
+    assert segments.idle == []  # what was kept was dropped to make room
+    arriving.release()
+    segments.close()
+
+    body = json.dumps({**chain_request(), "pad": "x" * (2 << 20)}).encode()
+    isolated = Settings(isolation="process", max_concurrent=1)
+    (answer,) = asgi(isolated, ("POST", "/v1/gradients", {"content": body, "headers": JSON}))
+    assert answer.status_code == 422  # read into memory: the unknown field "pad", named
+    assert "pad" in answer.json()["detail"]
 
     def no_shm(*args: Any, **kwargs: Any) -> None:
         raise FileNotFoundError(errno.ENOENT, "No such file or directory: '/dev/shm'")
 
     monkeypatch.setattr(worker, "SharedMemory", no_shm)
     assert segments.body(5_000_000) is None  # no /dev/shm at all: the pipe too
-    body = json.dumps({**chain_request(), "pad": "x" * (2 << 20)}).encode()
-    isolated = Settings(isolation="process", max_concurrent=1)
-    (answer,) = asgi(isolated, ("POST", "/v1/gradients", {"content": body}))
+    (answer,) = asgi(isolated, ("POST", "/v1/gradients", {"content": body, "headers": JSON}))
     assert answer.status_code == 422  # through the pipe: the unknown field "pad", named
     assert "pad" in answer.json()["detail"]
 

@@ -1,0 +1,427 @@
+"""The HTTP layer under hostile clients: idle and slow uploads, clients that never read their
+answers, clients that hang up, SIGTERM with long requests in flight, and bodies that do not say
+they are JSON. Each against a real server on a loopback port, raw sockets for the clients that
+misbehave, every test bounded in time."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+from client.builders import mlp
+from service.app import create_app
+from service.launcher import Server, start_server
+from service.settings import Settings
+from tests import seed
+from tests.strategies import encode
+
+JSON = {"content-type": "application/json"}
+
+
+@contextmanager
+def serving(**env: str) -> Iterator[Server]:
+    server = start_server(
+        {"GRADSERVE_LOG_LEVEL": "warning", **{f"GRADSERVE_{k.upper()}": v for k, v in env.items()}}
+    )
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def chain_body() -> bytes:
+    case = seed.chain()
+    return json.dumps({"network": case.network, "samples": case.samples}).encode()
+
+
+def long_sgd_body(epochs: int) -> bytes:
+    """An SGD request that computes for seconds: an MLP 200-200-1, a batch of 256."""
+    network = mlp([200, 200, 1], seed=0).model_dump(mode="json", exclude_none=True)
+    rng = np.random.default_rng(0)
+    samples = {
+        "inputs": {"input": encode(rng.normal(size=(256, 200)))},
+        "targets": {"output": encode(rng.normal(size=(256, 1)))},
+    }
+    return json.dumps(
+        {"network": network, "samples": samples, "learning_rate": 0.01, "epochs": epochs}
+    ).encode()
+
+
+def huge_answer_body(units: int) -> bytes:
+    """A forward request of ~170 bytes whose answer lists a hidden layer of `units` twice."""
+    network = {
+        "units": [{"id": "x", "role": "input"}, {"id": "h", "size": units}, {"id": "o", "role": "output"}],
+        "weights": [],
+    }
+    return json.dumps({"network": network, "samples": {"inputs": {"x": [[1.0]]}}}).encode()
+
+
+def connect(server: Server, rcvbuf: int | None = None) -> socket.socket:
+    host, port = server.url.removeprefix("http://").split(":")
+    sock = socket.socket()
+    if rcvbuf is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.settimeout(20)
+    sock.connect((host, int(port)))
+    return sock
+
+
+def head(path: str, length: int, content_type: str = "application/json") -> bytes:
+    return (
+        f"POST {path} HTTP/1.1\r\nhost: test\r\ncontent-type: {content_type}\r\n"
+        f"content-length: {length}\r\n\r\n"
+    ).encode()
+
+
+def read_answer(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP answer from a raw socket: its status, headers and body."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        got = sock.recv(65536)
+        if not got:
+            raise ConnectionError(f"closed before an answer: {data!r}")
+        data += got
+    top, _, body = data.partition(b"\r\n\r\n")
+    lines = top.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    while len(body) < int(headers.get("content-length", "0")):
+        got = sock.recv(65536)
+        if not got:
+            break
+        body += got
+    return int(lines[0].split()[1]), headers, body
+
+
+def problem_type(response: httpx.Response) -> str:
+    assert response.headers["content-type"] == "application/problem+json", response.text
+    kind: str = response.json()["type"]
+    return kind.removeprefix("urn:gradserve:problem:")
+
+
+def shm_reserved(pid: int) -> int:
+    """Bytes of /dev/shm the process has reserved in the segments it holds open."""
+    total = 0
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            if os.readlink(fd).startswith("/dev/shm/psm_"):
+                total += os.stat(fd).st_blocks * 512
+        except OSError:  # closed meanwhile
+            pass
+    return total
+
+
+def rss(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+# ---------------------------------------------------------------- Content-Type
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        None,
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+        "application/jsonx",
+    ],
+)
+def test_a_body_not_said_to_be_json_is_a_415(http: httpx.Client, content_type: str | None) -> None:
+    headers = {} if content_type is None else {"content-type": content_type}
+    response = http.post("/v1/gradients", content=chain_body(), headers=headers)
+    assert response.status_code == 415
+    assert problem_type(response) == "unsupported-media-type"
+    assert "application/json" in response.json()["detail"]
+
+
+def test_binary_bodies_are_a_415_for_now(http: httpx.Client) -> None:
+    response = http.post(
+        "/v1/forward", content=b"\0" * 8, headers={"content-type": "application/octet-stream"}
+    )
+    assert response.status_code == 415
+    assert problem_type(response) == "unsupported-media-type"
+    assert "not supported yet" in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    "content_type", ["application/json", "application/json; charset=utf-8", "Application/JSON"]
+)
+def test_json_with_or_without_parameters_is_computed(http: httpx.Client, content_type: str) -> None:
+    response = http.post("/v1/gradients", content=chain_body(), headers={"content-type": content_type})
+    assert response.status_code == 200, response.text
+
+
+# ---------------------------------------------------------------- idle and slow uploads
+
+
+@pytest.mark.chaos
+def test_idle_uploads_hold_only_what_arrived_and_time_out_with_a_408() -> None:
+    """Four connections that declare 32 MiB bodies and send one byte: other requests are still
+    computed, /dev/shm is not reserved for the bytes that never came, and each idle upload is
+    answered 408 once its time is up."""
+    declared = 32 * 1024 * 1024
+    with serving(body_timeout_s="3", inline_ms="0") as server, contextlib.ExitStack() as sockets:
+        idle = []
+        for _ in range(4):
+            sock = sockets.enter_context(connect(server))
+            sock.sendall(head("/v1/gradients", declared) + b"{")
+            idle.append(sock)
+        started = time.monotonic()
+        time.sleep(0.5)  # (the server has read their headers and byte)
+        with httpx.Client(base_url=server.url, timeout=20) as http:
+            for _ in range(3):
+                response = http.post("/v1/gradients", content=chain_body(), headers=JSON)
+                assert response.status_code == 200, response.text
+        assert shm_reserved(server.pid) < 1024 * 1024
+        for sock in idle:
+            status, headers, body = read_answer(sock)
+            assert status == 408
+            assert headers["content-type"] == "application/problem+json"
+            assert json.loads(body)["type"] == "urn:gradserve:problem:request-timeout"
+        assert time.monotonic() - started < 3 + 3
+        with httpx.Client(base_url=server.url, timeout=20) as http:  # their bytes were let go
+            big = {"network": seed.chain().network, "samples": seed.chain().samples, "pad": "x" * (2 << 20)}
+            response = http.post("/v1/gradients", json=big)
+            assert response.status_code in (200, 422), response.text
+
+
+@pytest.mark.chaos
+def test_a_body_trickling_in_is_cut_off_at_the_body_timeout() -> None:
+    body = chain_body()
+    with serving(body_timeout_s="2") as server, connect(server) as sock:
+        sock.sendall(head("/v1/gradients", len(body)))
+        started = time.monotonic()
+        for byte in body[:15]:  # a byte every 0.1 s: slower than the limit allows
+            sock.sendall(bytes([byte]))
+            time.sleep(0.1)
+        status, headers, _ = read_answer(sock)
+        assert status == 408
+        assert headers["connection"] == "close"
+        assert time.monotonic() - started < 2 + 2
+
+
+# ---------------------------------------------------------------- clients that never read
+
+
+@pytest.mark.chaos
+def test_clients_that_never_read_do_not_grow_the_server_and_are_dropped() -> None:
+    """Thirty clients post a 170-byte request whose answer is ~8 MB and never read it."""
+    body = huge_answer_body(999_000)
+    budget = 24 * 1024 * 1024
+    with (
+        serving(max_inflight_bytes=str(budget), send_timeout_s="2") as server,
+        contextlib.ExitStack() as sockets,
+    ):
+        with httpx.Client(base_url=server.url, timeout=20) as http:  # (the server warmed up)
+            assert http.post("/v1/forward", content=body, headers=JSON).status_code == 200
+        before = rss(server.pid)
+        clients = []
+        for _ in range(30):
+            sock = sockets.enter_context(connect(server, rcvbuf=4096))
+            sock.sendall(head("/v1/forward", len(body)) + body)
+            clients.append(sock)
+        peak, until = 0, time.monotonic() + 8  # (all of them answered, the send timeout passed)
+        while time.monotonic() < until:
+            peak = max(peak, rss(server.pid))
+            time.sleep(0.05)
+        print(f"server growth under 30 clients that never read: {(peak - before) / 2**20:.0f} MiB")
+        assert peak - before < budget + 64 * 1024 * 1024, (peak - before) / 2**20
+        for sock in clients:  # each was dropped: what the kernel held, then the end (no hang)
+            sock.settimeout(5)
+            got = 0
+            with contextlib.suppress(ConnectionResetError):
+                while chunk := sock.recv(1 << 20):
+                    got += len(chunk)
+            assert got < 7_000_000  # not its whole answer
+        with httpx.Client(base_url=server.url, timeout=20) as http:  # and their bytes let go
+            response = http.post("/v1/forward", content=body, headers=JSON)
+            assert response.status_code == 200, response.text
+
+
+# ---------------------------------------------------------------- clients that hang up
+
+
+@pytest.mark.chaos
+def test_a_client_that_hangs_up_frees_its_slot() -> None:
+    """Two clients post long SGD requests and hang up: a third is computed within ~2 s."""
+    with (
+        serving(max_concurrent="2", inline_ms="0", max_work=str(10**13)) as server,
+        contextlib.ExitStack() as sockets,
+    ):
+        long = long_sgd_body(2000)
+        gone = []
+        for _ in range(2):
+            sock = sockets.enter_context(connect(server))
+            sock.sendall(head("/v1/sgd", len(long)) + long)
+            gone.append(sock)
+        time.sleep(1.0)  # both are computing
+        for sock in gone:
+            sock.close()
+        started = time.monotonic()
+        with httpx.Client(base_url=server.url, timeout=30) as http:
+            response = http.post("/v1/sgd", content=long_sgd_body(1), headers=JSON)
+        assert response.status_code == 200, response.text
+        assert time.monotonic() - started < 2.5
+
+
+# ---------------------------------------------------------------- SIGTERM
+
+
+GRACE_S = 3
+
+
+@pytest.fixture(scope="module")
+def sigterm_run() -> dict[str, Any]:
+    """Two long SGD requests in flight, then SIGTERM: what they got, when, and when the
+    server exited."""
+    server = start_server(
+        {
+            "GRADSERVE_LOG_LEVEL": "warning",
+            "GRADSERVE_SHUTDOWN_GRACE_S": str(GRACE_S),
+            "GRADSERVE_MAX_CONCURRENT": "2",
+            "GRADSERVE_MAX_WORK": str(10**13),
+        }
+    )
+    answers: list[tuple[float, httpx.Response | Exception]] = []
+    body = long_sgd_body(4000)
+
+    def client() -> None:
+        try:
+            with httpx.Client(timeout=40) as http:
+                response = http.post(server.url + "/v1/sgd", content=body, headers=JSON)
+            answers.append((time.monotonic(), response))
+        except httpx.HTTPError as exc:
+            answers.append((time.monotonic(), exc))
+
+    threads = [threading.Thread(target=client) for _ in range(2)]
+    try:
+        for t in threads:
+            t.start()
+        time.sleep(1.0)
+        signalled = time.monotonic()
+        os.kill(server.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):  # (a late exit, asserted below)
+            server.proc.wait(timeout=GRACE_S + 20)
+        exited = time.monotonic() if server.proc.poll() is not None else float("inf")
+        for t in threads:
+            t.join(timeout=30)
+    finally:
+        server.stop()
+    return {"answers": answers, "signalled": signalled, "exited": exited, "log": server.output()}
+
+
+@pytest.mark.chaos
+def test_sigterm_answers_what_is_still_running_503_within_the_grace(sigterm_run: dict[str, Any]) -> None:
+    answers = sigterm_run["answers"]
+    assert len(answers) == 2, sigterm_run["log"][-3000:]
+    for at, response in answers:
+        assert isinstance(response, httpx.Response), response
+        assert response.status_code == 503, response.text
+        assert problem_type(response) == "shutting-down"
+        assert response.headers["retry-after"] == "1"
+        assert at - sigterm_run["signalled"] < GRACE_S + 0.5
+
+
+@pytest.mark.chaos
+def test_sigterm_exits_within_the_grace_and_a_second_or_two(sigterm_run: dict[str, Any]) -> None:
+    assert sigterm_run["exited"] - sigterm_run["signalled"] < GRACE_S + 2
+
+
+class Stalling:
+    """An executor whose computations never end until cancelled, as the supervised pool's are
+    stopped when cancelled: what the HTTP layer does on its side, without worker processes."""
+
+    segments = None
+
+    def __init__(self) -> None:
+        self.started = 0
+        self.cancelled = 0
+
+    async def run(self, endpoint: str, body: Any, limits: Any) -> Any:
+        self.started += 1
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+        raise AssertionError("never")
+
+    async def start(self) -> bool:
+        return True
+
+    def stop(self) -> None:
+        pass
+
+
+def test_a_hang_up_cancels_the_computation_and_frees_its_slot() -> None:
+    """The client hangs up while its request computes: the computation is cancelled at once,
+    its slot and its bytes are given back, and nothing is sent."""
+    body = chain_body()
+    settings = Settings(max_concurrent=1, inline_ms=0, isolation="thread")
+
+    async def go() -> tuple[Stalling, float, list[Any], int, int]:
+        app = create_app(settings)
+        async with app.router.lifespan_context(app):
+            executor = app.state.executor = Stalling()
+            sent: list[Any] = []
+            hung_up = asyncio.Event()
+            messages = [{"type": "http.request", "body": body, "more_body": False}]
+
+            async def receive() -> dict[str, Any]:
+                if messages:
+                    return messages.pop()
+                await hung_up.wait()
+                return {"type": "http.disconnect"}
+
+            async def send(message: Any) -> None:
+                sent.append(message)
+
+            scope = {
+                "type": "http",
+                "asgi": {"version": "3.0"},
+                "http_version": "1.1",
+                "method": "POST",
+                "scheme": "http",
+                "path": "/v1/gradients",
+                "raw_path": b"/v1/gradients",
+                "query_string": b"",
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+                "client": ("127.0.0.1", 1),
+                "server": ("127.0.0.1", 2),
+            }
+            request = asyncio.ensure_future(app(scope, receive, send))
+            while executor.started == 0:
+                await asyncio.sleep(0.01)
+            hung_up.set()
+            gone = time.monotonic()
+            await asyncio.wait_for(request, 5)
+            return executor, time.monotonic() - gone, sent, app.state.slots._value, app.state.inflight.held
+
+    executor, took, sent, free_slots, held = asyncio.run(go())
+    assert executor.cancelled == 1
+    assert took < 1
+    assert sent == []
+    assert free_slots == 1
+    assert held == 0
