@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from service import engine, wire
+from service import engine, requests, wire
 from service.arrays import encoded
 from service.engine import Batch, Plan, Values
 from service.errors import LimitExceededError, NonFiniteResultError
@@ -83,9 +83,9 @@ def prepare(
     budget = _inline_ms.get()
     if budget is not None and (len(net.units) + weights) * COMPILE_MS_PER_ENTRY > budget:
         raise TooMuchToInlineError  # even compiling it would hold the event loop too long
-    plan = engine.compile_network(net)
+    plan = requests.compile_network(net)
     limit(limits, "max_weight_elements", plan.n_weight_params, "the number of weight elements")
-    batch = engine.bind_samples(plan, samples, need_targets)
+    batch = requests.bind_samples(plan, samples, need_targets)
     limit(limits, "max_batch", batch.size, "the batch size")
     limit(limits, "max_activation_elements", neurons * batch.size, "units x batch")
     if per_sample:

@@ -31,7 +31,7 @@ import numpy as np
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from service import compute, engine, explain, gradcheck, render, selfcheck, wire
+from service import compute, explain, gradcheck, render, requests, selfcheck, wire
 from service.arrays import dumps
 from service.errors import ProblemError, WorkerLostError, schema_problem
 from service.render import Document
@@ -81,7 +81,7 @@ def handle(endpoint: str, body: bytes, limits: Limits) -> Reply:
         # warnings would only repeat it, or, where warnings are errors, turn it into a 500.
         with (
             np.errstate(over="ignore", invalid="ignore", divide="ignore"),
-            engine.time_limit(limits.timeout_s),
+            requests.time_limit(limits.timeout_s),
         ):
             result = run(request, limits)
         if isinstance(result, Document):
