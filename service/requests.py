@@ -4,6 +4,7 @@ request's JSON."""
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, NoReturn
@@ -32,11 +33,13 @@ def network(net: wire.Network) -> engine.Network:
             given.source, given.target, to_numpy(given.value, ["network", "weights", "value"])
         )
     else:
-        values = [
-            w.value if type(w.value) is float else to_numpy(w.value, ["network", "weights", k, "value"])
-            for k, w in enumerate(given)
-        ]
-        weights = engine.WeightList([w.source for w in given], [w.target for w in given], values)
+        values: list[Any] = list(map(_value, given))
+        if set(map(type, values)) != {float}:  # numbers (single units') stay as they are
+            values = [
+                v if type(v) is float else to_numpy(v, ["network", "weights", k, "value"])
+                for k, v in enumerate(values)
+            ]
+        weights = engine.WeightList(list(map(_source, given)), list(map(_target, given)), values)
     units = [
         engine.Unit(
             u.id,
@@ -48,6 +51,9 @@ def network(net: wire.Network) -> engine.Network:
         for i, u in enumerate(net.units)
     ]
     return engine.Network(units, weights, net.loss)
+
+
+_source, _target, _value = (operator.attrgetter(name) for name in ("source", "target", "value"))
 
 
 def compile_network(net: wire.Network) -> Plan:

@@ -103,7 +103,7 @@ def _edges(
         return None
     rows, cols = [sizes[a] for a in src], [sizes[b] for b in tgt]
     raw = weights.value
-    if all(type(v) is float for v in raw) and rows.count(1) == len(rows) == cols.count(1):
+    if rows.count(1) == len(rows) == cols.count(1) and set(map(type, raw)) <= {float}:
         return Edges(src, tgt, rows, cols, np.array(raw, dtype=np.float64))  # single units: one call
     parts = []
     for k, (value, a, b) in enumerate(zip(raw, src, tgt, strict=True)):
