@@ -22,6 +22,7 @@ test: install
 	$(BIN)/ruff check service client tests bench
 	$(BIN)/ruff format --check service client tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 	$(BIN)/pytest
 
 lint: install

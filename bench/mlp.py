@@ -11,7 +11,7 @@ import numpy as np
 
 from bench.common import Samples, timed
 from client import Client, to_numpy
-from service import engine, wire
+from service import engine, requests, wire
 
 
 @dataclass(frozen=True)
@@ -99,8 +99,8 @@ def run(
 ) -> dict[str, Samples]:
     mlp = make_mlp(sizes, batch)
     net = wire.Network.model_validate(mlp.network())
-    plan = engine.compile_network(net)
-    bound = engine.bind_samples(plan, wire.Samples.model_validate(mlp.samples()), True)
+    plan = requests.compile_network(net)
+    bound = requests.bind_samples(plan, wire.Samples.model_validate(mlp.samples()), True)
     got, expected = engine_pass(plan, bound), hand_written(mlp)
     for k, w in enumerate(plan.weights):  # the same numbers, or the timing means nothing
         np.testing.assert_allclose(
@@ -109,7 +109,7 @@ def run(
     runs = {
         "hand-written NumPy": lambda: hand_written(mlp),
         "engine": lambda: engine_pass(plan, bound),
-        "engine, compile included": lambda: engine_pass(engine.compile_network(net), bound),
+        "engine, compile included": lambda: engine_pass(requests.compile_network(net), bound),
     }
     torch_run = torch_pass(mlp)
     if torch_run is not None:

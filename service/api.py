@@ -30,7 +30,7 @@ from pydantic import BaseModel
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service import __version__, wire, worker
+from service import __version__, engine, wire, worker
 from service.errors import (
     BodyTooLargeError,
     InvalidRequestError,
@@ -567,8 +567,8 @@ async def info(settings: SettingsDep) -> wire.InfoResponse:
     limits = {name: getattr(settings, name) for name in Limits.model_fields}
     return wire.InfoResponse(
         version=__version__,
-        activations=list(wire.ACTIVATIONS),
-        losses=list(wire.LOSSES),
+        activations=list(engine.ACTIVATIONS),
+        losses=list(engine.LOSSES),
         limits=limits,
     )
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from service import engine, wire
+from service import engine, requests, wire
 from service.arrays import encoded
 from service.engine import Batch, Plan, Values
 from service.errors import LimitExceededError, NonFiniteResultError, echoed
@@ -49,9 +49,9 @@ def prepare(
     given = net.weights
     weights = len(given.source) if isinstance(given, wire.WeightColumns) else len(given)
     limit(limits, "max_weight_elements", weights, "the number of weights")  # each has one or more
-    plan = engine.compile_network(net)
+    plan = requests.compile_network(net)
     limit(limits, "max_weight_elements", plan.n_weight_params, "the number of weight elements")
-    batch = engine.bind_samples(plan, samples, need_targets)
+    batch = requests.bind_samples(plan, samples, need_targets)
     limit(limits, "max_batch", batch.size, "the batch size")
     limit(limits, "max_activation_elements", neurons * batch.size, "units x batch")
     if per_sample:

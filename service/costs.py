@@ -72,8 +72,9 @@ LIST_NUMBER_BYTES, BASE64_NUMBER_BYTES, ENTRY_BYTES = 25.0, 32 / 3, 64
 PARAM_NS = 10.0
 #: explain: per unit and per weight explained (small arrays and dicts), per path factor listed
 EXPLAIN_ENTRY_NS, FACTOR_NS, FACTOR_BYTES = 30_000.0, 3_000.0, 64
-#: render: per unit and per edge drawn, and their bytes of SVG or DOT
-DRAW_NS, DRAW_BYTES = 20_000.0, 700
+#: render: per unit and per edge drawn (laid out in layers, long edges routed, labels placed
+#: clear of each other), and their bytes of SVG or DOT
+DRAW_NS, DRAW_BYTES = 500_000.0, 700
 
 
 # ---------------------------------------------------------------- what a request asks for

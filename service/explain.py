@@ -25,14 +25,6 @@ from service.settings import Limits
 
 Body = dict[str, Any]
 
-#: how each activation's derivative is written in LaTeX (identity's is 1 and left out)
-LATEX_DERIVATIVE = {
-    "sigmoid": r"\sigma'",
-    "tanh": r"\tanh'",
-    "relu": r"\mathrm{relu}'",
-    "leaky_relu": r"\mathrm{lrelu}'",
-    "softplus": r"\mathrm{softplus}'",
-}
 LATEX_SHOWN_PATHS = 8
 
 
@@ -52,7 +44,7 @@ class Sample:
     z: np.ndarray
     x: np.ndarray  # [n_inputs]
     delta: np.ndarray
-    loss_term: np.ndarray  # dE/dz (squared errors) or dE/ds (cross-entropy), 0 off the outputs
+    loss_term: np.ndarray  # dE/dz, or dE/ds for a fused loss (cross-entropy), 0 off the outputs
     theta: np.ndarray
 
     def z_of(self, unit: UnitInfo) -> np.ndarray:
@@ -78,9 +70,8 @@ def explain(req: wire.ExplainRequest, limits: Limits) -> Body:
     compute.check_values(plan, values, delta)
     # the same refusal, naming the same weight, as /v1/gradients for this one sample
     compute.check_params(plan, engine.gradient(plan, values, delta, 1.0), "gradient")
-    dz, ds = engine.loss_gradient(plan, values, one.y)
     loss_term = np.zeros(plan.n_cols)
-    loss_term[plan.out_cols] = (dz if dz is not None else ds)[0]  # type: ignore[index]
+    loss_term[plan.out_cols] = engine.loss_gradient(plan, values, one.y)[0]
     sample = Sample(plan, values.s[:, 0], values.z[:, 0], values.x[0], delta[:, 0], loss_term, plan.theta)
     finder = PathFinder(sample, limits.max_explain_factors)
     loss = compute.finite_loss(float(engine.sample_losses(plan, values, one.y)[0]))
@@ -102,17 +93,12 @@ def explain(req: wire.ExplainRequest, limits: Limits) -> Body:
 
 
 def _rule(plan: Plan, unit: UnitInfo) -> str:
-    ce = plan.loss == "cross_entropy" and unit.role == "output"
-    if unit.activation == "softmax":
-        inner = "z * (g - sum(g * z)) with g = the sum of delta_terms' values"
-        return (
-            f"delta = loss_term + {inner}" if ce else inner.replace("the sum of", "the sum of loss_term and")
-        )
-    if ce:
-        return "delta = loss_term + f'(s) * (the sum of delta_terms' values)"
+    rule = engine.ACTIVATIONS[unit.activation].delta_rule
+    if unit.role == "output" and plan.objective.fused:  # the loss's term is dE/ds already
+        return "delta = loss_term + " + rule.format(g="the sum of delta_terms' values")
     if unit.role == "output":
-        return "delta = f'(s) * (loss_term + the sum of delta_terms' values)"
-    return "delta = f'(s) * (the sum of delta_terms' values)"
+        return "delta = " + rule.format(g="loss_term + the sum of delta_terms' values")
+    return "delta = " + rule.format(g="the sum of delta_terms' values")
 
 
 def _unit(sample: Sample, finder: PathFinder, unit: UnitInfo) -> Body:
@@ -171,7 +157,9 @@ class PathFinder:
             onward = [t for t, _ in self.successors[u.id] if self.count[t]]
             self.count[u.id] = (u.role == "output") + sum(self.count[t] for t in onward)
             self.scalar[u.id] = (
-                u.size == 1 and u.activation != "softmax" and all(self.scalar[t] for t in onward)
+                u.size == 1
+                and not engine.ACTIVATIONS[u.activation].segmented
+                and all(self.scalar[t] for t in onward)
             )
 
     def _derivative(self, uid: str) -> list[Factor]:
@@ -181,17 +169,12 @@ class PathFinder:
 
     def _compute_derivative(self, uid: str) -> list[Factor]:
         u = self.units[uid]
-        if u.activation == "identity":
+        activation = engine.ACTIVATIONS[u.activation]
+        if activation.text is None or activation.latex is None:  # f' = 1: left out
             return []
         col = u.cols.start
-        value = float(
-            engine.derivative(u.activation, self.sample.s[col : col + 1], self.sample.z[col : col + 1])[0]
-        )
-        return [
-            Factor(
-                f"{u.activation}'(s_{uid})", f"{LATEX_DERIVATIVE[u.activation]}(s_{{{_tex_id(uid)}}})", value
-            )
-        ]
+        value = float(activation.derivative(self.sample.s[col : col + 1], self.sample.z[col : col + 1])[0])
+        return [Factor(f"{activation.text}(s_{uid})", f"{activation.latex}(s_{{{_tex_id(uid)}}})", value)]
 
     def _output_factors(self, uid: str) -> list[Factor]:
         """The factors at the end of a path: the loss's term, then f'(s_o) unless it is folded in."""
@@ -202,10 +185,10 @@ class PathFinder:
             if "{o}" not in self.error_name
             else rf"(\hat{{y}}_{{{_tex_id(uid)}}}-y_{{{_tex_id(uid)}}})"
         )
-        if plan.loss == "squared_error":
-            name, tex = "2" + name, "2" + tex
+        loss = plan.objective
+        name, tex = loss.coefficient + name, loss.coefficient + tex
         factors = [Factor(name, tex, float(self.sample.loss_term[u.cols.start]))]
-        if plan.loss != "cross_entropy":  # cross-entropy's term is already dE/ds
+        if not loss.fused:  # a fused loss's term is already dE/ds
             factors += self._derivative(uid)
         return factors
 

@@ -18,7 +18,7 @@ from xml.sax.saxutils import escape, quoteattr
 
 import numpy as np
 
-from service import compute, engine, layout, wire
+from service import compute, engine, layout, requests, wire
 from service.engine import UnitInfo
 from service.errors import InvalidRequestError
 from service.settings import Limits
@@ -104,7 +104,7 @@ def lay_out(req: wire.RenderRequest, limits: Limits) -> Drawing:
             raise InvalidRequestError(
                 "show=gradients needs samples, with targets, to compute the gradients from"
             )
-        plan = engine.compile_network(req.network)
+        plan = requests.compile_network(req.network)
         z: dict[str, np.ndarray] = {}
         theta = plan.theta
     else:

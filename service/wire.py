@@ -21,11 +21,12 @@ from pydantic import (
     model_validator,
 )
 
-ACTIVATIONS = ("identity", "sigmoid", "tanh", "relu", "leaky_relu", "softplus", "softmax")
-LOSSES = ("half_squared_error", "squared_error", "cross_entropy")
-
+# The names of the engine's registries (service.engine.ACTIVATIONS, LOSSES), spelled out here
+# so that the wire imports without NumPy; tests/test_wire.py checks they agree.
 ActivationName = Literal["identity", "sigmoid", "tanh", "relu", "leaky_relu", "softplus", "softmax"]
 LossName = Literal["half_squared_error", "squared_error", "cross_entropy"]
+ACTIVATIONS: tuple[str, ...] = get_args(ActivationName)
+LOSSES: tuple[str, ...] = get_args(LossName)
 Reduction = Literal["mean", "sum"]
 ArrayEncoding = Literal["list", "base64"]
 #: `^...$` is a full match in the engines that read it: pydantic's Rust regex (pinned in

@@ -28,7 +28,7 @@ import numpy as np
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from service import compute, costs, engine, explain, gradcheck, render, selfcheck, wire
+from service import compute, costs, explain, gradcheck, render, requests, selfcheck, wire
 from service.arrays import dumps
 from service.errors import ProblemError, WorkerLostError, schema_problem
 from service.pool import Pool, WorkerDiedError
@@ -94,7 +94,7 @@ def _handle(endpoint: str, body: bytes, limits: Limits, budget_ms: float | None)
         # warnings would only repeat it, or, where warnings are errors, turn it into a 500.
         with (
             np.errstate(over="ignore", invalid="ignore", divide="ignore"),
-            engine.time_limit(limits.timeout_s),
+            requests.time_limit(limits.timeout_s),
         ):
             result = run(request, limits)
         if isinstance(result, Document):

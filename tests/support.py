@@ -10,15 +10,15 @@ from typing import Any
 import httpx
 import numpy as np
 
-from service import engine, wire
+from service import engine, requests, wire
 from service.app import create_app
 from service.settings import Settings
 
 
 def compile_and_bind(net: dict[str, Any], samples: dict[str, Any]) -> tuple[engine.Plan, engine.Batch]:
     """A network and samples in the wire's JSON form, compiled and bound as the service does."""
-    plan = engine.compile_network(wire.Network.model_validate_json(json.dumps(net)))
-    batch = engine.bind_samples(plan, wire.Samples.model_validate_json(json.dumps(samples)), True)
+    plan = requests.compile_network(wire.Network.model_validate_json(json.dumps(net)))
+    batch = requests.bind_samples(plan, wire.Samples.model_validate_json(json.dumps(samples)), True)
     return plan, batch
 
 

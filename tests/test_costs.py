@@ -19,6 +19,8 @@ from service import costs, worker
 from service.settings import Settings
 from tests.test_limits import call, chain_request, over_limit
 
+JSON = {"content-type": "application/json"}
+
 
 def wide_layer(size: int, batch: int = 1, **changes: Any) -> bytes:
     """The smallest request for a lot of work: one hidden layer of `size` units and no weights."""
@@ -71,7 +73,7 @@ def test_a_body_of_many_objects_is_handed_on_before_it_is_parsed(monkeypatch: py
 
 def test_an_answer_over_max_answer_bytes_is_a_quick_413_saying_how_to_ask_for_less() -> None:
     started = time.monotonic()
-    response = call(Settings(), "POST", "/v1/forward", content=wide_layer(999_997, batch=2))
+    response = call(Settings(), "POST", "/v1/forward", content=wide_layer(999_997, batch=2), headers=JSON)
     over_limit(response, "max_answer_bytes")
     detail = response.json()["detail"]
     assert "smaller batch" in detail
@@ -79,7 +81,7 @@ def test_an_answer_over_max_answer_bytes_is_a_quick_413_saying_how_to_ask_for_le
     assert time.monotonic() - started < 5  # refused before computing (a generous bound)
 
     body = wide_layer(999_997, batch=2, include_units=True)
-    gradients = call(Settings(), "POST", "/v1/gradients", content=body)
+    gradients = call(Settings(), "POST", "/v1/gradients", content=body, headers=JSON)
     over_limit(gradients, "max_answer_bytes")
     assert "include_units false" in gradients.json()["detail"]
     # asking for less fits: no unit tables, or base64 (less than half the bytes of JSON lists)

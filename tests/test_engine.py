@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from service import engine, wire
-from service.engine import Plan
+from service import engine, requests, wire
+from service.engine import Plan, layout
 from service.errors import InvalidGraphError
 from tests import seed
 from tests.reference import Reference
@@ -186,12 +186,12 @@ def test_listed_order_never_changes_a_result(case: tuple[dict[str, Any], dict[st
 @contextmanager
 def gathered_blocks() -> Iterator[None]:
     """Force every level into small gathered blocks (the sparse-graph layout)."""
-    saved = engine.DENSITY, engine.MIN_BLOCK
-    engine.DENSITY, engine.MIN_BLOCK = 1, 1
+    saved = layout.DENSITY, layout.MIN_BLOCK
+    layout.DENSITY, layout.MIN_BLOCK = 1, 1
     try:
         yield
     finally:
-        engine.DENSITY, engine.MIN_BLOCK = saved
+        layout.DENSITY, layout.MIN_BLOCK = saved
 
 
 @given(networks(max_hidden=8, singles=True))
@@ -294,7 +294,7 @@ def test_activations_are_finite_for_huge_inputs(name: str) -> None:
 
 
 def test_softmax_is_finite_for_huge_inputs() -> None:
-    seg = engine._segments([3, 2])
+    seg = engine.segments([3, 2])
     s = np.array([[1e308, -1e308, 0.0, 800.0, 799.0]])
     z = engine.softmax(s, seg)
     assert np.isfinite(z).all()
@@ -327,7 +327,7 @@ def test_losses_are_finite_for_large_pre_activations(loss: str, activation: str)
 
 def error_of(net: dict[str, Any]) -> str:
     with pytest.raises(InvalidGraphError) as info:
-        engine.compile_network(wire.Network.model_validate_json(json.dumps(net)))
+        requests.compile_network(wire.Network.model_validate_json(json.dumps(net)))
     return str(info.value)
 
 
@@ -387,12 +387,12 @@ def test_large_sparse_graph_uses_gathered_blocks_and_stays_small() -> None:
         pool = [u["id"] for u in units[: 16 + k]]
         for src in rng.choice(pool, size=min(4, len(pool)), replace=False):
             weights.append({"source": str(src), "target": f"u{k}", "value": float(rng.normal())})
-    plan = engine.compile_network(
+    plan = requests.compile_network(
         wire.Network.model_validate_json(json.dumps({"units": units, "weights": weights}))
     )
     real = len(weights)
     gathered = sum(int(np.prod(b.shape)) for lv in plan.levels for b in lv.blocks)
-    assert gathered <= engine.DENSITY * real + engine.MIN_BLOCK * len(plan.levels)
+    assert gathered <= layout.DENSITY * real + layout.MIN_BLOCK * len(plan.levels)
     assert math.isfinite(plan.theta.sum())
 
 

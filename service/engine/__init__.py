@@ -1,0 +1,91 @@
+"""The backpropagation engine: NumPy and the standard library only.
+
+A network, described in the engine's own terms (`network`), is checked and compiled once
+(`compile`) into a Plan (`plan`, `layout`); samples are bound to it (`samples`); the passes
+(`passes`) compute values, dE/ds and gradients a level at a time; `sgd` trains. Activations
+and losses are registries (`activations`, `losses`): each entry holds its rule and its
+derivative, and everything else reads them. Errors are the engine's own (`errors`), located
+in its network description; `deadline` stops long passes cooperatively.
+"""
+
+from service.engine.activations import (
+    ACTIVATIONS,
+    ELEMENTWISE,
+    Activation,
+    Segments,
+    derivative,
+    segments,
+    sigmoid,
+    softmax,
+)
+from service.engine.compile import compile_network
+from service.engine.deadline import checkpoint, time_limit
+from service.engine.errors import DeadlineExceeded, EngineError, GraphError, Problem, SamplesError
+from service.engine.losses import LOSSES, Loss, Outputs
+from service.engine.network import Network, Unit, WeightColumns, WeightList
+from service.engine.passes import (
+    Offsets,
+    Values,
+    backward,
+    forward,
+    gradient,
+    loss_gradient,
+    loss_value,
+    per_sample_gradient,
+    reduction_scale,
+    sample_losses,
+)
+from service.engine.plan import Block, Columns, Group, Level, Plan, UnitInfo, WeightGroup, WeightInfo
+from service.engine.samples import Batch, bind_samples
+from service.engine.sgd import SgdOptions, Training, sgd_step, steps_per_epoch, train
+
+__all__ = [
+    "ACTIVATIONS",
+    "ELEMENTWISE",
+    "LOSSES",
+    "Activation",
+    "Batch",
+    "Block",
+    "Columns",
+    "DeadlineExceeded",
+    "EngineError",
+    "GraphError",
+    "Group",
+    "Level",
+    "Loss",
+    "Network",
+    "Offsets",
+    "Outputs",
+    "Plan",
+    "Problem",
+    "SamplesError",
+    "Segments",
+    "SgdOptions",
+    "Training",
+    "Unit",
+    "UnitInfo",
+    "Values",
+    "WeightColumns",
+    "WeightGroup",
+    "WeightInfo",
+    "WeightList",
+    "backward",
+    "bind_samples",
+    "checkpoint",
+    "compile_network",
+    "derivative",
+    "forward",
+    "gradient",
+    "loss_gradient",
+    "loss_value",
+    "per_sample_gradient",
+    "reduction_scale",
+    "sample_losses",
+    "segments",
+    "sgd_step",
+    "sigmoid",
+    "softmax",
+    "steps_per_epoch",
+    "time_limit",
+    "train",
+]

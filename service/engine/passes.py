@@ -1,0 +1,186 @@
+"""The passes over a plan: forward, backward, the gradient and the per-sample gradient.
+
+Forward fills a level at a time. Backward walks the levels in reverse: each level's groups turn
+g = dE/dz into delta = dE/ds through their activation's vector-Jacobian product, and each
+block sends W delta back, *accumulated* into the g of every unit feeding it (a unit with many
+successors sums what each sends back). Every parameter lives in one flat vector theta, so the
+gradients are plain vector arithmetic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from service.engine.deadline import checkpoint
+from service.engine.losses import Outputs
+from service.engine.plan import Plan, UnitInfo
+from service.engine.samples import Batch
+
+Array = np.ndarray
+
+
+@dataclass(frozen=True)
+class Values:
+    """A batch's inputs x [batch, n_inputs], and every other unit's s and z *unit-major*,
+    [n_cols, batch]: a level's columns are then contiguous rows, so its activations run over
+    one contiguous block and a sparse level gathers rows, not columns."""
+
+    x: Array
+    s: Array
+    z: Array
+    matrices: tuple[Array, ...] = ()  # each block's weight matrix, in level order, for backward
+
+    def z_of(self, unit: UnitInfo) -> Array:
+        """A unit's z, [batch, size] (a view)."""
+        return self.x[:, unit.cols] if unit.role == "input" else self.z[unit.cols].T
+
+    def s_of(self, unit: UnitInfo) -> Array:
+        """A non-input unit's s, [batch, size] (a view)."""
+        return self.s[unit.cols].T
+
+
+def _theta0(plan: Plan, theta: Array) -> Array | None:
+    return np.append(theta, 0.0) if plan.has_gathered_blocks else None
+
+
+@dataclass(frozen=True)
+class Offsets:
+    """An amount added to one column of s in each row: row n gets `values[n]` at `cols[n]`.
+
+    Perturbing w_{i->j}[a, b] by e is exactly adding e * z_i[n, a] to s_j[n, b] for every
+    sample n, since nothing upstream of j changes; so finite differences for many parameters
+    run as one pass over replicas of the batch, each replica carrying its own offset.
+    """
+
+    cols: Array
+    values: Array
+
+
+def forward(plan: Plan, theta: Array, x: Array, offsets: Offsets | None = None) -> Values:
+    """s and z of every unit, a level at a time over the whole batch."""
+    rows = x.shape[0]
+    s = np.empty((plan.n_cols, rows))
+    z = np.empty((plan.n_cols, rows))
+    x_t = x.T
+    bias = theta[plan.n_weight_params :, None]
+    theta0 = _theta0(plan, theta)
+    matrices = []
+    for level in plan.levels:
+        checkpoint()
+        if not level.blocks:
+            s[level.cols] = bias[level.cols]
+        for block in level.blocks:
+            w = block.matrix(theta, theta0)
+            matrices.append(w)
+            out = s[block.tgt]
+            if block.src_z is None:
+                np.matmul(w.T, x_t[block.src_x], out=out)
+            elif block.src_x is None:
+                np.matmul(w.T, z[block.src_z], out=out)
+            else:
+                np.matmul(w[: block.split].T, x_t[block.src_x], out=out)
+                out += w[block.split :].T @ z[block.src_z]
+        if level.blocks:
+            s[level.cols] += bias[level.cols]
+        if offsets is not None:
+            at = np.flatnonzero((offsets.cols >= level.cols.start) & (offsets.cols < level.cols.stop))
+            s[offsets.cols[at], at] += offsets.values[at]
+        for group in level.groups:
+            group.forward(s[group.cols], z[group.cols])
+    return Values(x, s, z, tuple(matrices))
+
+
+def _outputs(plan: Plan, values: Values, y: Array) -> Outputs:
+    return Outputs(values.s, values.z, plan.out_cols, y, plan.out_split, plan.out_segments)
+
+
+def sample_losses(plan: Plan, values: Values, y: Array) -> Array:
+    """E_n for every sample n."""
+    return plan.objective.values(_outputs(plan, values, y))
+
+
+def loss_gradient(plan: Plan, values: Values, y: Array) -> Array:
+    """The loss's gradient at the outputs, [batch, outputs]: dE_n/dz, or dE_n/ds when the loss
+    is fused with the outputs' activations (plan.objective.fused)."""
+    return plan.objective.gradient(_outputs(plan, values, y))
+
+
+def backward(plan: Plan, theta: Array, values: Values, y: Array) -> Array:
+    """delta = dE_n/ds of every non-input unit and sample, unit-major: [n_cols, batch]."""
+    rows = values.z.shape[1]
+    g = np.zeros((plan.n_cols, rows))  # dE_n/dz, accumulated over every successor
+    delta = np.empty((plan.n_cols, rows))
+    at_outputs = loss_gradient(plan, values, y).T
+    loss_ds = None  # a fused loss's dE/ds, added to delta where the outputs' levels are reached
+    if plan.objective.fused:
+        loss_ds = np.zeros((plan.n_cols, rows))
+        loss_ds[plan.out_cols] = at_outputs
+    else:
+        g[plan.out_cols] = at_outputs
+    matrices = iter(reversed(values.matrices))  # as forward gathered them, walked back
+    for level in reversed(plan.levels):
+        checkpoint()
+        for group in level.groups:
+            c = group.cols
+            group.vjp(g[c], values.s[c], values.z[c], delta[c])
+        if loss_ds is not None:
+            delta[level.cols] += loss_ds[level.cols]
+        for block, w in zip(reversed(level.blocks), matrices, strict=False):
+            if block.src_z is not None:  # nothing flows back into the inputs
+                g[block.src_z] += w[block.split :] @ delta[block.tgt]
+    return delta
+
+
+def gradient(plan: Plan, values: Values, delta: Array, scale: float) -> Array:
+    """scale * sum_n dE_n/dtheta: every weight's z_i delta_j and every bias's delta_j.
+
+    A block at a time: one product for its whole matrix, from which a gathered block's real
+    weights are picked out.
+    """
+    grad = np.empty(plan.n_params)
+    x_t = values.x.T
+    for level in plan.levels:
+        for block in level.blocks:
+            d = delta[block.tgt].T
+            if isinstance(block.params, slice):  # one whole weight, from one unit
+                source = values.z[block.src_z] if block.src_x is None else x_t[block.src_x]
+                np.matmul(source, d, out=grad[block.params].reshape(block.shape))
+                continue
+            dw = np.empty(block.shape)
+            if block.src_x is not None:
+                np.matmul(x_t[block.src_x], d, out=dw[: block.split])
+            if block.src_z is not None:
+                np.matmul(values.z[block.src_z], d, out=dw[block.split :])
+            grad[block.cell_params] = dw.ravel()[block.cells]
+    delta.sum(axis=1, out=grad[plan.n_weight_params :])
+    grad *= scale
+    return grad
+
+
+def per_sample_gradient(plan: Plan, values: Values, delta: Array) -> Array:
+    """dE_n/dtheta for every sample n: [batch, n_params]."""
+    rows = delta.shape[1]
+    grad = np.empty((rows, plan.n_params))
+    for wg in plan.weight_groups:
+        z = values.x.T if wg.from_inputs else values.z
+        if isinstance(wg.src, slice):
+            per = z[wg.src].T[:, :, None] * delta[wg.tgt].T[:, None, :]
+            grad[:, wg.params] = per.reshape(rows, -1)
+        else:
+            per = np.einsum("emb,enb->bemn", z[wg.src], delta[wg.tgt])
+            grad[:, wg.params] = per.reshape(rows, len(wg.weights), -1)
+    grad[:, plan.n_weight_params :] = delta.T
+    return grad
+
+
+def reduction_scale(reduction: str, rows: int) -> float:
+    return 1.0 / rows if reduction == "mean" else 1.0
+
+
+def loss_value(plan: Plan, theta: Array, batch: Batch, reduction: str) -> float:
+    """The reduced loss of a batch."""
+    assert batch.y is not None
+    losses = sample_losses(plan, forward(plan, theta, batch.x), batch.y)
+    return float(losses.sum() * reduction_scale(reduction, batch.size))

@@ -1,0 +1,162 @@
+"""A compiled network, a `Plan`: its units laid side by side as columns of one table (batch
+as the leading axis of x, unit-major in the value tables), sorted into levels so that every
+weight runs from an earlier level to a later one, and every parameter, weights then biases,
+at its place in one flat vector `theta`."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, NamedTuple
+
+import numpy as np
+
+from service.engine.activations import Activation, Segments
+from service.engine.losses import LOSSES, Loss
+
+if TYPE_CHECKING:
+    from service.engine.layout import Layout
+
+Array = np.ndarray
+
+
+class UnitInfo(NamedTuple):
+    """Where a unit lives: columns of the inputs `x` (input units) or of the value tables.
+    (A tuple: made by the thousand, it is cheaper than a frozen dataclass.)"""
+
+    id: str
+    role: str
+    size: int
+    activation: str
+    cols: slice
+    level: int
+
+
+class WeightInfo(NamedTuple):
+    source: str
+    target: str
+    shape: tuple[int, int]
+    offset: int  # where its elements start in theta, row-major
+
+    @property
+    def params(self) -> slice:
+        return slice(self.offset, self.offset + self.shape[0] * self.shape[1])
+
+
+Columns = slice | Array  # a slice when contiguous (a view), else gathered indices
+
+
+@dataclass(frozen=True)
+class Group:
+    """Columns of one level that share an activation (its segments when it is segmented)."""
+
+    activation: Activation
+    cols: slice
+    segments: Segments | None
+
+    def forward(self, s: Array, out: Array) -> None:
+        """z = f(s), into `out`; both unit-major, [size, batch]."""
+        self.activation.forward(s, out, self.segments)
+
+    def vjp(self, g: Array, s: Array, z: Array, out: Array) -> None:
+        """dE/ds from dE/dz, into `out`; all unit-major, [size, batch]."""
+        self.activation.vjp(g, s, z, out, self.segments)
+
+
+@dataclass(frozen=True)
+class Block:
+    """Some columns of a level and every column feeding them.
+
+    S[:, tgt] = x[:, src_x] @ W[:split] + z[:, src_z] @ W[split:]: the rows of W that come
+    from input units are read straight from the inputs, never copied into the tables.
+    """
+
+    src_x: Columns | None
+    src_z: Columns | None
+    split: int
+    tgt: slice
+    params: Columns  # a slice of theta (one whole weight) or indices into theta + [0]
+    shape: tuple[int, int]
+    cells: Array | None = None  # gathered blocks: the flat positions holding real weights...
+    cell_params: Array | None = None  # ...and where each one lives in theta
+
+    def matrix(self, theta: Array, theta0: Array | None) -> Array:
+        if isinstance(self.params, slice):
+            return theta[self.params].reshape(self.shape)
+        assert theta0 is not None
+        return theta0[self.params]
+
+
+@dataclass(frozen=True)
+class Level:
+    cols: slice  # table columns of this level's units
+    groups: tuple[Group, ...]
+    blocks: tuple[Block, ...]
+
+
+@dataclass(frozen=True)
+class WeightGroup:
+    """Weights of one shape and one kind of source, whose gradients are computed together."""
+
+    shape: tuple[int, int]
+    weights: tuple[int, ...]
+    from_inputs: bool  # sources are input units (columns of x), else columns of z
+    src: Columns  # [E, m] column indices, or a slice when E == 1
+    tgt: Columns  # [E, n]
+    params: Columns  # [E, m*n] theta indices, or a slice when E == 1
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A compiled network: layout, levels, parameter offsets, and the loss."""
+
+    units: tuple[UnitInfo, ...]  # in the listed order
+    unit_index: dict[str, int]
+    levels: tuple[Level, ...]
+    n_inputs: int  # columns of x
+    n_cols: int  # columns of the value tables: every non-input unit
+    n_weight_params: int
+    outputs: tuple[int, ...]  # unit indices, in the order of out_cols
+    out_cols: Array
+    out_split: int  # out_cols[:out_split] have elementwise activations, the rest segmented ones
+    out_segments: Segments | None
+    loss: str
+    theta: Array = field(repr=False)  # the initial parameters: weights, then one bias per column
+    has_gathered_blocks: bool = False
+    layout: Layout | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def objective(self) -> Loss:
+        """The loss's registry entry."""
+        return LOSSES[self.loss]
+
+    @functools.cached_property
+    def weights(self) -> tuple[WeightInfo, ...]:
+        """Every weight in the listed order: built on first use (answers given as columns,
+        for thousands of weights, never need them)."""
+        assert self.layout is not None
+        return self.layout.weight_infos()
+
+    @functools.cached_property
+    def weight_groups(self) -> tuple[WeightGroup, ...]:
+        """Weights grouped for per-sample gradients: built only when those are asked for."""
+        assert self.layout is not None
+        return self.layout.weight_groups()
+
+    @property
+    def n_params(self) -> int:
+        return self.n_weight_params + self.n_cols
+
+    def bias_params(self, unit: UnitInfo) -> slice:
+        return slice(self.n_weight_params + unit.cols.start, self.n_weight_params + unit.cols.stop)
+
+    def parameter_name(self, index: int) -> str:
+        """Which weight or bias a position of theta belongs to, for error messages."""
+        for w in self.weights:
+            if w.params.start <= index < w.params.stop:
+                return f"weight {w.source}->{w.target}"
+        return f"bias of {self.unit_at(index - self.n_weight_params).id!r}"
+
+    def unit_at(self, col: int) -> UnitInfo:
+        """The non-input unit that owns a column of the value tables."""
+        return next(u for u in self.units if u.role != "input" and u.cols.start <= col < u.cols.stop)

@@ -1,0 +1,206 @@
+"""The activation and loss registries: each entry's derivatives against finite differences,
+the engine's passes generic over them, and every other list of names agreeing with them."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from typing import Any
+
+import numpy as np
+import pytest
+
+from service import engine, explain, wire
+from service.engine.activations import Activation, elementwise
+from service.engine.losses import Outputs
+from service.settings import Limits
+
+EPS = 1e-6
+CLOSE = {"rtol": 1e-6, "atol": 1e-8}
+
+
+def test_the_wire_names_exactly_the_registries_entries_in_their_order() -> None:
+    assert tuple(engine.ACTIVATIONS) == wire.ACTIVATIONS
+    assert tuple(engine.LOSSES) == wire.LOSSES
+
+
+def test_the_registries_entries_are_whole() -> None:
+    for name, activation in engine.ACTIVATIONS.items():
+        assert activation.name == name
+        assert (activation.text is None) == (activation.latex is None)
+        assert "{g}" in activation.delta_rule
+    for name, loss in engine.LOSSES.items():
+        assert loss.name == name
+        assert loss.accepts is None or set(loss.accepts) <= set(engine.ACTIVATIONS)
+        assert not loss.fused or loss.accepts is not None  # dE/ds is the pair's, so the pair is fixed
+
+
+def _segments_for(activation: Activation) -> engine.Segments | None:
+    return engine.segments([3, 2]) if activation.segmented else None
+
+
+@pytest.mark.parametrize("name", list(engine.ACTIVATIONS))
+def test_each_vjp_is_the_transposed_jacobian_times_g(name: str) -> None:
+    activation = engine.ACTIVATIONS[name]
+    seg = _segments_for(activation)
+    rng = np.random.default_rng(1)
+    s, g = rng.normal(size=(5, 4)), rng.normal(size=(5, 4))  # unit-major: 5 entries, batch 4
+    z = activation.forward(s, None, seg)
+    got = np.empty_like(s)
+    activation.vjp(g, s, z, got, seg)
+    numeric = np.empty_like(s)
+    for i, n in np.ndindex(s.shape):
+        step = np.zeros_like(s)
+        step[i, n] = EPS
+        up, down = activation.forward(s + step, None, seg), activation.forward(s - step, None, seg)
+        numeric[i, n] = ((up - down) * g).sum() / (2 * EPS)
+    np.testing.assert_allclose(got, numeric, **CLOSE)
+
+
+@pytest.mark.parametrize("name", list(engine.ACTIVATIONS))
+def test_each_derivative_is_the_jacobians_diagonal(name: str) -> None:
+    activation = engine.ACTIVATIONS[name]
+    seg = _segments_for(activation)
+    s = np.random.default_rng(2).normal(size=(5, 4))
+    got = activation.derivative(s, activation.forward(s, None, seg))
+    numeric = np.empty_like(s)
+    for i, n in np.ndindex(s.shape):
+        step = np.zeros_like(s)
+        step[i, n] = EPS
+        up, down = activation.forward(s + step, None, seg), activation.forward(s - step, None, seg)
+        numeric[i, n] = (up - down)[i, n] / (2 * EPS)
+    np.testing.assert_allclose(got, numeric, **CLOSE)
+
+
+PAIRS = [
+    (loss, activation)
+    for loss, entry in engine.LOSSES.items()
+    for activation in (entry.accepts or ["identity", "tanh", "softmax"])
+]
+
+
+@pytest.mark.parametrize(("loss", "activation"), PAIRS)
+def test_each_loss_gradient_is_the_derivative_of_its_values(loss: str, activation: str) -> None:
+    entry, act = engine.LOSSES[loss], engine.ACTIVATIONS[activation]
+    seg = engine.segments([3]) if act.segmented else None  # one output unit of size 3
+    rng = np.random.default_rng(3)
+    s = rng.normal(size=(3, 4))  # unit-major, as the tables
+    y = rng.uniform(size=(4, 3))
+    cols, split = np.arange(3), 0 if act.segmented else 3
+
+    def total(s: np.ndarray, z: np.ndarray) -> float:
+        return float(entry.values(Outputs(s, z, cols, y, split, seg)).sum())
+
+    got = entry.gradient(Outputs(s, act.forward(s, None, seg), cols, y, split, seg))
+    numeric = np.empty((4, 3))
+    for i, n in np.ndindex(s.shape):
+        step = np.zeros_like(s)
+        step[i, n] = EPS
+        if entry.fused:  # dE/ds: through the activation
+            up = total(s + step, act.forward(s + step, None, seg))
+            down = total(s - step, act.forward(s - step, None, seg))
+        else:  # dE/dz
+            z = act.forward(s, None, seg)
+            up, down = total(s, z + step), total(s, z - step)
+        numeric[n, i] = (up - down) / (2 * EPS)
+    np.testing.assert_allclose(got, numeric, **CLOSE)
+
+
+def _square(s: np.ndarray, out: np.ndarray | None = None, segments: Any = None) -> np.ndarray:
+    return np.multiply(s, s, out=out)
+
+
+def _square_derivative(s: np.ndarray, z: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    return np.multiply(s, 2.0, out=out)
+
+
+def test_a_new_activation_is_one_registry_entry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An activation the engine has never seen, registered, is compiled and differentiated like
+    the others: the passes hold no list of activations of their own."""
+    square = elementwise("square", _square, _square_derivative, "square'", r"\mathrm{sq}'")
+    monkeypatch.setitem(engine.ACTIVATIONS, "square", square)
+    units = [
+        engine.Unit("x", "input", 2, "identity"),
+        engine.Unit("h", "hidden", 3, "square", np.array([0.1, -0.2, 0.3])),
+        engine.Unit("o", "output", 1, "identity"),
+    ]
+    rng = np.random.default_rng(4)
+    w_xh, w_ho = rng.normal(size=(2, 3)), rng.normal(size=(3, 1))
+    net = engine.Network(units, engine.WeightList(["x", "h"], ["h", "o"], [w_xh, w_ho]))
+    plan = engine.compile_network(net)
+    x, y = rng.normal(size=(5, 2)), rng.normal(size=(5, 1))
+    batch = engine.bind_samples(plan, {"x": x}, {"o": y}, True)
+    assert batch.y is not None
+    values = engine.forward(plan, plan.theta, batch.x)
+    grad = engine.gradient(plan, values, engine.backward(plan, plan.theta, values, batch.y), 1.0)
+
+    def loss(theta: np.ndarray) -> float:
+        assert batch.y is not None
+        return float(engine.sample_losses(plan, engine.forward(plan, theta, batch.x), batch.y).sum())
+
+    numeric = np.array(
+        [(loss(plan.theta + e) - loss(plan.theta - e)) / (2 * EPS) for e in np.eye(plan.n_params) * EPS]
+    )
+    np.testing.assert_allclose(grad, numeric, **CLOSE)
+    h = x @ w_xh + [0.1, -0.2, 0.3]
+    np.testing.assert_allclose(values.z_of(plan.units[1]), h * h, rtol=1e-12)
+
+
+def test_engine_errors_are_located_in_the_engines_own_description() -> None:
+    net = engine.Network(
+        [
+            engine.Unit("x", "input", 1, "identity"),
+            engine.Unit("o", "output", 1, "sigmoid", np.zeros(2)),
+        ],
+        engine.WeightList(["x", "q"], ["o", "o"], [np.ones((2, 1)), 1.0]),
+        "cross_entropy",
+    )
+    with pytest.raises(engine.GraphError) as info:
+        engine.compile_network(net)
+    locs = [p.loc for p in info.value.problems]
+    assert locs == [("weights", 0, "value"), ("weights", 1), ("units", 1, "bias")]
+    assert "unknown unit(s) 'q'" in str(info.value)
+    fixed = net._replace(units=[net.units[0], net.units[1]._replace(bias=None)])
+    plan = engine.compile_network(fixed._replace(weights=engine.WeightList(["x"], ["o"], [1.0])))
+    with pytest.raises(engine.SamplesError) as samples:
+        engine.bind_samples(plan, {"x": np.ones((2, 1)), "z": np.ones((2, 1))}, {}, True)
+    assert [p.loc for p in samples.value.problems] == [("inputs", "z"), ("targets",)]
+
+
+def test_the_engine_imports_numpy_and_the_standard_library_only() -> None:
+    service_side = ("pydantic", "fastapi", "starlette", "service.wire", "service.arrays", "service.errors")
+    code = (
+        "import sys, service.engine; print(' '.join(m for m in "
+        + repr(service_side)
+        + " if m in sys.modules))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert loaded == []
+
+
+def test_explain_writes_a_hidden_softmax_rule_without_the_loss_term() -> None:
+    """The rule of a hidden unit names no loss term, whatever its activation."""
+    request = wire.ExplainRequest.model_validate(
+        {
+            "network": {
+                "units": [
+                    {"id": "x", "role": "input"},
+                    {"id": "h", "size": 2, "activation": "softmax"},
+                    {"id": "o", "role": "output"},
+                ],
+                "weights": [
+                    {"source": "x", "target": "h", "value": [[0.5, -0.5]]},
+                    {"source": "h", "target": "o", "value": [[1.0], [2.0]]},
+                ],
+            },
+            "samples": {"inputs": {"x": [1.0]}, "targets": {"o": [0.5]}},
+        }
+    )
+    with np.errstate(all="raise"):
+        body = explain.explain(request, Limits())
+    assert (
+        body["units"]["h"]["rule"] == "delta = z * (g - sum(g * z)) with g = the sum of delta_terms' values"
+    )
+    assert body["units"]["o"]["rule"] == "delta = f'(s) * (loss_term + the sum of delta_terms' values)"
