@@ -74,8 +74,9 @@ def rss_kib(pid: int, field: str = "VmRSS") -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(field + ":"):
             total += int(line.split()[1])
-    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
-        total += rss_kib(int(child), field)
+    for task in Path(f"/proc/{pid}/task").iterdir():  # children of every thread: workers start from threads
+        for child in (task / "children").read_text().split():
+            total += rss_kib(int(child), field)
     return total
 
 
