@@ -7,7 +7,7 @@ import sys
 import time
 
 from client import Client, single_units
-from service.selfcheck import chain_gradients
+from service.endpoints.selfcheck import chain_gradients
 
 
 def main(url: str) -> None:

@@ -11,7 +11,7 @@ import time
 from bench import memory, mlp, reliability, sparse, throughput
 from bench.common import load_generator, report
 from service.launcher import start_server
-from service.worker import tune_for_requests
+from service.transport.executors import tune_for_requests
 
 TARGETS = {
     "P1 gradserve / bare endpoint, time per request": 1 / 0.8,

@@ -1,4 +1,4 @@
-"""Measure the per-element constants of `service.costs` on this machine:
+"""Measure the per-element constants of `service.endpoints.costs` on this machine:
 `OPENBLAS_NUM_THREADS=1 python -m bench.calibrate`.
 
 Each figure is CPU time, the least of a few runs, on one core (the workers' BLAS runs one
@@ -17,8 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from service import engine, wire, worker
-from service.arrays import dumps
+from service import engine, wire
+from service.endpoints.arrays import dumps
+from service.transport import executors
 
 RNG = np.random.default_rng(0)
 
@@ -145,7 +146,7 @@ def parsing() -> None:
 
 
 def main() -> None:
-    worker.tune_for_requests()
+    executors.tune_for_requests()
     print("elementwise, per unit and sample (ns):")
     elementwise()
     print("matrix products:")

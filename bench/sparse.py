@@ -11,7 +11,8 @@ import numpy as np
 
 from bench.common import Samples, timed
 from client import Client
-from service import engine, requests, wire
+from service import engine, wire
+from service.endpoints import requests
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     uvicorn.run(
-        "service.app:create_app",
+        "service.http.app:create_app",
         factory=True,
         host=args.host,
         port=args.port,

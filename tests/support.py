@@ -10,8 +10,9 @@ from typing import Any
 import httpx
 import numpy as np
 
-from service import engine, requests, wire
-from service.app import create_app
+from service import engine, wire
+from service.endpoints import requests
+from service.http.app import create_app
 from service.settings import Settings
 
 

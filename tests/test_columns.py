@@ -13,8 +13,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import client
-from service import compute, gradcheck, wire
-from service.arrays import to_numpy
+from service import wire
+from service.endpoints import compute, gradcheck
+from service.endpoints.arrays import to_numpy
 from service.settings import Limits
 from tests import seed
 from tests.strategies import encode, networks
@@ -43,7 +44,7 @@ def as_columns(net: dict[str, Any], encoded: bool = False) -> dict[str, Any]:
 
 def answer(endpoint: Any, model: type[wire.WireModel], request: dict[str, Any]) -> dict[str, Any]:
     """What the service would send, parsed back from its bytes (so forms compare as JSON)."""
-    from service.arrays import dumps
+    from service.endpoints.arrays import dumps
 
     body = endpoint(model.model_validate_json(json.dumps(request)), LIMITS)
     parsed: dict[str, Any] = orjson.loads(dumps(body))
@@ -203,7 +204,7 @@ def test_columns_join_single_units_only() -> None:
 
 
 def test_explain_and_render_take_columns() -> None:
-    from service import explain, render
+    from service.endpoints import explain, render
 
     case = seed.chain()
     columns = {"network": as_columns(case.network), "samples": case.samples}

@@ -15,8 +15,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from service import costs, worker
+from service.endpoints import costs, dispatch
 from service.settings import Settings
+from service.transport import executors
 from tests.test_limits import call, chain_request, over_limit
 
 JSON = {"content-type": "application/json"}
@@ -30,7 +31,7 @@ def wide_layer(size: int, batch: int = 1, **changes: Any) -> bytes:
 
 
 def estimate(endpoint: str, body: bytes, limits: Any = None) -> costs.Estimate:
-    model = worker.ENDPOINTS[endpoint][0]
+    model = dispatch.ENDPOINTS[endpoint][0]
     request = model.model_validate_json(body)
     return costs.estimate(endpoint, request, limits or Settings().limits(), costs.BodyCounts.of(body))
 
@@ -45,8 +46,8 @@ def test_a_small_body_asking_for_a_huge_answer_is_not_computed_inline() -> None:
     assert len(body) < 400
     limits = Settings().limits()
     assert estimate("forward", body).ms > 1.0
-    assert worker.handle_inline("forward", body, limits, 1.0) is None
-    assert worker.handle_inline("forward", json.dumps(chain_request()).encode(), limits, 1.0) is not None
+    assert dispatch.handle_inline("forward", body, limits, 1.0) is None
+    assert dispatch.handle_inline("forward", json.dumps(chain_request()).encode(), limits, 1.0) is not None
 
 
 def test_a_body_of_many_objects_is_handed_on_before_it_is_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -60,11 +61,11 @@ def test_a_body_of_many_objects_is_handed_on_before_it_is_parsed(monkeypatch: py
     body = json.dumps({"network": {"units": units}, "samples": {"inputs": {"x": [1.0]}}}).encode()
     assert len(body) < 64 * 1024
     parsed: list[bytes] = []
-    real = worker.parse
-    monkeypatch.setattr(worker, "parse", lambda model, data: parsed.append(data) or real(model, data))
-    assert worker.handle_inline("forward", body, Settings().limits(), 1.0) is None
+    real = dispatch.parse
+    monkeypatch.setattr(dispatch, "parse", lambda model, data: parsed.append(data) or real(model, data))
+    assert dispatch.handle_inline("forward", body, Settings().limits(), 1.0) is None
     assert parsed == []
-    worker.handle_inline("forward", json.dumps(chain_request()).encode(), Settings().limits(), 1.0)
+    dispatch.handle_inline("forward", json.dumps(chain_request()).encode(), Settings().limits(), 1.0)
     assert len(parsed) == 1  # (the spy sees what is parsed)
 
 
@@ -101,13 +102,13 @@ def test_checking_a_wide_layer_is_refused_for_its_work_at_once() -> None:
     body = wide_layer(150_000)
     assert len(body) < 300
     started = time.monotonic()
-    reply = worker.handle("check", body, Settings(timeout_s=5).limits())
+    reply = dispatch.handle("check", body, Settings(timeout_s=5).limits())
     assert reply.status == 413, reply.content[:300]
     detail = json.loads(reply.content)["detail"]
     assert "max_work" in detail
     assert "checking 150,001 parameters runs the network twice for each" in detail
     assert time.monotonic() - started < 2  # refused, not run until the 5 s deadline
-    assert worker.handle("check", wide_layer(300), Settings().limits()).status == 200
+    assert dispatch.handle("check", wide_layer(300), Settings().limits()).status == 200
 
 
 def dense(rng: np.random.Generator, batch: int) -> dict[str, Any]:
@@ -178,7 +179,7 @@ def test_estimates_follow_the_time_each_endpoint_takes(shape: str) -> None:
     rng = np.random.default_rng(0)
     make = {"dense": dense, "singles": singles, "biases only": biases_only}[shape]
     limits = Settings().limits()
-    worker.tune_for_requests()
+    executors.tune_for_requests()
     misses = []
     for endpoint, options in OPTIONS.items():
         request = make(rng, 32)
@@ -189,7 +190,7 @@ def test_estimates_follow_the_time_each_endpoint_takes(shape: str) -> None:
         times = []
         for _ in range(3):
             start = time.process_time()
-            reply = worker.handle(endpoint, body, limits)
+            reply = dispatch.handle(endpoint, body, limits)
             times.append((time.process_time() - start) * 1e3)
         assert reply.status == 200, (endpoint, reply.content[:300])
         taken, median = min(times), statistics.median(times)
@@ -210,7 +211,8 @@ def test_estimates_follow_the_time_each_endpoint_takes(shape: str) -> None:
 MEASURE = textwrap.dedent(
     """
     import json, resource, sys, time
-    from service import worker
+    from service.endpoints import dispatch
+    from service.transport import executors
     from service.settings import Settings
 
     size = 32 * 2**20 - 4096
@@ -223,7 +225,7 @@ MEASURE = textwrap.dedent(
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     for body in (units, numbers):
         started = time.monotonic()
-        reply = worker.handle("forward", body, Settings().limits())
+        reply = dispatch.handle("forward", body, Settings().limits())
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         print(json.dumps({"status": reply.status, "detail": json.loads(reply.content)["detail"],
                           "grew": (peak - before) / len(body), "seconds": time.monotonic() - started}))
@@ -263,10 +265,10 @@ def test_counting_units_in_the_bytes_sees_keys_not_ids() -> None:
     limits = Settings(max_units=6).limits()
     body = json.dumps(request).encode()
     assert body.count(b'"id"') > 6 + 3
-    assert worker.handle("gradients", body, limits).status == 200
+    assert dispatch.handle("gradients", body, limits).status == 200
     many = {**chain_request(), "network": {"units": [{"id": f"u{k}"} for k in range(10)]}}
-    assert worker.handle("gradients", json.dumps(many).encode(), limits).status == 413
+    assert dispatch.handle("gradients", json.dumps(many).encode(), limits).status == 413
     spaced = json.dumps(many).replace('"id":', '"id" \n:').encode()
-    reply = worker.handle("gradients", spaced, limits)
+    reply = dispatch.handle("gradients", spaced, limits)
     assert reply.status == 413, reply.content
     assert b"10 unit entries" in reply.content

@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from service import wire
-from service.middleware import RequestContext
+from service.http.middleware import RequestContext
 from tests import seed
 from tests.test_explain import ladder
 

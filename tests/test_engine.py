@@ -13,7 +13,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from service import engine, requests, wire
+from service import engine, wire
+from service.endpoints import requests
 from service.engine import Plan, layout
 from service.errors import InvalidGraphError
 from tests import seed

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 
-from service import explain, gradcheck, render, wire
+from service import wire
+from service.endpoints import explain, gradcheck, render
 from service.errors import LimitExceededError
 from service.settings import Settings
 from tests import seed
@@ -206,11 +207,11 @@ def test_a_deep_chain_has_one_path_a_weight_in_the_seeds_order() -> None:
 
 
 def test_a_count_of_paths_past_64_bits_is_answered() -> None:
-    from service import worker
+    from service.endpoints import dispatch
 
     net, samples = ladder(80)  # 2**79 paths from x -> a0: over what orjson writes as an integer
     body = json.dumps({"network": net, "samples": samples, "max_paths": 2}).encode()
-    reply = worker.handle("explain", body, LIMITS)
+    reply = dispatch.handle("explain", body, LIMITS)
     assert reply.status == 200, reply.content[:300]
     answer = wire.ExplainResponse.model_validate_json(reply.content)
     assert answer.weights[0].paths_total == float(2**79)

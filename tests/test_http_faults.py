@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 from client.builders import mlp
-from service.app import create_app
+from service.http.app import create_app
 from service.launcher import Server, start_server
 from service.settings import Settings
 from tests import seed

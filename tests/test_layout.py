@@ -1,4 +1,4 @@
-"""The layered layout of /v1/render (service.layout, the same rules as the playground's)."""
+"""The layered layout of /v1/render (service.endpoints.layout, the same rules as the playground's)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from typing import Any
 
 from hypothesis import given, settings
 
-from service import layout, render, wire
+from service import wire
+from service.endpoints import layout, render
 from service.settings import Settings
 from tests import seed
 from tests.drawings import neat_like, overlap, path_points

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from service.app import create_app
+from service.http.app import create_app
 from service.settings import Settings
 from tests import seed
 from tests.support import asgi
@@ -171,10 +171,10 @@ def bad_everywhere(n: int) -> list[tuple[str, dict[str, Any]]]:
 def test_an_answer_about_many_bad_items_stays_small(what: str, request_body: dict[str, Any]) -> None:
     """A body wrong in every one of its items once cost ~900 MB of error objects per 5 MB:
     errors are now found first-per-list and at most a hundred are listed."""
-    from service import worker
+    from service.endpoints import dispatch
 
     body = json.dumps(request_body).encode()
-    reply = worker.handle("gradients", body, Settings(max_weight_elements=10**7).limits())
+    reply = dispatch.handle("gradients", body, Settings(max_weight_elements=10**7).limits())
     assert reply.status in (400, 413, 422), reply.content[:300]
     assert len(reply.content) < 20_000, (what, len(reply.content))
 

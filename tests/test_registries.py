@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from service import engine, explain, wire
+from service import engine, wire
+from service.endpoints import explain
 from service.engine.activations import Activation, elementwise
 from service.engine.losses import Outputs
 from service.settings import Limits
@@ -168,7 +169,14 @@ def test_engine_errors_are_located_in_the_engines_own_description() -> None:
 
 
 def test_the_engine_imports_numpy_and_the_standard_library_only() -> None:
-    service_side = ("pydantic", "fastapi", "starlette", "service.wire", "service.arrays", "service.errors")
+    service_side = (
+        "pydantic",
+        "fastapi",
+        "starlette",
+        "service.wire",
+        "service.endpoints.arrays",
+        "service.errors",
+    )
     code = (
         "import sys, service.engine; print(' '.join(m for m in "
         + repr(service_side)

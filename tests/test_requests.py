@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from service import requests, wire
+from service import wire
+from service.endpoints import requests
 from service.errors import MAX_LISTED, InvalidGraphError, InvalidSamplesError
 from tests import seed
 

@@ -25,11 +25,15 @@ import numpy as np
 import pytest
 
 import client
+import service.transport.shared
 from client.arrays import encode
-from service import wire, worker
+from service import wire
+from service.endpoints import dispatch
 from service.launcher import start_server
-from service.pool import WorkerDiedError
 from service.settings import Settings
+from service.transport import executors
+from service.transport.pool import WorkerDiedError
+from service.transport.shared import Segments, SharedBody, handle_shared
 from tests import seed
 from tests.strategies import ACTIVATIONS
 from tests.support import asgi, hammer, one_layer_body
@@ -143,7 +147,7 @@ def test_an_unexpected_error_is_a_generic_500_with_a_request_id(monkeypatch: pyt
     def broken(*_: Any) -> Any:
         raise RuntimeError("secret internals")
 
-    monkeypatch.setitem(worker.ENDPOINTS, "gradients", (wire.GradientsRequest, broken))
+    monkeypatch.setitem(dispatch.ENDPOINTS, "gradients", (wire.GradientsRequest, broken))
     (response,) = asgi(
         Settings(),
         ("POST", "/v1/gradients", {"json": chain_request(), "headers": {"x-request-id": "r-1"}}),
@@ -195,12 +199,14 @@ def test_a_computation_past_its_deadline_stops_with_503_and_frees_its_slot() -> 
 def test_small_computations_are_answered_inline_and_large_ones_are_handed_on() -> None:
     limits = Settings().limits()
     tiny = json.dumps(chain_request()).encode()
-    assert worker.handle_inline("gradients", tiny, limits, 1.0) == worker.handle("gradients", tiny, limits)
-    assert worker.handle_inline("sgd", json.dumps(heavy_request(epochs=20)).encode(), limits, 1.0) is None
+    assert dispatch.handle_inline("gradients", tiny, limits, 1.0) == dispatch.handle(
+        "gradients", tiny, limits
+    )
+    assert dispatch.handle_inline("sgd", json.dumps(heavy_request(epochs=20)).encode(), limits, 1.0) is None
     # many minibatches cost a pass over the levels each, however few their samples
     many = {**chain_request(), "learning_rate": 0.1, "epochs": 100, "batch_size": 1}
     many["samples"] = {"inputs": {"x": [1.5] * 50}, "targets": {"o": [0.25] * 50}}
-    assert worker.handle_inline("sgd", json.dumps(many).encode(), limits, 1.0) is None
+    assert dispatch.handle_inline("sgd", json.dumps(many).encode(), limits, 1.0) is None
     # a graph too large even to compile inline (2,550 weights: ~2.5 ms; two levels, so its
     # passes would be cheap) is handed on before it is compiled
     ins, hidden = [f"i{k}" for k in range(50)], [f"h{k}" for k in range(50)]
@@ -219,20 +225,20 @@ def test_small_computations_are_answered_inline_and_large_ones_are_handed_on() -
     }
     body = json.dumps(wide).encode()
     assert len(body) < 64 * 1024
-    assert worker.handle("gradients", body, limits).status == 200
-    assert worker.handle_inline("gradients", body, limits, 1.0) is None
+    assert dispatch.handle("gradients", body, limits).status == 200
+    assert dispatch.handle_inline("gradients", body, limits, 1.0) is None
     # a budget of 0 inlines nothing; endpoints whose cost prepare cannot foresee never are
-    assert worker.handle_inline("gradients", tiny, limits, 0.0) is None
-    assert worker.handle_inline("explain", tiny, limits, 1e9) is None
+    assert dispatch.handle_inline("gradients", tiny, limits, 0.0) is None
+    assert dispatch.handle_inline("explain", tiny, limits, 1e9) is None
 
 
 def test_a_request_over_a_limit_is_refused_inline_as_in_a_worker() -> None:
     limits = Settings(max_work=10).limits()
     tiny = json.dumps(chain_request()).encode()
-    refused = worker.handle_inline("gradients", tiny, limits, 1.0)
+    refused = dispatch.handle_inline("gradients", tiny, limits, 1.0)
     assert refused is not None
     assert refused.status == 413
-    assert refused == worker.handle("gradients", tiny, limits)
+    assert refused == dispatch.handle("gradients", tiny, limits)
 
 
 @pytest.mark.parametrize("path", ["/v1/forward", "/v1/gradients", "/v1/sgd"])
@@ -250,12 +256,12 @@ def test_an_answer_comes_back_over_a_shared_body_when_it_fits() -> None:
     batch = {"inputs": {"x": [1.5] * 300}, "targets": {"o": [0.25] * 300}}
     for request, fits in [(chain_request(include_units=False), True), (chain_request(samples=batch), False)]:
         body = json.dumps(request).encode()
-        shared = worker.Segments(keep_bytes=0).body(len(body))
+        shared = Segments(keep_bytes=0).body(len(body))
         assert shared is not None
         try:
             shared.write(body)
-            reply = worker.handle_shared("gradients", shared.shm.name, shared.size, limits)
-            expected = worker.handle("gradients", body, limits)
+            reply = handle_shared("gradients", shared.shm.name, shared.size, limits)
+            expected = dispatch.handle("gradients", body, limits)
             if fits:
                 assert reply.in_shared == len(expected.content) <= shared.shm.size
                 assert bytes(shared.view[: reply.in_shared]) == expected.content
@@ -266,21 +272,21 @@ def test_an_answer_comes_back_over_a_shared_body_when_it_fits() -> None:
             shared.release()
 
 
-def room(segments: worker.Segments, size: int) -> worker.SharedBody:
+def room(segments: Segments, size: int) -> SharedBody:
     body = segments.body(size)
     assert body is not None
     return body
 
 
 def test_large_bodies_reuse_kept_segments_within_a_bound() -> None:
-    assert [worker.Segments.size_class(n) for n in (1, 4096, 4097, 3_000_000, 2_950_000)] == [
+    assert [Segments.size_class(n) for n in (1, 4096, 4097, 3_000_000, 2_950_000)] == [
         4096,
         4096,
         8192,
         3_145_728,
         3_145_728,  # steps of 4 KiB, ..., 256 KiB from 2 MiB to 4 MiB
     ]
-    segments = worker.Segments(keep_bytes=6 << 20)
+    segments = Segments(keep_bytes=6 << 20)
     first = room(segments, 3_000_000)
     name = first.shm.name
     first.write(b"x" * 3_000_000)
@@ -305,7 +311,7 @@ def test_with_no_room_in_dev_shm_a_large_body_is_read_into_memory(monkeypatch: p
     range is reserved before it is written, and when that fails nothing is written, the kept
     segments are dropped to make room, and at worst what arrived is read into memory and the
     body takes the pipe."""
-    segments = worker.Segments(keep_bytes=8 << 20)
+    segments = Segments(keep_bytes=8 << 20)
     kept = room(segments, 3_000_000)
     kept.release()
 
@@ -331,7 +337,7 @@ def test_with_no_room_in_dev_shm_a_large_body_is_read_into_memory(monkeypatch: p
     def no_shm(*args: Any, **kwargs: Any) -> None:
         raise FileNotFoundError(errno.ENOENT, "No such file or directory: '/dev/shm'")
 
-    monkeypatch.setattr(worker, "SharedMemory", no_shm)
+    monkeypatch.setattr(service.transport.shared, "SharedMemory", no_shm)
     assert segments.body(5_000_000) is None  # no /dev/shm at all: the pipe too
     (answer,) = asgi(isolated, ("POST", "/v1/gradients", {"content": body, "headers": JSON}))
     assert answer.status_code == 422  # through the pipe: the unknown field "pad", named
@@ -362,7 +368,7 @@ def test_a_segment_a_worker_may_still_use_is_never_handed_on() -> None:
     answer into the segment: kept for the next body, that answer would land in another request."""
 
     async def go() -> tuple[str, list[str]]:
-        executor = worker.ProcessExecutor(1, 10)
+        executor = executors.ProcessExecutor(1, 10)
         try:
             assert executor.segments is not None
             body = room(executor.segments, 2 << 20)
@@ -384,7 +390,7 @@ def test_a_segment_a_worker_may_still_use_is_never_handed_on() -> None:
 
 def test_workers_are_set_up_for_requests() -> None:
     async def go() -> tuple[Any, Any]:
-        executor = worker.ProcessExecutor(1, 10)
+        executor = executors.ProcessExecutor(1, 10)
         try:
             assert await executor.start()
             return await executor.pool.call(gc.get_threshold), await executor.pool.call(os.nice, 0)
@@ -403,7 +409,7 @@ def test_the_worker_pool_leaves_the_environment_as_it_found_it(monkeypatch: pyte
     # of the next server: 6 answers in 8 s instead of 51).
     monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
-    pool = worker.ProcessExecutor(1, 10)
+    pool = executors.ProcessExecutor(1, 10)
     assert os.environ["OPENBLAS_NUM_THREADS"] == str(os.cpu_count())
     assert os.environ["OMP_NUM_THREADS"] == "3"  # the operator's choice stands
     pool.stop()
@@ -577,7 +583,7 @@ def test_memory_stays_flat_over_200_max_size_requests() -> None:
 def test_a_dead_worker_costs_one_request_and_the_pool_comes_back() -> None:
     import os
 
-    from service.worker import ProcessExecutor
+    from service.transport.executors import ProcessExecutor
 
     async def go() -> tuple[int, int, int]:
         executor = ProcessExecutor(size=1, max_tasks=100)

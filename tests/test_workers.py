@@ -24,10 +24,10 @@ import pytest
 
 import client
 from client.arrays import encode
-from service import worker
 from service.errors import WorkerLostError
 from service.launcher import Server, start_server
 from service.settings import Settings
+from service.transport import executors
 from tests import seed
 
 LIMITS = Settings().limits()
@@ -175,7 +175,7 @@ def run_executor(test: Any, size: int = 1, max_tasks: int = 100) -> Any:
     """`await test(executor)` with a started ProcessExecutor, stopped afterwards."""
 
     async def go() -> Any:
-        executor = worker.ProcessExecutor(size, max_tasks)
+        executor = executors.ProcessExecutor(size, max_tasks)
         try:
             assert await executor.start()
             return await test(executor)
@@ -187,7 +187,7 @@ def run_executor(test: Any, size: int = 1, max_tasks: int = 100) -> Any:
 
 @pytest.mark.chaos
 def test_cancelling_run_stops_the_computation_and_frees_the_worker(caplog: pytest.LogCaptureFixture) -> None:
-    async def test(executor: worker.ProcessExecutor) -> tuple[float, bool, int]:
+    async def test(executor: executors.ProcessExecutor) -> tuple[float, bool, int]:
         (pid,) = worker_pids(os.getpid())
         task = asyncio.ensure_future(executor.run("sgd", long_sgd(), LIMITS))
         await asyncio.to_thread(wait_until_computing, [pid])
@@ -211,7 +211,7 @@ def test_cancelling_run_stops_the_computation_and_frees_the_worker(caplog: pytes
 
 @pytest.mark.chaos
 def test_stop_does_not_wait_for_a_running_computation() -> None:
-    async def test(executor: worker.ProcessExecutor) -> tuple[float, BaseException | None, list[int]]:
+    async def test(executor: executors.ProcessExecutor) -> tuple[float, BaseException | None, list[int]]:
         pids = worker_pids(os.getpid())
         task = asyncio.ensure_future(executor.run("sgd", long_sgd(), LIMITS))
         await asyncio.to_thread(wait_until_computing, pids)
@@ -229,7 +229,7 @@ def test_stop_does_not_wait_for_a_running_computation() -> None:
 
 
 def test_workers_are_recycled_after_max_tasks_without_failing_a_request() -> None:
-    async def test(executor: worker.ProcessExecutor) -> tuple[list[int], list[int], Any]:
+    async def test(executor: executors.ProcessExecutor) -> tuple[list[int], list[int], Any]:
         # The recycled worker serves on while its successor starts, then hands over.
         statuses, pids = [], [await executor.pool.call(os.getpid)]
         deadline = time.monotonic() + 60
@@ -248,7 +248,7 @@ def test_workers_are_recycled_after_max_tasks_without_failing_a_request() -> Non
 
 
 def test_an_exception_in_a_worker_reaches_the_caller_and_keeps_the_worker() -> None:
-    async def test(executor: worker.ProcessExecutor) -> tuple[int, int, Any]:
+    async def test(executor: executors.ProcessExecutor) -> tuple[int, int, Any]:
         before = await executor.pool.call(os.getpid)
         with pytest.raises(ZeroDivisionError):
             await executor.pool.call(divmod, 1, 0)

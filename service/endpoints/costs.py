@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from service import wire
-from service.compute import limit
+from service.endpoints.compute import limit
 from service.errors import LimitExceededError
 from service.settings import Limits
 

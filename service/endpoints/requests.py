@@ -12,7 +12,7 @@ from typing import Any, NoReturn
 import numpy as np
 
 from service import engine, wire
-from service.arrays import to_numpy
+from service.endpoints.arrays import to_numpy
 from service.engine import Batch, EngineError, Plan
 from service.errors import (
     DeadlineExceededError,

@@ -2,7 +2,7 @@
 
 The engine works on flat tables; this module checks the limits, runs the engine, refuses
 results that overflowed, and cuts the tables back into the per-unit, per-weight form of the
-wire. Response bodies hold NumPy arrays, which `service.arrays.dumps` serialises.
+wire. Response bodies hold NumPy arrays, which `service.endpoints.arrays.dumps` serialises.
 """
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from service import engine, requests, wire
-from service.arrays import encoded
+from service import engine, wire
+from service.endpoints import requests
+from service.endpoints.arrays import encoded
 from service.engine import Batch, Plan, Values
 from service.errors import LimitExceededError, NonFiniteResultError, echoed
 from service.settings import Limits
@@ -41,7 +42,7 @@ def prepare(
     """Compile the network and bind the samples, refusing whatever is over a limit.
 
     `passes` counts passes over the whole batch, for a floor under the work limit (the request's
-    whole cost is estimated, and limited, by `service.costs` before it gets here).
+    whole cost is estimated, and limited, by `service.endpoints.costs` before it gets here).
     """
     limit(limits, "max_units", len(net.units), "the number of unit entries")
     neurons = sum(u.size for u in net.units)

@@ -12,8 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from service import compute, engine, wire
-from service.arrays import ensure_finite, to_numpy
+from service import engine, wire
+from service.endpoints import compute
+from service.endpoints.arrays import ensure_finite, to_numpy
 from service.engine import Batch, Plan
 from service.errors import InvalidRequestError, issue, raise_collected
 from service.settings import Limits

@@ -16,12 +16,17 @@ from pydantic.json_schema import models_json_schema
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp
 
-from service import __version__, pages, problems, wire
-from service.api import REQUEST_MODELS, ComputeRoutes, Inflight, Shutdown, compute_docs, health, router
+from service import __version__, pages, wire
 from service.errors import ProblemError
-from service.middleware import Abortable, ApiKeyAuth, RequestContext, SendTimeout
+from service.http import problems
+from service.http.admission import Inflight
+from service.http.info import health, router
+from service.http.middleware import Abortable, ApiKeyAuth, RequestContext, SendTimeout
+from service.http.openapi import REQUEST_MODELS, compute_docs
+from service.http.routes import ComputeRoutes
+from service.http.shutdown import Shutdown
 from service.settings import Settings, get_settings
-from service.worker import make_executor, tune_for_requests
+from service.transport.executors import make_executor, tune_for_requests
 
 log = logging.getLogger("gradserve")
 

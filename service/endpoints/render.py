@@ -1,6 +1,6 @@
 """/v1/render: the network as a picture (SVG) or as Graphviz DOT.
 
-Units are laid out in layers (service.layout, the playground's rules), inputs on the left and the
+Units are laid out in layers (service.endpoints.layout, the playground's rules), inputs on the left and the
 outputs that feed nothing on the right, so every weight runs left to right; a long edge runs
 through slots of its own, never behind a unit it does not join, and no label covers another.
 An edge's colour is the sign and its thickness the magnitude of its weight (or, with
@@ -18,7 +18,8 @@ from xml.sax.saxutils import escape, quoteattr
 
 import numpy as np
 
-from service import compute, engine, layout, requests, wire
+from service import engine, wire
+from service.endpoints import compute, layout, requests
 from service.engine import UnitInfo
 from service.errors import InvalidRequestError
 from service.settings import Limits
@@ -84,7 +85,7 @@ class Drawing:
     units: list[UnitInfo]
     position: dict[str, tuple[float, float]]
     edges: list[Edge]
-    routes: list[list[layout.Point]]  # each edge's route, as service.layout draws it
+    routes: list[list[layout.Point]]  # each edge's route, as service.endpoints.layout draws it
     z: dict[str, np.ndarray]  # the first sample's z, when samples were given
     width: float
     height: float

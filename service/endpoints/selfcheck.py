@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 
-from service import engine, requests, wire
+from service import engine, wire
+from service.endpoints import requests
 
 
 def chain_network(w_xj: float = 0.5, w_jk: float = -0.3, w_ko: float = 0.8) -> wire.Network:

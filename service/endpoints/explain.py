@@ -18,7 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from service import compute, engine, wire
+from service import engine, wire
+from service.endpoints import compute
 from service.engine import Plan, UnitInfo
 from service.errors import InvalidRequestError, LimitExceededError, NonFiniteResultError, echoed, issue
 from service.settings import Limits

@@ -1,0 +1,187 @@
+"""Admission control: a body read within its limits, the bytes held in flight, and a computation slot."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.datastructures import Headers
+from starlette.types import Receive, Scope
+
+from service.errors import (
+    BodyTooLargeError,
+    LimitExceededError,
+    OverloadedError,
+    RequestTimeoutError,
+)
+from service.settings import Limits, Settings
+from service.transport.executors import Executor
+from service.transport.shared import Body, SharedBody
+
+
+class ClientGoneError(Exception):
+    """The client disconnected before it was answered: there is no one to answer."""
+
+
+class Inflight:
+    """The bytes of request bodies (counted as they arrive, while they wait and compute) and of
+    answers not yet sent, held at once, against a limit: bodies are read before a computation
+    slot is free, and answers wait for their clients to read them, so without one, many
+    clients posting large bodies, or not reading large answers, could fill the server's memory."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.held = limit, 0
+        self._freed = asyncio.Event()
+
+    def could_fit(self, size: int) -> None:
+        """A 413 for a body larger than all that may be held at once: waiting would not help."""
+        if size > self.limit:
+            raise LimitExceededError(
+                f"the body is {size:,} bytes, over max_inflight_bytes = {self.limit:,}, the bytes of "
+                "bodies the server holds at once (set by GRADSERVE_MAX_INFLIGHT_BYTES)"
+            )
+
+    def take(self, size: int) -> None:
+        """Hold `size` more bytes of a body, or a 503 when that would pass the limit."""
+        if self.held + size > self.limit:
+            raise OverloadedError(
+                f"the server holds {self.held:,} bytes of requests and answers and this body would "
+                f"pass max_inflight_bytes = {self.limit:,} (set by GRADSERVE_MAX_INFLIGHT_BYTES); "
+                "try again shortly",
+                headers={"retry-after": "1"},
+            )
+        self.held += size
+
+    def hold(self, size: int) -> None:
+        """Hold an answer's bytes, even past the limit: they exist already, and sending them is
+        how they go (bodies arriving meanwhile find the limit passed, and get a 503)."""
+        self.held += size
+
+    def give(self, size: int) -> None:
+        self.held -= size
+        self._freed.set()
+
+    async def room(self) -> None:
+        """Once what is held is within the limit: a computation starts only then, so that answers
+        waiting for clients that do not read them hold back the next computations, not pile up."""
+        while self.held > self.limit:
+            self._freed.clear()
+            await self._freed.wait()
+
+
+@asynccontextmanager
+async def receive_body(
+    scope: Scope, receive: Receive, limits: Limits, executor: Executor, inflight: Inflight
+) -> AsyncIterator[Body]:
+    """The request body, refused with 413 as soon as it passes the size limit, with 408 if it
+    has not all arrived within `body_timeout_s`, and held against the in-flight limit as it
+    arrives (503 when that is full) until the request is answered.
+
+    A large one with a Content-Length goes into shared memory for a worker process, each chunk's
+    room reserved as it arrives; when /dev/shm has no room left, what has arrived is copied out
+    and the rest is read in here.
+    """
+    limit = limits.max_body_bytes
+    declared = Headers(scope=scope).get("content-length", "")
+    length = int(declared) if declared.isdigit() else None
+    if length is not None:
+        if length > limit:
+            raise BodyTooLargeError(_too_large(length, limit))
+        inflight.could_fit(length)
+    held = 0
+    shared = None
+    if length is not None and length >= SharedBody.MIN_SIZE and executor.segments is not None:
+        shared = executor.segments.body(length)
+    try:
+        chunks, size = [], 0
+        try:
+            async with asyncio.timeout(limits.body_timeout_s):
+                async for chunk in _chunks(receive):
+                    size += len(chunk)
+                    if size > limit:
+                        raise BodyTooLargeError(_too_large(size, limit, at_least=True))
+                    inflight.could_fit(size)
+                    inflight.take(len(chunk))
+                    held += len(chunk)
+                    if shared is not None and _written(shared, chunk, executor):
+                        continue
+                    if shared is not None:  # no room in /dev/shm: read the body in here
+                        chunks.append(shared.to_memory())
+                        shared = None
+                    chunks.append(chunk)
+        except TimeoutError:
+            raise RequestTimeoutError(
+                f"the body had not all arrived after {limits.body_timeout_s:g} s "
+                f"({size:,} of {f'{length:,}' if length is not None else 'an unknown number of'} "
+                "bytes; GRADSERVE_BODY_TIMEOUT_S)",
+                headers={"connection": "close"},
+            ) from None
+        if shared is not None:
+            yield shared
+        else:
+            yield chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    finally:
+        if shared is not None:
+            shared.release()
+        inflight.give(held)
+
+
+def _written(shared: SharedBody, chunk: bytes, executor: Executor) -> bool:
+    """Whether `chunk` went into shared memory (after dropping idle segments if need be)."""
+    for _ in range(2):
+        try:
+            shared.write(chunk)
+            return True
+        except OSError:  # ENOSPC: /dev/shm is full
+            if executor.segments is None or not executor.segments.make_room():
+                return False
+    return False
+
+
+async def _chunks(receive: Receive) -> AsyncIterator[bytes]:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGoneError
+        yield message.get("body", b"")
+        if not message.get("more_body", False):
+            return
+
+
+def _too_large(size: int, limit: int, at_least: bool = False) -> str:
+    return (
+        f"the body is {'over ' if at_least else ''}{size:,} bytes, over the limit "
+        f"max_body_bytes = {limit:,} (set by GRADSERVE_MAX_BODY_BYTES)"
+    )
+
+
+@asynccontextmanager
+async def computation_slot(
+    slots: asyncio.Semaphore, inflight: Inflight, settings: Settings
+) -> AsyncIterator[None]:
+    """One of the `max_concurrent` computation slots, once one is free and the bytes held are
+    within max_inflight_bytes (a 503 if not soon)."""
+    acquired = False
+    try:
+        async with asyncio.timeout(settings.queue_timeout_s):
+            await slots.acquire()
+            acquired = True
+            await inflight.room()
+    except TimeoutError:
+        if acquired:
+            slots.release()
+        busy = (
+            f"all {settings.max_concurrent} computation slots stayed busy"
+            if not acquired
+            else f"answers not yet read held over max_inflight_bytes = {inflight.limit:,}"
+        )
+        raise OverloadedError(
+            f"{busy} for {settings.queue_timeout_s:g} s (GRADSERVE_MAX_CONCURRENT, "
+            "GRADSERVE_MAX_INFLIGHT_BYTES, GRADSERVE_QUEUE_TIMEOUT_S); try again shortly",
+            headers={"retry-after": "1"},
+        ) from None
+    try:
+        yield
+    finally:
+        slots.release()

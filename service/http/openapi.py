@@ -1,0 +1,84 @@
+"""The OpenAPI description of the compute endpoints, which FastAPI does not serve."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import Query
+from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
+from pydantic import BaseModel
+
+from service import wire
+from service.http.routes import COMPUTE
+
+
+def problem_doc(description: str) -> dict[str, Any]:
+    ref = {"$ref": "#/components/schemas/Problem"}
+    return {"description": description, "content": {"application/problem+json": {"schema": ref}}}
+
+
+AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: problem_doc("An API key is configured and the request did not carry it"),
+    500: problem_doc("An unexpected error (the body carries a request id to report)"),
+}
+COMPUTE_ERRORS: dict[int | str, dict[str, Any]] = {
+    **AUTH_ERRORS,
+    400: problem_doc("The body is not JSON"),
+    408: problem_doc("The body did not all arrive within GRADSERVE_BODY_TIMEOUT_S"),
+    413: problem_doc("The body or the work it asks for is over a configured limit"),
+    415: problem_doc("The Content-Type is not application/json"),
+    422: problem_doc("The request, the network or the samples are not valid, or the result overflowed"),
+    503: problem_doc(
+        "Every computation slot is busy, or the server is shutting down (both with Retry-After), "
+        "or the computation ran out of time"
+    ),
+}
+RENDERED: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The network drawn: SVG, or Graphviz DOT with format=dot",
+        "content": {
+            "image/svg+xml": {"schema": {"type": "string"}},
+            "text/vnd.graphviz": {"schema": {"type": "string"}},
+        },
+    },
+}
+
+#: models the compute routes parse themselves, so FastAPI does not see them: added to the document
+REQUEST_MODELS: tuple[type[BaseModel], ...] = (*(c.request for c in COMPUTE.values()), wire.Problem)
+
+
+# Never called: the signatures of the compute routes (render's has a query parameter), for
+# the OpenAPI document. (No docstrings: FastAPI would publish them as descriptions.)
+def _served_by_compute_routes() -> None:
+    pass
+
+
+def _render_served_by_compute_routes(format: Literal["svg", "dot"] = Query("svg")) -> None:
+    pass
+
+
+def compute_docs() -> list[APIRoute]:
+    """The compute endpoints as FastAPI routes, to describe them; they are not mounted."""
+    ref = {"$ref": "#/components/schemas/{}"}
+    return [
+        APIRoute(
+            path,
+            _served_by_compute_routes if c.response else _render_served_by_compute_routes,
+            methods=["POST"],
+            name=c.name,
+            summary=c.summary,
+            response_model=c.response,
+            response_class=JSONResponse if c.response else Response,
+            responses={**COMPUTE_ERRORS, **({} if c.response else RENDERED)},
+            openapi_extra={
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {"schema": {"$ref": ref["$ref"].format(c.request.__name__)}}
+                    },
+                }
+            },
+        )
+        for path, c in COMPUTE.items()
+    ]

@@ -1,0 +1,221 @@
+"""The HTTP routes: thin.
+
+The compute endpoints are served by `ComputeRoutes`, plain ASGI: read the body (refusing it
+past the size limit), then either compute it on the spot (a small request estimated to take
+under `GRADSERVE_INLINE_MS`) or wait for a computation slot and hand the bytes to the executor,
+which parses, computes and serialises away from the event loop (in worker processes by
+default). FastAPI's per-request machinery (dependencies, request objects) cost more than the
+chain x -> j -> k -> o takes to compute: a bare validating endpoint answered 6,200 requests/s as a FastAPI
+route and 15,500 as plain ASGI. FastAPI still describes them in the OpenAPI document
+(`compute_docs`), and serves everything else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs
+
+from pydantic import BaseModel
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from service import wire
+from service.endpoints import dispatch
+from service.endpoints.dispatch import Reply
+from service.errors import (
+    InvalidRequestError,
+    MethodNotAllowedError,
+    ProblemError,
+    UnsupportedMediaTypeError,
+)
+from service.http.admission import ClientGoneError, Inflight, computation_slot, receive_body
+from service.http.shutdown import Shutdown
+from service.settings import Settings
+from service.transport.executors import Executor
+from service.transport.shared import Body
+
+# ---------------------------------------------------------------- the compute endpoints
+
+
+@dataclass(frozen=True)
+class Compute:
+    """A compute endpoint: POST /v1/<name>, answered by `dispatch.handle(name, ...)`."""
+
+    name: str
+    request: type[BaseModel]
+    response: type[BaseModel] | None  # None: not JSON (render)
+    summary: str
+
+
+COMPUTE: dict[str, Compute] = {
+    f"/v1/{c.name}": c
+    for c in (
+        Compute(
+            "forward",
+            wire.ForwardRequest,
+            wire.ForwardResponse,
+            "Every unit's s and z for a batch, and the loss when targets are given",
+        ),
+        Compute(
+            "gradients",
+            wire.GradientsRequest,
+            wire.GradientsResponse,
+            "The loss's gradient with respect to every weight and bias",
+        ),
+        Compute("sgd", wire.SgdRequest, wire.SgdResponse, "Train the network with SGD and return it updated"),
+        Compute(
+            "explain",
+            wire.ExplainRequest,
+            wire.ExplainResponse,
+            "Why each gradient has its value: deltas, their terms, and the paths to the outputs",
+        ),
+        Compute(
+            "check",
+            wire.CheckRequest,
+            wire.CheckResponse,
+            "Gradients (the service's, or yours) checked by central finite differences",
+        ),
+        Compute(
+            "render",
+            wire.RenderRequest,
+            None,
+            "A picture of the network, its edges coloured and sized by weight or gradient",
+        ),
+    )
+}
+
+#: bodies up to this size may be computed inline (their parse, at worst ~1 ms, runs on the loop)
+INLINE_MAX_BYTES = 64 * 1024
+
+#: answers go out in pieces of this size, so that uvicorn's flow control holds the next piece
+#: back until the client has read the last: a client that does not read holds one piece in the
+#: transport, never a copy of the whole answer
+SEND_CHUNK = 256 * 1024
+
+
+class ComputeRoutes:
+    """ASGI middleware that answers POST /v1/<compute endpoint> and passes the rest on."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        route = COMPUTE.get(scope["path"]) if scope["type"] == "http" else None
+        if route is None:
+            await self.app(scope, receive, send)
+            return
+        state = scope["app"].state
+        shutdown: Shutdown = state.shutdown
+        task = asyncio.current_task()
+        assert task is not None
+        shutdown.tasks.add(task)
+        try:
+            if scope["method"] != "POST":
+                raise MethodNotAllowedError(scope["path"], ["POST"])
+            _check_media_type(scope)
+            shutdown.refuse_new()
+            reply = await _answer(scope, receive, _endpoint(route, scope))
+        except ProblemError as exc:
+            reply = dispatch.problem_reply(exc)
+        except ClientGoneError:
+            return
+        except asyncio.CancelledError:
+            if not shutdown.draining or task.uncancel() > 0:  # not (only) the drain's cancel
+                raise
+            reply = dispatch.problem_reply(shutdown.problem())
+        finally:
+            shutdown.tasks.discard(task)
+        await _send_reply(reply, send, state.inflight)
+
+
+def _check_media_type(scope: Scope) -> None:
+    """A compute body is JSON, said so by its Content-Type: a 415 otherwise (a web page can
+    post text/plain or a form to a local server without asking it first)."""
+    given = Headers(scope=scope).get("content-type")
+    media = (given or "").partition(";")[0].strip().lower()
+    if media == "application/json":
+        return
+    if media == "application/octet-stream":
+        raise UnsupportedMediaTypeError(
+            "binary arrays (application/octet-stream) are not supported yet: send the request as "
+            "application/json"
+        )
+    said = f"is {given[:60]!r}" if given is not None else "is missing"
+    raise UnsupportedMediaTypeError(f"the body must be application/json; its Content-Type {said}")
+
+
+async def _send_reply(reply: Reply, send: Send, inflight: Inflight) -> None:
+    """Send an answer, its bytes held against the in-flight limit until they have gone."""
+    content = reply.content
+    headers = [
+        (b"content-type", reply.media_type.encode()),
+        (b"content-length", str(len(content)).encode()),
+        *((k.encode(), v.encode()) for k, v in reply.headers.items()),
+    ]
+    inflight.hold(len(content))
+    try:
+        await send({"type": "http.response.start", "status": reply.status, "headers": headers})
+        if len(content) <= SEND_CHUNK:
+            await send({"type": "http.response.body", "body": content})
+            return
+        for at in range(0, len(content), SEND_CHUNK):
+            end = at + SEND_CHUNK
+            more = end < len(content)
+            await send({"type": "http.response.body", "body": content[at:end], "more_body": more})
+    finally:
+        inflight.give(len(content))
+
+
+def _endpoint(route: Compute, scope: Scope) -> str:
+    """The worker's endpoint: render's depends on ?format=svg|dot."""
+    if route.name != "render":
+        return route.name
+    formats = parse_qs(scope["query_string"].decode("latin-1")).get("format", ["svg"])
+    if formats[-1] not in ("svg", "dot"):
+        raise InvalidRequestError(f"format: Input should be 'svg' or 'dot', not {formats[-1][:40]!r}")
+    return "render.dot" if formats[-1] == "dot" else "render"
+
+
+async def _answer(scope: Scope, receive: Receive, endpoint: str) -> Reply:
+    state = scope["app"].state
+    settings: Settings = state.settings
+    async with receive_body(scope, receive, settings, state.executor, state.inflight) as body:
+        if isinstance(body, bytes) and len(body) <= INLINE_MAX_BYTES and settings.inline_ms > 0:
+            reply = dispatch.handle_inline(endpoint, body, state.limits, settings.inline_ms)
+            if reply is not None:
+                return reply
+        return await _unless_gone(receive, _computed(state, settings, endpoint, body))
+
+
+async def _computed(state: Any, settings: Settings, endpoint: str, body: Body) -> Reply:
+    async with computation_slot(state.slots, state.inflight, settings):
+        executor: Executor = state.executor
+        return await executor.run(endpoint, body, state.limits)
+
+
+async def _unless_gone(receive: Receive, work: Coroutine[Any, Any, Reply]) -> Reply:
+    """`work`'s reply; but if the client hangs up first, `work` is cancelled (which stops its
+    computation and frees its slot) and ClientGoneError raised.
+
+    The whole body has been read, so the next thing `receive` says is http.disconnect: when
+    the client goes, or once the answer has been sent.
+    """
+    job = asyncio.ensure_future(work)
+    gone = asyncio.ensure_future(_disconnect(receive))
+    try:
+        await asyncio.wait((job, gone), return_when=asyncio.FIRST_COMPLETED)
+        if job.done():
+            return job.result()
+        raise ClientGoneError
+    finally:
+        gone.cancel()
+        job.cancel()
+        await asyncio.wait((job, gone))  # (the slot given back, the worker told, before going on)
+
+
+async def _disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
