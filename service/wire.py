@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import types
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import (
@@ -481,6 +482,66 @@ class Problem(ResponseModel):
     detail: str
     errors: list[ErrorItem] | None = None
     request_id: str | None = None
+
+
+# ---------------------------------------------------------------- the compute endpoints
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A compute endpoint as the wire sees it: POST `path` with a `request` body, answered with
+    a `response` body (None: not JSON, but one of `media_types`)."""
+
+    name: str
+    request: type[WireModel]
+    response: type[ResponseModel] | None
+    summary: str
+    media_types: tuple[str, ...] = ("application/json",)
+
+    @property
+    def path(self) -> str:
+        return f"/v1/{self.name}"
+
+
+#: every compute endpoint, by name: the service's routes, dispatch and OpenAPI description read
+#: it (through service.endpoints.table, which adds what runs each one)
+ENDPOINTS: dict[str, Endpoint] = {
+    e.name: e
+    for e in (
+        Endpoint(
+            "forward",
+            ForwardRequest,
+            ForwardResponse,
+            "Every unit's s and z for a batch, and the loss when targets are given",
+        ),
+        Endpoint(
+            "gradients",
+            GradientsRequest,
+            GradientsResponse,
+            "The loss's gradient with respect to every weight and bias",
+        ),
+        Endpoint("sgd", SgdRequest, SgdResponse, "Train the network with SGD and return it updated"),
+        Endpoint(
+            "explain",
+            ExplainRequest,
+            ExplainResponse,
+            "Why each gradient has its value: deltas, their terms, and the paths to the outputs",
+        ),
+        Endpoint(
+            "check",
+            CheckRequest,
+            CheckResponse,
+            "Gradients (the service's, or yours) checked by central finite differences",
+        ),
+        Endpoint(
+            "render",
+            RenderRequest,
+            None,
+            "A picture of the network, its edges coloured and sized by weight or gradient",
+            ("image/svg+xml", "text/vnd.graphviz"),
+        ),
+    )
+}
 
 
 # ---------------------------------------------------------------- where an error is

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from service.endpoints import costs, dispatch
+from service.endpoints import costs, dispatch, table
 from service.settings import Settings
 from service.transport import executors
 from tests.test_limits import call, chain_request, over_limit
@@ -31,9 +31,9 @@ def wide_layer(size: int, batch: int = 1, **changes: Any) -> bytes:
 
 
 def estimate(endpoint: str, body: bytes, limits: Any = None) -> costs.Estimate:
-    model = dispatch.ENDPOINTS[endpoint][0]
-    request = model.model_validate_json(body)
-    return costs.estimate(endpoint, request, limits or Settings().limits(), costs.BodyCounts.of(body))
+    handler = table.HANDLERS[endpoint]
+    request = handler.wire.request.model_validate_json(body)
+    return costs.estimate(handler.cost, request, limits or Settings().limits(), costs.BodyCounts.of(body))
 
 
 # ---------------------------------------------------------------- inline, or in a worker

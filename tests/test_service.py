@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import gc
 import json
@@ -27,8 +28,7 @@ import pytest
 import client
 import service.transport.shared
 from client.arrays import encode
-from service import wire
-from service.endpoints import dispatch
+from service.endpoints import dispatch, table
 from service.launcher import start_server
 from service.settings import Settings
 from service.transport import executors
@@ -147,7 +147,9 @@ def test_an_unexpected_error_is_a_generic_500_with_a_request_id(monkeypatch: pyt
     def broken(*_: Any) -> Any:
         raise RuntimeError("secret internals")
 
-    monkeypatch.setitem(dispatch.ENDPOINTS, "gradients", (wire.GradientsRequest, broken))
+    monkeypatch.setitem(
+        table.HANDLERS, "gradients", dataclasses.replace(table.HANDLERS["gradients"], run=broken)
+    )
     (response,) = asgi(
         Settings(),
         ("POST", "/v1/gradients", {"json": chain_request(), "headers": {"x-request-id": "r-1"}}),

@@ -324,6 +324,10 @@ class Computation:
     answer: Answer
 
 
+#: an endpoint's estimate of what it computes (one per endpoint, below; service.endpoints.table)
+Estimator = Callable[[Any, Shape, Limits], Computation]
+
+
 def _unit_tables(s: Shape, tables: int) -> Answer:
     """Every unit's values for the batch: z of the inputs, `tables` tables ([batch, size]) of the others."""
     numbers = s.batch * (s.input_neurons + tables * s.neurons)
@@ -406,22 +410,13 @@ def render(req: wire.RenderRequest, s: Shape, limits: Limits) -> Computation:
     return Computation(data, steps, Answer(0, 0, other_bytes=drawn * DRAW_BYTES))
 
 
-ESTIMATORS: dict[str, Callable[[Any, Shape, Limits], Computation]] = {
-    "forward": forward,
-    "gradients": gradients,
-    "sgd": sgd,
-    "explain": explain,
-    "check": check,
-    "render": render,
-    "render.dot": render,
-}
-
-
-def estimate(endpoint: str, request: Any, limits: Limits, counts: BodyCounts | None = None) -> Estimate:
+def estimate(
+    computation: Estimator, request: Any, limits: Limits, counts: BodyCounts | None = None
+) -> Estimate:
     """The request's whole estimated cost: the parse (when its body's counts are given), the
-    compile, the computation and its answer."""
+    compile, the `computation` (its endpoint's estimator) and its answer."""
     shape = shape_of(request.network, request.samples)
-    done = ESTIMATORS[endpoint](request, shape, limits)
+    done = computation(request, shape, limits)
     encoding: wire.ArrayEncoding = getattr(request, "array_encoding", "list")
     ns = (
         REQUEST_NS

@@ -4,18 +4,17 @@ process, a thread, or inline on the event loop for a small request."""
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
-from typing import Any, NamedTuple, TypeVar
+from typing import NamedTuple, TypeVar
 
 import numpy as np
 import orjson
 from pydantic import BaseModel, ValidationError
 
 from service import wire
-from service.endpoints import compute, costs, explain, gradcheck, render, requests
+from service.endpoints import costs, requests
 from service.endpoints.arrays import dumps
 from service.endpoints.render import Document
+from service.endpoints.table import HANDLERS
 from service.errors import ProblemError, schema_problem
 from service.settings import Limits
 
@@ -40,17 +39,6 @@ def parse(model: type[M], body: bytes) -> M:
         raise schema_problem(exc.errors(include_input=False, include_url=False), model) from None
 
 
-ENDPOINTS: dict[str, tuple[type[BaseModel], Callable[[Any, Limits], dict[str, Any] | Document]]] = {
-    "forward": (wire.ForwardRequest, compute.forward),
-    "gradients": (wire.GradientsRequest, compute.gradients),
-    "sgd": (wire.SgdRequest, compute.sgd),
-    "explain": (wire.ExplainRequest, explain.explain),
-    "check": (wire.CheckRequest, gradcheck.check),
-    "render": (wire.RenderRequest, functools.partial(render.render, fmt="svg")),
-    "render.dot": (wire.RenderRequest, functools.partial(render.render, fmt="dot")),
-}
-
-
 def handle(endpoint: str, body: bytes, limits: Limits) -> Reply:
     """One compute request, from the body's bytes to the answer's bytes."""
     reply = _handle(endpoint, body, limits, None)
@@ -60,14 +48,14 @@ def handle(endpoint: str, body: bytes, limits: Limits) -> Reply:
 
 def _handle(endpoint: str, body: bytes, limits: Limits, budget_ms: float | None) -> Reply | None:
     """`handle`; with a budget, None (handed on) as soon as its estimate is over `budget_ms`."""
-    model, run = ENDPOINTS[endpoint]
+    handler = HANDLERS[endpoint]
     try:
         counts = costs.BodyCounts.of(body)
         if budget_ms is not None and counts.parse_ns() / 1e6 > budget_ms:
             return None  # even parsing it would hold the event loop too long
         costs.check_body(endpoint, body, counts, limits)
-        request = parse(model, body)
-        cost = costs.estimate(endpoint, request, limits, counts)
+        request = parse(handler.wire.request, body)
+        cost = costs.estimate(handler.cost, request, limits, counts)
         costs.admit(endpoint, request, cost, limits)
         if budget_ms is not None and cost.ms > budget_ms:
             return None
@@ -78,7 +66,7 @@ def _handle(endpoint: str, body: bytes, limits: Limits, budget_ms: float | None)
             np.errstate(over="ignore", invalid="ignore", divide="ignore"),
             requests.time_limit(limits.timeout_s),
         ):
-            result = run(request, limits)
+            result = handler.run(request, limits)
         if isinstance(result, Document):
             return Reply(200, result.content, result.media_type, {})
         encoding: wire.ArrayEncoding = getattr(request, "array_encoding", "list")
@@ -91,10 +79,6 @@ def problem_reply(exc: ProblemError) -> Reply:
     return Reply(exc.status, orjson.dumps(exc.body()), "application/problem+json", exc.headers)
 
 
-#: endpoints that may be computed on the server's event loop, when their estimate is small
-INLINE = frozenset({"forward", "gradients", "sgd"})
-
-
 def handle_inline(endpoint: str, body: bytes, limits: Limits, budget_ms: float) -> Reply | None:
     """`handle`, on the calling thread, if the whole request (parse, computation, answer) is
     estimated to take under `budget_ms`; else None, having spent only a scan of the bytes, or
@@ -103,6 +87,6 @@ def handle_inline(endpoint: str, body: bytes, limits: Limits, budget_ms: float) 
     The chain x -> j -> k -> o takes ~0.2 ms to answer; the hop to a worker process and back cost more
     than that, and tiny requests are most requests.
     """
-    if endpoint not in INLINE or budget_ms <= 0:
+    if not HANDLERS[endpoint].inline or budget_ms <= 0:
         return None
     return _handle(endpoint, body, limits, budget_ms)

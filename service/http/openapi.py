@@ -10,7 +10,7 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
 from service import wire
-from service.http.routes import COMPUTE
+from service.endpoints.table import ROUTES
 
 
 def problem_doc(description: str) -> dict[str, Any]:
@@ -45,7 +45,7 @@ RENDERED: dict[int | str, dict[str, Any]] = {
 }
 
 #: models the compute routes parse themselves, so FastAPI does not see them: added to the document
-REQUEST_MODELS: tuple[type[BaseModel], ...] = (*(c.request for c in COMPUTE.values()), wire.Problem)
+REQUEST_MODELS: tuple[type[BaseModel], ...] = (*(e.request for e in ROUTES.values()), wire.Problem)
 
 
 # Never called: the signatures of the compute routes (render's has a query parameter), for
@@ -80,5 +80,5 @@ def compute_docs() -> list[APIRoute]:
                 }
             },
         )
-        for path, c in COMPUTE.items()
+        for path, c in ROUTES.items()
     ]

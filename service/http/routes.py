@@ -14,17 +14,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Coroutine
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
 
-from pydantic import BaseModel
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service import wire
 from service.endpoints import dispatch
 from service.endpoints.dispatch import Reply
+from service.endpoints.table import ROUTES
 from service.errors import (
     InvalidRequestError,
     MethodNotAllowedError,
@@ -36,56 +35,6 @@ from service.http.shutdown import Shutdown
 from service.settings import Settings
 from service.transport.executors import Executor
 from service.transport.shared import Body
-
-# ---------------------------------------------------------------- the compute endpoints
-
-
-@dataclass(frozen=True)
-class Compute:
-    """A compute endpoint: POST /v1/<name>, answered by `dispatch.handle(name, ...)`."""
-
-    name: str
-    request: type[BaseModel]
-    response: type[BaseModel] | None  # None: not JSON (render)
-    summary: str
-
-
-COMPUTE: dict[str, Compute] = {
-    f"/v1/{c.name}": c
-    for c in (
-        Compute(
-            "forward",
-            wire.ForwardRequest,
-            wire.ForwardResponse,
-            "Every unit's s and z for a batch, and the loss when targets are given",
-        ),
-        Compute(
-            "gradients",
-            wire.GradientsRequest,
-            wire.GradientsResponse,
-            "The loss's gradient with respect to every weight and bias",
-        ),
-        Compute("sgd", wire.SgdRequest, wire.SgdResponse, "Train the network with SGD and return it updated"),
-        Compute(
-            "explain",
-            wire.ExplainRequest,
-            wire.ExplainResponse,
-            "Why each gradient has its value: deltas, their terms, and the paths to the outputs",
-        ),
-        Compute(
-            "check",
-            wire.CheckRequest,
-            wire.CheckResponse,
-            "Gradients (the service's, or yours) checked by central finite differences",
-        ),
-        Compute(
-            "render",
-            wire.RenderRequest,
-            None,
-            "A picture of the network, its edges coloured and sized by weight or gradient",
-        ),
-    )
-}
 
 #: bodies up to this size may be computed inline (their parse, at worst ~1 ms, runs on the loop)
 INLINE_MAX_BYTES = 64 * 1024
@@ -103,7 +52,7 @@ class ComputeRoutes:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        route = COMPUTE.get(scope["path"]) if scope["type"] == "http" else None
+        route = ROUTES.get(scope["path"]) if scope["type"] == "http" else None
         if route is None:
             await self.app(scope, receive, send)
             return
@@ -169,7 +118,7 @@ async def _send_reply(reply: Reply, send: Send, inflight: Inflight) -> None:
         inflight.give(len(content))
 
 
-def _endpoint(route: Compute, scope: Scope) -> str:
+def _endpoint(route: wire.Endpoint, scope: Scope) -> str:
     """The worker's endpoint: render's depends on ?format=svg|dot."""
     if route.name != "render":
         return route.name
