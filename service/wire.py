@@ -63,7 +63,7 @@ class EncodedArray(WireModel):
 
 
 def _array_kind(value: Any) -> str:
-    """Pick the one form an Array value claims to be, so a bad one gets one clear error."""
+    """Pick the one form an ArrayValue claims to be, so a bad one gets one clear error."""
     if isinstance(value, (dict, EncodedArray)):
         return "encoded"
     if isinstance(value, list):
@@ -81,7 +81,7 @@ Rows = Annotated[list[Numbers], Field(fail_fast=True)]
 Planes = Annotated[list[Rows], Field(fail_fast=True)]
 Ids = Annotated[list[UnitId], Field(fail_fast=True)]
 
-Array = Annotated[
+ArrayValue = Annotated[
     Annotated[float, Tag("number")]
     | Annotated[Numbers, Tag("list")]
     | Annotated[Rows, Tag("list_of_lists")]
@@ -117,7 +117,7 @@ class Unit(WireModel):
     activation: ActivationName | None = Field(
         default=None, description="sigmoid for hidden units, identity for outputs; not on inputs"
     )
-    bias: Array | None = Field(default=None, description="shape [size]; zeros when absent")
+    bias: ArrayValue | None = Field(default=None, description="shape [size]; zeros when absent")
 
     @model_validator(mode="after")
     def _inputs_are_plain(self) -> Unit:
@@ -140,7 +140,7 @@ class Weight(WireModel):
 
     source: UnitId
     target: UnitId
-    value: Array
+    value: ArrayValue
 
 
 class WeightColumns(WireModel):
@@ -187,8 +187,8 @@ class Network(WireModel):
 class Samples(WireModel):
     """A batch: arrays of shape [batch, size] keyed by input and output unit id."""
 
-    inputs: Annotated[dict[UnitId, Array], Field(fail_fast=True)]
-    targets: Annotated[dict[UnitId, Array], Field(fail_fast=True)] = Field(default_factory=dict)
+    inputs: Annotated[dict[UnitId, ArrayValue], Field(fail_fast=True)]
+    targets: Annotated[dict[UnitId, ArrayValue], Field(fail_fast=True)] = Field(default_factory=dict)
 
 
 # ---------------------------------------------------------------- requests
@@ -293,7 +293,7 @@ class ClaimedGradients(WireModel):
     """Gradients to check, in the form /v1/gradients answers them."""
 
     weights: Weights = Field(default_factory=list)  # gradients in the weights' form
-    biases: Annotated[dict[UnitId, Array], Field(fail_fast=True)] = Field(default_factory=dict)
+    biases: Annotated[dict[UnitId, ArrayValue], Field(fail_fast=True)] = Field(default_factory=dict)
 
 
 class RenderRequest(WireModel):
@@ -312,13 +312,13 @@ class RenderRequest(WireModel):
 class UnitValues(ResponseModel):
     """A unit's values per sample, each [batch, size]; input units carry z only."""
 
-    s: Array | None = None
-    z: Array
-    delta: Array | None = None
+    s: ArrayValue | None = None
+    z: ArrayValue
+    delta: ArrayValue | None = None
 
 
 class ForwardResponse(ResponseModel):
-    outputs: dict[str, Array]
+    outputs: dict[str, ArrayValue]
     units: dict[str, UnitValues]
     loss: float | None
 
@@ -326,7 +326,7 @@ class ForwardResponse(ResponseModel):
 class WeightGradient(ResponseModel):
     source: str
     target: str
-    value: Array
+    value: ArrayValue
 
 
 class GradientColumns(ResponseModel):
@@ -340,7 +340,7 @@ class GradientColumns(ResponseModel):
 
 class Gradients(ResponseModel):
     weights: list[WeightGradient] | GradientColumns
-    biases: dict[str, Array]
+    biases: dict[str, ArrayValue]
 
 
 class GradientsResponse(ResponseModel):
@@ -383,29 +383,29 @@ class DeltaTerm(ResponseModel):
     """What one successor sends back: value = weight @ delta (the multiple-outputs rule)."""
 
     successor: str
-    weight: Array
-    delta: Array
-    value: Array
+    weight: ArrayValue
+    delta: ArrayValue
+    value: ArrayValue
 
 
 class ExplainedUnit(ResponseModel):
     """One unit for one sample, each value [size]; input units carry z only."""
 
-    s: Array | None = None
-    z: Array
-    derivative: Array | None = None
-    delta: Array | None = None
+    s: ArrayValue | None = None
+    z: ArrayValue
+    derivative: ArrayValue | None = None
+    delta: ArrayValue | None = None
     delta_terms: list[DeltaTerm] | None = None
-    loss_term: Array | None = None
+    loss_term: ArrayValue | None = None
     rule: str | None = None
 
 
 class ExplainedWeight(ResponseModel):
     source: str
     target: str
-    gradient: Array
-    z_source: Array
-    delta_target: Array
+    gradient: ArrayValue
+    z_source: ArrayValue
+    delta_target: ArrayValue
     paths: list[Path]
     paths_total: int | float | None = Field(
         default=None,
@@ -429,8 +429,8 @@ class ExplainResponse(ResponseModel):
 
 
 class CheckedEntry(ResponseModel):
-    checked: Array
-    numeric: Array
+    checked: ArrayValue
+    numeric: ArrayValue
     ok: bool
 
 

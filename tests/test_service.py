@@ -33,7 +33,7 @@ from service.launcher import start_server
 from service.settings import Settings
 from service.transport import executors
 from service.transport.pool import WorkerDiedError
-from service.transport.shared import Segments, SharedBody, handle_shared
+from service.transport.shared import SegmentPool, SharedBody, handle_shared
 from tests import seed
 from tests.strategies import ACTIVATIONS
 from tests.support import asgi, hammer, one_layer_body
@@ -258,7 +258,7 @@ def test_an_answer_comes_back_over_a_shared_body_when_it_fits() -> None:
     batch = {"inputs": {"x": [1.5] * 300}, "targets": {"o": [0.25] * 300}}
     for request, fits in [(chain_request(include_units=False), True), (chain_request(samples=batch), False)]:
         body = json.dumps(request).encode()
-        shared = Segments(keep_bytes=0).body(len(body))
+        shared = SegmentPool(keep_bytes=0).body(len(body))
         assert shared is not None
         try:
             shared.write(body)
@@ -274,21 +274,21 @@ def test_an_answer_comes_back_over_a_shared_body_when_it_fits() -> None:
             shared.release()
 
 
-def room(segments: Segments, size: int) -> SharedBody:
+def room(segments: SegmentPool, size: int) -> SharedBody:
     body = segments.body(size)
     assert body is not None
     return body
 
 
 def test_large_bodies_reuse_kept_segments_within_a_bound() -> None:
-    assert [Segments.size_class(n) for n in (1, 4096, 4097, 3_000_000, 2_950_000)] == [
+    assert [SegmentPool.size_class(n) for n in (1, 4096, 4097, 3_000_000, 2_950_000)] == [
         4096,
         4096,
         8192,
         3_145_728,
         3_145_728,  # steps of 4 KiB, ..., 256 KiB from 2 MiB to 4 MiB
     ]
-    segments = Segments(keep_bytes=6 << 20)
+    segments = SegmentPool(keep_bytes=6 << 20)
     first = room(segments, 3_000_000)
     name = first.shm.name
     first.write(b"x" * 3_000_000)
@@ -313,7 +313,7 @@ def test_with_no_room_in_dev_shm_a_large_body_is_read_into_memory(monkeypatch: p
     range is reserved before it is written, and when that fails nothing is written, the kept
     segments are dropped to make room, and at worst what arrived is read into memory and the
     body takes the pipe."""
-    segments = Segments(keep_bytes=8 << 20)
+    segments = SegmentPool(keep_bytes=8 << 20)
     kept = room(segments, 3_000_000)
     kept.release()
 

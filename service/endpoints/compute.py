@@ -18,7 +18,8 @@ from service.engine import Batch, Plan, Values
 from service.errors import LimitExceededError, NonFiniteResultError, echoed
 from service.settings import Limits
 
-Body = dict[str, Any]
+#: a JSON object of the answer, its arrays still NumPy (service.endpoints.arrays.dumps writes it)
+JsonObject = dict[str, Any]
 
 
 def limit(limits: Limits, name: str, value: int, what: str) -> None:
@@ -93,10 +94,10 @@ def finite_loss(loss: float) -> float:
 # ---------------------------------------------------------------- response shapes
 
 
-def _unit_values(plan: Plan, values: Values, delta: np.ndarray | None = None) -> Body:
-    out: Body = {}
+def _unit_values(plan: Plan, values: Values, delta: np.ndarray | None = None) -> JsonObject:
+    out: JsonObject = {}
     for u in plan.units:
-        entry: Body = {"z": values.z_of(u)}
+        entry: JsonObject = {"z": values.z_of(u)}
         if u.role != "input":
             entry = {"s": values.s_of(u), **entry}
             if delta is not None:
@@ -115,7 +116,7 @@ def scalar_or(array: np.ndarray) -> Any:
     return float(array.reshape(())) if array.size == 1 else array
 
 
-def _gradient_body(plan: Plan, grad: np.ndarray, columns: wire.WeightColumns | None) -> Body:
+def _gradient_body(plan: Plan, grad: np.ndarray, columns: wire.WeightColumns | None) -> JsonObject:
     """Weights and biases cut out of a flat gradient [n_params] or [batch, n_params]; the
     weights as columns when they were posted so."""
     lead = grad.shape[:-1]
@@ -154,7 +155,7 @@ def _losses(plan: Plan, values: Values, batch: Batch, reduction: str) -> float:
 # ---------------------------------------------------------------- endpoints
 
 
-def forward(req: wire.ForwardRequest, limits: Limits) -> Body:
+def forward(req: wire.ForwardRequest, limits: Limits) -> JsonObject:
     plan, batch = prepare(req.network, req.samples, limits, need_targets=False)
     values = engine.forward(plan, plan.theta, batch.x)
     check_values(plan, values)
@@ -166,7 +167,7 @@ def forward(req: wire.ForwardRequest, limits: Limits) -> Body:
     }
 
 
-def gradients(req: wire.GradientsRequest, limits: Limits) -> Body:
+def gradients(req: wire.GradientsRequest, limits: Limits) -> JsonObject:
     plan, batch = prepare(
         req.network, req.samples, limits, need_targets=True, passes=3, per_sample=req.per_sample
     )
@@ -176,7 +177,7 @@ def gradients(req: wire.GradientsRequest, limits: Limits) -> Body:
     check_values(plan, values, delta)
     grad = engine.gradient(plan, values, delta, engine.reduction_scale(req.reduction, batch.size))
     check_params(plan, grad, "gradient")
-    body: Body = {
+    body: JsonObject = {
         "loss": _losses(plan, values, batch, req.reduction),
         "gradients": _gradient_body(plan, grad, columns_of(req.network)),
     }
@@ -189,7 +190,7 @@ def gradients(req: wire.GradientsRequest, limits: Limits) -> Body:
     return body
 
 
-def sgd(req: wire.SgdRequest, limits: Limits) -> Body:
+def sgd(req: wire.SgdRequest, limits: Limits) -> JsonObject:
     rows = _batch_rows(req.samples)
     steps = req.epochs * engine.steps_per_epoch(rows, req.batch_size) if rows else 0
     limit(limits, "max_epochs", req.epochs, "epochs")
@@ -249,7 +250,9 @@ def _like(original: Any, new: np.ndarray, encoding: wire.ArrayEncoding) -> Any:
     return scalar_or(new)
 
 
-def _updated_network(net: wire.Network, plan: Plan, theta: np.ndarray, encoding: wire.ArrayEncoding) -> Body:
+def _updated_network(
+    net: wire.Network, plan: Plan, theta: np.ndarray, encoding: wire.ArrayEncoding
+) -> JsonObject:
     body = net.model_dump(exclude_unset=True)
     if isinstance(net.weights, wire.WeightColumns):
         body["weights"]["value"] = _like(net.weights.value, theta[: plan.n_weight_params], encoding)

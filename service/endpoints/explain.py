@@ -24,7 +24,8 @@ from service.engine import Plan, UnitInfo
 from service.errors import InvalidRequestError, LimitExceededError, NonFiniteResultError, echoed, issue
 from service.settings import Limits
 
-Body = dict[str, Any]
+#: a JSON object of the answer, its arrays still NumPy (service.endpoints.arrays.dumps writes it)
+JsonObject = dict[str, Any]
 
 LATEX_SHOWN_PATHS = 8
 
@@ -56,7 +57,7 @@ class Sample:
         return self.theta[w.params].reshape(w.shape)
 
 
-def explain(req: wire.ExplainRequest, limits: Limits) -> Body:
+def explain(req: wire.ExplainRequest, limits: Limits) -> JsonObject:
     plan, batch = compute.prepare(req.network, req.samples, limits, need_targets=True, passes=3)
     if req.sample >= batch.size:
         msg = (
@@ -102,7 +103,7 @@ def _rule(plan: Plan, unit: UnitInfo) -> str:
     return "delta = " + rule.format(g="the sum of delta_terms' values")
 
 
-def _unit(sample: Sample, finder: PathFinder, unit: UnitInfo) -> Body:
+def _unit(sample: Sample, finder: PathFinder, unit: UnitInfo) -> JsonObject:
     if unit.role == "input":
         return {"z": sample.z_of(unit)}
     plan, cols = sample.plan, unit.cols
@@ -116,7 +117,7 @@ def _unit(sample: Sample, finder: PathFinder, unit: UnitInfo) -> Body:
                 "overflowed float64; scale the weights or inputs down"
             )
         terms.append({"successor": target, "weight": weight, "delta": delta, "value": value})
-    body: Body = {
+    body: JsonObject = {
         "s": sample.s[cols],
         "z": sample.z[cols],
         "derivative": engine.derivative(unit.activation, sample.s[cols], sample.z[cols]),
@@ -254,13 +255,13 @@ class PathFinder:
             )
 
 
-def _weight(sample: Sample, finder: PathFinder, k: int, max_paths: int) -> Body:
+def _weight(sample: Sample, finder: PathFinder, k: int, max_paths: int) -> JsonObject:
     plan = sample.plan
     w = plan.weights[k]
     source, target = plan.units[plan.unit_index[w.source]], plan.units[plan.unit_index[w.target]]
     z_source, delta_target = sample.z_of(source), sample.delta[target.cols]
     gradient = np.outer(z_source, delta_target)
-    body: Body = {
+    body: JsonObject = {
         "source": w.source,
         "target": w.target,
         "gradient": compute.scalar_or(gradient),

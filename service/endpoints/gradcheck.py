@@ -19,10 +19,11 @@ from service.engine import Batch, Plan
 from service.errors import InvalidRequestError, issue, raise_collected
 from service.settings import Limits
 
-Body = dict[str, Any]
+#: a JSON object of the answer, its arrays still NumPy (service.endpoints.arrays.dumps writes it)
+JsonObject = dict[str, Any]
 
 
-def check(req: wire.CheckRequest, limits: Limits) -> Body:
+def check(req: wire.CheckRequest, limits: Limits) -> JsonObject:
     plan, batch = compute.prepare(req.network, req.samples, limits, need_targets=True, passes=3)
     passes = 2 * plan.n_params + 3
     compute.limit(
@@ -51,7 +52,7 @@ def check(req: wire.CheckRequest, limits: Limits) -> Body:
     size = np.maximum(np.abs(checked), np.abs(numeric))
     relative = np.divide(error, size, out=np.zeros_like(error), where=size > 0)
 
-    def entry(params: slice, shape: tuple[int, ...]) -> Body:
+    def entry(params: slice, shape: tuple[int, ...]) -> JsonObject:
         return {
             "checked": compute.scalar_or(checked[params].reshape(shape)),
             "numeric": compute.scalar_or(numeric[params].reshape(shape)),

@@ -17,7 +17,7 @@ from service.errors import (
 )
 from service.settings import Limits, Settings
 from service.transport.executors import Executor
-from service.transport.shared import Body, SharedBody
+from service.transport.shared import ReceivedBody, SharedBody
 
 
 class ClientGoneError(Exception):
@@ -73,7 +73,7 @@ class Inflight:
 @asynccontextmanager
 async def receive_body(
     scope: Scope, receive: Receive, limits: Limits, executor: Executor, inflight: Inflight
-) -> AsyncIterator[Body]:
+) -> AsyncIterator[ReceivedBody]:
     """The request body, refused with 413 as soon as it passes the size limit, with 408 if it
     has not all arrived within `body_timeout_s`, and held against the in-flight limit as it
     arrives (503 when that is full) until the request is answered.

@@ -34,7 +34,7 @@ from service.http.admission import ClientGoneError, Inflight, computation_slot, 
 from service.http.shutdown import Shutdown
 from service.settings import Settings
 from service.transport.executors import Executor
-from service.transport.shared import Body
+from service.transport.shared import ReceivedBody
 
 #: bodies up to this size may be computed inline (their parse, at worst ~1 ms, runs on the loop)
 INLINE_MAX_BYTES = 64 * 1024
@@ -139,7 +139,7 @@ async def _answer(scope: Scope, receive: Receive, endpoint: str) -> Reply:
         return await _unless_gone(receive, _computed(state, settings, endpoint, body))
 
 
-async def _computed(state: Any, settings: Settings, endpoint: str, body: Body) -> Reply:
+async def _computed(state: Any, settings: Settings, endpoint: str, body: ReceivedBody) -> Reply:
     async with computation_slot(state.slots, state.inflight, settings):
         executor: Executor = state.executor
         return await executor.run(endpoint, body, state.limits)

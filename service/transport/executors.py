@@ -26,13 +26,13 @@ from service.endpoints.dispatch import Reply, handle
 from service.errors import WorkerLostError
 from service.settings import Limits, Settings
 from service.transport.pool import Pool, WorkerDiedError
-from service.transport.shared import Body, Segments, SharedBody, handle_shared, shm_bytes
+from service.transport.shared import ReceivedBody, SegmentPool, SharedBody, handle_shared, shm_bytes
 
 
 class Executor(Protocol):
-    segments: Segments | None  # where large bodies go for the workers; None: kept as bytes
+    segments: SegmentPool | None  # where large bodies go for the workers; None: kept as bytes
 
-    async def run(self, endpoint: str, body: Body, limits: Limits) -> Reply:
+    async def run(self, endpoint: str, body: ReceivedBody, limits: Limits) -> Reply:
         """`handle` the request away from the event loop.
 
         Cancelling run() stops the computation (ThreadExecutor's excepted: see there), so a
@@ -55,9 +55,9 @@ class ThreadExecutor:
     engine's own deadline (`engine.time_limit`, GRADSERVE_TIMEOUT_S) bounds.
     """
 
-    segments: Segments | None = None
+    segments: SegmentPool | None = None
 
-    async def run(self, endpoint: str, body: Body, limits: Limits) -> Reply:
+    async def run(self, endpoint: str, body: ReceivedBody, limits: Limits) -> Reply:
         data = bytes(body.view[: body.size]) if isinstance(body, SharedBody) else body
         return await anyio.to_thread.run_sync(handle, endpoint, data, limits)
 
@@ -146,14 +146,14 @@ class ProcessExecutor:
             check=selfcheck.passes,
         )
         # at most a quarter of /dev/shm is kept idle, so bodies in flight find room
-        self.segments: Segments | None = Segments(keep_bytes=min(KEEP_SEGMENT_BYTES, shm_bytes() // 4))
+        self.segments: SegmentPool | None = SegmentPool(keep_bytes=min(KEEP_SEGMENT_BYTES, shm_bytes() // 4))
 
     @property
     def counts(self) -> Counter[str]:
         """Workers started, and replaced by cause: died, cancelled, recycled, over-memory."""
         return self.pool.counts
 
-    async def run(self, endpoint: str, body: Body, limits: Limits) -> Reply:
+    async def run(self, endpoint: str, body: ReceivedBody, limits: Limits) -> Reply:
         try:
             if isinstance(body, SharedBody):
                 body.lent = True

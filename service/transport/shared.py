@@ -30,7 +30,7 @@ def handle_shared(endpoint: str, name: str, size: int, limits: Limits) -> Reply:
         shm.close()
 
 
-class Segments:
+class SegmentPool:
     """Shared memory segments for large bodies, their memory reserved, kept between requests.
 
     A fresh segment costs a page fault per 4 KiB the first time it is written: filling a new
@@ -116,7 +116,7 @@ class SharedBody:
     #: smaller bodies go through the pipe: shared memory costs a few system calls
     MIN_SIZE = 1 << 20
 
-    def __init__(self, shm: SharedMemory, size: int, segments: Segments) -> None:
+    def __init__(self, shm: SharedMemory, size: int, segments: SegmentPool) -> None:
         self.shm, self.segments = shm, segments
         self.declared = size  # the segment may be larger
         self.size = 0
@@ -152,4 +152,5 @@ class SharedBody:
             self.segments.give_back(self.shm)
 
 
-Body = bytes | SharedBody
+#: a request body as the server received it: in memory, or in shared memory for a worker
+ReceivedBody = bytes | SharedBody
