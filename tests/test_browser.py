@@ -185,6 +185,9 @@ def test_the_chain_shows_the_apis_gradients_and_explains_a_clicked_edge(
         "/v1/render?format=layout&orient=horizontal"
     ]
     assert page.locator("#graph g.edge-label text").all_text_contents() == ["0.5", "-0.3", "0.8"]
+    page.get_by_label("gradients", exact=True).check()
+    page.wait_for_selector('#graph svg[data-show="gradients"]')
+    assert len(asked) == 2
 
     # a click on the line of j -> k itself, where the browser draws it
     x, y = page.evaluate(
