@@ -179,13 +179,22 @@ async def _send_reply(reply: Reply, send: Send, inflight: Inflight) -> None:
 
 
 def _endpoint(route: Compute, scope: Scope) -> str:
-    """The worker's endpoint: render's depends on ?format=svg|dot."""
+    """The worker's endpoint: render's depends on ?format=svg|dot|layout and, for a layout,
+    ?orient=horizontal|vertical."""
     if route.name != "render":
         return route.name
-    formats = parse_qs(scope["query_string"].decode("latin-1")).get("format", ["svg"])
-    if formats[-1] not in ("svg", "dot"):
-        raise InvalidRequestError(f"format: Input should be 'svg' or 'dot', not {formats[-1][:40]!r}")
-    return "render.dot" if formats[-1] == "dot" else "render"
+    query = parse_qs(scope["query_string"].decode("latin-1"))
+    fmt = query.get("format", ["svg"])[-1]
+    if fmt not in ("svg", "dot", "layout"):
+        raise InvalidRequestError(f"format: Input should be 'svg', 'dot' or 'layout', not {fmt[:40]!r}")
+    orient = query.get("orient", ["horizontal"])[-1]
+    if orient not in ("horizontal", "vertical"):
+        raise InvalidRequestError(f"orient: Input should be 'horizontal' or 'vertical', not {orient[:40]!r}")
+    if orient == "vertical" and fmt != "layout":
+        raise InvalidRequestError("orient: 'vertical' is for format=layout; SVG and DOT run left to right")
+    if fmt == "layout":
+        return "render.layout.vertical" if orient == "vertical" else "render.layout"
+    return "render.dot" if fmt == "dot" else "render"
 
 
 async def _answer(scope: Scope, receive: Receive, endpoint: str) -> Reply:
@@ -495,16 +504,25 @@ COMPUTE_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 RENDERED: dict[int | str, dict[str, Any]] = {
     200: {
-        "description": "The network drawn: SVG, or Graphviz DOT with format=dot",
+        "description": (
+            "The network drawn: SVG, Graphviz DOT with format=dot, or with format=layout the "
+            "drawing's geometry as JSON (each unit's box; each edge's route, SVG path, colour, "
+            "stroke width and label box), layers top to bottom with orient=vertical"
+        ),
         "content": {
             "image/svg+xml": {"schema": {"type": "string"}},
             "text/vnd.graphviz": {"schema": {"type": "string"}},
+            "application/json": {"schema": {"$ref": "#/components/schemas/RenderLayout"}},
         },
     },
 }
 
 #: models the compute routes parse themselves, so FastAPI does not see them: added to the document
-REQUEST_MODELS: tuple[type[BaseModel], ...] = (*(c.request for c in COMPUTE.values()), wire.Problem)
+REQUEST_MODELS: tuple[type[BaseModel], ...] = (
+    *(c.request for c in COMPUTE.values()),
+    wire.Problem,
+    wire.RenderLayout,
+)
 
 
 # Never called: the signatures of the compute routes (render's has a query parameter), for
@@ -513,7 +531,10 @@ def _served_by_compute_routes() -> None:
     pass
 
 
-def _render_served_by_compute_routes(format: Literal["svg", "dot"] = Query("svg")) -> None:
+def _render_served_by_compute_routes(
+    format: Literal["svg", "dot", "layout"] = Query("svg"),
+    orient: Literal["horizontal", "vertical"] = Query("horizontal", description="for format=layout"),
+) -> None:
     pass
 
 

@@ -456,6 +456,59 @@ class CheckResponse(ResponseModel):
     biases: dict[str, CheckedEntry]
 
 
+class LaidOutUnit(ResponseModel):
+    """A unit's box in /v1/render?format=layout: its centre and size."""
+
+    id: str
+    role: str
+    size: int
+    activation: str
+    x: float
+    y: float
+    width: float
+    height: float
+
+
+class EdgeLabel(ResponseModel):
+    """An edge's label: its text and the box it was placed in (centre and size), clear of
+    every unit and every other label."""
+
+    text: str
+    x: float
+    y: float
+    width: float
+    height: float
+
+
+class LaidOutEdge(ResponseModel):
+    """A weight's edge: its route and the SVG path drawn through it (cubic curves between
+    layers, straight through the slots of the layers it crosses), its colour (the sign) and
+    stroke width (the magnitude) of what `show` names, and its label."""
+
+    source: str
+    target: str
+    points: list[tuple[float, float]]
+    path: str
+    value: float
+    magnitude: float
+    colour: str
+    stroke_width: float
+    label: EdgeLabel
+
+
+class RenderLayout(ResponseModel):
+    """/v1/render?format=layout: the drawing's geometry as JSON, for a client to draw itself."""
+
+    orient: Literal["horizontal", "vertical"]
+    show: Literal["weights", "gradients"]
+    width: float
+    height: float
+    caption: str
+    label_font_size: float
+    units: list[LaidOutUnit]
+    edges: list[LaidOutEdge]
+
+
 class InfoResponse(ResponseModel):
     version: str
     activations: list[str]

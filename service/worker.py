@@ -66,6 +66,11 @@ ENDPOINTS: dict[str, tuple[type[BaseModel], Callable[[Any, Limits], dict[str, An
     "check": (wire.CheckRequest, gradcheck.check),
     "render": (wire.RenderRequest, functools.partial(render.render, fmt="svg")),
     "render.dot": (wire.RenderRequest, functools.partial(render.render, fmt="dot")),
+    "render.layout": (wire.RenderRequest, functools.partial(render.render, fmt="layout")),
+    "render.layout.vertical": (
+        wire.RenderRequest,
+        functools.partial(render.render, fmt="layout", vertical=True),
+    ),
 }
 
 
