@@ -414,6 +414,8 @@ ESTIMATORS: dict[str, Callable[[Any, Shape, Limits], Computation]] = {
     "check": check,
     "render": render,
     "render.dot": render,
+    "render.layout": render,
+    "render.layout.vertical": render,
 }
 
 
