@@ -68,13 +68,15 @@ def throughput(url: str, body: bytes, seconds: float, concurrency: int = 8) -> f
     return sum(done) / seconds
 
 
-def rss_kib(pid: int, field: str = "VmRSS") -> int:
-    """A process's resident memory (or its peak, VmHWM) plus that of all its descendants."""
+def rss_kib(pid: int, field: str = "VmRSS", children: bool = True) -> int:
+    """A process's resident memory (or its peak, VmHWM) plus, with `children`, that of all its
+    descendants."""
     total = 0
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(field + ":"):
             total += int(line.split()[1])
-    for task in Path(f"/proc/{pid}/task").iterdir():  # children of every thread: workers start from threads
+    tasks = Path(f"/proc/{pid}/task").iterdir() if children else ()
+    for task in tasks:  # the children of every thread: the pool starts workers from threads
         for child in (task / "children").read_text().split():
             total += rss_kib(int(child), field)
     return total

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+import types
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Annotated, Any, Union, get_args, get_origin
 
-from pydantic import BaseModel
-
-from service import wire
+from pydantic import BaseModel, Discriminator, Tag
 
 PROBLEM_TYPE = "urn:gradserve:problem:"
 
@@ -144,14 +143,60 @@ def raise_collected(cls: type[ProblemError], items: list[dict[str, Any]]) -> Non
     raise cls(shown, items[:MAX_LISTED])
 
 
+# ---------------------------------------------------------------- where an error is
+
+
+def user_loc(model: type[BaseModel], loc: Sequence[str | int]) -> list[str | int]:
+    """A validation error's location as the user wrote it: pydantic puts the tag of each tagged
+    union it passes through into the location (`network.weights.objects.0.source`), a name the
+    user never wrote; this walks the model along `loc` and leaves those tags out
+    (`network.weights.0.source`). Past a step it cannot follow, the rest is kept as it is."""
+    out: list[str | int] = []
+    node: Any = model
+    for k, part in enumerate(loc):
+        node, internal = _step(node, part)
+        if node is None:
+            return out + list(loc[k:])
+        if not internal:
+            out.append(part)
+    return out
+
+
+def _step(node: Any, part: str | int) -> tuple[Any, bool]:
+    """The type at `part` below `node`, and whether `part` was a union's tag (not the user's)."""
+    metadata: list[Any] = []
+    while get_origin(node) is Annotated:
+        node, *more = get_args(node)
+        metadata += more
+    if any(isinstance(m, Discriminator) for m in metadata):
+        for member in get_args(node):
+            if any(isinstance(m, Tag) and m.tag == part for m in get_args(member)[1:]):
+                return member, True
+        return None, False
+    origin = get_origin(node)
+    if origin in (Union, types.UnionType):
+        members = [m for m in get_args(node) if m is not type(None)]
+        return _step(members[0], part) if len(members) == 1 else (None, False)
+    if isinstance(node, type) and issubclass(node, BaseModel):
+        field = node.model_fields.get(str(part))
+        if field is None:
+            return None, False
+        return Annotated[(field.annotation, *field.metadata)] if field.metadata else field.annotation, False
+    if origin is list and isinstance(part, int):
+        return get_args(node)[0], False
+    if origin is dict and isinstance(part, str):
+        return get_args(node)[1], False
+    return None, False
+
+
 def schema_problem(errors: Sequence[Mapping[str, Any]], model: type[BaseModel] | None = None) -> ProblemError:
     """The problem for pydantic's validation errors: malformed JSON, or what does not fit the
     schema, each error by where it is (never the rejected input), the first ones in the detail.
     Given the `model` validated, each location is the path the user wrote, without the tags
-    of the model's tagged unions (`wire.user_loc`)."""
+    of the model's tagged unions (`user_loc`)."""
     if any(e["type"] == "json_invalid" for e in errors):
         return MalformedJSONError(f"the body is not valid JSON: {errors[0]['msg']}")
-    locs = [_echoed(wire.user_loc(model, e["loc"]) if model else e["loc"]) for e in errors[:MAX_LISTED]]
+    locs = [_echoed(user_loc(model, e["loc"]) if model else e["loc"]) for e in errors[:MAX_LISTED]]
     items = [issue(loc, e["msg"]) for loc, e in zip(locs, errors, strict=False)]
     lines = [
         (".".join(map(str, loc)) or "the body") + ": " + e["msg"]

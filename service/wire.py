@@ -6,10 +6,8 @@ responses with it. It must never import numpy, fastapi or anything else heavy.
 
 from __future__ import annotations
 
-import types
-from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     BaseModel,
@@ -457,6 +455,59 @@ class CheckResponse(ResponseModel):
     biases: dict[str, CheckedEntry]
 
 
+class LaidOutUnit(ResponseModel):
+    """A unit's box in /v1/render?format=layout: its centre and size."""
+
+    id: str
+    role: str
+    size: int
+    activation: str
+    x: float
+    y: float
+    width: float
+    height: float
+
+
+class EdgeLabel(ResponseModel):
+    """An edge's label: its text and the box it was placed in (centre and size), clear of
+    every unit and every other label."""
+
+    text: str
+    x: float
+    y: float
+    width: float
+    height: float
+
+
+class LaidOutEdge(ResponseModel):
+    """A weight's edge: its route and the SVG path drawn through it (cubic curves between
+    layers, straight through the slots of the layers it crosses), its colour (the sign) and
+    stroke width (the magnitude) of what `show` names, and its label."""
+
+    source: str
+    target: str
+    points: list[tuple[float, float]]
+    path: str
+    value: float
+    magnitude: float
+    colour: str
+    stroke_width: float
+    label: EdgeLabel
+
+
+class RenderLayout(ResponseModel):
+    """/v1/render?format=layout: the drawing's geometry as JSON, for a client to draw itself."""
+
+    orient: Literal["horizontal", "vertical"]
+    show: Literal["weights", "gradients"]
+    width: float
+    height: float
+    caption: str
+    label_font_size: float
+    units: list[LaidOutUnit]
+    edges: list[LaidOutEdge]
+
+
 class InfoResponse(ResponseModel):
     version: str
     activations: list[str]
@@ -538,53 +589,7 @@ ENDPOINTS: dict[str, Endpoint] = {
             RenderRequest,
             None,
             "A picture of the network, its edges coloured and sized by weight or gradient",
-            ("image/svg+xml", "text/vnd.graphviz"),
+            ("image/svg+xml", "text/vnd.graphviz", "application/json"),
         ),
     )
 }
-
-
-# ---------------------------------------------------------------- where an error is
-
-
-def user_loc(model: type[BaseModel], loc: Sequence[str | int]) -> list[str | int]:
-    """A validation error's location as the user wrote it: pydantic puts the tag of each tagged
-    union it passes through into the location (`network.weights.objects.0.source`), a name the
-    user never wrote; this walks the model along `loc` and leaves those tags out
-    (`network.weights.0.source`). Past a step it cannot follow, the rest is kept as it is."""
-    out: list[str | int] = []
-    node: Any = model
-    for k, part in enumerate(loc):
-        node, internal = _step(node, part)
-        if node is None:
-            return out + list(loc[k:])
-        if not internal:
-            out.append(part)
-    return out
-
-
-def _step(node: Any, part: str | int) -> tuple[Any, bool]:
-    """The type at `part` below `node`, and whether `part` was a union's tag (not the user's)."""
-    metadata: list[Any] = []
-    while get_origin(node) is Annotated:
-        node, *more = get_args(node)
-        metadata += more
-    if any(isinstance(m, Discriminator) for m in metadata):
-        for member in get_args(node):
-            if any(isinstance(m, Tag) and m.tag == part for m in get_args(member)[1:]):
-                return member, True
-        return None, False
-    origin = get_origin(node)
-    if origin in (Union, types.UnionType):
-        members = [m for m in get_args(node) if m is not type(None)]
-        return _step(members[0], part) if len(members) == 1 else (None, False)
-    if isinstance(node, type) and issubclass(node, BaseModel):
-        field = node.model_fields.get(str(part))
-        if field is None:
-            return None, False
-        return Annotated[(field.annotation, *field.metadata)] if field.metadata else field.annotation, False
-    if origin is list and isinstance(part, int):
-        return get_args(node)[0], False
-    if origin is dict and isinstance(part, str):
-        return get_args(node)[1], False
-    return None, False

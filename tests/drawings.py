@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 from typing import Any
 
@@ -73,3 +74,46 @@ def path_points(d: str, per_segment: int = 40) -> list[Point]:
 
 def overlap(a: Box, b: Box) -> bool:
     return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def layout_faults(answer: dict[str, Any]) -> list[str]:
+    """In a /v1/render?format=layout answer: edges that pass behind a unit they do not join,
+    labels that overlap a label or a unit, and anything outside the drawing."""
+    units = {
+        u["id"]: (
+            u["x"] - u["width"] / 2,
+            u["y"] - u["height"] / 2,
+            u["x"] + u["width"] / 2,
+            u["y"] + u["height"] / 2,
+        )
+        for u in answer["units"]
+    }
+    labels = [
+        (
+            f"{e['source']} -> {e['target']}",
+            (
+                e["label"]["x"] - e["label"]["width"] / 2,
+                e["label"]["y"] - e["label"]["height"] / 2,
+                e["label"]["x"] + e["label"]["width"] / 2,
+                e["label"]["y"] + e["label"]["height"] / 2,
+            ),
+        )
+        for e in answer["edges"]
+    ]
+    faults = []
+    for e in answer["edges"]:
+        name = f"{e['source']} -> {e['target']}"
+        points = path_points(e["path"])
+        for uid, (x0, y0, x1, y1) in units.items():
+            if uid not in (e["source"], e["target"]) and any(x0 < x < x1 and y0 < y < y1 for x, y in points):
+                faults.append(f"{name} behind {uid}")
+    for (a, box_a), (b, box_b) in itertools.combinations(labels, 2):
+        if overlap(box_a, box_b):
+            faults.append(f"label of {a} over label of {b}")
+    for (a, box_a), (uid, box_u) in itertools.product(labels, units.items()):
+        if overlap(box_a, box_u):
+            faults.append(f"label of {a} over unit {uid}")
+    for name, (x0, y0, x1, y1) in [*labels, *units.items()]:
+        if x0 < 0 or y0 < 0 or x1 > answer["width"] or y1 > answer["height"]:
+            faults.append(f"{name} outside the drawing")
+    return faults

@@ -383,7 +383,7 @@ def test_an_unknown_render_format_is_a_422(strict_url: str) -> None:
     response = httpx.post(strict_url + "/v1/render?format=png", json=body)
     assert response.status_code == 422
     assert response.headers["content-type"] == "application/problem+json"
-    assert "'svg' or 'dot'" in response.json()["detail"]
+    assert "'svg', 'dot' or 'layout'" in response.json()["detail"]
 
 
 def test_a_client_that_leaves_mid_body_costs_nothing(strict_url: str) -> None:

@@ -132,6 +132,10 @@ def api(http: httpx.Client, path: str, body: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+def body_of(case: seed.Case) -> dict[str, Any]:
+    return {"network": case.network, "samples": case.samples}
+
+
 def gradients_of(http: httpx.Client, network: dict[str, Any], samples: dict[str, Any]) -> list[float]:
     body = api(http, "/v1/gradients", {"network": network, "samples": samples})
     return [w["value"] for w in body["gradients"]["weights"]]
@@ -158,9 +162,32 @@ def test_the_chain_shows_the_apis_gradients_and_explains_a_clicked_edge(
         assert float(cell.get_attribute("data-value")) == pytest.approx(delta, rel=1e-12)
     assert page.locator("#graph g.unit").count() == 4
     assert page.locator("#graph g.edge").count() == 3
-    page.get_by_label("gradients", exact=True).check()
+    # the picture is the service's layout answer, drawn: its boxes, routes and labels
+    drawn = api(http, "/v1/render?format=layout", {**body_of(case), "show": "gradients"})
+    assert page.locator('#graph svg[data-show="gradients"][data-orient="horizontal"]').count() == 1
+    for unit in drawn["units"]:
+        rect = page.locator(f'#graph g.unit[data-unit="{unit["id"]}"] rect')
+        assert float(rect.get_attribute("x")) == unit["x"] - unit["width"] / 2
+        assert float(rect.get_attribute("y")) == unit["y"] - unit["height"] / 2
+    paths = page.locator("#graph g.edge path.line").evaluate_all("ps => ps.map(p => p.getAttribute('d'))")
+    assert paths == [e["path"] for e in drawn["edges"]]
     labels = page.locator("#graph g.edge-label text").all_text_contents()
-    assert labels == [page.locator("#weights-table td.grad").nth(i).inner_text() for i in range(3)]
+    assert labels == [e["label"]["text"] for e in drawn["edges"]]
+    # and its labels are the gradients the table shows, to their three digits
+    assert [float(t) for t in labels] == pytest.approx(shown_gradients(page), rel=5e-3)
+
+    # showing the weights asks the service for the layout once more, and draws that
+    asked: list[str] = []
+    page.on("request", lambda r: asked.append(r.url) if "/v1/render" in r.url else None)
+    page.get_by_label("weights", exact=True).check()
+    page.wait_for_selector('#graph svg[data-show="weights"]')
+    assert [urlsplit(u).path + "?" + urlsplit(u).query for u in asked] == [
+        "/v1/render?format=layout&orient=horizontal"
+    ]
+    assert page.locator("#graph g.edge-label text").all_text_contents() == ["0.5", "-0.3", "0.8"]
+    page.get_by_label("gradients", exact=True).check()
+    page.wait_for_selector('#graph svg[data-show="gradients"]')
+    assert len(asked) == 2
 
     # a click on the line of j -> k itself, where the browser draws it
     x, y = page.evaluate(
@@ -367,8 +394,9 @@ def test_a_pasted_neat_like_network_is_drawn_with_no_edge_behind_a_unit_and_no_o
     page.get_by_role("button", name="Load this JSON").click()
     page.wait_for_selector('#graph g.unit[data-unit="h11"]')
     page.wait_for_selector("#weights-table td.grad[data-value]")
-    for show in ["gradients", "weights"]:
+    for show in ["weights", "gradients"]:
         page.get_by_label(show, exact=True).check()
+        page.wait_for_selector(f'#graph svg[data-show="{show}"]')
         geometry = page.evaluate(GEOMETRY)
         assert geometry["edges"] == len(doc["network"]["weights"])
         assert geometry["behind"] == []
@@ -439,6 +467,7 @@ def test_docs_and_redoc_work_with_no_other_host(open_page: Opener) -> None:
 def test_on_a_phone_the_layers_run_top_to_bottom_and_nothing_scrolls_sideways(open_page: Opener) -> None:
     page, _ = open_page("/?example=two_outputs", width=390, height=844)
     ready(page)
+    page.wait_for_selector('#graph svg[data-orient="vertical"]')  # the service's layout, top to bottom
     assert page.evaluate("() => document.documentElement.scrollWidth") <= 390
     graph = page.locator("#graph")
     assert (

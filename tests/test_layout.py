@@ -1,20 +1,24 @@
-"""The layered layout of /v1/render (service.endpoints.layout, the same rules as the playground's)."""
+"""The layered layout of /v1/render (service.endpoints.layout): its SVG and its layout answer, which the
+playground draws."""
 
 from __future__ import annotations
 
 import itertools
 import json
 import random
+import re
 import xml.etree.ElementTree as ET
 from typing import Any
 
+import httpx
+import pytest
 from hypothesis import given, settings
 
 from service import wire
 from service.endpoints import layout, render
 from service.settings import Settings
 from tests import seed
-from tests.drawings import neat_like, overlap, path_points
+from tests.drawings import layout_faults, neat_like, overlap, path_points
 from tests.strategies import networks
 
 SVG = "{http://www.w3.org/2000/svg}"
@@ -121,3 +125,109 @@ def test_a_dense_graph_past_the_slot_budget_is_still_drawn() -> None:
     assert len(drawing.routes) == len(edges)
     assert all(len(route) == 2 for route in drawing.routes)  # no slots: straight to the target
     assert len(layout.place_labels(drawing.routes, [(30.0, 14.0)] * len(edges), [])) == len(edges)
+
+
+# ---------------------------------------------------------------- the layout answer
+
+
+def laid_out(http: httpx.Client, body: dict[str, Any], query: str = "") -> dict[str, Any]:
+    answer = http.post(f"/v1/render?format=layout{query}", json=body)
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["content-type"] == "application/json"
+    result: dict[str, Any] = answer.json()
+    wire.RenderLayout.model_validate(result)  # the schema the OpenAPI document names
+    return result
+
+
+def test_the_layout_answer_is_the_chain_drawn_left_to_right(http: httpx.Client) -> None:
+    case = seed.chain()
+    answer = laid_out(http, {"network": case.network, "samples": case.samples, "show": "gradients"})
+    assert (answer["orient"], answer["show"]) == ("horizontal", "gradients")
+    assert [u["id"] for u in answer["units"]] == ["x", "j", "k", "o"]
+    xs = [u["x"] for u in answer["units"]]
+    assert xs == sorted(xs)
+    assert len(set(xs)) == 4
+    assert len({u["y"] for u in answer["units"]}) == 1
+    by_id = {u["id"]: u for u in answer["units"]}
+    edges = answer["edges"]
+    assert [(e["source"], e["target"]) for e in edges] == [("x", "j"), ("j", "k"), ("k", "o")]
+    for edge, gradient in zip(edges, case.weight_gradients, strict=True):
+        assert edge["value"] == pytest.approx(gradient, rel=1e-12)
+        assert edge["label"]["text"] == f"{gradient:.3g}"
+        assert edge["colour"] == (render.POSITIVE if gradient > 0 else render.NEGATIVE)
+        # the path runs through the route's points, from the source's right side to the target's left
+        assert path_points(edge["path"])[0] == tuple(edge["points"][0])
+        assert path_points(edge["path"])[-1] == pytest.approx(tuple(edge["points"][-1]))
+        source, target = by_id[edge["source"]], by_id[edge["target"]]
+        assert edge["points"][0][0] == source["x"] + source["width"] / 2
+        assert edge["points"][-1][0] == target["x"] - target["width"] / 2
+    assert max(e["stroke_width"] for e in edges) == 6.0
+    assert layout_faults(answer) == []
+
+
+@pytest.mark.parametrize("orient", ["horizontal", "vertical"])
+@pytest.mark.parametrize("show", ["weights", "gradients"])
+def test_the_neat_like_layout_has_no_edge_behind_a_unit_and_no_label_over_another(
+    http: httpx.Client, orient: str, show: str
+) -> None:
+    doc = neat_like()
+    answer = laid_out(http, {**doc, "show": show}, f"&orient={orient}")
+    assert answer["orient"] == orient
+    assert len(answer["units"]) == 19
+    assert len(answer["edges"]) == len(doc["network"]["weights"])
+    assert layout_faults(answer) == []
+
+
+def test_vertical_runs_the_layers_top_to_bottom(http: httpx.Client) -> None:
+    case = seed.two_outputs()
+    wide = laid_out(http, {"network": case.network})
+    tall = laid_out(http, {"network": case.network}, "&orient=vertical")
+    top = {u["id"]: u["y"] for u in tall["units"]}
+    assert top["x"] < top["j"] < top["k1"] == top["k2"] < top["o"]
+    assert tall["width"] < wide["width"]
+    assert tall["height"] > wide["height"]
+    for edge in tall["edges"]:
+        (x0, y0), (_x1, y1) = edge["points"][0], edge["points"][-1]
+        assert y0 < y1  # out of the source's bottom, into the target's top
+        # the curves leave and arrive vertically: their first control point is straight below
+        assert re.match(rf"M {x0:.1f} {y0:.1f} C {x0:.1f} ", edge["path"]), edge["path"]
+    assert layout_faults(tall) == []
+
+
+@settings(max_examples=25)
+@given(networks(max_hidden=6))
+def test_no_vertical_layout_puts_an_edge_behind_a_unit_or_a_label_over_one(
+    case: tuple[dict[str, Any], dict[str, Any]],
+) -> None:
+    net, samples = case
+    req = wire.RenderRequest.model_validate_json(json.dumps({"network": net, "samples": samples}))
+    answer = render.render(req, LIMITS, "layout", vertical=True)
+    assert isinstance(answer, dict)
+    # labels are placed as well as they fit, so only the rules that always hold are checked here
+    assert [f for f in layout_faults(answer) if "behind" in f or "outside" in f] == []
+
+
+@pytest.mark.parametrize(
+    ("query", "refused"),
+    [
+        ("?format=layout&orient=sideways", "orient: Input should be 'horizontal' or 'vertical'"),
+        ("?orient=vertical", "orient: 'vertical' is for format=layout"),
+    ],
+)
+def test_an_unknown_or_misplaced_orientation_is_refused(http: httpx.Client, query: str, refused: str) -> None:
+    answer = http.post(f"/v1/render{query}", json={"network": seed.chain().network})
+    assert answer.status_code == 422
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert refused in answer.json()["detail"]
+
+
+def test_the_openapi_document_describes_the_layout_answer(http: httpx.Client) -> None:
+    document = http.get("/openapi.json").json()
+    render_op = document["paths"]["/v1/render"]["post"]
+    params = {p["name"]: p["schema"] for p in render_op["parameters"]}
+    assert params["format"]["enum"] == ["svg", "dot", "layout"]
+    assert params["orient"]["enum"] == ["horizontal", "vertical"]
+    content = render_op["responses"]["200"]["content"]
+    assert content["application/json"]["schema"] == {"$ref": "#/components/schemas/RenderLayout"}
+    schemas = document["components"]["schemas"]
+    assert {"RenderLayout", "LaidOutUnit", "LaidOutEdge", "EdgeLabel"} <= set(schemas)

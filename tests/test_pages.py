@@ -35,11 +35,22 @@ def test_the_playground_page_and_its_files_come_from_the_service(http: httpx.Cli
     assert "default-src 'self'" in page.headers["content-security-policy"]
     files = assets(page.text)
     assert {"/playground/app.js", "/playground/style.css"} <= set(files)
-    for path in [*files, "/playground/layout.js"]:
+    for path in files:
         answer = http.get(path)
         assert answer.status_code == 200, path
         assert not ANOTHER_HOST.search(answer.text), path
     assert not ANOTHER_HOST.search(page.text)
+
+
+def test_the_playground_has_no_layout_of_its_own(http: httpx.Client) -> None:
+    """It draws /v1/render?format=layout: service.endpoints.layout is the only layout."""
+    assert http.get("/playground/layout.js").status_code == 404
+    script = http.get("/playground/app.js").text
+    assert "import " not in script  # app.js is the playground's only script
+    assert "/v1/render?format=layout" in script
+    # the words of a layered layout's steps: layers, ordering, crossings, routes, label spots
+    for word in ("barycent", "crossings", "Kahn", "bezier", "placeLabels", "pathData", "dummy"):
+        assert word.lower() not in script.lower(), word
 
 
 def test_the_playgrounds_chain_is_the_seeds(http: httpx.Client) -> None:

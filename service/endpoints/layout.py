@@ -1,4 +1,5 @@
-"""A layered (Sugiyama-style) drawing of a network: the rules of the playground's layout.js.
+"""A layered (Sugiyama-style) drawing of a network: the one layout of /v1/render's SVG and of
+its `format=layout` answer, which the playground draws.
 
 1. Layers by longest path from the inputs; outputs that feed nothing go to the last layer.
 2. An edge that spans several layers gets a slot in each layer it crosses, so every segment
@@ -8,6 +9,8 @@
 4. Segments are curves with horizontal tangents between two neighbouring columns: they stay
    in the gap between the columns, so no edge passes behind a unit it does not join.
 5. Edge labels go at the first spot along their edge whose box meets no other label or unit.
+6. Layers top to bottom (for narrow screens) are the same drawing made left to right with the
+   boxes' sides swapped, then transposed: x for y, so the curves' tangents run down.
 """
 
 from __future__ import annotations
@@ -199,13 +202,22 @@ def _ports(chains: list[list[str]], at: dict[str, Point], box_h: float) -> tuple
     return spread(outs), spread(ins)
 
 
-def path_data(points: list[Point]) -> str:
-    """An SVG path through a route: curves between columns, straight through slots."""
+def transposed(points: Sequence[Point]) -> list[Point]:
+    """Points of a drawing made left to right, in the drawing of it top to bottom."""
+    return [(y, x) for x, y in points]
+
+
+def path_data(points: list[Point], vertical: bool = False) -> str:
+    """An SVG path through a route: curves between layers (their tangents across the layers:
+    horizontal, or vertical for layers top to bottom), straight through slots."""
     d = f"M {points[0][0]:.1f} {points[0][1]:.1f}"
     for i in range(1, len(points)):
         (x0, y0), (x1, y1) = points[i - 1], points[i]
         if i % 2 == 0:
             d += f" L {x1:.1f} {y1:.1f}"
+        elif vertical:
+            m = (y1 - y0) / 2
+            d += f" C {x0:.1f} {y0 + m:.1f}, {x1:.1f} {y1 - m:.1f}, {x1:.1f} {y1:.1f}"
         else:
             m = (x1 - x0) / 2
             d += f" C {x0 + m:.1f} {y0:.1f}, {x1 - m:.1f} {y1:.1f}, {x1:.1f} {y1:.1f}"

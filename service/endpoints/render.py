@@ -1,6 +1,7 @@
-"""/v1/render: the network as a picture (SVG) or as Graphviz DOT.
+"""/v1/render: the network as a picture (SVG), as Graphviz DOT, or as its layout (JSON: the
+geometry the playground draws, with layers left to right or, for narrow screens, top to bottom).
 
-Units are laid out in layers (service.endpoints.layout, the playground's rules), inputs on the left and the
+Units are laid out in layers (service.endpoints.layout), inputs on the left and the
 outputs that feed nothing on the right, so every weight runs left to right; a long edge runs
 through slots of its own, never behind a unit it does not join, and no label covers another.
 An edge's colour is the sign and its thickness the magnitude of its weight (or, with
@@ -13,7 +14,7 @@ scaled to at most 1 (weights near float64's largest still draw), a norm past flo
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, Literal, NamedTuple
 from xml.sax.saxutils import escape, quoteattr
 
 import numpy as np
@@ -29,7 +30,16 @@ COLUMN, ROW, MARGIN, RADIUS = 190, 96, 70, 30
 GEOMETRY = layout.Geometry(
     box_w=2 * RADIUS + 16, box_h=2 * RADIUS, column=COLUMN, row=ROW, slot=24, margin=MARGIN
 )
-LABEL_HEIGHT, CHAR_WIDTH = 14.0, 6.4  # an edge label's box, at font-size 11
+# the layout answer's units are boxes with room for four lines (id and activation, s, z, delta)
+PANEL_W, PANEL_H = 116.0, 72.0
+PANEL = layout.Geometry(box_w=PANEL_W, box_h=PANEL_H, column=270, row=PANEL_H + 28, slot=24, margin=24)
+# top to bottom, made left to right with the boxes' sides swapped (service.endpoints.layout's rule 6)
+PANEL_VERTICAL = layout.Geometry(
+    box_w=PANEL_H, box_h=PANEL_W, column=190, row=PANEL_W + 24, slot=24, margin=24
+)
+LABEL_FONT_SIZE = 11.0
+LABEL_HEIGHT, CHAR_WIDTH = 14.0, 6.4  # an edge label's box, at font-size 11 (Helvetica or Arial)
+CAPTION_HEIGHT = 20.0  # below the SVG's drawing
 
 
 class Document(NamedTuple):
@@ -61,6 +71,10 @@ class Edge:
             return f"{self.value.item():.3g}"
         return f"{self.value.shape[0]}x{self.value.shape[1]}, rms {self.magnitude:.3g}"
 
+    def label_size(self) -> tuple[float, float]:
+        """The label's box, wide enough for its text at LABEL_FONT_SIZE."""
+        return (len(self.label()) * CHAR_WIDTH + 6, LABEL_HEIGHT)
+
 
 def _largest(values: np.ndarray) -> float:
     return float(np.abs(values).max(initial=0.0))
@@ -86,20 +100,37 @@ class Drawing:
     position: dict[str, tuple[float, float]]
     edges: list[Edge]
     routes: list[list[layout.Point]]  # each edge's route, as service.endpoints.layout draws it
+    labels: list[layout.Point]  # each edge label's centre, clear of units and other labels
     z: dict[str, np.ndarray]  # the first sample's z, when samples were given
+    box: tuple[float, float]  # a unit's box: width, height
+    vertical: bool
     width: float
     height: float
 
 
-def render(req: wire.RenderRequest, limits: Limits, fmt: str) -> Document:
+def render(
+    req: wire.RenderRequest, limits: Limits, fmt: str, vertical: bool = False
+) -> Document | dict[str, Any]:
     compute.limit(limits, "max_render_units", len(req.network.units), "the number of units to draw")
-    drawing = lay_out(req, limits)
+    if fmt == "layout":
+        drawing = lay_out(req, limits, PANEL_VERTICAL if vertical else PANEL, vertical=vertical)
+        return layout_answer(drawing, req.show).model_dump()
+    drawing = lay_out(req, limits, GEOMETRY, circles=True)
     if fmt == "dot":
         return Document(dot(drawing).encode(), "text/vnd.graphviz; charset=utf-8")
     return Document(svg(drawing).encode(), "image/svg+xml")
 
 
-def lay_out(req: wire.RenderRequest, limits: Limits) -> Drawing:
+def lay_out(
+    req: wire.RenderRequest,
+    limits: Limits,
+    geometry: layout.Geometry,
+    vertical: bool = False,
+    circles: bool = False,
+) -> Drawing:
+    """The drawing: layers left to right in `geometry`, or, `vertical`, top to bottom (then
+    `geometry` is the left-to-right one with its boxes' sides swapped); `circles`: edges end
+    on the rim of a single unit's circle (the SVG's), not on its box."""
     if req.samples is None:
         if req.show == "gradients":
             raise InvalidRequestError(
@@ -129,8 +160,25 @@ def lay_out(req: wire.RenderRequest, limits: Limits) -> Drawing:
         [u.id for u in plan.units],
         {u.id for u in plan.units if u.role == "output"},
         [(w.source, w.target) for w in plan.weights],
-        GEOMETRY,
+        geometry,
     )
+    routes = drawn.routes
+    if circles:
+        routes = [
+            _to_circles(route, size[w.source], size[w.target], geometry)
+            for route, w in zip(routes, plan.weights, strict=True)
+        ]
+    half_w, half_h = geometry.box_w / 2, geometry.box_h / 2
+    boxes = [(x - half_w, y - half_h, x + half_w, y + half_h) for x, y in drawn.position.values()]
+    sizes = [e.label_size()[::-1] if vertical else e.label_size() for e in edges]
+    spots = layout.place_labels(routes, sizes, boxes)
+    position, width, height = drawn.position, drawn.width, drawn.height
+    box = (geometry.box_w, geometry.box_h)
+    if vertical:
+        position = {uid: (y, x) for uid, (x, y) in position.items()}
+        routes = [layout.transposed(route) for route in routes]
+        spots = layout.transposed(spots)
+        width, height, box = height, width, (geometry.box_h, geometry.box_w)
     shown = "gradients (mean over the batch)" if req.show == "gradients" else "weights"
     caption = f"edges: {shown}; blue positive, red negative, thicker larger" + (
         "; z of sample 0" if z else ""
@@ -138,21 +186,23 @@ def lay_out(req: wire.RenderRequest, limits: Limits) -> Drawing:
     return Drawing(
         caption=caption,
         units=list(plan.units),
-        position=drawn.position,
+        position=position,
         edges=edges,
-        routes=[
-            _to_circles(route, size[w.source], size[w.target])
-            for route, w in zip(drawn.routes, plan.weights, strict=True)
-        ],
+        routes=routes,
+        labels=spots,
         z=z,
-        width=drawn.width,
-        height=drawn.height + 20,  # room for the caption
+        box=box,
+        vertical=vertical,
+        width=width,
+        height=height,
     )
 
 
-def _to_circles(route: list[layout.Point], source_size: int, target_size: int) -> list[layout.Point]:
+def _to_circles(
+    route: list[layout.Point], source_size: int, target_size: int, geometry: layout.Geometry
+) -> list[layout.Point]:
     """A route from and to the rim of a single unit's circle, which is narrower than a layer's box."""
-    inset = GEOMETRY.box_w / 2 - RADIUS
+    inset = geometry.box_w / 2 - RADIUS
     (x0, y0), (x1, y1) = route[0], route[-1]
     start = (x0 - inset, y0) if source_size == 1 else (x0, y0)
     end = (x1 + inset, y1) if target_size == 1 else (x1, y1)
@@ -166,30 +216,77 @@ def _colour(value: float) -> str:
     return POSITIVE if value > 0 else NEGATIVE if value < 0 else ZERO
 
 
+def _stroke_widths(edges: list[Edge]) -> list[float]:
+    """From 1 (no magnitude) to 6 (the largest edge's)."""
+    biggest = max((e.magnitude for e in edges), default=0.0) or 1.0
+    return [1.0 + 5.0 * e.magnitude / biggest for e in edges]
+
+
+def layout_answer(d: Drawing, show: Literal["weights", "gradients"]) -> wire.RenderLayout:
+    return wire.RenderLayout(
+        orient="vertical" if d.vertical else "horizontal",
+        show=show,
+        width=round(d.width, 1),
+        height=round(d.height, 1),
+        caption=d.caption,
+        label_font_size=LABEL_FONT_SIZE,
+        units=[
+            wire.LaidOutUnit(
+                id=u.id,
+                role=u.role,
+                size=u.size,
+                activation=u.activation,
+                x=round(d.position[u.id][0], 1),
+                y=round(d.position[u.id][1], 1),
+                width=d.box[0],
+                height=d.box[1],
+            )
+            for u in d.units
+        ],
+        edges=[
+            wire.LaidOutEdge(
+                source=e.source,
+                target=e.target,
+                points=[(round(x, 1), round(y, 1)) for x, y in route],
+                path=layout.path_data(route, d.vertical),
+                value=e.signed,
+                magnitude=e.magnitude,
+                colour=_colour(e.signed),
+                stroke_width=round(width, 2),
+                label=wire.EdgeLabel(
+                    text=e.label(),
+                    x=round(lx, 1),
+                    y=round(ly, 1),
+                    width=e.label_size()[0],
+                    height=e.label_size()[1],
+                ),
+            )
+            for e, route, (lx, ly), width in zip(
+                d.edges, d.routes, d.labels, _stroke_widths(d.edges), strict=True
+            )
+        ],
+    )
+
+
 def svg(d: Drawing) -> str:
-    biggest = max((e.magnitude for e in d.edges), default=0.0) or 1.0
+    width, height = d.width, d.height + CAPTION_HEIGHT
     parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{d.width:.0f}" height="{d.height:.0f}" '
-        f'viewBox="0 0 {d.width:.0f} {d.height:.0f}" font-family="Helvetica, Arial, sans-serif">',
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" height="{height:.0f}" '
+        f'viewBox="0 0 {width:.0f} {height:.0f}" font-family="Helvetica, Arial, sans-serif">',
         "<title>gradserve network</title>",
-        f'<rect width="{d.width:.0f}" height="{d.height:.0f}" fill="white"/>',
-        f'<text x="12" y="{d.height - 10:.0f}" font-size="10" fill="#666">{escape(d.caption)}</text>',
+        f'<rect width="{width:.0f}" height="{height:.0f}" fill="white"/>',
+        f'<text x="12" y="{height - 10:.0f}" font-size="10" fill="#666">{escape(d.caption)}</text>',
     ]
-    half_w, half_h = GEOMETRY.box_w / 2, GEOMETRY.box_h / 2
-    boxes = [(x - half_w, y - half_h, x + half_w, y + half_h) for x, y in d.position.values()]
-    sizes = [(len(e.label()) * CHAR_WIDTH + 6, LABEL_HEIGHT) for e in d.edges]
-    spots = layout.place_labels(d.routes, sizes, boxes)
     labels = []
-    for e, route, (lx, ly) in zip(d.edges, d.routes, spots, strict=True):
-        width = 1.0 + 5.0 * e.magnitude / biggest
-        path = layout.path_data(route)
+    for e, route, (lx, ly), stroke in zip(d.edges, d.routes, d.labels, _stroke_widths(d.edges), strict=True):
+        path = layout.path_data(route, d.vertical)
         parts.append(
             f'<path class="edge" data-source={quoteattr(e.source)} data-target={quoteattr(e.target)} '
-            f'd="{path}" fill="none" stroke="{_colour(e.signed)}" stroke-width="{width:.2f}" '
+            f'd="{path}" fill="none" stroke="{_colour(e.signed)}" stroke-width="{stroke:.2f}" '
             'stroke-opacity="0.8"/>'
         )
         labels.append(
-            f'<text x="{lx:.1f}" y="{ly + 4:.1f}" font-size="11" text-anchor="middle" '
+            f'<text x="{lx:.1f}" y="{ly + 4:.1f}" font-size="{LABEL_FONT_SIZE:g}" text-anchor="middle" '
             f'fill="{_colour(e.signed)}" stroke="white" stroke-width="3" paint-order="stroke">'
             f"{escape(e.label())}</text>"
         )

@@ -38,6 +38,10 @@ HANDLERS: dict[str, Handler] = {
     "check": Handler(_W["check"], gradcheck.check, costs.check),
     "render": Handler(_W["render"], functools.partial(render.render, fmt="svg"), costs.render),
     "render.dot": Handler(_W["render"], functools.partial(render.render, fmt="dot"), costs.render),
+    "render.layout": Handler(_W["render"], functools.partial(render.render, fmt="layout"), costs.render),
+    "render.layout.vertical": Handler(
+        _W["render"], functools.partial(render.render, fmt="layout", vertical=True), costs.render
+    ),
 }
 
 #: the compute routes, by path

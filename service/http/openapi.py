@@ -36,16 +36,25 @@ COMPUTE_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 RENDERED: dict[int | str, dict[str, Any]] = {
     200: {
-        "description": "The network drawn: SVG, or Graphviz DOT with format=dot",
+        "description": (
+            "The network drawn: SVG, Graphviz DOT with format=dot, or with format=layout the "
+            "drawing's geometry as JSON (each unit's box; each edge's route, SVG path, colour, "
+            "stroke width and label box), layers top to bottom with orient=vertical"
+        ),
         "content": {
             "image/svg+xml": {"schema": {"type": "string"}},
             "text/vnd.graphviz": {"schema": {"type": "string"}},
+            "application/json": {"schema": {"$ref": "#/components/schemas/RenderLayout"}},
         },
     },
 }
 
 #: models the compute routes parse themselves, so FastAPI does not see them: added to the document
-REQUEST_MODELS: tuple[type[BaseModel], ...] = (*(e.request for e in ROUTES.values()), wire.Problem)
+REQUEST_MODELS: tuple[type[BaseModel], ...] = (
+    *(e.request for e in ROUTES.values()),
+    wire.Problem,
+    wire.RenderLayout,
+)
 
 
 # Never called: the signatures of the compute routes (render's has a query parameter), for
@@ -54,7 +63,10 @@ def _served_by_compute_routes() -> None:
     pass
 
 
-def _render_served_by_compute_routes(format: Literal["svg", "dot"] = Query("svg")) -> None:
+def _render_served_by_compute_routes(
+    format: Literal["svg", "dot", "layout"] = Query("svg"),
+    orient: Literal["horizontal", "vertical"] = Query("horizontal", description="for format=layout"),
+) -> None:
     pass
 
 

@@ -119,13 +119,22 @@ async def _send_reply(reply: Reply, send: Send, inflight: Inflight) -> None:
 
 
 def _endpoint(route: wire.Endpoint, scope: Scope) -> str:
-    """The worker's endpoint: render's depends on ?format=svg|dot."""
+    """The worker's endpoint: render's depends on ?format=svg|dot|layout and, for a layout,
+    ?orient=horizontal|vertical."""
     if route.name != "render":
         return route.name
-    formats = parse_qs(scope["query_string"].decode("latin-1")).get("format", ["svg"])
-    if formats[-1] not in ("svg", "dot"):
-        raise InvalidRequestError(f"format: Input should be 'svg' or 'dot', not {formats[-1][:40]!r}")
-    return "render.dot" if formats[-1] == "dot" else "render"
+    query = parse_qs(scope["query_string"].decode("latin-1"))
+    fmt = query.get("format", ["svg"])[-1]
+    if fmt not in ("svg", "dot", "layout"):
+        raise InvalidRequestError(f"format: Input should be 'svg', 'dot' or 'layout', not {fmt[:40]!r}")
+    orient = query.get("orient", ["horizontal"])[-1]
+    if orient not in ("horizontal", "vertical"):
+        raise InvalidRequestError(f"orient: Input should be 'horizontal' or 'vertical', not {orient[:40]!r}")
+    if orient == "vertical" and fmt != "layout":
+        raise InvalidRequestError("orient: 'vertical' is for format=layout; SVG and DOT run left to right")
+    if fmt == "layout":
+        return "render.layout.vertical" if orient == "vertical" else "render.layout"
+    return "render.dot" if fmt == "dot" else "render"
 
 
 async def _answer(scope: Scope, receive: Receive, endpoint: str) -> Reply:

@@ -1,5 +1,7 @@
 // The gradserve playground: plain JS on the public REST API, the same one the SDK uses.
-import { BOX, layout, pathData, placeLabels } from "./layout.js";
+// The graph is drawn from /v1/render?format=layout: the service lays the network out (its
+// layers, the order within them, the edges' routes and where their labels go); this page adds
+// what it shows in the units and makes the edges clickable.
 
 const SVG = "http://www.w3.org/2000/svg";
 const GRID = 64; // the heatmap's grid is GRID x GRID points, one /v1/forward
@@ -81,7 +83,7 @@ const state = {
   losses: [],
   steps: 0,
   playing: false,
-  seq: { compute: 0, explain: 0, heatmap: 0 },
+  seq: { compute: 0, explain: 0, heatmap: 0, layout: 0 },
 };
 
 // ---------------------------------------------------------------- helpers
@@ -137,7 +139,6 @@ function summary(v) {
 }
 
 const signClass = (v) => (v > 0 ? "pos" : v < 0 ? "neg" : "");
-const colour = (v) => (v > 0 ? "#2166ac" : v < 0 ? "#b2182b" : "#888888");
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const arrow = (s, t) => `${s} -> ${t}`;
 
@@ -266,7 +267,9 @@ async function recompute() {
     state.result = null;
     showError(e);
   }
-  drawGraph();
+  showLoss();
+  await drawGraph();
+  if (seq !== state.seq.compute) return;
   updateTables();
   drawLoss();
   syncJson();
@@ -288,32 +291,47 @@ function unitValue(id, q) {
 
 // ---------------------------------------------------------------- the graph
 
-function drawGraph() {
+/** The service's layout of the network: with the shown values when it can compute them. */
+function requestLayout() {
+  const computed = state.result !== null;
+  const show = computed && (state.show === "weights" || outputsHaveTargets()) ? state.show : "weights";
+  const orient = NARROW.matches ? "vertical" : "horizontal";
+  const samples = computed ? state.samples : null;
+  return api(`/v1/render?format=layout&orient=${orient}`, { network: state.network, samples, show });
+}
+
+async function drawGraph() {
+  const seq = ++state.seq.layout;
   const host = $("graph");
   const net = state.network;
-  const lay = layout(net.units, net.weights, NARROW.matches);
+  let lay;
+  try {
+    lay = await requestLayout();
+  } catch (e) {
+    if (seq !== state.seq.layout || net !== state.network) return;
+    // when the computation failed too, its error (shown above) says why; else this one does
+    const note = state.result === null ? "No picture: the service cannot draw this network (see the message above)." : `No picture: ${e.message}`;
+    host.replaceChildren(el("p", { class: "hint", text: note }));
+    $("graph-caption").textContent = "";
+    return;
+  }
+  // an answer for a network since replaced (loaded, trained) is dropped: its own redraw follows
+  if (seq !== state.seq.layout || net !== state.network) return;
+  const indexOf = new Map(net.weights.map((e, k) => [arrow(e.source, e.target), k]));
   const svg = svgEl("svg", {
     width: lay.width,
     height: lay.height,
     viewBox: `0 0 ${lay.width} ${lay.height}`,
     role: "group",
     "aria-label": "the network: units and weights",
+    "data-show": lay.show,
+    "data-orient": lay.orient,
   });
-  const values = lay.edges.map((e) => {
-    const k = net.weights.indexOf(e);
-    const shown = state.show === "gradients" ? gradientOf(k) : e.value;
-    return { k, e, s: shown === null ? null : summary(shown) };
-  });
-  const biggest = Math.max(1e-12, ...values.map((v) => (v.s ? v.s.rms : 0)));
-  const labels = values.map(({ s }) =>
-    s === null ? "?" : s.single !== null ? fmt(s.single) : `${s.count} rms ${fmt(s.rms)}`,
-  );
   const edgeLayer = svgEl("g", { class: "edges" });
   const labelLayer = svgEl("g", { class: "edge-labels" });
-  values.forEach(({ k, e, s }, i) => {
-    const d = pathData(lay.routes[i], lay.vertical);
-    const width = s ? 1.2 + (5 * s.rms) / biggest : 1;
-    const c = s ? colour(s.mean) : "#888888";
+  for (const edge of lay.edges) {
+    const k = indexOf.get(arrow(edge.source, edge.target));
+    const e = net.weights[k];
     const weightText = summary(e.value).single !== null ? fmt(summary(e.value).single) : "a matrix";
     const g = gradientOf(k);
     const gradText = g === null ? "not computed" : summary(g).single !== null ? fmt(summary(g).single) : "a matrix";
@@ -327,11 +345,19 @@ function drawGraph() {
       "aria-label": `weight ${arrow(e.source, e.target)}: value ${weightText}, gradient ${gradText}. Explain`,
     });
     group.append(
-      svgEl("path", { class: "halo", d, "stroke-width": width + 7 }),
-      svgEl("path", { class: "hit", d }),
-      svgEl("path", { class: "line", d, stroke: c, "stroke-width": width.toFixed(2) }),
+      svgEl("path", { class: "halo", d: edge.path, "stroke-width": edge.stroke_width + 7 }),
+      svgEl("path", { class: "hit", d: edge.path }),
+      svgEl("path", { class: "line", d: edge.path, stroke: edge.colour, "stroke-width": edge.stroke_width }),
     );
-    const label = svgEl("text", { "text-anchor": "middle", fill: c, text: labels[i] });
+    const label = svgEl("text", {
+      x: edge.label.x,
+      y: edge.label.y,
+      "font-size": lay.label_font_size,
+      "text-anchor": "middle",
+      "dominant-baseline": "central",
+      fill: edge.colour,
+      text: edge.label.text,
+    });
     const labelGroup = svgEl("g", { class: "edge-label", "data-source": e.source, "data-target": e.target, "data-index": k });
     labelGroup.append(label);
     for (const node of [group, labelGroup]) node.addEventListener("click", () => select(k));
@@ -343,35 +369,31 @@ function drawGraph() {
     });
     edgeLayer.append(group);
     labelLayer.append(labelGroup);
-  });
+  }
   const unitLayer = svgEl("g", { class: "units" });
-  for (const u of net.units) {
-    const p = lay.position.get(u.id);
-    const g = svgEl("g", { class: `unit ${role(u)}`, "data-unit": u.id });
-    g.append(svgEl("rect", { x: p.x - BOX.w / 2, y: p.y - BOX.h / 2, width: BOX.w, height: BOX.h, rx: 8 }));
-    const x0 = p.x - BOX.w / 2 + 8;
-    let y = p.y - BOX.h / 2 + 15;
-    const kind = role(u) === "input" ? "input" : u.activation || (role(u) === "output" ? "identity" : "sigmoid");
-    const size = u.size && u.size > 1 ? ` (${u.size})` : "";
-    g.append(svgEl("text", { x: x0, y, class: "name", text: `${u.id}${size} · ${kind}` }));
+  for (const u of lay.units) {
+    const [x0, y0] = [u.x - u.width / 2, u.y - u.height / 2];
+    const g = svgEl("g", { class: `unit ${u.role}`, "data-unit": u.id });
+    g.append(svgEl("rect", { x: x0, y: y0, width: u.width, height: u.height, rx: 8 }));
+    let y = y0 + 15;
+    const kind = u.role === "input" ? "input" : u.activation;
+    const size = u.size > 1 ? ` (${u.size})` : "";
+    g.append(svgEl("text", { x: x0 + 8, y, class: "name", text: `${u.id}${size} · ${kind}` }));
     for (const [q, name] of [["s", "s"], ["z", "z"], ["delta", "δ"]]) {
       const v = unitValue(u.id, q);
       if (v === null) continue;
       y += 15;
       const shown = typeof v === "number" ? fmt(v) : `‖${fmt(Math.hypot(...flat(v)))}‖`;
-      g.append(svgEl("text", { x: x0, y, "data-q": q, text: `${name} = ${shown}` }));
+      g.append(svgEl("text", { x: x0 + 8, y, "data-q": q, text: `${name} = ${shown}` }));
     }
     unitLayer.append(g);
   }
   svg.append(edgeLayer, unitLayer, labelLayer);
   host.replaceChildren(svg);
-  // labels are placed once the browser can say how wide each one is
-  const texts = [...labelLayer.querySelectorAll("text")];
-  const sizes = texts.map((t) => [t.getComputedTextLength() + 6, 15]);
-  placeLabels(lay.routes, sizes, lay.unitBoxes, lay.vertical).forEach(([x, y], i) => {
-    texts[i].setAttribute("x", x.toFixed(1));
-    texts[i].setAttribute("y", (y + 4).toFixed(1));
-  });
+  $("graph-caption").textContent = lay.caption;
+}
+
+function showLoss() {
   const loss = state.result && typeof state.result.loss === "number" ? state.result.loss : null;
   $("loss").textContent = loss === null ? "" : `E = ${fmt(loss)}`;
   if (loss !== null) $("loss").dataset.value = String(loss);
