@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from service import engine, wire
-from service.endpoints import explain
+from service.endpoints import explain, table
 from service.engine.activations import Activation, elementwise
 from service.engine.losses import Outputs
 from service.settings import Limits
@@ -212,3 +212,14 @@ def test_explain_writes_a_hidden_softmax_rule_without_the_loss_term() -> None:
         body["units"]["h"]["rule"] == "delta = z * (g - sum(g * z)) with g = the sum of delta_terms' values"
     )
     assert body["units"]["o"]["rule"] == "delta = f'(s) * (loss_term + the sum of delta_terms' values)"
+
+
+def test_every_compute_endpoint_is_one_wire_entry_with_its_handlers() -> None:
+    """The endpoint table: each wire entry is served (its own name a handler, its path a route),
+    and each handler is a variant (`<name>` or `<name>.<format>`) of the wire entry it names."""
+    paths = {f"/v1/{name}": e for name, e in wire.ENDPOINTS.items()}
+    assert set(wire.ENDPOINTS) <= set(table.HANDLERS)
+    assert paths == table.ROUTES
+    for key, handler in table.HANDLERS.items():
+        assert key.split(".")[0] == handler.wire.name
+        assert wire.ENDPOINTS[handler.wire.name] is handler.wire
