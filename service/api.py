@@ -43,6 +43,7 @@ from service.errors import (
     ShuttingDownError,
     UnsupportedMediaTypeError,
 )
+from service.middleware import ConnectionDroppedError
 from service.settings import Limits, Settings
 from service.worker import Body, Executor, Reply, SharedBody
 
@@ -173,9 +174,35 @@ async def _send_reply(reply: Reply, send: Send, inflight: Inflight) -> None:
         for at in range(0, len(content), SEND_CHUNK):
             end = at + SEND_CHUNK
             more = end < len(content)
-            await send({"type": "http.response.body", "body": content[at:end], "more_body": more})
+            await _piece(
+                send, {"type": "http.response.body", "body": content[at:end], "more_body": more}, inflight
+            )
     finally:
         inflight.give(len(content))
+
+
+#: a piece of an answer not taken by its client within this long counts as stalled
+STALLED_AFTER_S = 0.1
+
+
+async def _piece(send: Send, message: dict[str, Any], inflight: Inflight) -> None:
+    """Send one piece of an answer; while its client does not read, the answer may be evicted
+    (its connection dropped) to make room for computations that wait for in-flight bytes."""
+    sending = asyncio.ensure_future(send(message))
+    done, _ = await asyncio.wait({sending}, timeout=STALLED_AFTER_S)
+    if done:
+        return sending.result()
+    evicted = inflight.stalled()
+    waiting = asyncio.ensure_future(evicted.wait())
+    try:
+        await asyncio.wait({sending, waiting}, return_when=asyncio.FIRST_COMPLETED)
+        if sending.done():
+            return sending.result()
+        raise ConnectionDroppedError  # (the connection is aborted; its bytes are let go)
+    finally:
+        inflight.unstalled(evicted)
+        waiting.cancel()
+        sending.cancel()
 
 
 def _endpoint(route: Compute, scope: Scope) -> str:
@@ -252,6 +279,7 @@ class Inflight:
     def __init__(self, limit: int) -> None:
         self.limit, self.held = limit, 0
         self._freed = asyncio.Event()
+        self._stalled: dict[asyncio.Event, None] = {}  # answers whose clients stopped reading, oldest first
 
     def could_fit(self, size: int) -> None:
         """A 413 for a body larger than all that may be held at once: waiting would not help."""
@@ -283,10 +311,25 @@ class Inflight:
 
     async def room(self) -> None:
         """Once what is held is within the limit: a computation starts only then, so that answers
-        waiting for clients that do not read them hold back the next computations, not pile up."""
+        waiting for clients that do not read them do not pile up. While it is not, the answer
+        whose client has stalled longest is evicted (its connection dropped): clients that do not
+        read pay for the room, not the clients waiting behind them."""
         while self.held > self.limit:
+            if self._stalled:
+                oldest = next(iter(self._stalled))
+                oldest.set()
+                self.unstalled(oldest)
             self._freed.clear()
             await self._freed.wait()
+
+    def stalled(self) -> asyncio.Event:
+        """An answer whose client stopped reading: the event is set when it is to be evicted."""
+        evicted = asyncio.Event()
+        self._stalled[evicted] = None
+        return evicted
+
+    def unstalled(self, evicted: asyncio.Event) -> None:
+        self._stalled.pop(evicted, None)
 
 
 @asynccontextmanager
