@@ -33,6 +33,7 @@ class Inflight:
     def __init__(self, limit: int) -> None:
         self.limit, self.held = limit, 0
         self._freed = asyncio.Event()
+        self._stalled: dict[asyncio.Event, None] = {}  # answers whose clients stopped reading, oldest first
 
     def could_fit(self, size: int) -> None:
         """A 413 for a body larger than all that may be held at once: waiting would not help."""
@@ -64,10 +65,25 @@ class Inflight:
 
     async def room(self) -> None:
         """Once what is held is within the limit: a computation starts only then, so that answers
-        waiting for clients that do not read them hold back the next computations, not pile up."""
+        waiting for clients that do not read them do not pile up. While it is not, the answer
+        whose client has stalled longest is evicted (its connection dropped): clients that do not
+        read pay for the room, not the clients waiting behind them."""
         while self.held > self.limit:
+            if self._stalled:
+                oldest = next(iter(self._stalled))
+                oldest.set()
+                self.unstalled(oldest)
             self._freed.clear()
             await self._freed.wait()
+
+    def stalled(self) -> asyncio.Event:
+        """An answer whose client stopped reading: the event is set when it is to be evicted."""
+        evicted = asyncio.Event()
+        self._stalled[evicted] = None
+        return evicted
+
+    def unstalled(self, evicted: asyncio.Event) -> None:
+        self._stalled.pop(evicted, None)
 
 
 @asynccontextmanager

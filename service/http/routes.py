@@ -31,6 +31,7 @@ from service.errors import (
     UnsupportedMediaTypeError,
 )
 from service.http.admission import ClientGoneError, Inflight, computation_slot, receive_body
+from service.http.middleware import ConnectionDroppedError
 from service.http.shutdown import Shutdown
 from service.settings import Settings
 from service.transport.executors import Executor
@@ -113,9 +114,35 @@ async def _send_reply(reply: Reply, send: Send, inflight: Inflight) -> None:
         for at in range(0, len(content), SEND_CHUNK):
             end = at + SEND_CHUNK
             more = end < len(content)
-            await send({"type": "http.response.body", "body": content[at:end], "more_body": more})
+            await _piece(
+                send, {"type": "http.response.body", "body": content[at:end], "more_body": more}, inflight
+            )
     finally:
         inflight.give(len(content))
+
+
+#: a piece of an answer not taken by its client within this long counts as stalled
+STALLED_AFTER_S = 0.1
+
+
+async def _piece(send: Send, message: dict[str, Any], inflight: Inflight) -> None:
+    """Send one piece of an answer; while its client does not read, the answer may be evicted
+    (its connection dropped) to make room for computations that wait for in-flight bytes."""
+    sending = asyncio.ensure_future(send(message))
+    done, _ = await asyncio.wait({sending}, timeout=STALLED_AFTER_S)
+    if done:
+        return sending.result()
+    evicted = inflight.stalled()
+    waiting = asyncio.ensure_future(evicted.wait())
+    try:
+        await asyncio.wait({sending, waiting}, return_when=asyncio.FIRST_COMPLETED)
+        if sending.done():
+            return sending.result()
+        raise ConnectionDroppedError  # (the connection is aborted; its bytes are let go)
+    finally:
+        inflight.unstalled(evicted)
+        waiting.cancel()
+        sending.cancel()
 
 
 def _endpoint(route: wire.Endpoint, scope: Scope) -> str:
