@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 
 from service import explain, gradcheck, render, wire
-from service.errors import LimitExceededError
+from service.errors import InvalidRequestError, LimitExceededError
 from service.settings import Settings
 from tests import seed
 from tests.strategies import networks
@@ -352,7 +352,7 @@ def test_render_as_dot_and_its_limits() -> None:
     assert '"j" -> "k2"' in text
     with pytest.raises(LimitExceededError, match="max_render_units = 3"):
         render.render(req, Settings(max_render_units=3).limits(), "svg")
-    with pytest.raises(Exception, match="show=gradients needs samples"):
+    with pytest.raises(InvalidRequestError, match="show=gradients needs samples"):
         render.render(
             wire.RenderRequest.model_validate({"network": case.network, "show": "gradients"}), LIMITS, "svg"
         )
