@@ -193,6 +193,18 @@ def test_request_bodies_carry_numpy_as_lists_or_base64() -> None:
     assert body["x"][0] is arrays[0]
 
 
+def test_an_encoded_array_is_found_wherever_a_model_holds_it() -> None:
+    from client.arrays import holds_encoded
+
+    one = client.EncodedArray(dtype="float64", shape=[1], data="AAAAAAAA8D8=")  # [1.0]
+    plain = client.Weight(source="a", target="b", value=[[1.0], [2.0]])
+    encoded = client.Weight(source="a", target="b", value=one)
+    assert not holds_encoded([plain, 1.0, "x", None, [[1.0]], {"k": [2.0]}, [plain, plain]])
+    assert holds_encoded([1.0, plain, encoded])  # models of one class among other values
+    assert holds_encoded([{"k": [plain, [one]]}])  # a list of mixed kinds, inside a dict
+    assert holds_encoded([client.Samples(inputs={"x": [1.0], "y": one})])
+
+
 # ---------------------------------------------------------------- configuration
 
 
