@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from client import _constants as const
 from client._errors import APIConnectionError, APIError, APITimeoutError, status_error
 from client._retry import parse_retry_after, retry_delay, should_retry
-from client.arrays import carries_encoded, decode_encoded, numpy_available, request_json
+from client.arrays import decode_encoded, holds_encoded, request_body
 from service import __version__
 from service.wire import (
     ArrayEncoding,
@@ -43,15 +43,9 @@ class _Call:
     ) -> None:
         self.method, self.path, self.model = method, path, model
         self.content: bytes | None = None
-        self.decode = False
+        self.decode = False  # whether the answer's arrays come base64, to be decoded here
         if body is not None:
-            auto = "array_encoding" in body and body["array_encoding"] is None
-            self.content = request_json({k: v for k, v in body.items() if v is not None})  # None: default
-            if auto and carries_encoded(self.content) and numpy_available():
-                # Large arrays went base64; let the answer come back the same way, and decode it
-                # here, so the caller sees the same result either way.
-                self.decode = True
-                self.content = self.content[:-1] + b',"array_encoding":"base64"}'
+            self.content, self.decode = request_body(body)
 
     def result(self, response: httpx.Response) -> Any:
         if response.status_code >= 400:
@@ -60,7 +54,7 @@ class _Call:
             return response.text
         try:
             result = self.model.model_validate_json(response.content)
-            return decode_encoded(result) if self.decode and carries_encoded(response.content) else result
+            return decode_encoded(result) if self.decode and holds_encoded([result]) else result
         except ValueError as exc:
             raise APIError(
                 f"the server's answer to {self.path} does not fit the API: {exc}", response.request

@@ -1,4 +1,4 @@
-"""Run inside a mount namespace whose /dev/shm is 12 MiB (tests/test_service.py starts it):
+"""Run inside a mount namespace whose /dev/shm is 12 MiB (tests/test_transport.py starts it):
 a live server takes four clients posting 6 MB bodies at once, and prints what they got."""
 
 from __future__ import annotations

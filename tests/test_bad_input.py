@@ -264,6 +264,32 @@ def test_a_content_length_that_lies_large_is_413_at_once(strict_url: str) -> Non
     assert "max_body_bytes" in answer
 
 
+@pytest.mark.parametrize(
+    ("digits", "status"), [("0" * 5000 + "2", "422"), ("1" + "0" * 30, "4"), ("0" * 30 + "2", "422")]
+)
+def test_a_content_length_of_thousands_of_digits_is_read_as_its_value(
+    strict_url: str, digits: str, status: str
+) -> None:
+    """Leading zeros are legal; Python refuses int() of over 4,300 digits (it was a 500)."""
+    head = b"POST /v1/gradients HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    answer = raw_exchange(strict_url, head + f"Content-Length: {digits}\r\n\r\n{{}}".encode())
+    assert answer.startswith(f"HTTP/1.1 {status}"), answer[:200]
+    assert httpx.get(strict_url + "/healthz").status_code == 200
+
+
+@pytest.mark.parametrize("endpoint", ["forward", "check", "render"])
+def test_a_network_whose_every_weight_value_is_misshapen_is_a_422(strict_url: str, endpoint: str) -> None:
+    """No weight value usable at all: the problems are reported, nothing is laid out (was a 500)."""
+    net = {
+        "units": [{"id": "x", "role": "input", "size": 2}, {"id": "o", "role": "output"}],
+        "weights": [{"source": "x", "target": "o", "value": 0.5}],
+    }
+    body = {"network": net, "samples": {"inputs": {"x": [[1.0, 2.0]]}, "targets": {"o": [0.0]}}}
+    r = httpx.post(f"{strict_url}/v1/{endpoint}", json=body)
+    assert r.status_code == 422, r.text
+    assert r.json()["errors"][0]["loc"] == ["network", "weights", 0, "value"]
+
+
 def test_a_content_length_that_lies_small_is_a_protocol_error(strict_url: str) -> None:
     """The declared bytes are the body; what follows is not HTTP, and the connection is closed."""
     body = json.dumps(base("gradients")).encode()

@@ -149,33 +149,60 @@ def test_to_numpy_reads_every_form() -> None:
 
 
 def test_request_bodies_carry_numpy_as_lists_or_base64() -> None:
-    from client.arrays import carries_encoded, request_json
+    from client.arrays import encode, request_body
+
+    def sent(body: dict[str, Any]) -> Any:
+        return json.loads(request_body(body)[0])
+
+    def asks_base64(body: dict[str, Any]) -> bool:
+        content, decode = request_body({**body, "array_encoding": None})
+        assert decode == (json.loads(content).get("array_encoding") == "base64")
+        return decode
 
     small, large = np.arange(3.0), np.zeros((16, 16))
-    body = json.loads(request_json({"a": small, "b": large, "c": np.float32(0.5), "d": np.array(2.0)}))
+    body = sent({"a": small, "b": large, "c": np.float32(0.5), "d": np.array(2.0)})
     assert body["a"] == [0.0, 1.0, 2.0]
     assert body["b"]["shape"] == [16, 16]
     assert client.to_numpy(body["b"]).tolist() == large.tolist()
     assert body["c"] == 0.5
     assert body["d"] == 2.0
     # models go as they dump, their None fields (the defaults) left out
-    unit = json.loads(request_json({"u": client.Unit(id="x", role="input")}))["u"]
+    unit = sent({"u": client.Unit(id="x", role="input")})["u"]
     assert unit == {"id": "x", "role": "input", "size": 1}
-    assert carries_encoded(request_json({"b": large}))
-    assert carries_encoded(request_json({"w": client.EncodedArray(dtype="float64", shape=[0], data="")}))
-    assert not carries_encoded(request_json({"units": [{"id": "dtype"}], "biases": {"dtype": small}}))
+    # a body that carries an encoded array asks for its answer base64, and only then
+    assert asks_base64({"b": large})
+    assert asks_base64({"w": client.EncodedArray(dtype="float64", shape=[0], data="")})
+    assert asks_base64({"w": encode(large)})
+    assert asks_base64({"n": client.mlp([64, 32, 2], seed=1)})
+    assert not asks_base64({"units": [{"id": "dtype"}], "biases": {"dtype": small}})
+    assert not asks_base64({"n": client.mlp([6, 5, 2], seed=1)})
+    assert "array_encoding" not in sent({"a": small, "array_encoding": None})
+    assert sent({"b": large, "array_encoding": "list"})["array_encoding"] == "list"
     with pytest.raises(TypeError, match="cannot send a object"):
-        request_json({"a": object()})
-    # large arrays' base64 is spliced in as bytes: every one lands where it was, whatever
-    # the strings around it hold
+        request_body({"a": object()})
+    # every large array lands where it was, whatever the strings around it hold, and what
+    # held it is left as it was
     arrays = [np.random.default_rng(k).normal(size=(20 + k, 13)) for k in range(3)]
     text = '\x00gradserve-array-0 "quoted" \\ and ünïcode'
-    sent = {"x": [arrays[0], {"y": arrays[1], "s": text}], "z": np.asfortranarray(arrays[2]), "t": text}
-    got = json.loads(request_json(sent))
+    body = {"x": [arrays[0], {"y": arrays[1], "s": text}], "z": np.asfortranarray(arrays[2]), "t": text}
+    got = sent(body)
     assert client.to_numpy(got["x"][0]).tolist() == arrays[0].tolist()
     assert client.to_numpy(got["x"][1]["y"]).tolist() == arrays[1].tolist()
     assert client.to_numpy(got["z"]).tolist() == arrays[2].tolist()
     assert got["x"][1]["s"] == got["t"] == text
+    assert body["x"][0] is arrays[0]
+
+
+def test_an_encoded_array_is_found_wherever_a_model_holds_it() -> None:
+    from client.arrays import holds_encoded
+
+    one = client.EncodedArray(dtype="float64", shape=[1], data="AAAAAAAA8D8=")  # [1.0]
+    plain = client.Weight(source="a", target="b", value=[[1.0], [2.0]])
+    encoded = client.Weight(source="a", target="b", value=one)
+    assert not holds_encoded([plain, 1.0, "x", None, [[1.0]], {"k": [2.0]}, [plain, plain]])
+    assert holds_encoded([1.0, plain, encoded])  # models of one class among other values
+    assert holds_encoded([{"k": [plain, [one]]}])  # a list of mixed kinds, inside a dict
+    assert holds_encoded([client.Samples(inputs={"x": [1.0], "y": one})])
 
 
 # ---------------------------------------------------------------- configuration

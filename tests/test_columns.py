@@ -16,6 +16,7 @@ import client
 from service import wire
 from service.endpoints import compute, gradcheck
 from service.endpoints.arrays import to_numpy
+from service.errors import InvalidGraphError
 from service.settings import Limits
 from tests import seed
 from tests.strategies import encode, networks
@@ -198,9 +199,9 @@ def test_columns_join_single_units_only() -> None:
         "weights": {"source": ["x"], "target": ["o"], "value": [1.0]},
     }
     request = {"network": net, "samples": {"inputs": {"x": [[1.0, 2.0]]}, "targets": {"o": [0.0]}}}
-    with pytest.raises(Exception, match="join single units, and 'x' has size 2") as raised:
+    with pytest.raises(InvalidGraphError, match="join single units, and 'x' has size 2") as raised:
         answer(compute.gradients, wire.GradientsRequest, request)
-    assert raised.value.errors[0]["loc"] == ["network", "weights", "source", 0]  # type: ignore[attr-defined]
+    assert raised.value.errors[0]["loc"] == ["network", "weights", "source", 0]
 
 
 def test_explain_and_render_take_columns() -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -394,7 +393,10 @@ def test_large_sparse_graph_uses_gathered_blocks_and_stays_small() -> None:
     real = len(weights)
     gathered = sum(int(np.prod(b.shape)) for lv in plan.levels for b in lv.blocks)
     assert gathered <= layout.DENSITY * real + layout.MIN_BLOCK * len(plan.levels)
-    assert math.isfinite(plan.theta.sum())
+    # theta is every weight's value, in the order given, then the biases (all zero here)
+    assert plan.theta[:real].tolist() == [w["value"] for w in weights]
+    assert plan.theta.size == real + len(units) - 16
+    assert not plan.theta[real:].any()
 
 
 def test_gathered_blocks_of_a_graph_with_more_units_than_weight_elements() -> None:

@@ -1,13 +1,11 @@
-"""Explain, check and render: the seed's derivation as a service."""
+"""Explain: the seed's derivation, path by path, as a service."""
 
 from __future__ import annotations
 
 import itertools
 import json
 import math
-import re
 import time
-import xml.etree.ElementTree as ET
 from typing import Any
 
 import numpy as np
@@ -15,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 
 from service import wire
-from service.endpoints import explain, gradcheck, render
+from service.endpoints import explain
 from service.errors import LimitExceededError
 from service.settings import Settings
 from tests import seed
@@ -28,11 +26,6 @@ LIMITS = Settings().limits()
 def explained(net: dict[str, Any], samples: dict[str, Any], **options: Any) -> dict[str, Any]:
     req = wire.ExplainRequest.model_validate_json(json.dumps({"network": net, "samples": samples, **options}))
     return json.loads(json.dumps(explain.explain(req, LIMITS), default=lambda a: a.tolist()))
-
-
-def checked(net: dict[str, Any], samples: dict[str, Any], **options: Any) -> dict[str, Any]:
-    req = wire.CheckRequest.model_validate_json(json.dumps({"network": net, "samples": samples, **options}))
-    return json.loads(json.dumps(gradcheck.check(req, LIMITS), default=lambda a: a.tolist()))
 
 
 def as_array(value: Any) -> np.ndarray:
@@ -248,112 +241,3 @@ def test_layers_get_their_gradient_without_paths() -> None:
     assert np.asarray(first["gradient"]).shape == (2, 3)
     np.testing.assert_allclose(first["gradient"], np.outer(first["z_source"], first["delta_target"]))
     assert (first["paths"], first["paths_total"]) == ([], None)
-
-
-# ---------------------------------------------------------------- check
-
-
-@settings(max_examples=40)
-@given(networks(max_hidden=3))
-def test_check_passes_the_services_own_gradients(case: tuple[dict[str, Any], dict[str, Any]]) -> None:
-    net, samples = case
-    body = checked(net, samples)
-    assert body["ok"], body
-    assert body["max_rel_error"] < 1e-4
-
-
-def test_check_singles_out_a_claimed_gradient_wrong_in_one_entry() -> None:
-    case = seed.two_outputs()
-    claimed = {
-        "weights": [
-            {"source": w["source"], "target": w["target"], "value": g}
-            for w, g in zip(case.network["weights"], case.weight_gradients, strict=True)
-        ],
-        "biases": {"j": case.deltas["j"], "o": case.deltas["o"]},
-    }
-    assert checked(case.network, case.samples, gradients=claimed)["ok"] is True
-    claimed["weights"][2]["value"] *= 1.01  # the student's slip
-    body = checked(case.network, case.samples, gradients=claimed)
-    assert body["ok"] is False
-    assert [w["ok"] for w in body["weights"]] == [True, True, False, True, True]
-    assert all(b["ok"] for b in body["biases"].values())
-    assert set(body["biases"]) == {"j", "o"}  # only what was claimed is checked
-    assert body["weights"][2]["numeric"] == pytest.approx(case.weight_gradients[2], rel=1e-7)
-
-
-def test_check_refuses_claims_that_do_not_fit() -> None:
-    case = seed.chain()
-    request = {
-        "network": case.network,
-        "samples": case.samples,
-        "gradients": {"weights": [{"source": "x", "target": "o", "value": 1.0}]},
-    }
-    (response,) = asgi(Settings(), ("POST", "/v1/check", {"json": request}))
-    assert response.status_code == 422
-    assert "the network has no weight x->o" in response.json()["detail"]
-
-
-def test_check_is_bounded_by_the_work_limit() -> None:
-    case = seed.chain()
-    (response,) = asgi(
-        Settings(max_work=50),
-        ("POST", "/v1/check", {"json": {"network": case.network, "samples": case.samples}}),
-    )
-    assert response.status_code == 413
-    assert "checking 6 parameters" in response.json()["detail"]
-
-
-# ---------------------------------------------------------------- render
-
-
-def drawn(net: dict[str, Any], samples: dict[str, Any] | None = None, show: str = "weights") -> ET.Element:
-    req = wire.RenderRequest.model_validate_json(
-        json.dumps({"network": net, "samples": samples, "show": show})
-    )
-    document = render.render(req, LIMITS, "svg")
-    assert document.media_type == "image/svg+xml"
-    return ET.fromstring(document.content)
-
-
-SVG = "{http://www.w3.org/2000/svg}"
-MOVE = re.compile(r"M ([-\d.]+) ([-\d.]+) C .*, ([-\d.]+) ([-\d.]+)$")
-
-
-@settings(max_examples=40)
-@given(networks(max_hidden=6))
-def test_render_draws_every_unit_and_every_edge_left_to_right(
-    case: tuple[dict[str, Any], dict[str, Any]],
-) -> None:
-    net, samples = case
-    for svg in (drawn(net), drawn(net, samples, show="gradients")):
-        assert {g.get("data-id") for g in svg.iter(SVG + "g")} == {u["id"] for u in net["units"]}
-        edges = list(svg.iter(SVG + "path"))
-        assert len(edges) == len(net["weights"])
-        for edge in edges:
-            match = MOVE.match(edge.get("d", ""))
-            assert match is not None
-            assert float(match.group(1)) < float(match.group(3))
-
-
-def test_render_labels_units_and_edges() -> None:
-    case = seed.chain()
-    svg = drawn(case.network, case.samples)
-    text = " ".join("".join(t.itertext()) for t in svg.iter(SVG + "text"))
-    for piece in ["x", "j", "sigmoid", "identity", "z=0.679", "0.5", "-0.3", "0.8"]:
-        assert piece in text
-    colours = {e.get("data-target"): e.get("stroke") for e in svg.iter(SVG + "path")}
-    assert colours == {"j": render.POSITIVE, "k": render.NEGATIVE, "o": render.POSITIVE}
-
-
-def test_render_as_dot_and_its_limits() -> None:
-    case = seed.two_outputs()
-    req = wire.RenderRequest.model_validate_json(json.dumps({"network": case.network}))
-    text = render.render(req, LIMITS, "dot").content.decode()
-    assert text.startswith("digraph gradserve {")
-    assert '"j" -> "k2"' in text
-    with pytest.raises(LimitExceededError, match="max_render_units = 3"):
-        render.render(req, Settings(max_render_units=3).limits(), "svg")
-    with pytest.raises(Exception, match="show=gradients needs samples"):
-        render.render(
-            wire.RenderRequest.model_validate({"network": case.network, "show": "gradients"}), LIMITS, "svg"
-        )

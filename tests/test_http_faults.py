@@ -24,9 +24,11 @@ import numpy as np
 import pytest
 
 from client.builders import mlp
+from service.http import admission
 from service.http.app import create_app
 from service.launcher import Server, start_server
 from service.settings import Settings
+from service.transport.shared import SegmentPool
 from tests import seed
 from tests.strategies import encode
 
@@ -425,3 +427,53 @@ def test_a_hang_up_cancels_the_computation_and_frees_its_slot() -> None:
     assert sent == []
     assert free_slots == 1
     assert held == 0
+
+
+# ---------------------------------------------------------------- admission's own rules
+
+
+def test_a_request_given_up_while_it_waits_for_room_gives_its_slot_back() -> None:
+    """Cancelled (a hang-up, the drain) after taking a slot, while answers held the bytes."""
+    settings = Settings(queue_timeout_s=5, max_concurrent=1)
+
+    async def go() -> bool:
+        slots, inflight = asyncio.Semaphore(1), admission.Inflight(100)
+        inflight.hold(500)  # answers not yet read, over the limit
+
+        async def compute() -> None:
+            async with admission.computation_slot(slots, inflight, settings):
+                pass
+
+        waiting = asyncio.ensure_future(compute())
+        await asyncio.sleep(0.05)
+        waiting.cancel()
+        await asyncio.gather(waiting, return_exceptions=True)
+        return not slots.locked()
+
+    assert asyncio.run(go())
+
+
+def test_an_answer_that_stalls_after_a_computation_began_waiting_is_evicted() -> None:
+    async def go() -> tuple[bool, bool]:
+        inflight = admission.Inflight(100)
+        inflight.hold(500)
+        room = asyncio.ensure_future(inflight.room())
+        await asyncio.sleep(0.05)
+        evicted = inflight.stalled()  # the answer's client stops reading only now
+        await asyncio.sleep(0.05)
+        was_evicted = evicted.is_set()
+        inflight.give(500)  # (the evicted answer's bytes let go)
+        await asyncio.wait_for(room, 1)
+        return was_evicted, room.done()
+
+    assert asyncio.run(go()) == (True, True)
+
+
+def test_segments_given_back_after_the_shutdown_are_unlinked() -> None:
+    segments = SegmentPool(keep_bytes=1 << 20)
+    body = segments.body(4096)
+    assert body is not None
+    segments.close()
+    body.release()  # a request that ended after the executor stopped
+    assert segments.idle == []
+    assert not Path(f"/dev/shm/{body.shm.name}").exists()

@@ -33,3 +33,15 @@ def test_make_serve_takes_a_port_and_a_host() -> None:
     assert serve_command("PORT=9137").split()[1:] == ["--port", "9137"]
     assert serve_command("PORT=9137", "HOST=0.0.0.0").split()[1:] == ["--port", "9137", "--host", "0.0.0.0"]
     assert serve_command().split()[1:] == []  # gradserve's own defaults (GRADSERVE_PORT, else 8000)
+
+
+def test_make_quick_runs_every_test_but_the_slow_ones() -> None:
+    out = subprocess.run(
+        ["make", "--dry-run", "--always-make", "quick"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    ).stdout
+    assert out.splitlines()[-1].endswith('/pytest -q -m "not slow"')

@@ -110,6 +110,8 @@ def _edges(
         if enough(problems):
             return None
         parts.append(_weight_value(net, k, value, sizes[a], sizes[b], problems))
+    if problems:  # (a value that did not fit its shape: reported, and nothing to lay out)
+        return None
     values = np.concatenate([p.ravel() for p in parts if p is not None]) if parts else np.empty(0)
     return Edges(src, tgt, rows, cols, values)
 

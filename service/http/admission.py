@@ -80,6 +80,7 @@ class Inflight:
         """An answer whose client stopped reading: the event is set when it is to be evicted."""
         evicted = asyncio.Event()
         self._stalled[evicted] = None
+        self._freed.set()  # a computation waiting for room may evict it
         return evicted
 
     def unstalled(self, evicted: asyncio.Event) -> None:
@@ -100,7 +101,8 @@ async def receive_body(
     """
     limit = limits.max_body_bytes
     declared = Headers(scope=scope).get("content-length", "")
-    length = int(declared) if declared.isdigit() else None
+    digits = declared.lstrip("0") or "0"  # (leading zeros are legal, and int() refuses 4,300 digits)
+    length = (int(digits) if len(digits) <= 20 else 10**20) if declared.isdigit() else None
     if length is not None:
         if length > limit:
             raise BodyTooLargeError(_too_large(length, limit))
@@ -177,27 +179,29 @@ async def computation_slot(
     slots: asyncio.Semaphore, inflight: Inflight, settings: Settings
 ) -> AsyncIterator[None]:
     """One of the `max_concurrent` computation slots, once one is free and the bytes held are
-    within max_inflight_bytes (a 503 if not soon)."""
-    acquired = False
+    within max_inflight_bytes (a 503 if not soon). A slot taken is given back whatever ends
+    the wait or the computation: a timeout, a hang-up, the shutdown's drain."""
     try:
         async with asyncio.timeout(settings.queue_timeout_s):
             await slots.acquire()
-            acquired = True
-            await inflight.room()
     except TimeoutError:
-        if acquired:
-            slots.release()
-        busy = (
-            f"all {settings.max_concurrent} computation slots stayed busy"
-            if not acquired
-            else f"answers not yet read held over max_inflight_bytes = {inflight.limit:,}"
-        )
-        raise OverloadedError(
-            f"{busy} for {settings.queue_timeout_s:g} s (GRADSERVE_MAX_CONCURRENT, "
-            "GRADSERVE_MAX_INFLIGHT_BYTES, GRADSERVE_QUEUE_TIMEOUT_S); try again shortly",
-            headers={"retry-after": "1"},
-        ) from None
+        raise _overloaded(f"all {settings.max_concurrent} computation slots stayed busy", settings) from None
     try:
+        try:
+            async with asyncio.timeout(settings.queue_timeout_s):
+                await inflight.room()
+        except TimeoutError:
+            raise _overloaded(
+                f"answers not yet read held over max_inflight_bytes = {inflight.limit:,}", settings
+            ) from None
         yield
     finally:
         slots.release()
+
+
+def _overloaded(busy: str, settings: Settings) -> OverloadedError:
+    return OverloadedError(
+        f"{busy} for {settings.queue_timeout_s:g} s (GRADSERVE_MAX_CONCURRENT, "
+        "GRADSERVE_MAX_INFLIGHT_BYTES, GRADSERVE_QUEUE_TIMEOUT_S); try again shortly",
+        headers={"retry-after": "1"},
+    )

@@ -48,6 +48,7 @@ class SegmentPool:
     def __init__(self, keep_bytes: int) -> None:
         self.keep_bytes = keep_bytes
         self.idle: list[SharedMemory] = []
+        self.closed = False
 
     @staticmethod
     def size_class(size: int) -> int:
@@ -70,16 +71,22 @@ class SegmentPool:
     def make_room(self) -> bool:
         """Drop the idle segments, if any, so that a body arriving finds room; say whether any were."""
         dropped = bool(self.idle)
-        self.close()
+        self._drop_idle()
         return dropped
 
     def give_back(self, shm: SharedMemory) -> None:
-        if sum(s.size for s in self.idle) + shm.size <= self.keep_bytes:
+        if not self.closed and sum(s.size for s in self.idle) + shm.size <= self.keep_bytes:
             self.idle.append(shm)
         else:
             _unlink(shm)
 
     def close(self) -> None:
+        """Unlink what is kept, and from now on whatever is given back (a request that ends
+        after the shutdown)."""
+        self.closed = True
+        self._drop_idle()
+
+    def _drop_idle(self) -> None:
         while self.idle:
             _unlink(self.idle.pop())
 
