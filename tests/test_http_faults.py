@@ -459,7 +459,7 @@ def test_an_answer_that_stalls_after_a_computation_began_waiting_is_evicted() ->
         inflight.hold(500)
         room = asyncio.ensure_future(inflight.room())
         await asyncio.sleep(0.05)
-        evicted = inflight.stalled()  # the answer's client stops reading only now
+        evicted = inflight.stalled(500)  # the answer's client stops reading only now
         await asyncio.sleep(0.05)
         was_evicted = evicted.is_set()
         inflight.give(500)  # (the evicted answer's bytes let go)

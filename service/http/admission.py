@@ -33,7 +33,7 @@ class Inflight:
     def __init__(self, limit: int) -> None:
         self.limit, self.held = limit, 0
         self._freed = asyncio.Event()
-        self._stalled: dict[asyncio.Event, None] = {}  # answers whose clients stopped reading, oldest first
+        self._stalled: dict[asyncio.Event, int] = {}  # answers whose clients stopped reading: their bytes
 
     def could_fit(self, size: int) -> None:
         """A 413 for a body larger than all that may be held at once: waiting would not help."""
@@ -44,8 +44,12 @@ class Inflight:
             )
 
     def take(self, size: int) -> None:
-        """Hold `size` more bytes of a body, or a 503 when that would pass the limit."""
-        if self.held + size > self.limit:
+        """Hold `size` more bytes of a body, or a 503 when that would pass the limit even once
+        the answers of clients that stopped reading are evicted (they pay for the room)."""
+        if (
+            self.held + size > self.limit
+            and self.held + size - self._evict(self.held + size - self.limit) > self.limit
+        ):
             raise OverloadedError(
                 f"the server holds {self.held:,} bytes of requests and answers and this body would "
                 f"pass max_inflight_bytes = {self.limit:,} (set by GRADSERVE_MAX_INFLIGHT_BYTES); "
@@ -63,23 +67,32 @@ class Inflight:
         self.held -= size
         self._freed.set()
 
+    def _evict(self, needed: int) -> int:
+        """Evict the answers stalled longest until `needed` bytes are on their way back (or none
+        are left); the bytes they will give back."""
+        freed = 0
+        while freed < needed and self._stalled:
+            oldest, size = next(iter(self._stalled.items()))
+            oldest.set()
+            self.unstalled(oldest)
+            freed += size
+        return freed
+
     async def room(self) -> None:
         """Once what is held is within the limit: a computation starts only then, so that answers
         waiting for clients that do not read them do not pile up. While it is not, the answer
         whose client has stalled longest is evicted (its connection dropped): clients that do not
         read pay for the room, not the clients waiting behind them."""
         while self.held > self.limit:
-            if self._stalled:
-                oldest = next(iter(self._stalled))
-                oldest.set()
-                self.unstalled(oldest)
+            self._evict(1)
             self._freed.clear()
             await self._freed.wait()
 
-    def stalled(self) -> asyncio.Event:
-        """An answer whose client stopped reading: the event is set when it is to be evicted."""
+    def stalled(self, size: int) -> asyncio.Event:
+        """An answer of `size` bytes whose client stopped reading: the event is set when it is
+        to be evicted."""
         evicted = asyncio.Event()
-        self._stalled[evicted] = None
+        self._stalled[evicted] = size
         self._freed.set()  # a computation waiting for room may evict it
         return evicted
 

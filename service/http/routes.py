@@ -114,9 +114,8 @@ async def _send_reply(reply: Reply, send: Send, inflight: Inflight) -> None:
         for at in range(0, len(content), SEND_CHUNK):
             end = at + SEND_CHUNK
             more = end < len(content)
-            await _piece(
-                send, {"type": "http.response.body", "body": content[at:end], "more_body": more}, inflight
-            )
+            piece = {"type": "http.response.body", "body": content[at:end], "more_body": more}
+            await _piece(send, piece, inflight, len(content))
     finally:
         inflight.give(len(content))
 
@@ -125,14 +124,14 @@ async def _send_reply(reply: Reply, send: Send, inflight: Inflight) -> None:
 STALLED_AFTER_S = 0.1
 
 
-async def _piece(send: Send, message: dict[str, Any], inflight: Inflight) -> None:
-    """Send one piece of an answer; while its client does not read, the answer may be evicted
-    (its connection dropped) to make room for computations that wait for in-flight bytes."""
+async def _piece(send: Send, message: dict[str, Any], inflight: Inflight, size: int) -> None:
+    """Send one piece of an answer of `size` bytes; while its client does not read, the answer
+    may be evicted (its connection dropped) to make room for bodies and computations."""
     sending = asyncio.ensure_future(send(message))
     done, _ = await asyncio.wait({sending}, timeout=STALLED_AFTER_S)
     if done:
         return sending.result()
-    evicted = inflight.stalled()
+    evicted = inflight.stalled(size)
     waiting = asyncio.ensure_future(evicted.wait())
     try:
         await asyncio.wait({sending, waiting}, return_when=asyncio.FIRST_COMPLETED)
