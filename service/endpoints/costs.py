@@ -23,6 +23,7 @@ from typing import Any
 
 from service import wire
 from service.endpoints.compute import limit
+from service.engine.compile import longest_paths
 from service.errors import LimitExceededError
 from service.settings import Limits
 
@@ -166,28 +167,10 @@ def levels(ids: list[str], sources: Sequence[str], targets: Sequence[str]) -> in
     weights naming unknown units are left out, and a graph with a cycle counts every unit (the
     engine refuses both, after the estimate)."""
     index = {uid: i for i, uid in enumerate(ids)}
-    n = len(ids)
-    succ: list[list[int]] = [[] for _ in range(n)]
-    indegree = [0] * n
-    for a, b in zip(sources, targets, strict=False):
-        i, j = index.get(a), index.get(b)
-        if i is not None and j is not None:
-            succ[i].append(j)
-            indegree[j] += 1
-    level = [0] * n
-    ready = [i for i in range(n) if indegree[i] == 0]
-    done = 0
-    while ready:
-        i = ready.pop()
-        done += 1
-        on = level[i] + 1
-        for j in succ[i]:
-            if level[j] < on:
-                level[j] = on
-            indegree[j] -= 1
-            if indegree[j] == 0:
-                ready.append(j)
-    return n if done < n else max(level, default=0) + 1
+    pairs = zip(sources, targets, strict=False)
+    known = [(index[a], index[b]) for a, b in pairs if a in index and b in index]
+    level, left = longest_paths(len(ids), [a for a, _ in known], [b for _, b in known])
+    return len(ids) if any(left) else max(level, default=0) + 1
 
 
 # ---------------------------------------------------------------- the body, before it is parsed

@@ -211,9 +211,10 @@ def _weight_problems(net: Network, index: dict[str, int], sizes: list[int], prob
             _weight_value(net, k, given.value[k], sizes[index[a]], sizes[index[b]], problems)
 
 
-def _levels(net: Network, src: list[int], tgt: list[int]) -> list[int]:
-    """Each unit's level (longest path from a unit without inputs); names a cycle if there is one."""
-    n = len(net.units)
+def longest_paths(n: int, src: Sequence[int], tgt: Sequence[int]) -> tuple[list[int], list[int]]:
+    """Each of `n` nodes' level (the longest path to it from a node without inputs), by Kahn's
+    algorithm over the edges `src[k] -> tgt[k]`; and the in-degrees left, non-zero only where a
+    cycle kept nodes from being ordered."""
     succ: list[list[int]] = [[] for _ in range(n)]
     indegree = [0] * n
     for a, b in zip(src, tgt, strict=True):
@@ -221,10 +222,8 @@ def _levels(net: Network, src: list[int], tgt: list[int]) -> list[int]:
         indegree[b] += 1
     level = [0] * n
     ready = [i for i in range(n) if indegree[i] == 0]
-    done = 0
     while ready:
         a = ready.pop()
-        done += 1
         next_level = level[a] + 1
         for b in succ[a]:
             if level[b] < next_level:
@@ -232,7 +231,14 @@ def _levels(net: Network, src: list[int], tgt: list[int]) -> list[int]:
             indegree[b] -= 1
             if indegree[b] == 0:
                 ready.append(b)
-    if done < n:
+    return level, indegree
+
+
+def _levels(net: Network, src: list[int], tgt: list[int]) -> list[int]:
+    """Each unit's level (longest path from a unit without inputs); names a cycle if there is one."""
+    n = len(net.units)
+    level, indegree = longest_paths(n, src, tgt)
+    if any(indegree):
         cycle = _a_cycle(n, list(zip(src, tgt, strict=True)), indegree)
         ids = [net.units[i].id for i in cycle]
         if len(ids) > 20:  # name enough of a long one to find it, not all of it
