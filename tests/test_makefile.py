@@ -18,7 +18,7 @@ def serve_command(*assignments: str) -> str:
     """The line `make serve` would run to start the server."""
     env = {k: v for k, v in os.environ.items() if k not in ("PORT", "HOST")}
     out = subprocess.run(
-        ["make", "--dry-run", "--always-make", "serve", *assignments],
+        ["make", "--no-print-directory", "--dry-run", "--always-make", "serve", *assignments],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -37,7 +37,7 @@ def test_make_serve_takes_a_port_and_a_host() -> None:
 
 def test_make_quick_runs_every_test_but_the_slow_ones() -> None:
     out = subprocess.run(
-        ["make", "--dry-run", "--always-make", "quick"],
+        ["make", "--no-print-directory", "--dry-run", "--always-make", "quick"],
         cwd=ROOT,
         capture_output=True,
         text=True,
