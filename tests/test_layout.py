@@ -1,4 +1,4 @@
-"""The layered layout of /v1/render (service.endpoints.layout): its SVG and its layout answer, which the
+"""The layered layout of /v1/render (service.endpoints.drawing): its SVG and its layout answer, which the
 playground draws."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 
 from service import wire
-from service.endpoints import layout, render
+from service.endpoints import drawing, render
 from service.settings import Settings
 from tests import seed
 from tests.drawings import layout_faults, neat_like, overlap, path_points
@@ -115,16 +115,16 @@ def test_crossings_are_counted_as_every_pair_would_count_them() -> None:
         pos = {n: i for row in (top, bottom) for i, (n, _) in enumerate(row)}
         segments = [(pos[n], pos[t]) for n, _ in top for t in down[n]]
         expected = sum(1 for (a, b), (c, d) in itertools.combinations(segments, 2) if (a - c) * (b - d) < 0)
-        assert layout._crossings([top, bottom], down) == expected
+        assert drawing._crossings([top, bottom], down) == expected
 
 
 def test_a_dense_graph_past_the_slot_budget_is_still_drawn() -> None:
     ids = [f"u{i}" for i in range(120)]
     edges = [(a, b) for i, a in enumerate(ids) for b in ids[i + 1 :]]  # every pair: 7140 edges
-    drawing = layout.layered(ids, {ids[-1]}, edges, render.GEOMETRY)
-    assert len(drawing.routes) == len(edges)
-    assert all(len(route) == 2 for route in drawing.routes)  # no slots: straight to the target
-    assert len(layout.place_labels(drawing.routes, [(30.0, 14.0)] * len(edges), [])) == len(edges)
+    drawn = drawing.layered(ids, {ids[-1]}, edges, render.GEOMETRY)
+    assert len(drawn.routes) == len(edges)
+    assert all(len(route) == 2 for route in drawn.routes)  # no slots: straight to the target
+    assert len(drawing.place_labels(drawn.routes, [(30.0, 14.0)] * len(edges), [])) == len(edges)
 
 
 # ---------------------------------------------------------------- the layout answer

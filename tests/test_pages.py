@@ -43,7 +43,7 @@ def test_the_playground_page_and_its_files_come_from_the_service(http: httpx.Cli
 
 
 def test_the_playground_has_no_layout_of_its_own(http: httpx.Client) -> None:
-    """It draws /v1/render?format=layout: service.endpoints.layout is the only layout."""
+    """It draws /v1/render?format=layout: service.endpoints.drawing is the only layout."""
     assert http.get("/playground/layout.js").status_code == 404
     script = http.get("/playground/app.js").text
     assert "import " not in script  # app.js is the playground's only script

@@ -1,7 +1,7 @@
 """/v1/render: the network as a picture (SVG), as Graphviz DOT, or as its layout (JSON: the
 geometry the playground draws, with layers left to right or, for narrow screens, top to bottom).
 
-Units are laid out in layers (service.endpoints.layout), inputs on the left and the
+Units are laid out in layers (service.endpoints.drawing), inputs on the left and the
 outputs that feed nothing on the right, so every weight runs left to right; a long edge runs
 through slots of its own, never behind a unit it does not join, and no label covers another.
 An edge's colour is the sign and its thickness the magnitude of its weight (or, with
@@ -20,21 +20,21 @@ from xml.sax.saxutils import escape, quoteattr
 import numpy as np
 
 from service import engine, wire
-from service.endpoints import compute, layout, requests
+from service.endpoints import compute, drawing, requests
 from service.engine import UnitInfo
 from service.errors import InvalidRequestError
 from service.settings import Limits
 
 POSITIVE, NEGATIVE, ZERO = "#2166ac", "#b2182b", "#999999"
 COLUMN, ROW, MARGIN, RADIUS = 190, 96, 70, 30
-GEOMETRY = layout.Geometry(
+GEOMETRY = drawing.Geometry(
     box_w=2 * RADIUS + 16, box_h=2 * RADIUS, column=COLUMN, row=ROW, slot=24, margin=MARGIN
 )
 # the layout answer's units are boxes with room for four lines (id and activation, s, z, delta)
 PANEL_W, PANEL_H = 116.0, 72.0
-PANEL = layout.Geometry(box_w=PANEL_W, box_h=PANEL_H, column=270, row=PANEL_H + 28, slot=24, margin=24)
-# top to bottom, made left to right with the boxes' sides swapped (service.endpoints.layout's rule 6)
-PANEL_VERTICAL = layout.Geometry(
+PANEL = drawing.Geometry(box_w=PANEL_W, box_h=PANEL_H, column=270, row=PANEL_H + 28, slot=24, margin=24)
+# top to bottom, made left to right with the boxes' sides swapped (service.endpoints.drawing's rule 6)
+PANEL_VERTICAL = drawing.Geometry(
     box_w=PANEL_H, box_h=PANEL_W, column=190, row=PANEL_W + 24, slot=24, margin=24
 )
 LABEL_FONT_SIZE = 11.0
@@ -99,8 +99,8 @@ class Drawing:
     units: list[UnitInfo]
     position: dict[str, tuple[float, float]]
     edges: list[Edge]
-    routes: list[list[layout.Point]]  # each edge's route, as service.endpoints.layout draws it
-    labels: list[layout.Point]  # each edge label's centre, clear of units and other labels
+    routes: list[list[drawing.Point]]  # each edge's route, as service.endpoints.drawing draws it
+    labels: list[drawing.Point]  # each edge label's centre, clear of units and other labels
     z: dict[str, np.ndarray]  # the first sample's z, when samples were given
     box: tuple[float, float]  # a unit's box: width, height
     vertical: bool
@@ -124,7 +124,7 @@ def render(
 def lay_out(
     req: wire.RenderRequest,
     limits: Limits,
-    geometry: layout.Geometry,
+    geometry: drawing.Geometry,
     vertical: bool = False,
     circles: bool = False,
 ) -> Drawing:
@@ -156,7 +156,7 @@ def lay_out(
             compute.check_params(plan, theta, "gradient")
     edges = [Edge(w.source, w.target, theta[w.params].reshape(w.shape)) for w in plan.weights]
     size = {u.id: u.size for u in plan.units}
-    drawn = layout.layered(
+    drawn = drawing.layered(
         [u.id for u in plan.units],
         {u.id for u in plan.units if u.role == "output"},
         [(w.source, w.target) for w in plan.weights],
@@ -171,13 +171,13 @@ def lay_out(
     half_w, half_h = geometry.box_w / 2, geometry.box_h / 2
     boxes = [(x - half_w, y - half_h, x + half_w, y + half_h) for x, y in drawn.position.values()]
     sizes = [e.label_size()[::-1] if vertical else e.label_size() for e in edges]
-    spots = layout.place_labels(routes, sizes, boxes)
+    spots = drawing.place_labels(routes, sizes, boxes)
     position, width, height = drawn.position, drawn.width, drawn.height
     box = (geometry.box_w, geometry.box_h)
     if vertical:
         position = {uid: (y, x) for uid, (x, y) in position.items()}
-        routes = [layout.transposed(route) for route in routes]
-        spots = layout.transposed(spots)
+        routes = [drawing.transposed(route) for route in routes]
+        spots = drawing.transposed(spots)
         width, height, box = height, width, (geometry.box_h, geometry.box_w)
     shown = "gradients (mean over the batch)" if req.show == "gradients" else "weights"
     caption = f"edges: {shown}; blue positive, red negative, thicker larger" + (
@@ -199,8 +199,8 @@ def lay_out(
 
 
 def _to_circles(
-    route: list[layout.Point], source_size: int, target_size: int, geometry: layout.Geometry
-) -> list[layout.Point]:
+    route: list[drawing.Point], source_size: int, target_size: int, geometry: drawing.Geometry
+) -> list[drawing.Point]:
     """A route from and to the rim of a single unit's circle, which is narrower than a layer's box."""
     inset = geometry.box_w / 2 - RADIUS
     (x0, y0), (x1, y1) = route[0], route[-1]
@@ -248,7 +248,7 @@ def layout_answer(d: Drawing, show: Literal["weights", "gradients"]) -> wire.Ren
                 source=e.source,
                 target=e.target,
                 points=[(round(x, 1), round(y, 1)) for x, y in route],
-                path=layout.path_data(route, d.vertical),
+                path=drawing.path_data(route, d.vertical),
                 value=e.signed,
                 magnitude=e.magnitude,
                 colour=_colour(e.signed),
@@ -279,7 +279,7 @@ def svg(d: Drawing) -> str:
     ]
     labels = []
     for e, route, (lx, ly), stroke in zip(d.edges, d.routes, d.labels, _stroke_widths(d.edges), strict=True):
-        path = layout.path_data(route, d.vertical)
+        path = drawing.path_data(route, d.vertical)
         parts.append(
             f'<path class="edge" data-source={quoteattr(e.source)} data-target={quoteattr(e.target)} '
             f'd="{path}" fill="none" stroke="{_colour(e.signed)}" stroke-width="{stroke:.2f}" '
