@@ -23,6 +23,7 @@ import httpx
 import numpy as np
 import pytest
 
+from bench.reliability import huge_answer_body
 from client.builders import mlp
 from service.http import admission
 from service.http.app import create_app
@@ -62,15 +63,6 @@ def long_sgd_body(epochs: int) -> bytes:
     return json.dumps(
         {"network": network, "samples": samples, "learning_rate": 0.01, "epochs": epochs}
     ).encode()
-
-
-def huge_answer_body(units: int) -> bytes:
-    """A forward request of ~170 bytes whose answer lists a hidden layer of `units` twice."""
-    network = {
-        "units": [{"id": "x", "role": "input"}, {"id": "h", "size": units}, {"id": "o", "role": "output"}],
-        "weights": [],
-    }
-    return json.dumps({"network": network, "samples": {"inputs": {"x": [[1.0]]}}}).encode()
 
 
 def connect(server: Server, rcvbuf: int | None = None) -> socket.socket:
