@@ -14,6 +14,7 @@ from client._errors import (
     AuthenticationError,
     BadRequestError,
     InternalServerError,
+    NetworkImportError,
     NotFoundError,
     PayloadTooLargeError,
     RateLimitError,
@@ -21,6 +22,7 @@ from client._errors import (
 )
 from client.arrays import to_numpy
 from client.builders import mlp, single_units
+from client.neat import from_neat
 from service.wire import (
     CheckResponse,
     EncodedArray,
@@ -61,6 +63,7 @@ __all__ = [
     "InfoResponse",
     "InternalServerError",
     "Network",
+    "NetworkImportError",
     "NotFoundError",
     "PayloadTooLargeError",
     "RateLimitError",
@@ -72,6 +75,7 @@ __all__ = [
     "Weight",
     "WeightColumns",
     "WeightGradient",
+    "from_neat",
     "mlp",
     "single_units",
     "to_numpy",

@@ -4,6 +4,7 @@ gradserve-client gradients request.json > mine.json  # {"network": ..., "samples
 gradserve-client check --gradients mine.json request.json
 gradserve-client gradients --network net.json --samples batch.json --per-sample --pretty
 cat request.json | gradserve-client sgd --learning-rate 0.1 --epochs 20
+gradserve-client import neat genome.json > net.json  # neat-python's network JSON, as a network
 
 The answer is printed as compact JSON on one line (for pipes and `jq`); `--pretty` indents it.
 """
@@ -13,14 +14,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
 from pydantic import BaseModel
 
 from client._client import Client
-from client._errors import APIError, APIStatusError
+from client._errors import APIError, APIStatusError, NetworkImportError
+from client.neat import from_neat
+from service.wire import Network
 
 
 def _read(source: str, stdin: TextIO) -> Any:
@@ -91,6 +94,13 @@ def _parser() -> argparse.ArgumentParser:
     draw.add_argument("--show", choices=["weights", "gradients"])
     draw.add_argument("--format", choices=["svg", "dot"])
     draw.add_argument("--output", "-o", metavar="FILE", help="write the drawing here instead of to stdout")
+    imports = commands.add_parser(
+        "import", help="a network made elsewhere as gradserve's network JSON (no server needed)"
+    )
+    kinds = imports.add_subparsers(dest="kind", required=True)
+    for kind, (help, _) in IMPORTERS.items():
+        sub = kinds.add_parser(kind, help=help, parents=[output])
+        sub.add_argument("source", nargs="?", default="-", help="the file to import, or - for stdin")
     commands.add_parser("info", help="the server's version, activations, losses and limits", parents=[output])
     commands.add_parser("health", help="whether the server is up", parents=[output])
     return parser
@@ -99,6 +109,30 @@ def _parser() -> argparse.ArgumentParser:
 OPTIONS = ("reduction", "per_sample", "include_units", "epochs", "batch_size", "shuffle", "seed",
            "momentum", "nesterov", "weight_decay", "sample", "max_paths", "epsilon", "rtol", "atol",
            "show", "format")  # fmt: skip
+
+
+def _import_neat(source: str, stdin: TextIO) -> Network:
+    return from_neat(_read(source, stdin))
+
+
+#: `gradserve-client import <kind> FILE`: each kind's help and its reader (a file or "-" in, a
+#: Network out; what cannot be imported is a NetworkImportError)
+IMPORTERS: dict[str, tuple[str, Callable[[str, TextIO], Network]]] = {
+    "neat": (
+        "neat-python's network JSON (neat.export.export_network_json, a FeedForwardNetwork)",
+        _import_neat,
+    ),
+}
+
+
+def _import(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
+    try:
+        network = IMPORTERS[args.kind][1](args.source, stdin)
+    except NetworkImportError as exc:
+        print(f"gradserve-client: cannot import {args.source}: {exc}", file=sys.stderr)
+        return 1
+    stdout.write(network.model_dump_json(indent=2 if args.pretty else None, exclude_none=True) + "\n")
+    return 0
 
 
 def _request(args: argparse.Namespace, stdin: TextIO) -> dict[str, Any]:
@@ -157,6 +191,8 @@ def _call(client: Client, command: str, request: dict[str, Any]) -> BaseModel | 
 
 def main(argv: Sequence[str] | None = None, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "import":
+        return _import(args, stdin, stdout)
     request = {} if args.command in ("info", "health") else _request(args, stdin)
     if getattr(args, "learning_rate", None) is not None:
         request["learning_rate"] = args.learning_rate
