@@ -423,3 +423,19 @@ def test_an_input_takes_no_response_or_aggregation(http: httpx.Client) -> None:
         answer = post(http, "forward", {"network": net, "samples": BATCH})
         assert answer.status_code == 422
         assert f"input unit 'x' takes no {field}" in answer.text
+
+
+def test_check_takes_claimed_response_gradients(http: httpx.Client) -> None:
+    given = {**CHAIN, "units": [CHAIN["units"][0], {**CHAIN["units"][1], "response": 0.8}, CHAIN["units"][2]]}
+    right = post(http, "gradients", {"network": given, "samples": BATCH}).json()["gradients"]["responses"]
+    claimed = {"responses": {"h": right["h"], "o": right["o"] * 1.01}}
+    body = post(http, "check", {"network": given, "samples": BATCH, "gradients": claimed}).json()
+    assert body["ok"] is False
+    assert body["responses"]["h"]["ok"] is True
+    assert body["responses"]["o"]["ok"] is False
+    assert body["biases"] == {}
+    refused = post(
+        http, "check", {"network": CHAIN, "samples": BATCH, "gradients": {"responses": {"h": 0.1}}}
+    )
+    assert refused.status_code == 422
+    assert "the network gives no unit a response" in refused.text
