@@ -439,3 +439,20 @@ def test_check_takes_claimed_response_gradients(http: httpx.Client) -> None:
     )
     assert refused.status_code == 422
     assert "the network gives no unit a response" in refused.text
+
+
+def test_render_labels_a_unit_with_its_own_slope(http: httpx.Client) -> None:
+    net = {
+        **CHAIN,
+        "units": [
+            CHAIN["units"][0],
+            {"id": "h", "activation": "leaky_relu", "slope": 0.005},
+            CHAIN["units"][2],
+        ],
+    }
+    for fmt in ("svg", "dot"):
+        answer = http.post(f"/v1/render?format={fmt}", json={"network": net})
+        assert answer.status_code == 200, answer.text
+        assert "leaky_relu(0.005)" in answer.text
+    plain = http.post("/v1/render?format=dot", json={"network": CHAIN}).text
+    assert "neat_tanh\\n" in plain or '\\nneat_tanh"' in plain
