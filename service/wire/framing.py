@@ -82,8 +82,12 @@ def header_length(value: str | bytes | None) -> int:
 
 def split(body: Buffer, header: str | bytes | None) -> tuple[memoryview, memoryview]:
     """A framed body's JSON document and its sections, as views of the body (no copy)."""
-    length = header_length(header)
-    view = memoryview(body).cast("B")
+    return cut(body, header_length(header))
+
+
+def cut(body: Buffer, length: int) -> tuple[memoryview, memoryview]:
+    """`split`, the JSON document's length already read from the header."""
+    view = as_bytes(body)
     if length > len(view):
         raise FramingError(f"{HEADER} is {length} but the body has only {len(view)} bytes")
     return view[:length], view[length:]
@@ -220,11 +224,15 @@ def reference(shape: Sequence[int], datatype: str = "FP64") -> dict[str, Any]:
     }
 
 
-def frame(document: bytes, sections: Sequence[Buffer]) -> tuple[int, list[memoryview]]:
+def frame(document: bytes, sections: Sequence[Buffer], align: int = 8) -> tuple[int, list[memoryview]]:
     """A framed body: the value of its `Inference-Header-Content-Length` and the pieces to send
     one after another (the document, then each section in the order of its reference), each a
     flat view of bytes: the pieces are not joined, so no array is copied. Sections must be
-    C-contiguous (`np.ascontiguousarray`)."""
+    C-contiguous (`np.ascontiguousarray`).
+
+    The document is padded with spaces (still the same JSON) to a multiple of `align` bytes, so
+    that a reader that keeps the body at an aligned address can view FP64 sections in place."""
+    document += b" " * (-len(document) % align)
     return len(document), [as_bytes(document), *map(as_bytes, sections)]
 
 
