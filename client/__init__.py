@@ -19,7 +19,7 @@ from client._errors import (
     RateLimitError,
     UnprocessableEntityError,
 )
-from client.arrays import to_numpy
+from client.arrays import BinaryArray, to_list, to_numpy
 from client.builders import mlp, single_units
 from service.wire import (
     CheckResponse,
@@ -49,6 +49,7 @@ __all__ = [
     "AsyncClient",
     "AuthenticationError",
     "BadRequestError",
+    "BinaryArray",
     "CheckResponse",
     "Client",
     "EncodedArray",
@@ -74,5 +75,6 @@ __all__ = [
     "WeightGradient",
     "mlp",
     "single_units",
+    "to_list",
     "to_numpy",
 ]
