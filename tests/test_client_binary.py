@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,6 +20,7 @@ import orjson
 import pytest
 
 import client
+from client import cli
 from client.arrays import binary_of, read_answer, request_body
 from service.wire import framing
 
@@ -290,3 +293,61 @@ def test_binary_arrays_read_as_lists_and_back() -> None:
     assert decoded.s == client.to_list(kept.s) == nested
     with pytest.raises(ValueError, match="without its bytes"):
         client.to_numpy(client.UnitValues.model_validate({"z": framing.reference([1])}).z)
+
+
+# ---------------------------------------------------------------- the CLI
+
+
+def big_request(seed: int = 6) -> dict[str, Any]:
+    network, samples = mlp_case(seed)
+    return {"network": as_lists(network), "samples": as_lists(samples)}
+
+
+def test_cli_binary_sends_large_arrays_as_bytes_and_answers_the_same(server_url: str, tmp_path: Path) -> None:
+    path = tmp_path / "request.json"
+    path.write_text(json.dumps(big_request()))
+    parsed = cli._parser().parse_args(["gradients", "--binary", str(path)])
+    request = cli._request(parsed, io.StringIO())
+    assert isinstance(request["network"]["weights"][0]["value"], client.BinaryArray)
+    assert isinstance(request["network"]["weights"][1]["value"], list)  # 48 numbers: JSON
+    assert isinstance(request["samples"]["inputs"]["in"], client.BinaryArray)
+    outputs = []
+    for flags in ([], ["--binary"]):
+        stdout = io.StringIO()
+        assert cli.main(["--url", server_url, "gradients", *flags, str(path)], stdout=stdout) == 0
+        outputs.append(json.loads(stdout.getvalue()))
+    assert outputs[0] == outputs[1]
+
+
+def test_cli_npz_writes_the_arrays_and_prints_the_rest(server_url: str, tmp_path: Path) -> None:
+    request = big_request(7)
+    path, npz = tmp_path / "request.json", tmp_path / "grads.npz"
+    path.write_text(json.dumps(request))
+    stdout = io.StringIO()
+    assert (
+        cli.main(["--url", server_url, "gradients", "--binary", "--npz", str(npz), str(path)], stdout=stdout)
+        == 0
+    )
+    printed = json.loads(stdout.getvalue())
+    with client.Client(server_url) as gs:
+        expected = gs.gradients(request["network"], request["samples"], array_encoding="list")
+    assert printed["loss"] == expected.loss
+    assert printed["gradients"]["weights"][0] == {
+        "source": "in",
+        "target": "hid",
+        "value": {"npz": "gradients.weights.0.value", "shape": [24, 16]},
+    }
+    with np.load(npz) as saved:
+        assert "units.hid.delta" in saved.files
+        for k, weight in enumerate(expected.gradients.weights):  # type: ignore[arg-type]
+            assert saved[f"gradients.weights.{k}.value"].tolist() == weight.value
+        for unit, bias in expected.gradients.biases.items():
+            assert saved[f"gradients.biases.{unit}"].tolist() == bias
+    assert len(stdout.getvalue()) < 4000  # the numbers are in the file, not on the screen
+
+
+def test_cli_npz_refuses_base64_too(tmp_path: Path) -> None:
+    path = tmp_path / "request.json"
+    path.write_text(json.dumps(big_request()))
+    with pytest.raises(SystemExit, match="pick one"):
+        cli.main(["gradients", "--npz", str(tmp_path / "x.npz"), "--base64", str(path)])
