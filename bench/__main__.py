@@ -92,7 +92,7 @@ def main() -> None:
         print("\nP2 the server's CPU time per request (server and workers), NumPy in and out")
         for name, ms in cpu.items():
             print(f"  {name:<34} {ms:10.2f} ms {ms / cpu['base64']:6.2f}x")
-        pieces = {name: statistics.median(times) for name, times in mlp.breakdown(mlp.make_mlp()).items()}
+        pieces = {name: statistics.median(times) for name, times in mlp.breakdown_as_a_worker().items()}
         whole = statistics.median(p2_times["end to end, binary arrays"])
         print("\nP2 where a binary round trip goes (each piece timed apart, in this process)")
         for name, seconds in [

@@ -4,6 +4,9 @@ against a hand-written NumPy forward-backward (and torch's CPU autograd when ins
 from __future__ import annotations
 
 import itertools
+import json
+import os
+import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,6 +21,7 @@ from client.arrays import read_answer, request_body
 from service import engine, wire
 from service.endpoints import requests
 from service.launcher import start_server
+from service.settings import Settings
 from service.wire import ArrayEncoding, framing
 
 
@@ -132,8 +136,16 @@ def end_to_end(mlp: Mlp, url: str, repeat: int) -> dict[str, Samples]:
     minimal app running the hand-written NumPy), each driven by the same client loop."""
     from bench import floor
 
-    server = start_server({}, [sys.executable, "-m", "bench.floor", "--sizes", ",".join(map(str, mlp.sizes)),
-                               "--batch", str(len(mlp.x))])  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "bench.floor",
+        "--sizes",
+        ",".join(map(str, mlp.sizes)),
+        "--batch",
+        str(len(mlp.x)),
+    ]
+    server = start_server(AS_A_WORKER, command)
     layout = floor.answer_layout(mlp.sizes)
     try:
         with Client(url) as gs, Client(url, binary=False) as gs64, httpx.Client(timeout=60) as http:
@@ -176,6 +188,12 @@ def end_to_end(mlp: Mlp, url: str, repeat: int) -> dict[str, Samples]:
 
 
 FLOOR = "floor: raw bytes over HTTP + NumPy"
+#: BLAS threads as the service gives each of its workers on this machine (a share of the cores),
+#: for what is compared with a worker's computation: the floor's app, the breakdown
+AS_A_WORKER = {
+    name: os.environ.get(name, str(max(1, (os.cpu_count() or 1) // Settings().max_concurrent)))
+    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+}
 
 
 def breakdown(mlp: Mlp, repeat: int = 20) -> dict[str, Samples]:
@@ -249,3 +267,22 @@ def server_cpu(mlp: Mlp, url: str, pid: int, rounds: int = 4, per_round: int = 1
                     client.gradients(*as_numpy, include_units=False, array_encoding=encoding)
                 used[name] += cpu_seconds(pid) - before
     return {name: 1e3 * seconds / (rounds * per_round) for name, seconds in used.items()}
+
+
+def breakdown_as_a_worker(
+    sizes: tuple[int, ...] = (784, 256, 256, 10), batch: int = 256
+) -> dict[str, Samples]:
+    """`breakdown` in a process whose BLAS threads are a worker's."""
+    code = (
+        "import json; from bench import mlp; from service.transport.executors import tune_for_requests; "
+        f"tune_for_requests(); print(json.dumps(mlp.breakdown(mlp.make_mlp({sizes!r}, {batch}))))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, **AS_A_WORKER},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    result: dict[str, Samples] = json.loads(out)
+    return result
