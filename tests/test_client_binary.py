@@ -349,5 +349,5 @@ def test_cli_npz_writes_the_arrays_and_prints_the_rest(server_url: str, tmp_path
 def test_cli_npz_refuses_base64_too(tmp_path: Path) -> None:
     path = tmp_path / "request.json"
     path.write_text(json.dumps(big_request()))
-    with pytest.raises(SystemExit, match="pick one"):
-        cli.main(["gradients", "--npz", str(tmp_path / "x.npz"), "--base64", str(path)])
+    with pytest.raises(SystemExit, match="asks for a binary answer"):
+        cli.main(["gradients", "--npz", str(tmp_path / "x.npz"), "--array-encoding", "base64", str(path)])
