@@ -124,7 +124,7 @@ def _referenced(document: bytes, sections: memoryview) -> Sections | None:
     """The sections with the references of the document, each at its JSON path; None when the
     document is not JSON (its parse says so next)."""
     tree: Any = {}
-    if b"binary_data_size" in document:  # (else there is no reference, and nothing to parse twice)
+    if sections or b"binary_data_size" in document:  # (else there is nothing to parse twice for)
         try:
             tree = orjson.loads(document)
         except orjson.JSONDecodeError:
