@@ -352,7 +352,8 @@ def _finite(view: memoryview, datatype: str) -> bool:
         import numpy as np
 
         return bool(np.isfinite(np.frombuffer(view, dtype=framing.DATATYPES[datatype][0])).all())
-    values = array("d" if datatype == "FP64" else "f", view)
+    values = array("d" if datatype == "FP64" else "f")
+    values.frombytes(view)
     if sys.byteorder == "big":  # pragma: no cover - the wire is little-endian
         values.byteswap()
     return all(map(math.isfinite, values))

@@ -267,6 +267,28 @@ def test_a_framed_answer_with_a_nan_or_a_bad_framing_raises_api_error() -> None:
             gs.forward({"units": []}, {"inputs": {"x": np.zeros((300, 1))}}, array_encoding="binary")
 
 
+@pytest.mark.parametrize("numpy", [True, False])
+def test_a_non_finite_binary_element_is_found_with_or_without_numpy(
+    monkeypatch: pytest.MonkeyPatch, numpy: bool
+) -> None:
+    monkeypatch.setattr(client.arrays, "numpy_available", lambda: numpy)
+    for datatype in ("FP64", "FP32"):
+        values = np.array([[1.0, 2.0], [np.inf, 4.0]], dtype=framing.DATATYPES[datatype][0])
+        length, pieces = framing.frame(orjson.dumps({"z": framing.reference([2, 2], datatype)}), [values])
+        for decode in (True, False):
+            with pytest.raises(ValueError, match="holds a NaN or an infinity"):
+                read_answer(client.UnitValues, b"".join(pieces), str(length), decode)
+        finite = b"".join(
+            framing.frame(orjson.dumps({"z": framing.reference([2, 2], datatype)}), [np.zeros_like(values)])[
+                1
+            ]
+        )
+        assert client.to_list(read_answer(client.UnitValues, finite, str(length), False).z) == [
+            [0.0, 0.0],
+            [0.0, 0.0],
+        ]
+
+
 def test_binary_arrays_read_as_lists_and_back() -> None:
     nested = [[float(k * 7 + j) for j in range(7)] for k in range(5)]
     made = binary_of(nested)
