@@ -170,6 +170,13 @@ def test_binary_base64_and_list_requests_answer_the_same_bit_for_bit(http: httpx
         assert got == answers["list", like], (form, encoding)
 
 
+def test_a_binary_body_is_drawn_as_its_json_twin_is(http: httpx.Client) -> None:
+    request = mlp(np.random.default_rng(17))
+    binary, listed = (post(http, "/v1/render?format=dot", request, form) for form in ("binary", "list"))
+    assert binary.status_code == 200
+    assert binary.text == listed.text
+
+
 def test_a_binary_answer_has_its_headers_and_sections_in_order(http: httpx.Client) -> None:
     request = {**mlp(np.random.default_rng(1)), "array_encoding": "binary"}
     response = post(http, "/v1/gradients", request, "list")
