@@ -14,8 +14,12 @@ import numpy as np
 import orjson
 import pytest
 
-from service.endpoints import costs, dispatch
+from bench.common import rss_kib
+from service import engine, wire
+from service.endpoints import costs, dispatch, requests
+from service.endpoints.arrays import Sections, binary_sections, to_numpy
 from service.endpoints.table import HANDLERS
+from service.errors import InvalidRequestError
 from service.launcher import Server, start_server
 from service.settings import Settings
 from service.transport import shared
@@ -164,6 +168,13 @@ def test_binary_base64_and_list_requests_answer_the_same_bit_for_bit(http: httpx
         # answer and as an array [1] in an encoded one, so each is compared with its own kind
         like = "list" if encoding == "list" and path == "/v1/sgd" else "base64"
         assert got == answers["list", like], (form, encoding)
+
+
+def test_a_binary_body_is_drawn_as_its_json_twin_is(http: httpx.Client) -> None:
+    request = mlp(np.random.default_rng(17))
+    binary, listed = (post(http, "/v1/render?format=dot", request, form) for form in ("binary", "list"))
+    assert binary.status_code == 200
+    assert binary.text == listed.text
 
 
 def test_a_binary_answer_has_its_headers_and_sections_in_order(http: httpx.Client) -> None:
@@ -460,6 +471,59 @@ def test_an_answer_that_views_the_body_is_not_spoilt_by_being_written_over_it(
         shm.close()
         shm.unlink()
     assert written == document + halves.tobytes()
+
+
+@pytest.mark.parametrize("datatype", ["FP64", "FP32"])
+def test_finite_numbers_whose_sum_overflows_are_accepted(datatype: str) -> None:
+    big = np.finfo(np.float64 if datatype == "FP64" else np.float32).max
+    values = np.array([[big, big], [1.0, -2.0]], framing.DATATYPES[datatype][0])
+    ref = wire.BinaryReference.model_validate(framing.reference([2, 2], datatype))
+    found = framing.references({"a": framing.reference([2, 2], datatype)}, values.nbytes)
+    sections = Sections(memoryview(values.tobytes()), {found[0].path: found[0]})
+    with binary_sections(sections):
+        assert to_numpy(ref, ["a"]).tolist() == values.astype(np.float64).tolist()
+        values[1, 1] = np.nan
+        spoilt = Sections(memoryview(values.tobytes()), sections.at)
+        with binary_sections(spoilt), pytest.raises(InvalidRequestError, match="finite"):
+            to_numpy(ref, ["a"])
+
+
+def test_one_input_units_array_is_used_as_given_not_copied() -> None:
+    request = mlp(np.random.default_rng(15))
+    plan = requests.compile_network(wire.Network.model_validate_json(as_lists(request["network"])))
+    x, y = request["samples"]["inputs"]["x"], request["samples"]["targets"]["o"]
+    batch = engine.bind_samples(plan, {"x": x}, {"o": y}, True)
+    assert np.shares_memory(batch.x, x)
+    assert batch.y is not None
+    assert np.shares_memory(batch.y, y)
+
+
+@pytest.mark.slow
+def test_a_32_mib_binary_body_peaks_under_three_times_its_size() -> None:
+    rng = np.random.default_rng(16)
+    width = 400
+    rows = 3_990_000 // (width + 1)  # (max_activation_elements)
+    units = [{"id": "x", "role": "input", "size": width}, {"id": "o", "role": "output"}]
+    request = {
+        "network": {
+            "units": units,
+            "weights": [{"source": "x", "target": "o", "value": rng.normal(size=(width, 1))}],
+        },
+        "samples": {"inputs": {"x": rng.normal(size=(rows, width))}, "targets": {"o": np.zeros((rows, 1))}},
+        "include_units": False,
+        "array_encoding": "binary",
+    }
+    body, headers = as_binary(request)
+    assert len(body) > 30 * 2**20
+    server = start_server()
+    try:
+        idle = rss_kib(server.pid)
+        response = httpx.post(server.url + "/v1/gradients", content=body, headers=headers, timeout=120)
+        assert response.status_code == 200
+        peak = rss_kib(server.pid, "VmHWM")
+    finally:
+        server.stop()
+    assert (peak - idle) * 1024 / len(body) < 3  # server and workers (shared memory counted in each)
 
 
 # ---------------------------------------------------------------- costs, documents

@@ -109,10 +109,22 @@ def _view(loc: Sequence[str | int]) -> np.ndarray:
     array = np.frombuffer(sections.buffer, dtype, count=ref.count, offset=ref.offset).reshape(ref.shape)
     if dtype != np.float64 or not array.flags.aligned:
         array = array.astype(np.float64)
-    if not np.isfinite(array).all():
+    if not _all_finite(array):
         msg = f"{_where(loc)}: every number must be finite (found NaN or infinity in its binary section)"
         raise InvalidRequestError(msg, [issue(loc, msg)])
     return array
+
+
+def _all_finite(array: np.ndarray) -> bool:
+    """Whether every element is finite, without a mask as large as the array: a sum is finite
+    only if every term is (NaN and infinities carry through); one that overflowed is looked
+    into piece by piece."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        if np.isfinite(array.sum()):
+            return True
+    flat = array.reshape(-1)
+    step = 1 << 16
+    return all(np.isfinite(flat[at : at + step]).all() for at in range(0, flat.size, step))
 
 
 def _where(loc: Sequence[str | int]) -> str:
