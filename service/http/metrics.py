@@ -42,6 +42,7 @@ from prometheus_client import (
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.errors import PROBLEM_TYPE, DeadlineExceededError
 from service.transport.executors import ProcessExecutor
 from service.transport.pool import CAUSES
 
@@ -61,6 +62,9 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 SIZE_BUCKETS = tuple(float(4**k) for k in range(4, 15))  # 256 B .. 256 MiB
 
 STOPPED_REASONS = ("deadline", "client-gone")
+
+#: the problem type of a computation stopped at its deadline
+DEADLINE = PROBLEM_TYPE + DeadlineExceededError.slug
 
 
 class Metrics:
@@ -299,7 +303,7 @@ def _is_deadline(problem: bytes) -> bool:
         kind = orjson.loads(problem).get("type", "")
     except (orjson.JSONDecodeError, AttributeError):
         return False
-    return isinstance(kind, str) and kind.endswith("/deadline-exceeded")
+    return bool(kind == DEADLINE)
 
 
 def mount(
