@@ -134,6 +134,7 @@ class Metrics:
         for reason in STOPPED_REASONS:
             self.stopped.labels(reason)
         self._counted: Tally[str] = Tally()  # the pool's counts already added to the counters
+        self._series: dict[tuple[str, str], tuple[Counter, Histogram, Histogram, Histogram]] = {}
 
     def _gauge(self, name: str, documentation: str) -> Gauge:
         # livesum: with several processes, the sum over those alive
@@ -152,10 +153,19 @@ class Metrics:
     def record(
         self, endpoint: str, status: str, seconds: float, received: int, sent: int, stopped: str | None
     ) -> None:
-        self.requests.labels(endpoint, status).inc()
-        self.duration.labels(endpoint).observe(seconds)
-        self.body_bytes.labels(endpoint).observe(received)
-        self.answer_bytes.labels(endpoint).observe(sent)
+        counted = self._series.get((endpoint, status))
+        if counted is None:  # (a series' children looked up once: `labels` takes a lock each time)
+            counted = self._series[endpoint, status] = (
+                self.requests.labels(endpoint, status),
+                self.duration.labels(endpoint),
+                self.body_bytes.labels(endpoint),
+                self.answer_bytes.labels(endpoint),
+            )
+        requests, duration, body_bytes, answer_bytes = counted
+        requests.inc()
+        duration.observe(seconds)
+        body_bytes.observe(received)
+        answer_bytes.observe(sent)
         if stopped is not None:
             self.stopped.labels(stopped).inc()
 
