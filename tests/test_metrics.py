@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import json
 import os
 import re
 import signal
@@ -27,6 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from service.launcher import Server, start_server
 from service.settings import Settings
+from service.transport.pool import CAUSES
 from tests.bodies import chain_request
 from tests.support import asgi
 from tests.test_workers import long_sgd, wait_for_workers, wait_until_computing
@@ -242,6 +244,27 @@ def test_slots_waiting_hang_ups_and_a_killed_worker_are_counted() -> None:
         assert after.value("gradserve_workers_alive") == 1
         assert after.value("gradserve_slots_in_use") == after.value("gradserve_requests_waiting") == 0
         assert after.value("gradserve_inflight_bytes") == 0
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize(
+    ("setting", "cause"),
+    [("GRADSERVE_WORKER_MAX_TASKS", "recycled"), ("GRADSERVE_WORKER_MAX_RSS_BYTES", "over-memory")],
+)
+def test_workers_recycled_or_over_memory_are_counted_by_cause(setting: str, cause: str) -> None:
+    """A worker replaced after 2 requests, or after each (a budget of 2 bytes of memory)."""
+    server = start_server({"GRADSERVE_MAX_CONCURRENT": "1", "GRADSERVE_INLINE_MS": "0", setting: "2"})
+    try:
+        wait_for_workers(server.pid, 1, set())
+        before = scrape(server.url)
+        for _ in range(4):
+            assert post(server.url, "/v1/gradients", json.dumps(chain_request())).status_code == 200
+        until(lambda: scrape(server.url).value("gradserve_workers_replaced_total", cause=cause) > 0)
+        after = scrape(server.url)
+        for other in set(CAUSES) - {cause}:
+            assert after.value("gradserve_workers_replaced_total", cause=other) == 0
+        assert before.value("gradserve_workers_replaced_total", cause=cause) == 0
     finally:
         server.stop()
 
