@@ -54,6 +54,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         executor.stop()
         if sampling is not None and metrics is not None:
             sampling.cancel()
+            await asyncio.wait([sampling])
             metrics.exiting()
 
 
