@@ -21,6 +21,7 @@ from client._errors import (
 )
 from client.arrays import to_numpy
 from client.builders import mlp, single_units
+from client.onnx import OnnxError, from_onnx, to_onnx
 from service.wire import (
     CheckResponse,
     EncodedArray,
@@ -62,6 +63,7 @@ __all__ = [
     "InternalServerError",
     "Network",
     "NotFoundError",
+    "OnnxError",
     "PayloadTooLargeError",
     "RateLimitError",
     "Samples",
@@ -72,7 +74,9 @@ __all__ = [
     "Weight",
     "WeightColumns",
     "WeightGradient",
+    "from_onnx",
     "mlp",
     "single_units",
     "to_numpy",
+    "to_onnx",
 ]

@@ -4,6 +4,8 @@ gradserve-client gradients request.json > mine.json  # {"network": ..., "samples
 gradserve-client check --gradients mine.json request.json
 gradserve-client gradients --network net.json --samples batch.json --per-sample --pretty
 cat request.json | gradserve-client sgd --learning-rate 0.1 --epochs 20
+gradserve-client import onnx model.onnx > net.json  # needs the onnx extra
+gradserve-client export onnx net.json -o model.onnx
 
 The answer is printed as compact JSON on one line (for pipes and `jq`); `--pretty` indents it.
 """
@@ -17,10 +19,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from client._client import Client
 from client._errors import APIError, APIStatusError
+from service.wire import Network
 
 
 def _read(source: str, stdin: TextIO) -> Any:
@@ -93,7 +96,45 @@ def _parser() -> argparse.ArgumentParser:
     draw.add_argument("--output", "-o", metavar="FILE", help="write the drawing here instead of to stdout")
     commands.add_parser("info", help="the server's version, activations, losses and limits", parents=[output])
     commands.add_parser("health", help="whether the server is up", parents=[output])
+    _conversions(commands, output)
     return parser
+
+
+def _conversions(commands: Any, output: argparse.ArgumentParser) -> None:
+    """`import FORMAT FILE` prints a network read from another format; `export FORMAT FILE -o OUT`
+    writes one: both work offline, with no server."""
+    importing = commands.add_parser("import", help="print a network read from another format (no server)")
+    readers = importing.add_subparsers(dest="source_format", required=True)
+    onnx_in = readers.add_parser("onnx", help="a network from an ONNX model", parents=[output])
+    onnx_in.add_argument("model", help="the .onnx file")
+    exporting = commands.add_parser("export", help="write a network in another format (no server)")
+    writers = exporting.add_subparsers(dest="target_format", required=True)
+    onnx_out = writers.add_parser("onnx", help="a network as an ONNX model (float64, opset 17)")
+    onnx_out.add_argument("network", help="the network JSON (or a request holding one), or - for stdin")
+    onnx_out.add_argument("--output", "-o", required=True, metavar="FILE", help="the .onnx file to write")
+
+
+def _convert(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
+    """The import and export commands."""
+    from client.onnx import OnnxError, from_onnx, to_onnx
+
+    try:
+        if args.command == "import":
+            network = from_onnx(args.model)
+            stdout.write(network.model_dump_json(indent=2 if args.pretty else None, exclude_none=True) + "\n")
+            return 0
+        document = _read(args.network, stdin)
+        if isinstance(document, dict) and "units" not in document and "network" in document:
+            document = document["network"]  # a whole request: its network
+        import onnx
+
+        onnx.save(to_onnx(Network.model_validate(document)), args.output)
+        return 0
+    except (ImportError, OnnxError, ValidationError) as exc:
+        print(f"gradserve-client: {exc}", file=sys.stderr)
+    except OSError as exc:
+        print(f"gradserve-client: {exc.filename}: {exc.strerror}", file=sys.stderr)
+    return 1
 
 
 OPTIONS = ("reduction", "per_sample", "include_units", "epochs", "batch_size", "shuffle", "seed",
@@ -157,6 +198,8 @@ def _call(client: Client, command: str, request: dict[str, Any]) -> BaseModel | 
 
 def main(argv: Sequence[str] | None = None, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout) -> int:
     args = _parser().parse_args(argv)
+    if args.command in ("import", "export"):
+        return _convert(args, stdin, stdout)
     request = {} if args.command in ("info", "health") else _request(args, stdin)
     if getattr(args, "learning_rate", None) is not None:
         request["learning_rate"] = args.learning_rate
