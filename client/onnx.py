@@ -39,6 +39,7 @@ OPERATORS: dict[str, frozenset[str]] = {
     "Constant": frozenset({"value", "value_float", "value_floats"}),
     "Relu": frozenset(),
     "LeakyRelu": frozenset({"alpha"}),
+    "PRelu": frozenset(),
     "Sigmoid": frozenset(),
     "Tanh": frozenset(),
     "Softplus": frozenset(),
@@ -56,6 +57,8 @@ ACTIVATION_OF = {
 OPERATOR_OF = {name: op for op, name in ACTIVATION_OF.items()}
 #: leaky_relu's negative slope where the unit does not set one (the wire's default)
 DEFAULT_SLOPE = 0.01
+#: LeakyRelu's alpha where the node gives none: ONNX attributes are float32, so 0.01 in float32
+ONNX_DEFAULT_ALPHA = 0.009999999776482582
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.:\-]")
 _ID_LENGTH = 64
 
@@ -294,7 +297,7 @@ class _Reader:
         if None in inputs:
             raise OnnxError(f"{where}: an input is left out, which {op} does not allow")
         present = [value for value in inputs if value is not None]
-        expected = 2 if op in ("MatMul", "Add") else 1
+        expected = 2 if op in ("MatMul", "Add", "PRelu") else 1
         if len(present) != expected:
             raise OnnxError(f"{where}: it has {len(present)} inputs, where {op} takes {expected}")
         if op == "Identity":
@@ -307,7 +310,18 @@ class _Reader:
             return _Linear({source: weights}, None, weights.shape[1], out)
         if op == "Add":
             return self._add(present[0], present[1], where, out)
+        if op == "PRelu":
+            attributes = {"alpha": self._slope(present[1], where)}
         return self._activation(op, present[0], attributes, where, out)
+
+    def _slope(self, value: _Value, where: str) -> float:
+        """PRelu's slope: a constant, one number for every unit of the layer."""
+        if not isinstance(value, _Const):
+            raise OnnxError(f"{where}: its slope must be an initialiser or a Constant")
+        slopes = value.value.reshape(-1)
+        if slopes.size == 0 or (slopes != slopes[0]).any():
+            raise OnnxError(f"{where}: a slope per unit ({slopes.size} of them): a layer has one slope")
+        return float(slopes[0])
 
     def _constant(self, attributes: dict[str, Any], where: str) -> _Const:
         if len(attributes) != 1:
@@ -389,14 +403,15 @@ class _Reader:
             axis = int(attributes.get("axis", 1 if self.opset < 13 else -1))
             if axis not in (1, -1):
                 raise OnnxError(f"{where}: softmax over axis {axis}: gradserve normalises over a unit's size")
-        if op == "LeakyRelu":
-            slope = float(attributes.get("alpha", DEFAULT_SLOPE))
+        if op in ("LeakyRelu", "PRelu"):
+            # alpha is a float32 attribute, taken as the float64 number it is (as runtimes do)
+            slope = float(attributes.get("alpha", ONNX_DEFAULT_ALPHA))
             if slope != DEFAULT_SLOPE:
                 if "slope" not in Unit.model_fields:
                     raise OnnxError(f"{where}: alpha={slope}: leaky_relu here has slope 0.01 only")
                 fields["slope"] = slope
         unit = self._new_unit(
-            out, "hidden", linear.size, activation=ACTIVATION_OF[op], bias=linear.bias,
+            out, "hidden", linear.size, activation=ACTIVATION_OF.get(op, "leaky_relu"), bias=linear.bias,
             inputs=dict(linear.terms), **fields,
         )  # fmt: skip
         return _Z(unit)
@@ -546,17 +561,15 @@ def _unit_fields(unit: Unit) -> dict[str, Any]:
     activation = unit.resolved_activation
     if activation not in OPERATOR_OF and activation != "identity":
         raise OnnxError(f"unit {unit.id!r}: ONNX has no operator for the activation {activation!r}")
-    extra: dict[str, Any] = {}
     slope = getattr(unit, "slope", None)
-    if activation == "leaky_relu":
-        extra["alpha"] = DEFAULT_SLOPE if slope is None else float(slope)
+    slope = DEFAULT_SLOPE if slope is None else float(slope)
     response = getattr(unit, "response", None)
     if response is not None and float(response) != 1.0:
         raise OnnxError(f"unit {unit.id!r}: response={response}: ONNX's layers have no response")
     aggregation = getattr(unit, "aggregation", None)
     if aggregation not in (None, "sum"):
         raise OnnxError(f"unit {unit.id!r}: aggregation {aggregation!r}: ONNX's layers sum their inputs")
-    return {"activation": activation, "attributes": extra}
+    return {"activation": activation, "slope": slope}
 
 
 def to_onnx(network: Network | Mapping[str, Any]) -> onnx.ModelProto:
@@ -629,10 +642,15 @@ def to_onnx(network: Network | Mapping[str, Any]) -> onnx.ModelProto:
             nodes.append(helper.make_node("Add", [total, constant(f"{uid}/bias", bias.reshape(-1))], [final]))
         activation = spec["activation"]
         operator = "Identity" if activation == "identity" else OPERATOR_OF[activation]
-        attributes = dict(spec["attributes"])
+        operands, attributes = [final], {}
         if operator == "Softmax":
             attributes["axis"] = -1
-        nodes.append(helper.make_node(operator, [final], [uid], **attributes))
+        elif operator == "LeakyRelu" and float(np.float32(spec["slope"])) == spec["slope"]:
+            attributes["alpha"] = spec["slope"]
+        elif operator == "LeakyRelu":  # alpha is float32, which the slope is not: PRelu takes float64
+            operator = "PRelu"
+            operands.append(constant(f"{uid}/slope", np.array(spec["slope"])))
+        nodes.append(helper.make_node(operator, operands, [uid], **attributes))
         if unit.role == "output":
             outputs.append(shape(unit))
 
