@@ -491,12 +491,12 @@ def from_onnx(model_or_path: onnx.ModelProto | str | PathLike[str] | bytes) -> N
     """A network from an ONNX model (a ModelProto, a file's path, or its bytes).
 
     The graph may hold Gemm, MatMul, Add (bias adds, and sums of branches: a unit with several
-    inputs), Identity, Constant and the activations Relu, LeakyRelu, Sigmoid, Tanh, Softplus and
-    Softmax (last axis), with float32 or float64 initialisers. Graph inputs (shape [batch, size])
-    become input units, graph outputs output units, each activation's output a unit and each
-    weight matrix a weight; an output with no activation is an identity unit. Unit ids are the
-    tensor names made valid and unique. Anything else raises OnnxError naming the node and its
-    operator.
+    inputs), Identity, Constant and the activations Relu, LeakyRelu, PRelu (one slope for the
+    layer), Sigmoid, Tanh, Softplus and Softmax (last axis), with float32 or float64
+    initialisers. Graph inputs (shape [batch, size]) become input units, graph outputs output
+    units, each activation's output a unit and each weight matrix a weight; an output with no
+    activation is an identity unit. Unit ids are the tensor names made valid and unique.
+    Anything else raises OnnxError naming the node and its operator.
     """
     ox = _onnx()
     if isinstance(model_or_path, ox.ModelProto):
@@ -564,11 +564,11 @@ def _unit_fields(unit: Unit) -> dict[str, Any]:
     slope = getattr(unit, "slope", None)
     slope = DEFAULT_SLOPE if slope is None else float(slope)
     response = getattr(unit, "response", None)
-    if response is not None and float(response) != 1.0:
-        raise OnnxError(f"unit {unit.id!r}: response={response}: ONNX's layers have no response")
+    if response is not None and not (to_numpy(response) == 1.0).all():
+        raise OnnxError(f"unit {unit.id!r}: a response other than 1: ONNX's layers have none")
     aggregation = getattr(unit, "aggregation", None)
     if aggregation not in (None, "sum"):
-        raise OnnxError(f"unit {unit.id!r}: aggregation {aggregation!r}: ONNX's layers sum their inputs")
+        raise OnnxError(f"unit {unit.id!r}: the aggregation {aggregation!r}: ONNX's layers sum their inputs")
     return {"activation": activation, "slope": slope}
 
 
