@@ -7,6 +7,7 @@ from __future__ import annotations
 import inspect
 import io
 import json
+import subprocess
 import sys
 import zlib
 from collections.abc import Iterator
@@ -396,6 +397,35 @@ def test_paths_and_bytes_are_read(tmp_path: Path) -> None:
     (tmp_path / "junk.onnx").write_bytes(b"\xff\x00 not a model")
     with pytest.raises(OnnxError, match="is not an ONNX model"):
         from_onnx(tmp_path / "junk.onnx")
+
+
+def test_before_ir_4_initialisers_listed_as_inputs_are_constants(http: httpx.Client) -> None:
+    made = model(
+        [helper.make_node("MatMul", ["x", "W"], ["s"]), helper.make_node("Tanh", ["s"], ["y"])],
+        {"x": ["N", 2], "W": [2, 3]},
+        {"y": ["N", 3]},
+        {"W": normal(2, 3)},
+        check=False,
+    )
+    made.ir_version = 3
+    network = check_import(http, "IR 3", made, {"x": normal(3, 2)})
+    assert [u.id for u in network.units] == ["x", "y"]
+
+
+def test_a_graph_input_passed_out_is_copied_by_an_identity_unit(http: httpx.Client) -> None:
+    made = model(
+        [helper.make_node("MatMul", ["x", "W"], ["y"])], {"x": ["N", 2]}, {"y": ["N", 1], "x": ["N", 2]},
+        {"W": normal(2, 1)},
+    )  # fmt: skip
+    network = from_onnx(made)
+    assert [(u.id, u.role) for u in network.units] == [("x", "input"), ("y", "output"), ("x_2", "output")]
+    x = normal(3, 2)
+    np.testing.assert_array_equal(forward(http, network, {"x": x})["x_2"], x)
+
+
+def test_importing_the_client_does_not_import_onnx() -> None:
+    code = "import sys, client; sys.exit('onnx' in sys.modules or 'numpy' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
 
 
 # ---------------------------------------------------------------- refusals
