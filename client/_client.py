@@ -7,6 +7,7 @@ import os
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
+from urllib.parse import urlencode
 
 import httpx
 from pydantic import BaseModel
@@ -17,6 +18,7 @@ from client._retry import parse_retry_after, retry_delay, should_retry
 from client.arrays import decode_encoded, holds_encoded, request_body
 from service import __version__
 from service.wire import (
+    ENDPOINTS,
     ArrayEncoding,
     CheckResponse,
     ExplainResponse,
@@ -116,9 +118,17 @@ def _problem_type(response: httpx.Response) -> str:
     return str(body.get("type", "")) if isinstance(body, dict) else ""
 
 
+def _post(name: str, body: dict[str, Any], **query: str) -> _Call:
+    """A call of the compute endpoint `name`: its path and its answer's model (None: text) are
+    the wire's (`service.wire.ENDPOINTS`)."""
+    endpoint = ENDPOINTS[name]
+    path = f"{endpoint.path}?{urlencode(query)}" if query else endpoint.path
+    return _Call("POST", path, endpoint.response, body)
+
+
 def _forward(network: NetworkLike, samples: SamplesLike, array_encoding: ArrayEncoding | None) -> _Call:
     body = {"network": network, "samples": samples, "array_encoding": array_encoding}
-    return _Call("POST", "/v1/forward", ForwardResponse, body)
+    return _post("forward", body)
 
 
 def _gradients(
@@ -137,12 +147,12 @@ def _gradients(
         "include_units": include_units,
         "array_encoding": array_encoding,
     }
-    return _Call("POST", "/v1/gradients", GradientsResponse, body)
+    return _post("gradients", body)
 
 
 def _sgd(network: NetworkLike, samples: SamplesLike, learning_rate: float, options: dict[str, Any]) -> _Call:
     body = {"network": network, "samples": samples, "learning_rate": learning_rate, **options}
-    return _Call("POST", "/v1/sgd", SgdResponse, body)
+    return _post("sgd", body)
 
 
 def _explain(
@@ -159,7 +169,7 @@ def _explain(
         "max_paths": max_paths,
         "array_encoding": array_encoding,
     }
-    return _Call("POST", "/v1/explain", ExplainResponse, body)
+    return _post("explain", body)
 
 
 def _check(
@@ -182,14 +192,14 @@ def _check(
     }
     if gradients is not None:
         body["gradients"] = gradients
-    return _Call("POST", "/v1/check", CheckResponse, body)
+    return _post("check", body)
 
 
 def _render(network: NetworkLike, samples: SamplesLike | None, show: str, format: str) -> _Call:
     body: dict[str, Any] = {"network": network, "show": show}
     if samples is not None:
         body["samples"] = samples
-    return _Call("POST", f"/v1/render?format={format}", None, body)
+    return _post("render", body, format=format)
 
 
 def _saved(text: str, path: str | os.PathLike[str] | None) -> str:
@@ -275,6 +285,12 @@ class Client:
                 return call.result(outcome)
             self._sleep(delay)
             attempt += 1
+
+    def call(self, endpoint: str, request: Mapping[str, Any], **query: str) -> Any:
+        """Any compute endpoint by its name in `service.wire.ENDPOINTS`, the request a mapping of
+        its fields: the answer as that endpoint's model (a drawing as text). The typed methods
+        below are this, spelled out."""
+        return self._send(_post(endpoint, {"array_encoding": None, **request}, **query))
 
     def forward(
         self, network: NetworkLike, samples: SamplesLike, *, array_encoding: ArrayEncoding | None = None
@@ -420,6 +436,10 @@ class AsyncClient:
                 return call.result(outcome)
             await self._sleep(delay)
             attempt += 1
+
+    async def call(self, endpoint: str, request: Mapping[str, Any], **query: str) -> Any:
+        """Any compute endpoint by its name in `service.wire.ENDPOINTS` (see `Client.call`)."""
+        return await self._send(_post(endpoint, {"array_encoding": None, **request}, **query))
 
     async def forward(
         self, network: NetworkLike, samples: SamplesLike, *, array_encoding: ArrayEncoding | None = None
