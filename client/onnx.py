@@ -407,8 +407,6 @@ class _Reader:
             # alpha is a float32 attribute, taken as the float64 number it is (as runtimes do)
             slope = float(attributes.get("alpha", ONNX_DEFAULT_ALPHA))
             if slope != DEFAULT_SLOPE:
-                if "slope" not in Unit.model_fields:
-                    raise OnnxError(f"{where}: alpha={slope}: leaky_relu here has slope 0.01 only")
                 fields["slope"] = slope
         unit = self._new_unit(
             out, "hidden", linear.size, activation=ACTIVATION_OF.get(op, "leaky_relu"), bias=linear.bias,
@@ -561,14 +559,13 @@ def _unit_fields(unit: Unit) -> dict[str, Any]:
     activation = unit.resolved_activation
     if activation not in OPERATOR_OF and activation != "identity":
         raise OnnxError(f"unit {unit.id!r}: ONNX has no operator for the activation {activation!r}")
-    slope = getattr(unit, "slope", None)
-    slope = DEFAULT_SLOPE if slope is None else float(slope)
-    response = getattr(unit, "response", None)
-    if response is not None and not (to_numpy(response) == 1.0).all():
+    slope = DEFAULT_SLOPE if unit.slope is None else unit.slope
+    if unit.response is not None and not (to_numpy(unit.response) == 1.0).all():
         raise OnnxError(f"unit {unit.id!r}: a response other than 1: ONNX's layers have none")
-    aggregation = getattr(unit, "aggregation", None)
-    if aggregation not in (None, "sum"):
-        raise OnnxError(f"unit {unit.id!r}: the aggregation {aggregation!r}: ONNX's layers sum their inputs")
+    if unit.aggregation not in (None, "sum"):
+        raise OnnxError(
+            f"unit {unit.id!r}: the aggregation {unit.aggregation!r}: ONNX's layers sum their inputs"
+        )
     return {"activation": activation, "slope": slope}
 
 
