@@ -14,6 +14,7 @@ from client._errors import (
     AuthenticationError,
     BadRequestError,
     InternalServerError,
+    NetworkImportError,
     NotFoundError,
     PayloadTooLargeError,
     RateLimitError,
@@ -21,6 +22,7 @@ from client._errors import (
 )
 from client.arrays import to_numpy
 from client.builders import mlp, single_units
+from client.neat import from_neat
 from client.onnx import OnnxError, from_onnx, to_onnx
 from service.wire import (
     CheckResponse,
@@ -62,6 +64,7 @@ __all__ = [
     "InfoResponse",
     "InternalServerError",
     "Network",
+    "NetworkImportError",
     "NotFoundError",
     "OnnxError",
     "PayloadTooLargeError",
@@ -74,6 +77,7 @@ __all__ = [
     "Weight",
     "WeightColumns",
     "WeightGradient",
+    "from_neat",
     "from_onnx",
     "mlp",
     "single_units",

@@ -19,6 +19,7 @@ from os import PathLike
 from typing import TYPE_CHECKING, Any
 
 from client._constants import BASE64_MIN_ELEMENTS
+from client._errors import NetworkImportError
 from client.arrays import encode, to_numpy
 from service.wire import Network, Unit
 
@@ -63,7 +64,7 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_.:\-]")
 _ID_LENGTH = 64
 
 
-class OnnxError(ValueError):
+class OnnxError(NetworkImportError):
     """A model `from_onnx` cannot read exactly, or a network `to_onnx` cannot write exactly."""
 
 

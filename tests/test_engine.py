@@ -80,6 +80,80 @@ def test_two_outputs_sums_both_paths() -> None:
     assert abs(path_b) > 1e-3
 
 
+@pytest.mark.parametrize("aggregation", ["sum", "mean"])
+def test_response_and_aggregation_closed_form(aggregation: str) -> None:
+    """x1, x2 -> h -> o: s_h = b + r (w1 x1 + w2 x2) (halved for the mean), z_h = tanh(s_h),
+    o = w3 z_h; every gradient by hand, the response's dE/dr = delta_h * aggregate."""
+    x1, x2, w1, w2, w3, b, r, y = 0.7, -1.3, 0.4, 0.9, -1.1, 0.2, 1.7, 0.3
+    net = {
+        "units": [
+            {"id": "x1", "role": "input"},
+            {"id": "x2", "role": "input"},
+            {"id": "h", "activation": "tanh", "bias": b, "response": r, "aggregation": aggregation},
+            {"id": "o", "role": "output", "activation": "identity"},
+        ],
+        "weights": [
+            {"source": "x1", "target": "h", "value": w1},
+            {"source": "x2", "target": "h", "value": w2},
+            {"source": "h", "target": "o", "value": w3},
+        ],
+    }
+    got = run(net, {"inputs": {"x1": [[x1]], "x2": [[x2]]}, "targets": {"o": [[y]]}})
+    n = 2.0 if aggregation == "mean" else 1.0
+    agg = (w1 * x1 + w2 * x2) / n
+    z = np.tanh(b + r * agg)
+    delta_o = w3 * z - y
+    delta_h = (1 - z * z) * w3 * delta_o
+    assert got["s"]["h"].item() == pytest.approx(b + r * agg, rel=1e-15)
+    expected_w = [x1 * r / n * delta_h, x2 * r / n * delta_h, z * delta_o]
+    for k, expected in enumerate(expected_w):
+        assert got["w"][k].item() == pytest.approx(expected, rel=1e-13)
+    assert got["b"]["h"].item() == pytest.approx(delta_h, rel=1e-13)
+    assert got["r"]["h"].item() == pytest.approx(delta_h * agg, rel=1e-13)
+    assert got["r"]["o"].item() == pytest.approx(delta_o * w3 * z, rel=1e-13)  # o's own response, 1
+
+
+def test_without_response_or_mean_nothing_changes() -> None:
+    """The new fields at their defaults leave the plan as it was: no response parameters, no
+    scale, the same theta and the same values."""
+    case = seed.two_outputs()
+    plain = compile_and_bind(case.network, case.samples)[0]
+    spelled = {
+        **case.network,
+        "units": [
+            {**u, "aggregation": "sum"} if u.get("role") != "input" else u for u in case.network["units"]
+        ],
+    }
+    same = compile_and_bind(spelled, case.samples)[0]
+    for plan in (plain, same):
+        assert plan.n_params == plan.n_weight_params + plan.n_cols
+        assert plan.column_scale(plan.theta) is None
+    np.testing.assert_array_equal(plain.theta, same.theta)
+
+
+@pytest.mark.parametrize("slope", [0.005, 0.2, 3.0])
+def test_leaky_relu_takes_each_units_slope(slope: float) -> None:
+    net = {
+        "units": [
+            {"id": "x", "role": "input", "size": 2},
+            {"id": "a", "activation": "leaky_relu", "slope": slope},
+            {"id": "b", "activation": "leaky_relu"},
+            {"id": "o", "role": "output"},
+        ],
+        "weights": [
+            {"source": "x", "target": "a", "value": [[1.0], [0.0]]},
+            {"source": "x", "target": "b", "value": [[1.0], [0.0]]},
+            {"source": "a", "target": "o", "value": 1.0},
+            {"source": "b", "target": "o", "value": 1.0},
+        ],
+    }
+    got = run(net, {"inputs": {"x": [[-2.0, 0.0], [3.0, 0.0]]}, "targets": {"o": [[0.0], [0.0]]}})
+    np.testing.assert_array_equal(got["z"]["a"].ravel(), [-2.0 * slope, 3.0])
+    np.testing.assert_array_equal(got["z"]["b"].ravel(), [-0.02, 3.0])  # the default slope, 0.01
+    o = np.array([-2.0 * slope - 0.02, 6.0])
+    assert got["w"][0].ravel()[0] == pytest.approx((o * [slope, 1.0] * [-2.0, 3.0]).sum(), rel=1e-14)
+
+
 @pytest.mark.parametrize("name", list(engine.ELEMENTWISE))
 @pytest.mark.parametrize("width", [1, 2])
 def test_activations_write_into_columns_of_a_table(name: str, width: int) -> None:

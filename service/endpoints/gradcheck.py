@@ -170,7 +170,8 @@ def _claimed(plan: Plan, claimed: wire.ClaimedGradients) -> tuple[np.ndarray, np
             or uid not in plan.unit_index
             or plan.units[plan.unit_index[uid]].role == "input"
         ):
-            problems.append(issue(loc, f"{uid!r} is not a unit with a response (the network gives none)"))
+            why = "" if plan.has_responses else " (the network gives no unit a response)"
+            problems.append(issue(loc, f"{uid!r} is not a unit with a response{why}"))
             continue
         unit = plan.units[plan.unit_index[uid]]
         value = to_numpy(response, loc).ravel()

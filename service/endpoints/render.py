@@ -299,7 +299,7 @@ def svg(d: Drawing) -> str:
             shape = f'<circle cx="{x:.1f}" cy="{y:.1f}" r="{RADIUS}" fill="{fill}" stroke="#333"/>'
         lines = [u.id if u.size == 1 else f"{u.id} ({u.size})"]
         if u.role != "input":
-            lines.append(u.activation)
+            lines.append(_activation_label(u))
         if u.id in d.z:
             z = d.z[u.id]
             lines.append(f"z={z[0]:.3g}" if z.size == 1 else f"|z|={_norm_label(z)}")
@@ -325,13 +325,18 @@ def _dot_id(uid: str) -> str:
     return '"' + uid.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def _activation_label(u: UnitInfo) -> str:
+    """A unit's activation as its label shows it: with its own slope, when it gives one."""
+    return u.activation if u.slope is None else f"{u.activation}({u.slope:g})"
+
+
 def dot(d: Drawing) -> str:
     biggest = max((e.magnitude for e in d.edges), default=0.0) or 1.0
     lines = ["digraph gradserve {", "  rankdir=LR;", '  node [fontname="Helvetica"];']
     for u in d.units:
         label = u.id if u.size == 1 else f"{u.id} ({u.size})"
         if u.role != "input":
-            label += f"\\n{u.activation}"
+            label += f"\\n{_activation_label(u)}"
         if u.id in d.z and d.z[u.id].size == 1:
             label += f"\\nz={d.z[u.id][0]:.3g}"
         shape = "box" if u.size > 1 else "circle"
