@@ -20,7 +20,7 @@ from client._errors import (
     RateLimitError,
     UnprocessableEntityError,
 )
-from client.arrays import to_numpy
+from client.arrays import BinaryArray, to_list, to_numpy
 from client.builders import mlp, single_units
 from client.neat import from_neat
 from client.onnx import OnnxError, from_onnx, to_onnx
@@ -52,6 +52,7 @@ __all__ = [
     "AsyncClient",
     "AuthenticationError",
     "BadRequestError",
+    "BinaryArray",
     "CheckResponse",
     "Client",
     "EncodedArray",
@@ -81,6 +82,7 @@ __all__ = [
     "from_onnx",
     "mlp",
     "single_units",
+    "to_list",
     "to_numpy",
     "to_onnx",
 ]

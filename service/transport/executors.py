@@ -32,8 +32,10 @@ from service.transport.shared import ReceivedBody, SegmentPool, SharedBody, hand
 class Executor(Protocol):
     segments: SegmentPool | None  # where large bodies go for the workers; None: kept as bytes
 
-    async def run(self, endpoint: str, body: ReceivedBody, limits: Limits) -> Reply:
-        """`handle` the request away from the event loop.
+    async def run(
+        self, endpoint: str, body: ReceivedBody, limits: Limits, framed: int | None = None
+    ) -> Reply:
+        """`handle` the request (`framed`: a binary body, see `handle`) away from the event loop.
 
         Cancelling run() stops the computation (ThreadExecutor's excepted: see there), so a
         request given up frees its slot. A worker that dies fails only the request it was
@@ -57,9 +59,11 @@ class ThreadExecutor:
 
     segments: SegmentPool | None = None
 
-    async def run(self, endpoint: str, body: ReceivedBody, limits: Limits) -> Reply:
+    async def run(
+        self, endpoint: str, body: ReceivedBody, limits: Limits, framed: int | None = None
+    ) -> Reply:
         data = bytes(body.view[: body.size]) if isinstance(body, SharedBody) else body
-        return await anyio.to_thread.run_sync(handle, endpoint, data, limits)
+        return await anyio.to_thread.run_sync(handle, endpoint, data, limits, framed)
 
     async def start(self) -> bool:
         return await anyio.to_thread.run_sync(selfcheck.passes)
@@ -152,18 +156,22 @@ class ProcessExecutor:
         """Workers started, and replaced by cause: died, cancelled, recycled, over-memory."""
         return self.pool.counts
 
-    async def run(self, endpoint: str, body: ReceivedBody, limits: Limits) -> Reply:
+    async def run(
+        self, endpoint: str, body: ReceivedBody, limits: Limits, framed: int | None = None
+    ) -> Reply:
         try:
             if isinstance(body, SharedBody):
                 body.lent = True
-                reply: Reply = await self.pool.call(handle_shared, endpoint, body.shm.name, body.size, limits)
+                reply: Reply = await self.pool.call(
+                    handle_shared, endpoint, body.shm.name, body.size, limits, framed
+                )
                 # The worker is done with it. Not so if this was cancelled: the worker is killed
                 # then, but it may have been writing, so the segment is never handed on.
                 body.lent = False
                 if reply.in_shared:
                     return reply._replace(content=bytes(body.view[: reply.in_shared]), in_shared=0)
                 return reply
-            answer: Reply = await self.pool.call(handle, endpoint, body, limits)
+            answer: Reply = await self.pool.call(handle, endpoint, body, limits, framed)
             return answer
         except WorkerDiedError:
             raise WorkerLostError(
