@@ -23,6 +23,7 @@ from client._errors import (
 from client.arrays import BinaryArray, to_list, to_numpy
 from client.builders import mlp, single_units
 from client.neat import from_neat
+from client.onnx import OnnxError, from_onnx, to_onnx
 from service.wire import (
     CheckResponse,
     EncodedArray,
@@ -66,6 +67,7 @@ __all__ = [
     "Network",
     "NetworkImportError",
     "NotFoundError",
+    "OnnxError",
     "PayloadTooLargeError",
     "RateLimitError",
     "Samples",
@@ -77,8 +79,10 @@ __all__ = [
     "WeightColumns",
     "WeightGradient",
     "from_neat",
+    "from_onnx",
     "mlp",
     "single_units",
     "to_list",
     "to_numpy",
+    "to_onnx",
 ]
