@@ -11,7 +11,7 @@ import orjson
 from pydantic import BaseModel, ValidationError
 
 from service import wire
-from service.endpoints import costs, requests
+from service.endpoints import costs, progress, requests
 from service.endpoints.arrays import dumps
 from service.endpoints.render import Document
 from service.endpoints.table import HANDLERS
@@ -39,14 +39,17 @@ def parse(model: type[M], body: bytes) -> M:
         raise schema_problem(exc.errors(include_input=False, include_url=False), model) from None
 
 
-def handle(endpoint: str, body: bytes, limits: Limits) -> Reply:
-    """One compute request, from the body's bytes to the answer's bytes."""
-    reply = _handle(endpoint, body, limits, None)
+def handle(endpoint: str, body: bytes, limits: Limits, report: progress.Report | None = None) -> Reply:
+    """One compute request, from the body's bytes to the answer's bytes; with `report`, an
+    endpoint that can (`Handler.streamed`) reports its progress to it as it goes."""
+    reply = _handle(endpoint, body, limits, None, report)
     assert reply is not None  # only a budget hands a request on
     return reply
 
 
-def _handle(endpoint: str, body: bytes, limits: Limits, budget_ms: float | None) -> Reply | None:
+def _handle(
+    endpoint: str, body: bytes, limits: Limits, budget_ms: float | None, report: progress.Report | None = None
+) -> Reply | None:
     """`handle`; with a budget, None (handed on) as soon as its estimate is over `budget_ms`."""
     handler = HANDLERS[endpoint]
     try:
@@ -66,7 +69,11 @@ def _handle(endpoint: str, body: bytes, limits: Limits, budget_ms: float | None)
             np.errstate(over="ignore", invalid="ignore", divide="ignore"),
             requests.time_limit(limits.timeout_s),
         ):
-            result = handler.run(request, limits)
+            result = (
+                handler.run(request, limits)
+                if report is None or handler.streamed is None
+                else handler.streamed(request, limits, report)
+            )
         if isinstance(result, Document):
             return Reply(200, result.content, result.media_type, {})
         encoding: wire.ArrayEncoding = getattr(request, "array_encoding", "list")

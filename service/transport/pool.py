@@ -7,6 +7,9 @@ started at once; a job whose caller gives up (its task is cancelled) has its wor
 replaced, so the slot is free again; and a worker is retired after `max_tasks` jobs, or as
 soon as its resident memory is over `max_rss` bytes after one.
 
+A job may send messages before its answer (`report`, called in the worker): each is handed
+to the caller's `on_message` as it arrives, in the thread that waits for the answer.
+
 Nothing here blocks the event loop: a job is sent and its answer read in a thread of the
 loop's default executor (the answer may be large), and each worker's exit is noticed through
 its sentinel, watched by the loop.
@@ -70,10 +73,23 @@ def resident_bytes() -> int:
         return 0
 
 
+#: in a worker: its end of the pipe to the server, for `report`
+_parent: Connection | None = None
+
+
+def report(*message: Any) -> None:
+    """In a worker, during a job: send `message` to the job's caller (its `on_message`) now,
+    before the job's answer."""
+    assert _parent is not None, "report() is for a job running in a pool's worker"
+    _parent.send_bytes(ForkingPickler.dumps(("message", message, 0)))
+
+
 def _serve(
     conn: Connection, initializer: Callable[..., None], initargs: tuple[Any, ...], check: Callable[[], bool]
 ) -> None:
     """A worker's life: set up, self-check, then answer jobs until the pipe closes."""
+    global _parent
+    _parent = conn
     # The server decides when its workers stop: Ctrl-C in a terminal reaches the whole group.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     initializer(*initargs)
@@ -137,9 +153,12 @@ class Worker:
         ready = self._receive()
         return bool(ready[1])
 
-    def exchange(self, job: tuple[Callable[..., Any], tuple[Any, ...]]) -> tuple[str, Any, int]:
-        """Send a job and wait for its answer. Runs in a thread (a body sent through the pipe
-        may be large, and so may an answer)."""
+    def exchange(
+        self, job: tuple[Callable[..., Any], tuple[Any, ...]], on_message: Callable[[Any], None] | None = None
+    ) -> tuple[str, Any, int]:
+        """Send a job and wait for its answer, handing the messages it sends first to
+        `on_message`. Runs in a thread (a body sent through the pipe may be large, and so may
+        an answer)."""
         try:
             data = ForkingPickler.dumps(job)
         except Exception as exc:
@@ -151,6 +170,10 @@ class Worker:
         except OSError:  # the pipe is broken: the worker exited just now
             raise _NotSentError from None
         outcome: tuple[str, Any, int] = self._receive()
+        while outcome[0] == "message":
+            if on_message is not None:
+                on_message(outcome[1])
+            outcome = self._receive()
         return outcome
 
     def _receive(self) -> Any:
@@ -274,15 +297,18 @@ class Pool:
 
     # ------------------------------------------------------------ jobs
 
-    async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+    async def call(
+        self, fn: Callable[..., Any], *args: Any, on_message: Callable[[Any], None] | None = None
+    ) -> Any:
         """`fn(*args)` in an idle worker, once there is one; its result, or its exception.
+        What it `report`s on the way is handed to `on_message`, in a thread of the pool.
 
         Raises WorkerDiedError when the worker died computing it. Cancelling this stops the
         computation: the worker is killed and replaced."""
         loop = asyncio.get_running_loop()
         while True:
             w = await self._take()
-            future = loop.run_in_executor(self.threads, w.exchange, (fn, args))
+            future = loop.run_in_executor(self.threads, w.exchange, (fn, args), on_message)
             try:
                 kind, value, rss = await asyncio.shield(future)
             except _UnpicklableError as exc:

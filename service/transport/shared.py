@@ -6,10 +6,11 @@ import os
 from multiprocessing.shared_memory import SharedMemory
 
 from service.endpoints.dispatch import Reply, handle
+from service.endpoints.progress import Report
 from service.settings import Limits
 
 
-def handle_shared(endpoint: str, name: str, size: int, limits: Limits) -> Reply:
+def handle_shared(endpoint: str, name: str, size: int, limits: Limits, report: Report | None = None) -> Reply:
     """`handle` for a body the server wrote into shared memory; an answer that fits goes back
     the same way, over the body (a 2.9 MB answer took ~3 ms pickled through the pool's pipe,
     and the server's GIL while it was unpickled)."""
@@ -17,7 +18,7 @@ def handle_shared(endpoint: str, name: str, size: int, limits: Limits) -> Reply:
     try:
         buf = shm.buf
         assert buf is not None  # None only once closed
-        reply = handle(endpoint, bytes(buf[:size]), limits)
+        reply = handle(endpoint, bytes(buf[:size]), limits, report)
         if len(reply.content) > shm.size:
             return reply
         try:  # only the body's own bytes were reserved by the server

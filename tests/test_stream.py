@@ -1,0 +1,196 @@
+"""POST /v1/sgd with Accept: text/event-stream (issue 17): progress as server-sent events, then
+the plain answer or its problem, against a real server over sockets."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from service.launcher import start_server
+from tests.bodies import chain_request, heavy_request
+
+STREAM = {"accept": "text/event-stream"}
+
+#: the stream's server: one slot, no inline computations (every request takes the slot), a
+#: short heartbeat (the heartbeat test's epochs are longer), a short queue (a slot held by a
+#: computation nobody waits for shows as a 503)
+ENV = {
+    "GRADSERVE_MAX_CONCURRENT": "1",
+    "GRADSERVE_INLINE_MS": "0",
+    "GRADSERVE_STREAM_HEARTBEAT_S": "0.1",
+    "GRADSERVE_QUEUE_TIMEOUT_S": "1",
+}
+
+
+@pytest.fixture(scope="module")
+def url() -> Iterator[str]:
+    server = start_server(env=ENV)
+    yield server.url
+    server.stop()
+
+
+Event = tuple[str, str]  # (event name, data); ("", comment) for a comment line
+
+
+def events(lines: Iterator[str]) -> Iterator[Event]:
+    """Server-sent events from a stream's lines (comments as ("", text))."""
+    name, data = "message", []
+    for line in lines:
+        if line.startswith(":"):
+            yield "", line[1:].strip()
+        elif line.startswith("event:"):
+            name = line[6:].strip()
+        elif line.startswith("data:"):
+            data.append(line[5:].removeprefix(" "))
+        elif line == "" and data:
+            yield name, "\n".join(data)
+            name, data = "message", []
+
+
+def stream(url: str, body: dict[str, Any], timeout: float = 60) -> tuple[httpx.Response, list[Event]]:
+    with httpx.stream("POST", url + "/v1/sgd", json=body, headers=STREAM, timeout=timeout) as r:
+        if r.status_code != 200:
+            r.read()
+            return r, []
+        return r, list(events(r.iter_lines()))
+
+
+def progress_of(got: list[Event]) -> list[dict[str, Any]]:
+    return [json.loads(data) for name, data in got if name == "progress"]
+
+
+def test_progress_events_in_order_with_the_historys_losses_then_the_plain_answer(url: str) -> None:
+    body = heavy_request(epochs=40, batch=64) | {"batch_size": 16}
+    response, got = stream(url, body)
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/event-stream")
+    plain = httpx.post(url + "/v1/sgd", json=body, timeout=60)
+    assert plain.status_code == 200
+    assert plain.headers["content-type"] == "application/json"
+    history = [h["loss"] for h in plain.json()["history"]]
+
+    named = [name for name, _ in got if name]
+    assert named[-1] == "result"
+    assert set(named[:-1]) == {"progress"}
+    progress = progress_of(got)
+    epochs = [p["epoch"] for p in progress]
+    assert epochs == sorted(set(epochs))
+    assert epochs[0] == 0  # the first epoch is never held back
+    assert epochs[-1] == 39  # nor the last
+    for p in progress:
+        assert p["loss"] == history[p["epoch"]]
+        assert p["epochs"] == 40
+        assert p["steps"] == (p["epoch"] + 1) * 4
+    assert got[-1][1].encode() == plain.content
+
+
+def test_refused_before_the_training_begins_is_a_plain_problem_with_its_status(url: str) -> None:
+    cases = [
+        (chain_request(learning_rate=-1), 422, "invalid-request"),
+        (chain_request(learning_rate=0.1, epochs=10**6), 413, "limit-exceeded"),
+        ({"network": {"units": []}, "samples": {}, "learning_rate": 0.1}, 422, None),
+    ]
+    for body, status, kind in cases:
+        response, _ = stream(url, body)
+        assert response.status_code == status
+        assert response.headers["content-type"] == "application/problem+json"
+        if kind is not None:
+            assert response.json()["type"].endswith(kind)
+
+
+def diverging(epochs: int) -> dict[str, Any]:
+    """x -> o, linear: the error is multiplied by 1 - 2 x 5 = -9 each step, so the loss
+    overflows float64 after some 160 epochs and the weights after some 320."""
+    return {
+        "network": {
+            "units": [{"id": "x", "role": "input"}, {"id": "o", "role": "output"}],
+            "weights": [{"source": "x", "target": "o", "value": 1.0}],
+        },
+        "samples": {"inputs": {"x": [1.0]}, "targets": {"o": [0.0]}},
+        "learning_rate": 5.0,
+        "epochs": epochs,
+    }
+
+
+def test_a_training_that_overflows_mid_way_ends_with_the_plain_answers_problem_as_an_error_event(
+    url: str,
+) -> None:
+    body = diverging(400)
+    plain = httpx.post(url + "/v1/sgd", json=body, timeout=60)
+    assert plain.status_code == 422
+    assert plain.json()["type"].endswith("non-finite-result")
+    response, got = stream(url, body)
+    assert response.status_code == 200
+    assert [name for name, _ in got if name][-1] == "error"
+    assert got[-1][1].encode() == plain.content
+    progress = progress_of(got)
+    assert progress  # it streamed before it failed
+    assert progress[-1]["epoch"] < 200  # the non-finite losses are not sent (JSON has no Infinity)
+
+
+def test_the_deadline_mid_stream_is_an_error_event() -> None:
+    server = start_server(env={"GRADSERVE_TIMEOUT_S": "0.5", "GRADSERVE_INLINE_MS": "0"})
+    try:
+        response, got = stream(server.url, heavy_request(epochs=5000))
+    finally:
+        server.stop()
+    assert response.status_code == 200
+    name, data = got[-1]
+    assert name == "error"
+    problem = json.loads(data)
+    assert problem["status"] == 503
+    assert problem["type"].endswith("deadline-exceeded")
+    assert progress_of(got)
+
+
+def test_long_epochs_get_heartbeats_between_their_events(url: str) -> None:
+    # a big batch: each epoch (one step over all of it) takes well over the 0.1 s heartbeat
+    body = heavy_request(epochs=2, batch=6000)
+    response, got = stream(url, body)
+    assert response.status_code == 200
+    names = [name for name, _ in got]
+    assert names[-1] == "result"
+    first = names.index("progress")
+    assert names[:first].count("") >= 1  # while the first epoch ran
+    assert names[first:].count("") >= 1  # and the second
+
+
+def test_many_tiny_epochs_are_throttled_to_a_few_events_a_second(url: str) -> None:
+    body = chain_request(learning_rate=0.1, epochs=10_000)
+    started = time.monotonic()
+    response, got = stream(url, body)
+    elapsed = time.monotonic() - started
+    assert response.status_code == 200
+    progress = progress_of(got)
+    assert len(progress) <= 2 + elapsed / 0.1  # at most one each 0.1 s, and the last
+    assert len(progress) < 1000
+    assert progress[-1]["epoch"] == 9_999
+    assert got[-1][0] == "result"
+
+
+@pytest.mark.chaos
+def test_a_client_hanging_up_mid_stream_stops_the_training_and_frees_its_slot(url: str) -> None:
+    with httpx.stream(
+        "POST", url + "/v1/sgd", json=heavy_request(epochs=5000), headers=STREAM, timeout=30
+    ) as r:
+        assert r.status_code == 200
+        for name, _ in events(r.iter_lines()):
+            if name == "progress":
+                break  # and hang up, mid-training (5000 epochs would hold the one slot ~15 s)
+    # The next request needs the one slot within the 1 s queue timeout: a 503 if it is held.
+    after = httpx.post(url + "/v1/sgd", json=heavy_request(epochs=2), timeout=30)
+    assert after.status_code == 200, after.text
+
+
+def test_without_the_header_nothing_streams(url: str) -> None:
+    body = chain_request(learning_rate=0.1, epochs=3)
+    for accept in ("application/json", "*/*", "text/event-stream;q=0"):
+        r = httpx.post(url + "/v1/sgd", json=body, headers={"accept": accept}, timeout=30)
+        assert r.status_code == 200
+        assert r.headers["content-type"] == "application/json"
+        assert len(r.json()["history"]) == 3
