@@ -3,6 +3,8 @@
 from client import Client
 with Client() as gs:
     result = gs.gradients(network, samples)
+    for event in gs.sgd_stream(network, samples, 0.1, epochs=500):  # SgdProgress..., SgdResponse
+        print(event)
 """
 
 from client._client import AsyncClient, Client
@@ -33,6 +35,7 @@ from service.wire import (
     InfoResponse,
     Network,
     Samples,
+    SgdProgress,
     SgdResponse,
     Unit,
     UnitValues,
@@ -65,6 +68,7 @@ __all__ = [
     "PayloadTooLargeError",
     "RateLimitError",
     "Samples",
+    "SgdProgress",
     "SgdResponse",
     "Unit",
     "UnitValues",

@@ -3,6 +3,7 @@ the plain answer or its problem, against a real server over sockets."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Iterator
@@ -11,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+import client
 from service.launcher import start_server
 from tests.bodies import chain_request, heavy_request
 
@@ -194,3 +196,79 @@ def test_without_the_header_nothing_streams(url: str) -> None:
         assert r.status_code == 200
         assert r.headers["content-type"] == "application/json"
         assert len(r.json()["history"]) == 3
+
+
+def test_the_openapi_document_describes_the_stream(url: str) -> None:
+    doc = httpx.get(url + "/openapi.json").json()
+    ok = doc["paths"]["/v1/sgd"]["post"]["responses"]["200"]
+    assert set(ok["content"]) == {"application/json", "text/event-stream"}
+    assert "event: progress" in ok["description"]
+    assert set(doc["components"]["schemas"]["SgdProgress"]["properties"]) == {
+        "epoch",
+        "epochs",
+        "steps",
+        "loss",
+    }
+
+
+# ---------------------------------------------------------------- the SDK
+
+
+def test_the_sync_clients_callback_and_iterator(url: str) -> None:
+    case = chain_request()
+    with client.Client(url) as gs:
+        plain = gs.sgd(case["network"], case["samples"], 0.5, epochs=30)
+        seen: list[client.SgdProgress] = []
+        result = gs.sgd(case["network"], case["samples"], 0.5, epochs=30, progress=seen.append)
+        assert result == plain
+        assert seen
+        assert all(isinstance(p, client.SgdProgress) for p in seen)
+        assert seen[-1].epoch == 29
+        assert [p.loss for p in seen] == [plain.history[p.epoch].loss for p in seen]
+
+        got = list(gs.sgd_stream(case["network"], case["samples"], 0.5, epochs=30))
+        assert got[-1] == plain
+        assert got[:-1] == seen  # (deterministic; the first and last epochs always come)
+
+        with pytest.raises(client.UnprocessableEntityError) as caught:
+            gs.sgd(
+                diverging(400)["network"], diverging(400)["samples"], 5.0, epochs=400, progress=seen.append
+            )
+        assert caught.value.problem["type"].endswith("non-finite-result")
+        with pytest.raises(client.UnprocessableEntityError):  # refused before the stream: plain
+            list(gs.sgd_stream(case["network"], case["samples"], 0.5, epochs=1, batch_size=0))
+
+
+def test_the_async_clients_callback_and_iterator(url: str) -> None:
+    case = chain_request()
+
+    async def go() -> None:
+        async with client.AsyncClient(url) as gs:
+            plain = await gs.sgd(case["network"], case["samples"], 0.5, epochs=30)
+            seen: list[client.SgdProgress] = []
+
+            async def note(p: client.SgdProgress) -> None:
+                seen.append(p)
+
+            assert await gs.sgd(case["network"], case["samples"], 0.5, epochs=30, progress=note) == plain
+            assert seen[-1].epoch == 29
+            got = [event async for event in gs.sgd_stream(case["network"], case["samples"], 0.5, epochs=30)]
+            assert got == [*seen, plain]
+            body = diverging(400)
+            with pytest.raises(client.UnprocessableEntityError):
+                async for _ in gs.sgd_stream(body["network"], body["samples"], 5.0, epochs=400):
+                    pass
+
+    asyncio.run(go())
+
+
+@pytest.mark.chaos
+def test_leaving_the_sdks_iterator_early_stops_the_training(url: str) -> None:
+    body = heavy_request(epochs=5000)
+    with client.Client(url, max_retries=0) as gs:
+        stream = gs.sgd_stream(body["network"], body["samples"], 0.01, epochs=5000)
+        first = next(stream)
+        assert isinstance(first, client.SgdProgress)
+        stream.close()  # (what a `break` out of a for loop does once the iterator is dropped)
+        after = gs.sgd(body["network"], body["samples"], 0.01, epochs=2)  # needs the one slot
+        assert after.steps == 2
