@@ -6,6 +6,8 @@ gradserve-client gradients --network net.json --samples batch.json --per-sample 
 cat request.json | gradserve-client sgd --learning-rate 0.1 --epochs 20
 
 The answer is printed as compact JSON on one line (for pipes and `jq`); `--pretty` indents it.
+`sgd` shows its progress on stderr (epoch, loss, time left) when stderr is a terminal, or
+with --progress: a tqdm bar with the `cli` extra (pip install 'gradserve[cli]'), else a line.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
@@ -21,6 +24,7 @@ from pydantic import BaseModel
 
 from client._client import Client
 from client._errors import APIError, APIStatusError
+from service.wire import SgdProgress
 
 
 def _read(source: str, stdin: TextIO) -> Any:
@@ -73,6 +77,12 @@ def _parser() -> argparse.ArgumentParser:
     sgd.add_argument("--nesterov", action="store_true", default=None)
     sgd.add_argument("--weight-decay", type=float)
     sgd.add_argument("--reduction", choices=["mean", "sum"])
+    sgd.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        help="stream the training and show epoch, loss and time left on stderr (default: when "
+        "stderr is a terminal)",
+    )
     explain = compute("explain", "why each gradient has its value: deltas, terms, paths (one sample)")
     explain.add_argument("--sample", type=int)
     explain.add_argument("--max-paths", type=int)
@@ -133,7 +143,43 @@ def _claimed(gradients: Any) -> Any:
     return gradients
 
 
-def _call(client: Client, command: str, request: dict[str, Any]) -> BaseModel | str:
+class _Bar:
+    """A training's progress on stderr: tqdm's bar when it is installed (the `cli` extra),
+    else a line of text (rewritten in place on a terminal)."""
+
+    def __init__(self, stderr: TextIO) -> None:
+        self.stderr = stderr
+        self.started = time.monotonic()
+        self.bar: Any = None
+        self.tty = stderr.isatty()
+        try:
+            from tqdm import tqdm
+        except ImportError:
+            self.tqdm: Any = None
+        else:
+            self.tqdm = tqdm
+
+    def __call__(self, p: SgdProgress) -> None:
+        done = p.epoch + 1
+        if self.tqdm is not None:
+            if self.bar is None:
+                self.bar = self.tqdm(total=p.epochs, unit="epoch", file=self.stderr, dynamic_ncols=True)
+            self.bar.set_postfix_str(f"loss {p.loss:.6g}", refresh=False)
+            self.bar.update(done - self.bar.n)
+            return
+        left = (time.monotonic() - self.started) / done * (p.epochs - done)
+        line = f"epoch {done}/{p.epochs}  loss {p.loss:.6g}  {left:.1f} s left"
+        self.stderr.write(f"\r{line}\x1b[K" if self.tty else line + "\n")
+        self.stderr.flush()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        elif self.tty:
+            self.stderr.write("\n")
+
+
+def _call(client: Client, command: str, request: dict[str, Any], bar: _Bar | None = None) -> BaseModel | str:
     if command == "info":
         return client.info()
     if command == "health":
@@ -152,26 +198,37 @@ def _call(client: Client, command: str, request: dict[str, Any]) -> BaseModel | 
     rate = request.pop("learning_rate", None)
     if rate is None:
         raise SystemExit("gradserve-client: sgd needs --learning-rate (or learning_rate in the request)")
-    return client.sgd(network, samples, rate, **request)
+    return client.sgd(network, samples, rate, **request, progress=bar)
 
 
-def main(argv: Sequence[str] | None = None, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout) -> int:
+def main(
+    argv: Sequence[str] | None = None,
+    stdin: TextIO = sys.stdin,
+    stdout: TextIO = sys.stdout,
+    stderr: TextIO | None = None,
+) -> int:
+    stderr = stderr or sys.stderr
     args = _parser().parse_args(argv)
     request = {} if args.command in ("info", "health") else _request(args, stdin)
     if getattr(args, "learning_rate", None) is not None:
         request["learning_rate"] = args.learning_rate
+    shown = args.command == "sgd" and (args.progress if args.progress is not None else stderr.isatty())
+    bar = _Bar(stderr) if shown else None
     try:
         with Client(base_url=args.url, api_key=args.api_key, timeout=args.timeout) as client:
-            result = _call(client, args.command, request)
+            result = _call(client, args.command, request, bar)
     except TypeError as exc:  # an option the endpoint does not take
-        print(f"gradserve-client: {exc}", file=sys.stderr)
+        print(f"gradserve-client: {exc}", file=stderr)
         return 2
     except APIStatusError as exc:
-        print(f"gradserve-client: {exc.status_code}: {exc.detail}", file=sys.stderr)
+        print(f"gradserve-client: {exc.status_code}: {exc.detail}", file=stderr)
         return 1
     except APIError as exc:
-        print(f"gradserve-client: {exc.message}", file=sys.stderr)
+        print(f"gradserve-client: {exc.message}", file=stderr)
         return 1
+    finally:
+        if bar is not None:
+            bar.close()
     if isinstance(result, str):
         if args.output:
             Path(args.output).write_text(result)

@@ -4,7 +4,9 @@ the plain answer or its problem, against a real server over sockets."""
 from __future__ import annotations
 
 import asyncio
+import io
 import json
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -13,6 +15,7 @@ import httpx
 import pytest
 
 import client
+from client.cli import main as cli_main
 from service.launcher import start_server
 from tests.bodies import chain_request, heavy_request
 
@@ -272,3 +275,39 @@ def test_leaving_the_sdks_iterator_early_stops_the_training(url: str) -> None:
         stream.close()  # (what a `break` out of a for loop does once the iterator is dropped)
         after = gs.sgd(body["network"], body["samples"], 0.01, epochs=2)  # needs the one slot
         assert after.steps == 2
+
+
+# ---------------------------------------------------------------- the CLI
+
+
+def cli_sgd(url: str, *flags: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    request = io.StringIO(json.dumps(chain_request(learning_rate=0.5, epochs=30)))
+    code = cli_main(["--url", url, "sgd", *flags], stdin=request, stdout=out, stderr=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_the_cli_shows_a_bar_with_progress_and_prints_the_result(url: str) -> None:
+    pytest.importorskip("tqdm", reason="the bar is the cli extra's")
+    code, out, err = cli_sgd(url, "--progress")
+    assert code == 0, err
+    answer = json.loads(out)
+    assert answer["steps"] == 30
+    assert "30/30" in err  # the bar, full at the end
+    assert f"loss {answer['loss_after']:.6g}" in err
+
+
+def test_without_tqdm_the_cli_shows_lines_and_without_a_terminal_nothing(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "tqdm", None)  # (importing it fails)
+    code, out, err = cli_sgd(url, "--progress")
+    assert code == 0, err
+    answer = json.loads(out)
+    lines = err.splitlines()
+    assert lines[-1].startswith("epoch 30/30  loss ")
+    assert float(lines[-1].split()[3]) == pytest.approx(answer["loss_after"], rel=1e-5)
+    assert lines[-1].endswith("s left")
+    code, quiet, err = cli_sgd(url)  # stderr is not a terminal here
+    assert (code, err) == (0, "")
+    assert json.loads(quiet) == answer
