@@ -7,6 +7,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import Any, Literal
+from urllib.parse import urlencode
 
 import httpx
 from pydantic import BaseModel
@@ -18,6 +19,7 @@ from client._stream import ProgressCallback, SgdEvent, aevents, afollowed, event
 from client.arrays import decode_encoded, holds_encoded, request_body
 from service import __version__
 from service.wire import (
+    ENDPOINTS,
     ArrayEncoding,
     CheckResponse,
     ExplainResponse,
@@ -117,9 +119,17 @@ def _problem_type(response: httpx.Response) -> str:
     return str(body.get("type", "")) if isinstance(body, dict) else ""
 
 
+def _post(name: str, body: dict[str, Any], **query: str) -> _Call:
+    """A call of the compute endpoint `name`: its path and its answer's model (None: text) are
+    the wire's (`service.wire.ENDPOINTS`)."""
+    endpoint = ENDPOINTS[name]
+    path = f"{endpoint.path}?{urlencode(query)}" if query else endpoint.path
+    return _Call("POST", path, endpoint.response, body)
+
+
 def _forward(network: NetworkLike, samples: SamplesLike, array_encoding: ArrayEncoding | None) -> _Call:
     body = {"network": network, "samples": samples, "array_encoding": array_encoding}
-    return _Call("POST", "/v1/forward", ForwardResponse, body)
+    return _post("forward", body)
 
 
 def _gradients(
@@ -138,12 +148,12 @@ def _gradients(
         "include_units": include_units,
         "array_encoding": array_encoding,
     }
-    return _Call("POST", "/v1/gradients", GradientsResponse, body)
+    return _post("gradients", body)
 
 
 def _sgd(network: NetworkLike, samples: SamplesLike, learning_rate: float, options: dict[str, Any]) -> _Call:
     body = {"network": network, "samples": samples, "learning_rate": learning_rate, **options}
-    return _Call("POST", "/v1/sgd", SgdResponse, body)
+    return _post("sgd", body)
 
 
 def _explain(
@@ -160,7 +170,7 @@ def _explain(
         "max_paths": max_paths,
         "array_encoding": array_encoding,
     }
-    return _Call("POST", "/v1/explain", ExplainResponse, body)
+    return _post("explain", body)
 
 
 def _check(
@@ -183,14 +193,14 @@ def _check(
     }
     if gradients is not None:
         body["gradients"] = gradients
-    return _Call("POST", "/v1/check", CheckResponse, body)
+    return _post("check", body)
 
 
 def _render(network: NetworkLike, samples: SamplesLike | None, show: str, format: str) -> _Call:
     body: dict[str, Any] = {"network": network, "show": show}
     if samples is not None:
         body["samples"] = samples
-    return _Call("POST", f"/v1/render?format={format}", None, body)
+    return _post("render", body, format=format)
 
 
 def _saved(text: str, path: str | os.PathLike[str] | None) -> str:
@@ -291,6 +301,12 @@ class Client:
             self._sleep(delay)
             attempt += 1
 
+    def call(self, endpoint: str, request: Mapping[str, Any], **query: str) -> Any:
+        """Any compute endpoint by its name in `service.wire.ENDPOINTS`, the request a mapping of
+        its fields: the answer as that endpoint's model (a drawing as text). The typed methods
+        below are this, spelled out."""
+        return self._send(_post(endpoint, {"array_encoding": None, **request}, **query))
+
     def forward(
         self, network: NetworkLike, samples: SamplesLike, *, array_encoding: ArrayEncoding | None = None
     ) -> ForwardResponse:
@@ -348,7 +364,7 @@ class Client:
     ) -> Iterator[SgdEvent]:
         """`sgd` streamed: an SgdProgress as each epoch ends (throttled to a few a second), last
         the SgdResponse. `options` are sgd's. Leaving the loop early stops the training."""
-        options = _sgd_options(**{**_SGD_DEFAULTS, **options})
+        options = {**_SGD_DEFAULTS, **options}  # (a field the server does not know: its 422)
         return events(self._core, self._http, self._sleep, _sgd(network, samples, learning_rate, options))
 
     def explain(
@@ -451,6 +467,10 @@ class AsyncClient:
             await self._sleep(delay)
             attempt += 1
 
+    async def call(self, endpoint: str, request: Mapping[str, Any], **query: str) -> Any:
+        """Any compute endpoint by its name in `service.wire.ENDPOINTS` (see `Client.call`)."""
+        return await self._send(_post(endpoint, {"array_encoding": None, **request}, **query))
+
     async def forward(
         self, network: NetworkLike, samples: SamplesLike, *, array_encoding: ArrayEncoding | None = None
     ) -> ForwardResponse:
@@ -509,7 +529,7 @@ class AsyncClient:
     ) -> AsyncIterator[SgdEvent]:
         """`sgd` streamed, for `async for`: an SgdProgress as each epoch ends (throttled to a
         few a second), last the SgdResponse. `options` are sgd's."""
-        options = _sgd_options(**{**_SGD_DEFAULTS, **options})
+        options = {**_SGD_DEFAULTS, **options}
         return aevents(self._core, self._http, self._sleep, _sgd(network, samples, learning_rate, options))
 
     async def explain(

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, get_args, get_
 import orjson
 from pydantic import BaseModel
 
-try:  # SIMD base64, ~40x the standard library on large arrays (the `numpy` extra installs it)
+try:  # SIMD base64, far faster than the standard library on large arrays (the `numpy` extra)
     from pybase64 import b64decode, b64encode
 except ImportError:  # pragma: no cover - the standard library does the same, slower
     from base64 import b64decode, b64encode  # type: ignore[assignment]

@@ -16,15 +16,18 @@ import argparse
 import json
 import sys
 import time
+import types
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Annotated, Any, Literal, TextIO, Union, get_args, get_origin
 
 from pydantic import BaseModel
+from pydantic.fields import FieldInfo
 
 from client._client import Client
 from client._errors import APIError, APIStatusError
-from service.wire import SgdProgress
+from client._stream import followed
+from service.wire import ENDPOINTS, SgdProgress
 
 
 def _read(source: str, stdin: TextIO) -> Any:
@@ -53,85 +56,86 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--api-key", help="the API key (default: $GRADSERVE_API_KEY)")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds (default %(default)s)")
     commands = parser.add_subparsers(dest="command", required=True)
-
-    def compute(name: str, help: str) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=help, parents=[output])
+    for endpoint in ENDPOINTS.values():
+        sub = commands.add_parser(endpoint.name, help=endpoint.summary, parents=[output])
         sub.add_argument("request", nargs="?", default="-", help="request JSON file, or - for stdin")
-        sub.add_argument("--network", help="a JSON file holding the network")
-        sub.add_argument("--samples", help="a JSON file holding the samples")
-        sub.add_argument("--base64", action="store_true", help="answer arrays base64-encoded")
-        return sub
-
-    compute("forward", "every unit's values")
-    grads = compute("gradients", "the loss's gradient for every weight and bias")
-    grads.add_argument("--reduction", choices=["mean", "sum"])
-    grads.add_argument("--per-sample", action="store_true", default=None)
-    grads.add_argument("--no-units", dest="include_units", action="store_false", default=None)
-    sgd = compute("sgd", "train with SGD; prints the updated network and the loss history")
-    sgd.add_argument("--learning-rate", type=float, help="required here or in the request")
-    sgd.add_argument("--epochs", type=int)
-    sgd.add_argument("--batch-size", type=int)
-    sgd.add_argument("--shuffle", action="store_true", default=None)
-    sgd.add_argument("--seed", type=int)
-    sgd.add_argument("--momentum", type=float)
-    sgd.add_argument("--nesterov", action="store_true", default=None)
-    sgd.add_argument("--weight-decay", type=float)
-    sgd.add_argument("--reduction", choices=["mean", "sum"])
-    sgd.add_argument(
+        for name, field in endpoint.request.model_fields.items():
+            _option(sub, name, field)
+        if endpoint.response is None:  # an answer that is not JSON: a drawing
+            sub.add_argument("--output", "-o", metavar="FILE", help="write the answer here, not to stdout")
+    render = commands.choices["render"]
+    render.add_argument("--format", choices=["svg", "dot"], help="the drawing's format (default svg)")
+    commands.choices["sgd"].add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,
         help="stream the training and show epoch, loss and time left on stderr (default: when "
         "stderr is a terminal)",
     )
-    explain = compute("explain", "why each gradient has its value: deltas, terms, paths (one sample)")
-    explain.add_argument("--sample", type=int)
-    explain.add_argument("--max-paths", type=int)
-    check = compute("check", "gradients checked by central finite differences")
-    check.add_argument(
-        "--gradients",
-        metavar="FILE",
-        help="your gradients to check: {weights, biases} as /v1/gradients gives them, or its whole "
-        "answer (its gradients member is checked)",
-    )
-    check.add_argument("--reduction", choices=["mean", "sum"])
-    check.add_argument("--epsilon", type=float)
-    check.add_argument("--rtol", type=float)
-    check.add_argument("--atol", type=float)
-    draw = compute("render", "draw the network as SVG (or Graphviz DOT)")
-    draw.add_argument("--show", choices=["weights", "gradients"])
-    draw.add_argument("--format", choices=["svg", "dot"])
-    draw.add_argument("--output", "-o", metavar="FILE", help="write the drawing here instead of to stdout")
     commands.add_parser("info", help="the server's version, activations, losses and limits", parents=[output])
     commands.add_parser("health", help="whether the server is up", parents=[output])
     return parser
 
 
-OPTIONS = ("reduction", "per_sample", "include_units", "epochs", "batch_size", "shuffle", "seed",
-           "momentum", "nesterov", "weight_decay", "sample", "max_paths", "epsilon", "rtol", "atol",
-           "show", "format")  # fmt: skip
+#: request fields whose value is a JSON document of its own: given as --NAME FILE
+_FILE_HELP = {
+    "network": "a JSON file holding the network",
+    "samples": "a JSON file holding the samples",
+    "gradients": "your gradients to check: {weights, biases} as /v1/gradients gives them, or its "
+    "whole answer (its gradients member is checked)",
+}
+
+
+def _option(sub: argparse.ArgumentParser, name: str, field: FieldInfo) -> None:
+    """The command-line option of one request field, from its type in the wire schema: a flag
+    pair for a bool, a choice for a Literal, a number, or a FILE for a document of its own."""
+    flag = "--" + name.replace("_", "-")
+    kind = _scalar(field.annotation)
+    said = [field.description] if field.description else []
+    said.append("required here or in the request" if field.is_required() else f"default: {field.default}")
+    text = "; ".join(said)
+    if kind is None:
+        sub.add_argument(flag, metavar="FILE", dest=f"{name}_file", help=_FILE_HELP.get(name, "a JSON file"))
+    elif kind is bool:
+        sub.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
+    elif get_origin(kind) is Literal:
+        sub.add_argument(flag, choices=get_args(kind), help=text)
+    else:
+        sub.add_argument(flag, type=kind, help=text)
+
+
+def _scalar(annotation: Any) -> Any:
+    """bool, int, float or a Literal for a field the command line can spell; None otherwise."""
+    if get_origin(annotation) is Annotated:
+        return _scalar(get_args(annotation)[0])
+    if get_origin(annotation) in (Union, types.UnionType):
+        kinds = [arg for arg in get_args(annotation) if arg is not type(None)]
+        return _scalar(kinds[0]) if len(kinds) == 1 else None
+    if annotation in (bool, int, float) or get_origin(annotation) is Literal:
+        return annotation
+    return None
 
 
 def _request(args: argparse.Namespace, stdin: TextIO) -> dict[str, Any]:
-    files = (args.network, args.samples)
-    request: dict[str, Any] = {} if all(files) else _read(args.request, stdin)
+    model = ENDPOINTS[args.command].request
+    files = {name: getattr(args, f"{name}_file", None) for name in model.model_fields}
+    given = {name: path for name, path in files.items() if path}
+    whole = {"network", "samples"} <= set(given)
+    request: dict[str, Any] = {} if whole else _read(args.request, stdin)
     if not isinstance(request, dict):
         raise SystemExit("gradserve-client: the request must be a JSON object")
-    if args.network:
-        request["network"] = _read(args.network, stdin)
-    if args.samples:
-        request["samples"] = _read(args.samples, stdin)
-    needed = ("network",) if args.command == "render" else ("network", "samples")
-    for name in needed:
-        if name not in request:
-            raise SystemExit(f"gradserve-client: the request has no {name!r} (or pass --{name} FILE)")
-    for name in OPTIONS:
+    for name, path in given.items():
+        request[name] = _read(path, stdin)
+    for name in model.model_fields:
         value = getattr(args, name, None)
         if value is not None:
             request[name] = value
-    if getattr(args, "gradients", None):
-        request["gradients"] = _claimed(_read(args.gradients, stdin))
-    if args.base64:
-        request["array_encoding"] = "base64"
+    if "gradients" in request:
+        request["gradients"] = _claimed(request["gradients"])
+    for name, field in model.model_fields.items():
+        if field.is_required() and name not in request:
+            flag = "--" + name.replace("_", "-")
+            hint = f"{flag} FILE" if _scalar(field.annotation) is None else flag
+            raise SystemExit(f"gradserve-client: {args.command} needs {hint} (or {name} in the request)")
     return request
 
 
@@ -179,26 +183,18 @@ class _Bar:
             self.stderr.write("\n")
 
 
-def _call(client: Client, command: str, request: dict[str, Any], bar: _Bar | None = None) -> BaseModel | str:
-    if command == "info":
+def _call(
+    client: Client, args: argparse.Namespace, request: dict[str, Any], bar: _Bar | None = None
+) -> BaseModel | str:
+    if args.command == "info":
         return client.info()
-    if command == "health":
+    if args.command == "health":
         return client.health()
-    network, samples = request.pop("network"), request.pop("samples", None)
-    if command == "render":
-        return client.render(network, samples, **request)
-    if command == "forward":
-        return client.forward(network, samples, array_encoding=request.get("array_encoding"))
-    if command == "gradients":
-        return client.gradients(network, samples, **request)
-    if command == "explain":
-        return client.explain(network, samples, **request)
-    if command == "check":
-        return client.check(network, samples, **request)
-    rate = request.pop("learning_rate", None)
-    if rate is None:
-        raise SystemExit("gradserve-client: sgd needs --learning-rate (or learning_rate in the request)")
-    return client.sgd(network, samples, rate, **request, progress=bar)
+    if bar is not None:  # sgd, streamed
+        return followed(client.sgd_stream(**request), bar)
+    query = {"format": args.format} if getattr(args, "format", None) else {}
+    result: BaseModel | str = client.call(args.command, request, **query)
+    return result
 
 
 def main(
@@ -210,16 +206,11 @@ def main(
     stderr = stderr or sys.stderr
     args = _parser().parse_args(argv)
     request = {} if args.command in ("info", "health") else _request(args, stdin)
-    if getattr(args, "learning_rate", None) is not None:
-        request["learning_rate"] = args.learning_rate
     shown = args.command == "sgd" and (args.progress if args.progress is not None else stderr.isatty())
     bar = _Bar(stderr) if shown else None
     try:
         with Client(base_url=args.url, api_key=args.api_key, timeout=args.timeout) as client:
-            result = _call(client, args.command, request, bar)
-    except TypeError as exc:  # an option the endpoint does not take
-        print(f"gradserve-client: {exc}", file=stderr)
-        return 2
+            result = _call(client, args, request, bar)
     except APIStatusError as exc:
         print(f"gradserve-client: {exc.status_code}: {exc.detail}", file=stderr)
         return 1
@@ -230,7 +221,7 @@ def main(
         if bar is not None:
             bar.close()
     if isinstance(result, str):
-        if args.output:
+        if getattr(args, "output", None):
             Path(args.output).write_text(result)
         else:
             stdout.write(result)

@@ -7,7 +7,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import httpx
 import numpy as np
@@ -583,3 +583,25 @@ def test_cli_explain_check_render(server_url: str, tmp_path: Path) -> None:
     )
     assert code == 3
     assert json.loads(out)["ok"] is False
+
+
+def test_cli_options_come_from_the_wire_schema() -> None:
+    """Every compute endpoint is a command and every field of its request an option of it, so a
+    field added to the wire is on the command line too."""
+    from client.cli import _parser, _scalar
+    from service.wire import ENDPOINTS
+
+    parser = _parser()
+    for endpoint in ENDPOINTS.values():
+        for name, field in endpoint.request.model_fields.items():
+            flag = "--" + name.replace("_", "-")
+            kind = _scalar(field.annotation)
+            if kind is None:
+                args = parser.parse_args([endpoint.name, flag, "file.json"])
+                assert getattr(args, f"{name}_file") == "file.json", (endpoint.name, name)
+                continue
+            plain = {bool: True, int: 3, float: 0.25}
+            value = plain[kind] if kind in plain else get_args(kind)[-1]
+            words = [flag] if kind is bool else [flag, str(value)]
+            args = parser.parse_args([endpoint.name, *words])
+            assert getattr(args, name) == value, (endpoint.name, name)

@@ -9,10 +9,7 @@ import asyncio
 import contextlib
 import json
 import os
-import signal
 import socket
-import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,18 +17,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
 import pytest
 
-from bench.reliability import huge_answer_body
-from client.builders import mlp
+from bench.reliability import Termination, huge_answer_body, long_sgd_body, sigterm_under_load
 from service.http import admission
 from service.http.app import create_app
 from service.launcher import Server, start_server
 from service.settings import Settings
 from service.transport.shared import SegmentPool
 from tests import seed
-from tests.strategies import encode
 
 JSON = {"content-type": "application/json"}
 
@@ -50,19 +44,6 @@ def serving(**env: str) -> Iterator[Server]:
 def chain_body() -> bytes:
     case = seed.chain()
     return json.dumps({"network": case.network, "samples": case.samples}).encode()
-
-
-def long_sgd_body(epochs: int) -> bytes:
-    """An SGD request that computes for seconds: an MLP 200-200-1, a batch of 256."""
-    network = mlp([200, 200, 1], seed=0).model_dump(mode="json", exclude_none=True)
-    rng = np.random.default_rng(0)
-    samples = {
-        "inputs": {"input": encode(rng.normal(size=(256, 200)))},
-        "targets": {"output": encode(rng.normal(size=(256, 1)))},
-    }
-    return json.dumps(
-        {"network": network, "samples": samples, "learning_rate": 0.01, "epochs": epochs}
-    ).encode()
 
 
 def connect(server: Server, rcvbuf: int | None = None) -> socket.socket:
@@ -261,7 +242,7 @@ def test_a_client_that_hangs_up_frees_its_slot() -> None:
         serving(max_concurrent="2", inline_ms="0", max_work=str(10**13)) as server,
         contextlib.ExitStack() as sockets,
     ):
-        long = long_sgd_body(2000)
+        long = long_sgd_body(epochs=2000)
         gone = []
         for _ in range(2):
             sock = sockets.enter_context(connect(server))
@@ -272,7 +253,7 @@ def test_a_client_that_hangs_up_frees_its_slot() -> None:
             sock.close()
         started = time.monotonic()
         with httpx.Client(base_url=server.url, timeout=30) as http:
-            response = http.post("/v1/sgd", content=long_sgd_body(1), headers=JSON)
+            response = http.post("/v1/sgd", content=long_sgd_body(epochs=1), headers=JSON)
         assert response.status_code == 200, response.text
         assert time.monotonic() - started < 2.5
 
@@ -284,60 +265,26 @@ GRACE_S = 3
 
 
 @pytest.fixture(scope="module")
-def sigterm_run() -> dict[str, Any]:
+def sigterm_run() -> Termination:
     """Two long SGD requests in flight, then SIGTERM: what they got, when, and when the
     server exited."""
-    server = start_server(
-        {
-            "GRADSERVE_LOG_LEVEL": "warning",
-            "GRADSERVE_SHUTDOWN_GRACE_S": str(GRACE_S),
-            "GRADSERVE_MAX_CONCURRENT": "2",
-            "GRADSERVE_MAX_WORK": str(10**13),
-        }
-    )
-    answers: list[tuple[float, httpx.Response | Exception]] = []
-    body = long_sgd_body(4000)
-
-    def client() -> None:
-        try:
-            with httpx.Client(timeout=40) as http:
-                response = http.post(server.url + "/v1/sgd", content=body, headers=JSON)
-            answers.append((time.monotonic(), response))
-        except httpx.HTTPError as exc:
-            answers.append((time.monotonic(), exc))
-
-    threads = [threading.Thread(target=client) for _ in range(2)]
-    try:
-        for t in threads:
-            t.start()
-        time.sleep(1.0)
-        signalled = time.monotonic()
-        os.kill(server.pid, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):  # (a late exit, asserted below)
-            server.proc.wait(timeout=GRACE_S + 20)
-        exited = time.monotonic() if server.proc.poll() is not None else float("inf")
-        for t in threads:
-            t.join(timeout=30)
-    finally:
-        server.stop()
-    return {"answers": answers, "signalled": signalled, "exited": exited, "log": server.output()}
+    return sigterm_under_load(GRACE_S)
 
 
 @pytest.mark.chaos
-def test_sigterm_answers_what_is_still_running_503_within_the_grace(sigterm_run: dict[str, Any]) -> None:
-    answers = sigterm_run["answers"]
-    assert len(answers) == 2, sigterm_run["log"][-3000:]
-    for at, response in answers:
+def test_sigterm_answers_what_is_still_running_503_within_the_grace(sigterm_run: Termination) -> None:
+    assert len(sigterm_run.answers) == 2, sigterm_run.log[-3000:]
+    for at, response in sigterm_run.answers:
         assert isinstance(response, httpx.Response), response
         assert response.status_code == 503, response.text
         assert problem_type(response) == "shutting-down"
         assert response.headers["retry-after"] == "1"
-        assert at - sigterm_run["signalled"] < GRACE_S + 0.5
+        assert at - sigterm_run.signalled < GRACE_S + 0.5
 
 
 @pytest.mark.chaos
-def test_sigterm_exits_within_the_grace_and_a_second_or_two(sigterm_run: dict[str, Any]) -> None:
-    assert sigterm_run["exited"] - sigterm_run["signalled"] < GRACE_S + 2
+def test_sigterm_exits_within_the_grace_and_a_second_or_two(sigterm_run: Termination) -> None:
+    assert sigterm_run.seconds < GRACE_S + 2
 
 
 class Stalling:

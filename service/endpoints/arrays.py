@@ -39,7 +39,7 @@ def to_numpy(value: Any, loc: Sequence[str | int]) -> np.ndarray:
 def _decode(value: wire.EncodedArray, loc: Sequence[str | int]) -> np.ndarray:
     dtype = _DTYPES[value.dtype]
     try:
-        raw = pybase64.b64decode(value.data, validate=True)  # SIMD: 5 ms -> 0.1 ms for 2 MB
+        raw = pybase64.b64decode(value.data, validate=True)  # SIMD, far faster than binascii
     except (binascii.Error, ValueError):
         raise InvalidRequestError(
             f"{_where(loc)}: data is not valid base64", [issue([*loc, "data"], "invalid base64")]

@@ -210,7 +210,7 @@ BOUNDED_KEYS = (
 def check_body(endpoint: str, body: bytes, counts: BodyCounts, limits: Limits) -> None:
     """Refuse a body holding more units or weight objects than the limits allow, before they are
     built: pydantic builds every item of a list before any limit can count them, at hundreds of
-    bytes each (a 32 MiB body of three million tiny units took 2 GB to refuse)."""
+    bytes each, many times the bytes of the body."""
     for key, name, what, spare in BOUNDED_KEYS:
         allowed = getattr(limits, name) + spare
         # each is in an object, and is a quoted key or value: bounds that cost a scan or none

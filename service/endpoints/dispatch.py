@@ -91,8 +91,8 @@ def handle_inline(endpoint: str, body: bytes, limits: Limits, budget_ms: float) 
     estimated to take under `budget_ms`; else None, having spent only a scan of the bytes, or
     their parse and the estimate.
 
-    The chain x -> j -> k -> o takes ~0.2 ms to answer; the hop to a worker process and back cost more
-    than that, and tiny requests are most requests.
+    Tiny requests are most requests, and the hop to a worker process and back costs more than
+    computing one of them (bench/RESULTS.md, "Figures behind the design").
     """
     if not HANDLERS[endpoint].inline or budget_ms <= 0:
         return None

@@ -4,10 +4,10 @@ The compute endpoints are served by `ComputeRoutes`, plain ASGI: read the body (
 past the size limit), then either compute it on the spot (a small request estimated to take
 under `GRADSERVE_INLINE_MS`) or wait for a computation slot and hand the bytes to the executor,
 which parses, computes and serialises away from the event loop (in worker processes by
-default). FastAPI's per-request machinery (dependencies, request objects) cost more than the
-chain x -> j -> k -> o takes to compute: a bare validating endpoint answered 6,200 requests/s as a FastAPI
-route and 15,500 as plain ASGI. FastAPI still describes them in the OpenAPI document
-(`compute_docs`), and serves everything else.
+default). They are plain ASGI because FastAPI's per-request machinery (dependencies, request
+objects) costs more than a small network takes to compute (bench/RESULTS.md, "Figures behind the
+design"). FastAPI still describes them in the OpenAPI document (`compute_docs`), and serves
+everything else.
 """
 
 from __future__ import annotations
@@ -40,7 +40,8 @@ from service.settings import Settings
 from service.transport.executors import Executor
 from service.transport.shared import ReceivedBody
 
-#: bodies up to this size may be computed inline (their parse, at worst ~1 ms, runs on the loop)
+#: bodies up to this size may be computed inline: their parse runs on the event loop, so it must
+#: stay far below the inline budget
 INLINE_MAX_BYTES = 64 * 1024
 
 #: answers go out in pieces of this size, so that uvicorn's flow control holds the next piece

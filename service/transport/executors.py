@@ -102,10 +102,9 @@ def tune_for_requests() -> None:
     """Set up a process that computes requests (the workers, the server, the bench) for them."""
     _keep_freed_memory()
     # A request builds tens of thousands of objects (a model per weight, the plan, the answer)
-    # and drops them together at its end. At the default gen-0 threshold of 700 allocations the
-    # cyclic collector ran all through a request, traversing them while they were alive: 23 ms
-    # of the sparse bench's 74. Garbage in cycles is rare here (tracebacks); it is collected
-    # later, not never.
+    # and drops them together at its end; at the default gen-0 threshold the cyclic collector
+    # runs all through a request, traversing them while they are alive. Garbage in cycles is
+    # rare here (tracebacks): it is collected later, not never.
     gc.set_threshold(10_000, 10, 10)
 
 
@@ -159,8 +158,8 @@ class ProcessExecutor:
     def __init__(self, size: int, max_tasks: int, max_rss: int = 0) -> None:
         self.size, self.max_tasks = size, max_tasks
         # Workers inherit the environment when they start. Left alone, each would run a BLAS
-        # pool as large as the machine: two workers on two cores took 14 s for what one thread
-        # each does in 0.5 s. So the cores are shared out, unless the operator said otherwise.
+        # pool as large as the machine, and the pools would fight over the cores. So the cores
+        # are shared out, unless the operator said otherwise.
         # (Set in this process's environment, which workers started later inherit too; and
         # taken out again on stop, so an embedding process is left as it was found.)
         share = str(max(1, (os.cpu_count() or 1) // size))

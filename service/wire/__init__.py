@@ -72,8 +72,8 @@ def _array_kind(value: Any) -> str:
     return "number"
 
 
-# Containers stop at their first bad item (fail_fast). Collecting them all, a body wrong in
-# each of a million numbers built a million error objects: ~900 MB for 5 MB of body.
+# Containers stop at their first bad item (fail_fast): collecting them all, a body wrong in
+# each of its numbers would build an error object per number, far larger than the body.
 Numbers = Annotated[list[float], Field(fail_fast=True)]
 Rows = Annotated[list[Numbers], Field(fail_fast=True)]
 Planes = Annotated[list[Rows], Field(fail_fast=True)]
