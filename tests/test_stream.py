@@ -4,8 +4,10 @@ the plain answer or its problem, against a real server over sockets."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
+import socket
 import sys
 import time
 from collections.abc import Iterator
@@ -17,7 +19,9 @@ import pytest
 import client
 from client.cli import main as cli_main
 from service.launcher import start_server
+from service.settings import Settings
 from tests.bodies import chain_request, heavy_request
+from tests.support import asgi
 
 STREAM = {"accept": "text/event-stream"}
 
@@ -311,3 +315,69 @@ def test_without_tqdm_the_cli_shows_lines_and_without_a_terminal_nothing(
     code, quiet, err = cli_sgd(url)  # stderr is not a terminal here
     assert (code, err) == (0, "")
     assert json.loads(quiet) == answer
+
+
+def test_in_threads_the_stream_is_the_same(url: str) -> None:
+    """GRADSERVE_ISOLATION=thread: the computation reports from the server's own thread."""
+    body = chain_request(learning_rate=0.5, epochs=5)
+    plain = httpx.post(url + "/v1/sgd", json=body, timeout=30)
+    settings = Settings(inline_ms=0, isolation="thread")
+    streamed, refused = asgi(
+        settings,
+        ("POST", "/v1/sgd", {"json": body, "headers": STREAM}),
+        ("POST", "/v1/sgd", {"json": {**body, "epochs": 0}, "headers": STREAM}),
+    )
+    assert streamed.status_code == 200
+    got = list(events(iter(streamed.text.splitlines())))
+    assert got[-1] == ("result", plain.text)
+    assert [p["loss"] for p in progress_of(got)] == [
+        plain.json()["history"][p["epoch"]]["loss"] for p in progress_of(got)
+    ]
+    assert refused.status_code == 422
+    assert refused.headers["content-type"] == "application/problem+json"
+
+
+@pytest.mark.chaos
+def test_a_client_that_does_not_read_its_streamed_result_is_dropped_after_the_send_timeout() -> None:
+    width = 999_000  # the answer's network holds a bias for each: 4 MB of JSON
+    body = json.dumps(
+        {
+            "network": {
+                "units": [
+                    {"id": "x", "role": "input"},
+                    {"id": "h", "size": width},
+                    {"id": "o", "role": "output"},
+                ],
+                "weights": [],
+            },
+            "samples": {"inputs": {"x": [0.0]}, "targets": {"o": [1.0]}},
+            "learning_rate": 0.1,
+        }
+    ).encode()
+    server = start_server(env={"GRADSERVE_SEND_TIMEOUT_S": "1", "GRADSERVE_LOG_LEVEL": "warning"})
+    try:
+        json_ = {"content-type": "application/json"}
+        plain = httpx.post(server.url + "/v1/sgd", content=body, headers=json_, timeout=30)
+        assert plain.status_code == 200
+        host, port = server.url.removeprefix("http://").split(":")
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.connect((host, int(port)))
+            sock.sendall(
+                b"POST /v1/sgd HTTP/1.1\r\nhost: test\r\ncontent-type: application/json\r\n"
+                b"accept: text/event-stream\r\ncontent-length: %d\r\n\r\n" % len(body) + body
+            )
+            time.sleep(4)  # not reading: the result's first piece waits past the send timeout
+            sock.settimeout(10)
+            got = b""
+            with contextlib.suppress(ConnectionResetError):
+                while chunk := sock.recv(1 << 20):  # what the kernel held, then the end (no hang)
+                    got += chunk
+        assert got.startswith(b"HTTP/1.1 200")
+        assert b"event: progress" in got
+        assert len(got) < len(plain.content)  # dropped: not its whole answer (the kernel held some)
+        assert b'"history"' not in got  # (the answer's end)
+        again = httpx.post(server.url + "/v1/sgd", content=body, headers=json_, timeout=30)
+        assert again.content == plain.content  # and its bytes were let go
+    finally:
+        server.stop()

@@ -89,6 +89,8 @@ class ThreadExecutor:
         except asyncio.CancelledError:
             given_up.set()
             await asyncio.wait({done})  # (until its next report)
+            if not done.cancelled():
+                done.exception()  # (_GivenUpError, most likely: nobody wants it)
             raise
 
     async def start(self) -> bool:
