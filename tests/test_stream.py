@@ -7,6 +7,8 @@ import asyncio
 import contextlib
 import io
 import json
+import os
+import signal
 import socket
 import sys
 import time
@@ -18,7 +20,7 @@ import pytest
 
 import client
 from client.cli import main as cli_main
-from service.launcher import start_server
+from service.launcher import Server, start_server
 from service.settings import Settings
 from tests.bodies import chain_request, heavy_request
 from tests.support import asgi
@@ -37,10 +39,15 @@ ENV = {
 
 
 @pytest.fixture(scope="module")
-def url() -> Iterator[str]:
+def server() -> Iterator[Server]:
     server = start_server(env=ENV)
-    yield server.url
+    yield server
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def url(server: Server) -> str:
+    return server.url
 
 
 Event = tuple[str, str]  # (event name, data); ("", comment) for a comment line
@@ -184,16 +191,30 @@ def test_many_tiny_epochs_are_throttled_to_a_few_events_a_second(url: str) -> No
 
 @pytest.mark.chaos
 def test_a_client_hanging_up_mid_stream_stops_the_training_and_frees_its_slot(url: str) -> None:
-    with httpx.stream(
-        "POST", url + "/v1/sgd", json=heavy_request(epochs=5000), headers=STREAM, timeout=30
-    ) as r:
+    body = heavy_request(epochs=5000)  # would hold the one slot for many seconds
+    with httpx.stream("POST", url + "/v1/sgd", json=body, headers=STREAM, timeout=30) as r:
         assert r.status_code == 200
         for name, _ in events(r.iter_lines()):
             if name == "progress":
-                break  # and hang up, mid-training (5000 epochs would hold the one slot ~15 s)
+                break  # and hang up, mid-training
     # The next request needs the one slot within the 1 s queue timeout: a 503 if it is held.
     after = httpx.post(url + "/v1/sgd", json=heavy_request(epochs=2), timeout=30)
     assert after.status_code == 200, after.text
+
+
+@pytest.mark.chaos
+def test_a_training_hung_up_on_stops_at_its_next_report_and_its_worker_lives_on(server: Server) -> None:
+    body = chain_request(learning_rate=0.1, epochs=10_000)  # short epochs: reports come often
+    replaced = server.output().count("replacing compute worker")
+    for _ in range(2):
+        with httpx.stream("POST", server.url + "/v1/sgd", json=body, headers=STREAM, timeout=30) as r:
+            assert r.status_code == 200
+            for name, _ in events(r.iter_lines()):
+                if name == "progress":
+                    break
+        after = httpx.post(server.url + "/v1/sgd", json=chain_request(learning_rate=0.1), timeout=30)
+        assert after.status_code == 200, after.text
+    assert server.output().count("replacing compute worker") == replaced  # stopped, not killed
 
 
 def test_without_the_header_nothing_streams(url: str) -> None:
@@ -379,5 +400,26 @@ def test_a_client_that_does_not_read_its_streamed_result_is_dropped_after_the_se
         assert b'"history"' not in got  # (the answer's end)
         again = httpx.post(server.url + "/v1/sgd", content=body, headers=json_, timeout=30)
         assert again.content == plain.content  # and its bytes were let go
+    finally:
+        server.stop()
+
+
+@pytest.mark.chaos
+def test_sigterm_mid_stream_ends_it_with_a_shutting_down_error_event() -> None:
+    server = start_server(env={"GRADSERVE_SHUTDOWN_GRACE_S": "2", "GRADSERVE_INLINE_MS": "0"})
+    try:
+        got: list[Event] = []
+        with httpx.stream(
+            "POST", server.url + "/v1/sgd", json=heavy_request(epochs=5000), headers=STREAM, timeout=30
+        ) as r:
+            assert r.status_code == 200
+            for event in events(r.iter_lines()):
+                got.append(event)
+                if event[0] == "progress" and len(got) == 1:
+                    os.kill(server.pid, signal.SIGTERM)  # 5000 epochs would outlast the 2 s grace
+        name, data = got[-1]
+        assert name == "error"
+        assert json.loads(data)["type"].endswith("shutting-down")
+        assert server.proc.wait(timeout=10) in (0, -signal.SIGTERM)  # (uvicorn re-raises the signal)
     finally:
         server.stop()
