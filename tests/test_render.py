@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 
 from service import wire
-from service.endpoints import render
+from service.endpoints import costs, render
 from service.errors import InvalidRequestError, LimitExceededError
 from service.settings import Settings
 from tests import seed
@@ -65,8 +65,9 @@ def test_render_as_dot_and_its_limits() -> None:
     text = render.render(req, LIMITS, "dot").content.decode()
     assert text.startswith("digraph gradserve {")
     assert '"j" -> "k2"' in text
+    small = Settings(max_render_units=3).limits()
     with pytest.raises(LimitExceededError, match="max_render_units = 3"):
-        render.render(req, Settings(max_render_units=3).limits(), "svg")
+        costs.admit("render", req, costs.estimate(costs.render, req, small), small)
     with pytest.raises(InvalidRequestError, match="show=gradients needs samples"):
         render.render(
             wire.RenderRequest.model_validate({"network": case.network, "show": "gradients"}), LIMITS, "svg"

@@ -1,8 +1,8 @@
 """What each compute endpoint does: a validated request in, a response body out.
 
-The engine works on flat tables; this module checks the limits, runs the engine, refuses
-results that overflowed, and cuts the tables back into the per-unit, per-weight form of the
-wire. Response bodies hold NumPy arrays, which `service.endpoints.arrays.dumps` serialises.
+The engine works on flat tables; this module runs the engine, refuses results that
+overflowed, and cuts the tables back into the per-unit, per-weight form of the wire.
+Response bodies hold NumPy arrays, which `service.endpoints.arrays.dumps` serialises.
 """
 
 from __future__ import annotations
@@ -15,51 +15,18 @@ from service import engine, wire
 from service.endpoints import progress, requests
 from service.endpoints.arrays import encoded
 from service.engine import Batch, Plan, Values
-from service.errors import LimitExceededError, NonFiniteResultError, echoed
+from service.errors import NonFiniteResultError
 from service.settings import Limits
 
 #: a JSON object of the answer, its arrays still NumPy (service.endpoints.arrays.dumps writes it)
 JsonObject = dict[str, Any]
 
 
-def limit(limits: Limits, name: str, value: int, what: str) -> None:
-    allowed = getattr(limits, name)
-    if value > allowed:
-        raise LimitExceededError(
-            f"{what} is {echoed(value)}, over the limit {name} = {allowed:,} "
-            f"(set by GRADSERVE_{name.upper()})"
-        )
-
-
-def prepare(
-    net: wire.Network,
-    samples: wire.Samples,
-    limits: Limits,
-    *,
-    need_targets: bool,
-    passes: int = 1,
-    per_sample: bool = False,
-) -> tuple[Plan, Batch]:
-    """Compile the network and bind the samples, refusing whatever is over a limit.
-
-    `passes` counts passes over the whole batch, for a floor under the work limit (the request's
-    whole cost is estimated, and limited, by `service.endpoints.costs` before it gets here).
-    """
-    limit(limits, "max_units", len(net.units), "the number of unit entries")
-    neurons = sum(u.size for u in net.units)
-    limit(limits, "max_neurons", neurons, "the number of units counted with their sizes")
-    given = net.weights
-    weights = len(given.source) if isinstance(given, wire.WeightColumns) else len(given)
-    limit(limits, "max_weight_elements", weights, "the number of weights")  # each has one or more
+def prepare(net: wire.Network, samples: wire.Samples, *, need_targets: bool) -> tuple[Plan, Batch]:
+    """Compile the network and bind the samples. The limits were checked, from the request's
+    own counts, before it got here (`service.endpoints.costs.admit`)."""
     plan = requests.compile_network(net)
-    limit(limits, "max_weight_elements", plan.n_weight_params, "the number of weight elements")
     batch = requests.bind_samples(plan, samples, need_targets)
-    limit(limits, "max_batch", batch.size, "the batch size")
-    limit(limits, "max_activation_elements", neurons * batch.size, "units x batch")
-    if per_sample:
-        limit(limits, "max_per_sample_elements", plan.n_params * batch.size, "batch x parameters")
-    work = (plan.n_weight_params + neurons) * batch.size * passes
-    limit(limits, "max_work", work, "the work, (weight elements + units) x batch x passes,")
     return plan, batch
 
 
@@ -156,7 +123,7 @@ def _losses(plan: Plan, values: Values, batch: Batch, reduction: str) -> float:
 
 
 def forward(req: wire.ForwardRequest, limits: Limits) -> JsonObject:
-    plan, batch = prepare(req.network, req.samples, limits, need_targets=False)
+    plan, batch = prepare(req.network, req.samples, need_targets=False)
     values = engine.forward(plan, plan.theta, batch.x)
     check_values(plan, values)
     loss = None if batch.y is None else _losses(plan, values, batch, "mean")
@@ -168,9 +135,7 @@ def forward(req: wire.ForwardRequest, limits: Limits) -> JsonObject:
 
 
 def gradients(req: wire.GradientsRequest, limits: Limits) -> JsonObject:
-    plan, batch = prepare(
-        req.network, req.samples, limits, need_targets=True, passes=3, per_sample=req.per_sample
-    )
+    plan, batch = prepare(req.network, req.samples, need_targets=True)
     assert batch.y is not None
     values = engine.forward(plan, plan.theta, batch.x)
     delta = engine.backward(plan, plan.theta, values, batch.y)
@@ -194,18 +159,7 @@ def sgd(req: wire.SgdRequest, limits: Limits, report: progress.Report | None = N
     """SGD; with `report`, its progress too: START once the request is admitted, then each
     epoch's loss as it ends (throttled; a loss that is not finite is not reported, the answer
     says what overflowed)."""
-    rows = _batch_rows(req.samples)
-    steps = req.epochs * engine.steps_per_epoch(rows, req.batch_size) if rows else 0
-    limit(limits, "max_epochs", req.epochs, "epochs")
-    limit(limits, "max_steps", steps, "the number of SGD steps")
-    # each epoch: forward and backward over every sample, then a forward for the history
-    plan, batch = prepare(
-        req.network,
-        req.samples,
-        limits,
-        need_targets=True,
-        passes=4 * req.epochs + 1,
-    )
+    plan, batch = prepare(req.network, req.samples, need_targets=True)
     options = engine.SgdOptions(
         learning_rate=req.learning_rate,
         epochs=req.epochs,
@@ -243,16 +197,6 @@ def _epochs(throttle: progress.Throttle, epochs: int) -> engine.EpochCallback:
             throttle({"epoch": epoch, "epochs": epochs, "steps": steps, "loss": loss})
 
     return on_epoch
-
-
-def _batch_rows(samples: wire.Samples) -> int:
-    """The batch size as sent (for the step limit before anything is decoded)."""
-    for value in samples.inputs.values():
-        if isinstance(value, list):
-            return len(value)
-        if isinstance(value, wire.EncodedArray) and value.shape:
-            return value.shape[0]
-    return 0
 
 
 def _like(original: Any, new: np.ndarray, encoding: wire.ArrayEncoding) -> Any:

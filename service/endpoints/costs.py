@@ -22,9 +22,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from service import wire
-from service.endpoints.compute import limit
 from service.engine.compile import longest_paths
-from service.errors import LimitExceededError
+from service.errors import LimitExceededError, echoed
 from service.settings import Limits
 
 # ---------------------------------------------------------------- calibrated constants (ns)
@@ -413,11 +412,22 @@ def estimate(
     return Estimate(ns / 1e6, work, math.ceil(done.answer.size(encoding)), shape)
 
 
+def limit(limits: Limits, name: str, value: int, what: str) -> None:
+    allowed = getattr(limits, name)
+    if value > allowed:
+        raise LimitExceededError(
+            f"{what} is {echoed(value)}, over the limit {name} = {allowed:,} "
+            f"(set by GRADSERVE_{name.upper()})"
+        )
+
+
 def admit(endpoint: str, request: Any, cost: Estimate, limits: Limits) -> None:
-    """Refuse (413) a request over a limit: first what it asks for (units, weights, batch; the
-    engine checks these again, exactly, once it has compiled the network), then the estimated
-    work and answer size that follow from them."""
+    """Refuse (413) a request over a limit: first what it asks for (units, weights, batch: its
+    own counts, exact for any network that compiles), then the estimated work and answer size
+    that follow from them. Nothing later checks a limit."""
     s = cost.shape
+    if endpoint.startswith("render"):
+        limit(limits, "max_render_units", s.units, "the number of units to draw")
     limit(limits, "max_units", s.units, "the number of unit entries")
     limit(limits, "max_neurons", s.input_neurons + s.neurons, "the number of units counted with their sizes")
     limit(limits, "max_weight_elements", s.weights, "the number of weights")  # each has one or more

@@ -58,7 +58,7 @@ class Sample:
 
 
 def explain(req: wire.ExplainRequest, limits: Limits) -> JsonObject:
-    plan, batch = compute.prepare(req.network, req.samples, limits, need_targets=True, passes=3)
+    plan, batch = compute.prepare(req.network, req.samples, need_targets=True)
     if req.sample >= batch.size:
         msg = (
             f"sample {echoed(req.sample)} is out of range: the batch has {batch.size} sample(s), "

@@ -111,7 +111,6 @@ class Drawing:
 def render(
     req: wire.RenderRequest, limits: Limits, fmt: str, vertical: bool = False
 ) -> Document | dict[str, Any]:
-    compute.limit(limits, "max_render_units", len(req.network.units), "the number of units to draw")
     if fmt == "layout":
         drawing = lay_out(req, limits, PANEL_VERTICAL if vertical else PANEL, vertical=vertical)
         return layout_answer(drawing, req.show).model_dump()
@@ -140,9 +139,7 @@ def lay_out(
         z: dict[str, np.ndarray] = {}
         theta = plan.theta
     else:
-        plan, batch = compute.prepare(
-            req.network, req.samples, limits, need_targets=req.show == "gradients", passes=3
-        )
+        plan, batch = compute.prepare(req.network, req.samples, need_targets=req.show == "gradients")
         # the gradients need the whole batch; the labels only its first sample
         rows = batch if req.show == "gradients" else batch.rows(slice(0, 1))
         values = engine.forward(plan, plan.theta, rows.x)
