@@ -187,6 +187,8 @@ async def _computed(
 ) -> Reply:
     async with computation_slot(state.slots, state.inflight, settings):
         executor: Executor = state.executor
+        if report is None:
+            return await executor.run(endpoint, body, state.limits)
         return await executor.run(endpoint, body, state.limits, report)
 
 
