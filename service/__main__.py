@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import copy
+import sys
 from typing import Any
 
 import uvicorn
 from uvicorn.config import LOGGING_CONFIG
 
+from service.http.keys import KeyFileError, KeyRing
+from service.http.metrics import multiprocess_dir
 from service.settings import get_settings
 
 
@@ -35,17 +38,23 @@ def main(argv: list[str] | None = None) -> None:
         "--workers", type=int, default=settings.workers, help="worker processes (default %(default)s)"
     )
     args = parser.parse_args(argv)
-    uvicorn.run(
-        "service.http.app:create_app",
-        factory=True,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        log_level=settings.log_level,
-        log_config=log_config(settings.log_level),
-        access_log=False,
-        timeout_graceful_shutdown=settings.shutdown_grace_s,
-    )
+    try:
+        KeyRing.from_settings(settings)  # said here once, not by each worker's traceback
+    except KeyFileError as exc:
+        sys.exit(f"gradserve: {exc}")
+    # several processes add their metrics up in a directory of their own
+    with multiprocess_dir(args.workers if settings.metrics else 1):
+        uvicorn.run(
+            "service.http.app:create_app",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            log_level=settings.log_level,
+            log_config=log_config(settings.log_level),
+            access_log=False,
+            timeout_graceful_shutdown=settings.shutdown_grace_s,
+        )
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from functools import lru_cache
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr
@@ -81,6 +82,15 @@ class Settings(Limits):
     api_key: SecretStr | None = Field(
         None, description="when set, every endpoint but the health checks needs it"
     )
+    api_keys: SecretStr | None = Field(
+        None, description="comma-separated keys, each accepted (beside api_key and api_keys_file)"
+    )
+    api_keys_file: Path | None = Field(
+        None,
+        description="a file of keys, one a line (blank lines and # comments ignored), each accepted; "
+        "re-read when it changes, so keys rotate without a restart",
+    )
+    metrics: bool = Field(True, description="serve GET /metrics (Prometheus) and count what it shows")
     cors_origins: str = Field("", description="comma-separated origins allowed by CORS; none when empty")
     shutdown_grace_s: int = Field(10, ge=0, description="seconds in-flight requests get on SIGTERM")
     isolation: Literal["process", "thread"] = Field(

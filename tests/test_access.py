@@ -4,8 +4,12 @@ line a request, a generic 500."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import os
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -13,6 +17,7 @@ import pytest
 
 import client
 from service.endpoints import table
+from service.http.keys import CHECK_EVERY_S, KeyRing
 from service.launcher import start_server
 from service.settings import Settings
 from tests.bodies import chain_request
@@ -120,3 +125,120 @@ def test_an_unexpected_error_is_a_generic_500_with_a_request_id(monkeypatch: pyt
     assert "r-1" in body["detail"]
     assert "secret" not in response.text
     assert "Traceback" not in response.text
+
+
+# ---------------------------------------------------------------- several keys, rotated
+
+
+def bearer(key: str) -> dict[str, Any]:
+    return {"headers": {"authorization": f"Bearer {key}"}}
+
+
+def test_every_configured_key_is_accepted_at_once() -> None:
+    settings = Settings(api_key="k0", api_keys=" k1, k2,")
+    answers = asgi(settings, *(("GET", "/v1/info", bearer(key)) for key in ["k0", "k1", "k2", "k3", "k1,"]))
+    assert [a.status_code for a in answers] == [200, 200, 200, 401, 401]
+    assert "k1" not in answers[0].text  # /v1/info names no key
+
+
+class MountedSecret:
+    """A directory laid out as Kubernetes mounts a Secret: `api-keys` -> `..data/api-keys`, and
+    `..data` -> a directory of this version's files; an update swaps `..data` at once."""
+
+    def __init__(self, root: Path) -> None:
+        self.root, self.version = root, 0
+        (root / "api-keys").symlink_to("..data/api-keys")
+
+    @property
+    def path(self) -> Path:
+        return self.root / "api-keys"
+
+    def write(self, text: str | None) -> None:
+        """This version of the file (None: a version without it)."""
+        self.version += 1
+        files = self.root / f"..{self.version}"
+        files.mkdir()
+        if text is not None:
+            (files / "api-keys").write_text(text)
+        (self.root / "..data_tmp").symlink_to(files.name)
+        os.replace(self.root / "..data_tmp", self.root / "..data")
+
+
+def status_with(url: str, key: str) -> int:
+    return httpx.get(url + "/v1/info", headers={"authorization": f"Bearer {key}"}).status_code
+
+
+def until_status(url: str, key: str, status: int, within: float) -> float:
+    """Seconds until a request with `key` is answered `status`, asking every 0.1 s."""
+    start = time.monotonic()
+    while status_with(url, key) != status:
+        assert time.monotonic() - start < within, f"{key}: not {status} within {within} s"
+        time.sleep(0.1)
+    return time.monotonic() - start
+
+
+def test_keys_in_a_file_rotate_without_a_restart(tmp_path: Path) -> None:
+    secret = MountedSecret(tmp_path)
+    secret.write("# the keys, one a line\nold-key\n\n  new-key  \n")
+    server = start_server({"GRADSERVE_API_KEYS_FILE": str(secret.path), "GRADSERVE_API_KEY": "env-key"})
+    try:
+        assert [status_with(server.url, k) for k in ("old-key", "new-key", "env-key", "nope")] == [
+            200,
+            200,
+            200,
+            401,
+        ]
+        secret.write("new-key\n")  # old-key withdrawn
+        assert until_status(server.url, "old-key", 401, within=2.5) < 2.5
+        assert status_with(server.url, "new-key") == status_with(server.url, "env-key") == 200
+        secret.write(None)  # a version without the file: the keys read before stay
+        time.sleep(1.2)
+        assert status_with(server.url, "new-key") == 200
+        assert status_with(server.url, "old-key") == 401
+        secret.write("newer-key\n")
+        until_status(server.url, "newer-key", 200, within=2.5)
+        assert status_with(server.url, "new-key") == 401
+    finally:
+        server.stop()
+    log = server.output()
+    assert "the keys read before are still accepted" in log
+    lines = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+    used = {line["key"] for line in lines if line["status"] == 200 and line["path"] == "/v1/info"}
+    assert used == {fingerprint(k) for k in ("old-key", "new-key", "env-key", "newer-key")}
+    assert all("key" not in line for line in lines if line["status"] == 401)
+    for key in ("old-key", "new-key", "env-key", "newer-key"):
+        assert key not in log  # only their fingerprints
+
+
+def fingerprint(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()[:8]
+
+
+@pytest.mark.parametrize(("text", "said"), [(None, "cannot be read"), ("# none yet\n\n", "holds no key")])
+def test_a_key_file_without_keys_stops_the_server_as_it_starts(
+    tmp_path: Path, text: str | None, said: str
+) -> None:
+    path = tmp_path / "api-keys"
+    if text is not None:
+        path.write_text(text)
+    with pytest.raises(RuntimeError, match=f"GRADSERVE_API_KEYS_FILE\\) {said}"):
+        start_server({"GRADSERVE_API_KEYS_FILE": str(path)})
+
+
+def test_the_file_is_looked_at_once_a_second_and_a_bad_version_keeps_the_last_keys(tmp_path: Path) -> None:
+    path = tmp_path / "keys"
+    path.write_text("a\n")
+    ring = KeyRing([b"fixed"], path)
+    assert ring.match(b"a") == fingerprint("a")
+    path.write_text("b\n")
+    now = time.monotonic()
+    ring.refresh(now)  # (the constructor looked less than a second ago)
+    assert ring.match(b"a")
+    assert not ring.match(b"b")
+    ring.refresh(now + CHECK_EVERY_S)
+    assert ring.match(b"b")
+    assert not ring.match(b"a")
+    path.write_bytes(b"\xff\xfe")  # not UTF-8
+    ring.refresh(now + 2 * CHECK_EVERY_S)
+    assert ring.match(b"b") == fingerprint("b")
+    assert ring.match(b"fixed") == fingerprint("fixed")

@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from service import __version__
+from service.http.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -72,7 +73,14 @@ def test_the_deployment_is_locked_down_and_probed() -> None:
     assert set(container["resources"]) == {"requests", "limits"}
     env = {e["name"]: e for e in container["env"]}
     assert env["WEB_CONCURRENCY"]["value"] == "1"
-    assert env["GRADSERVE_API_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "gradserve-api-key"
+    # the keys from a Secret mounted as a directory (updated in place, so keys rotate)
+    keys_file = Path(env["GRADSERVE_API_KEYS_FILE"]["value"])
+    (mount,) = [m for m in container["volumeMounts"] if m["name"] == "api-keys"]
+    assert keys_file.parent == Path(mount["mountPath"])
+    assert "subPath" not in mount  # (a file mounted by subPath is never updated)
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "api-keys"]
+    assert volume["secret"]["secretName"] == "gradserve-api-keys"
+    assert "GRADSERVE_API_KEY" not in env
     assert container["envFrom"] == [{"configMapRef": {"name": "gradserve"}}]
     assert {m["mountPath"] for m in container["volumeMounts"]} >= {"/tmp"}
     grace = int(manifest("ConfigMap")["data"]["GRADSERVE_SHUTDOWN_GRACE_S"])
@@ -134,3 +142,71 @@ def test_kubectl_kustomize_renders_every_manifest_into_the_namespace(tmp_path: P
         [str(BIN / "kubernetes-validate"), "--strict", str(rendered)], capture_output=True, text=True
     )
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_prometheus_finds_the_pods_and_their_metrics() -> None:
+    template = manifest("Deployment")["spec"]["template"]
+    annotations = template["metadata"]["annotations"]
+    (container,) = template["spec"]["containers"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/path"] == "/metrics"
+    assert int(annotations["prometheus.io/port"]) == container["ports"][0]["containerPort"]
+    # the ServiceMonitor, commented out in service.yaml (its CRD may not be installed)
+    text = (KUBERNETES / "service.yaml").read_text()
+    commented = text[text.index("# apiVersion: monitoring.coreos.com/v1") :]
+    monitor = yaml.safe_load(
+        "\n".join(line.removeprefix("#").removeprefix(" ") for line in commented.splitlines())
+    )
+    assert monitor["kind"] == "ServiceMonitor"
+    assert monitor["spec"]["selector"]["matchLabels"] == manifest("Service")["metadata"]["labels"]
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint["port"] == manifest("Service")["spec"]["ports"][0]["name"]
+    assert endpoint["path"] == "/metrics"
+    assert endpoint["authorization"]["credentials"]["name"] == "gradserve-api-keys"
+
+
+def test_the_queue_scaling_overlay_patches_the_hpa_onto_a_metric_the_adapter_serves(tmp_path: Path) -> None:
+    overlay = ROOT / "deploy" / "scale-on-queue"
+    kustomization = yaml.safe_load((overlay / "kustomization.yaml").read_text())
+    assert kustomization["resources"] == ["../kubernetes"]
+    (patch,) = kustomization["patches"]
+    assert patch["target"]["kind"] == "HorizontalPodAutoscaler"
+    assert patch["target"]["name"] == manifest("HorizontalPodAutoscaler")["metadata"]["name"]
+    hpa = manifest("HorizontalPodAutoscaler")
+    for op in yaml.safe_load((overlay / patch["path"]).read_text()):  # (JSON patch: replace only)
+        assert op["op"] == "replace"
+        *parents, last = op["path"].strip("/").split("/")
+        node = hpa
+        for part in parents:
+            node = node[part]
+        assert last in node
+        node[last] = op["value"]
+    patched = tmp_path / "hpa.yaml"
+    patched.write_text(yaml.safe_dump(hpa))
+    run = subprocess.run(
+        [str(BIN / "kubernetes-validate"), "--strict", str(patched)], capture_output=True, text=True
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    kinds = {m["type"]: m for m in hpa["spec"]["metrics"]}
+    assert kinds["Resource"]["resource"]["name"] == "cpu"  # CPU still counts
+    wanted = kinds["Pods"]["pods"]["metric"]["name"]
+    # the adapter's rule serves that name, from a series the service exports
+    (rule,) = yaml.safe_load((overlay / "prometheus-adapter.yaml").read_text())["rules"]["custom"]
+    assert rule["name"]["as"] == wanted
+    series = rule["seriesQuery"].partition("{")[0].strip("'")
+    exported = {family.name for family in Metrics([], [], []).registry.collect()}
+    assert series in exported
+    assert set(rule["resources"]["overrides"]) == {"namespace", "pod"}
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
+def test_kubectl_kustomize_renders_the_queue_scaling_overlay() -> None:
+    run = subprocess.run(
+        ["kubectl", "kustomize", str(ROOT / "deploy" / "scale-on-queue")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
+    (hpa,) = [d for d in yaml.safe_load_all(run.stdout) if d["kind"] == "HorizontalPodAutoscaler"]
+    assert [m["type"] for m in hpa["spec"]["metrics"]] == ["Resource", "Pods"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Literal
 
 from starlette.datastructures import Headers
 from starlette.types import Receive, Scope
@@ -185,6 +186,27 @@ def _too_large(size: int, limit: int, at_least: bool = False) -> str:
         f"the body is {'over ' if at_least else ''}{size:,} bytes, over the limit "
         f"max_body_bytes = {limit:,} (set by GRADSERVE_MAX_BODY_BYTES)"
     )
+
+
+class Slots(asyncio.Semaphore):
+    """The `size` computation slots, counting the requests that hold one and those waiting."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(size)
+        self.size, self.taken, self.waiting = size, 0, 0
+
+    async def acquire(self) -> Literal[True]:
+        self.waiting += 1
+        try:
+            await super().acquire()
+        finally:
+            self.waiting -= 1
+        self.taken += 1
+        return True
+
+    def release(self) -> None:
+        self.taken -= 1
+        super().release()
 
 
 @asynccontextmanager

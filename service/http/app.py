@@ -17,10 +17,13 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp
 
 from service import __version__, pages, wire
+from service.endpoints.table import ROUTES
 from service.errors import ProblemError
+from service.http import metrics as prometheus
 from service.http import problems
-from service.http.admission import Inflight
+from service.http.admission import Inflight, Slots
 from service.http.info import health, router
+from service.http.keys import KeyRing
 from service.http.middleware import Abortable, ApiKeyAuth, RequestContext, SendTimeout
 from service.http.openapi import REQUEST_MODELS, compute_docs
 from service.http.routes import ComputeRoutes
@@ -40,6 +43,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     if not app.state.ready:
         log.error("the engine's self-check failed: /readyz answers 503")
     shutdown: Shutdown = app.state.shutdown
+    metrics: prometheus.Metrics | None = app.state.metrics
+    sampling = asyncio.ensure_future(metrics.sampling(app.state)) if metrics is not None else None
     try:
         with shutdown.on_signals():
             yield
@@ -47,6 +52,10 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.ready = False
         shutdown.drain()  # whatever uvicorn has not cancelled yet
         executor.stop()
+        if sampling is not None and metrics is not None:
+            sampling.cancel()
+            await asyncio.wait([sampling])
+            metrics.exiting()
 
 
 class GradServe(FastAPI):
@@ -59,6 +68,7 @@ class GradServe(FastAPI):
 def create_app(settings: Settings | None = None) -> FastAPI:
     """A gradserve app; nothing happens at import time."""
     settings = settings or get_settings()
+    keys = KeyRing.from_settings(settings)  # (a key file that cannot be read stops it here)
     app = GradServe(
         title="gradserve",
         version=__version__,
@@ -73,23 +83,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.limits = settings.limits()
     app.state.ready = False
-    app.state.slots = asyncio.Semaphore(settings.max_concurrent)  # computations at once
+    app.state.slots = Slots(settings.max_concurrent)  # computations at once
     app.state.inflight = Inflight(settings.max_inflight_bytes)  # bodies and answers held at once
     app.state.shutdown = Shutdown(settings.shutdown_grace_s)
     app.include_router(health)
     app.include_router(router)
     pages.mount(app)
+    metrics = (
+        prometheus.mount(app, [health, router], pages.OPEN_PREFIXES, ROUTES) if settings.metrics else None
+    )
+    app.state.metrics = metrics
     app.add_exception_handler(ProblemError, problems.on_problem)
     app.add_exception_handler(HTTPException, problems.on_http)
     app.add_exception_handler(RequestValidationError, problems.on_validation)
     app.add_exception_handler(Exception, problems.on_unexpected)
-    # the last added runs first: the send timeout around request ids and logs around CORS
-    # around the API key around the compute routes
+    # the last added runs first: the send timeout around request ids and logs around the
+    # metrics around CORS around the API key around the compute routes
     app.add_middleware(ComputeRoutes)
-    if settings.api_key is not None:
+    if keys is not None:
         app.add_middleware(
             ApiKeyAuth,
-            api_key=settings.api_key.get_secret_value(),
+            keys=keys,
             open_paths=pages.OPEN_PATHS,
             open_prefixes=pages.OPEN_PREFIXES,
         )
@@ -101,6 +115,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["authorization", "content-type", "x-request-id"],
             expose_headers=["x-request-id", "retry-after"],
         )
+    if metrics is not None:
+        app.add_middleware(prometheus.RecordMetrics, metrics=metrics)
     app.add_middleware(RequestContext)
     app.add_middleware(SendTimeout, timeout_s=settings.send_timeout_s)
 
@@ -119,7 +135,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 ref_template="#/components/schemas/{model}",
             )
             schema.setdefault("components", {}).setdefault("schemas", {}).update(defs["$defs"])
-            if settings.api_key is not None:
+            if keys is not None:
                 schema["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
                 schema["security"] = [{"bearer": []}]
             app.openapi_schema = schema

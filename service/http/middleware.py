@@ -1,10 +1,9 @@
-"""Pure ASGI middleware: the send timeout, request ids and access logs, and the optional API key."""
+"""Pure ASGI middleware: the send timeout, request ids and access logs, and the optional API keys."""
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import hmac
 import json
 import logging
 import re
@@ -15,6 +14,7 @@ from typing import Any
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.http.keys import KeyRing
 from service.http.problems import problem_response
 
 access_log = logging.getLogger("gradserve.access")
@@ -52,34 +52,35 @@ class RequestContext:
 
     @staticmethod
     def _log(scope: Scope, status: int, start: float, request_id: str) -> None:
-        access_log.info(
-            json.dumps(
-                {
-                    "method": scope["method"],
-                    "path": scope["path"],
-                    "status": status,
-                    "duration_ms": round((time.perf_counter() - start) * 1000, 2),
-                    "request_id": request_id,
-                }
-            )
-        )
+        line = {
+            "method": scope["method"],
+            "path": scope["path"],
+            "status": status,
+            "duration_ms": round((time.perf_counter() - start) * 1000, 2),
+            "request_id": request_id,
+        }
+        key = scope["state"].get("key")
+        if key is not None:  # the fingerprint of the API key that made it (ApiKeyAuth)
+            line["key"] = key
+        access_log.info(json.dumps(line))
 
 
 class ApiKeyAuth:
-    """With an API key configured, every request needs `Bearer <key>` but the health checks and
-    a GET of `open_paths` or of a path under `open_prefixes` (pages a browser loads first)."""
+    """With API keys configured, every request needs `Bearer <key>` (any of the keys) but the
+    health checks and a GET of `open_paths` or of a path under `open_prefixes` (pages a browser
+    loads first). The key's fingerprint goes into the scope's state, for the access log."""
 
     OPEN = frozenset({"/healthz", "/readyz"})
 
     def __init__(
         self,
         app: ASGIApp,
-        api_key: str,
+        keys: KeyRing,
         open_paths: frozenset[str] = frozenset(),
         open_prefixes: tuple[str, ...] = (),
     ) -> None:
         self.app = app
-        self.key = api_key.encode()
+        self.keys = keys
         self.open_paths = open_paths
         self.open_prefixes = open_prefixes
 
@@ -93,7 +94,8 @@ class ApiKeyAuth:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and not self._is_open(scope):
             scheme, _, token = Headers(scope=scope).get("authorization", "").partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), self.key):
+            key = self.keys.match(token.strip().encode()) if scheme.lower() == "bearer" else None
+            if key is None:
                 detail = (
                     "this server needs an API key: send 'Authorization: Bearer <key>'"
                     if not token
@@ -104,6 +106,7 @@ class ApiKeyAuth:
                 )
                 await response(scope, receive, send)
                 return
+            scope.setdefault("state", {})["key"] = key
         await self.app(scope, receive, send)
 
 

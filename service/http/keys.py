@@ -1,0 +1,135 @@
+"""The API keys a server accepts: GRADSERVE_API_KEY, GRADSERVE_API_KEYS and GRADSERVE_API_KEYS_FILE,
+all at once, so a new key can be handed out before the old one is withdrawn.
+
+The file is re-read when it changes: a Kubernetes Secret mounted as a volume is updated by
+swapping a symlink, so the file is checked by a `stat` of the path it resolves to (its inode,
+size and times), at most once every CHECK_EVERY_S, on the way of a request. A file that cannot
+be read, or holds no key, is an error when the server starts; later, the keys last read are kept
+and the failure is logged.
+
+A key is never logged: the access log names the key of a request by its fingerprint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+import time
+from pathlib import Path
+
+from service.settings import Settings
+
+log = logging.getLogger("gradserve")
+
+#: seconds between two looks at the key file
+CHECK_EVERY_S = 1.0
+
+
+class KeyFileError(Exception):
+    """The key file cannot be read, or holds no key."""
+
+
+def fingerprint(key: bytes) -> str:
+    """A key's name in logs: the first 8 hex digits of its SHA-256 (`printf %s KEY | sha256sum`)."""
+    return hashlib.sha256(key).hexdigest()[:8]
+
+
+def read_key_file(path: Path) -> list[bytes]:
+    """The keys in `path`, one a line; blank lines and lines starting with # are ignored."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise KeyFileError(
+            f"the API key file {str(path)!r} (GRADSERVE_API_KEYS_FILE) cannot be read: {exc}"
+        ) from None
+    keys = [line.strip() for line in text.splitlines()]
+    keys = [key for key in keys if key and not key.startswith("#")]
+    if not keys:
+        raise KeyFileError(f"the API key file {str(path)!r} (GRADSERVE_API_KEYS_FILE) holds no key")
+    return [key.encode() for key in keys]
+
+
+def _stamp(path: Path) -> tuple[int, ...]:
+    """What changes when the file (the one its path resolves to) is replaced or written."""
+    st = os.stat(path)
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+class KeyRing:
+    """The keys accepted now: those of the settings, and those last read from the file."""
+
+    def __init__(self, fixed: list[bytes], path: Path | None = None) -> None:
+        self.fixed, self.path = fixed, path
+        self.keys: list[tuple[bytes, str]] = []
+        self._stamp: tuple[int, ...] | None = None
+        self._failure = ""  # the last failure to read the file, logged once
+        self._checked = time.monotonic()
+        from_file: list[bytes] = []
+        if path is not None:
+            try:
+                self._stamp = _stamp(path)
+            except OSError as exc:
+                raise KeyFileError(
+                    f"the API key file {str(path)!r} (GRADSERVE_API_KEYS_FILE) cannot be read: {exc}"
+                ) from None
+            from_file = read_key_file(path)
+        self._use(from_file)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> KeyRing | None:
+        """The settings' keys; None when none is configured (then no key is asked for).
+        Raises KeyFileError for a key file that cannot be read or holds no key."""
+        fixed = []
+        if settings.api_key is not None:
+            fixed.append(settings.api_key.get_secret_value().encode())
+        if settings.api_keys is not None:
+            listed = settings.api_keys.get_secret_value().split(",")
+            fixed += [key.strip().encode() for key in listed if key.strip()]
+        if not fixed and settings.api_keys_file is None:
+            return None
+        return cls(fixed, settings.api_keys_file)
+
+    def _use(self, from_file: list[bytes]) -> None:
+        keys = dict.fromkeys([*self.fixed, *from_file])  # (in order, once each)
+        self.keys = [(key, fingerprint(key)) for key in keys]
+
+    def match(self, token: bytes) -> str | None:
+        """The fingerprint of the key `token` is, or None. Every key is compared, each in
+        constant time, whichever matches."""
+        self.refresh()
+        found = None
+        for key, name in self.keys:
+            if hmac.compare_digest(token, key):
+                found = name
+        return found
+
+    def refresh(self, now: float | None = None) -> None:
+        """Re-read the file if it changed, unless it was looked at less than CHECK_EVERY_S ago."""
+        now = time.monotonic() if now is None else now
+        if self.path is None or now - self._checked < CHECK_EVERY_S:
+            return
+        self._checked = now
+        try:
+            stamp = _stamp(self.path)
+            if stamp == self._stamp:
+                return
+            from_file = read_key_file(self.path)
+        except (OSError, KeyFileError) as exc:
+            failure = str(exc)
+            if failure != self._failure:  # once, not every second
+                self._failure = failure
+                log.error("%s; the keys read before are still accepted", failure)
+            return
+        self._stamp, self._failure = stamp, ""
+        before = {name for _, name in self.keys}
+        self._use(from_file)
+        after = {name for _, name in self.keys}
+        log.warning(
+            "API keys re-read from %s: %d accepted (added %s, withdrawn %s, by fingerprint)",
+            self.path,
+            len(self.keys),
+            sorted(after - before) or "none",
+            sorted(before - after) or "none",
+        )
