@@ -423,3 +423,27 @@ def test_sigterm_mid_stream_ends_it_with_a_shutting_down_error_event() -> None:
         assert server.proc.wait(timeout=10) in (0, -signal.SIGTERM)  # (uvicorn re-raises the signal)
     finally:
         server.stop()
+
+
+@pytest.mark.chaos
+def test_a_stream_stopped_by_its_deadline_or_a_hang_up_is_counted() -> None:
+    from tests.test_metrics import stopped, until
+
+    server = start_server(env={"GRADSERVE_TIMEOUT_S": "0.5", "GRADSERVE_INLINE_MS": "0"})
+    try:
+        _, got = stream(server.url, heavy_request(epochs=5000))
+        assert got[-1][0] == "error"  # the deadline, mid-stream
+        assert stopped(server.url, "deadline") == 1
+        with httpx.stream(
+            "POST",
+            server.url + "/v1/sgd",
+            json=chain_request(learning_rate=0.1, epochs=10_000),
+            headers=STREAM,
+        ) as r:
+            for name, _ in events(r.iter_lines()):
+                if name == "progress":
+                    break  # hang up
+        until(lambda: stopped(server.url, "client-gone") == 1)
+        assert stopped(server.url, "deadline") == 1
+    finally:
+        server.stop()
