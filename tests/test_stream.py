@@ -16,9 +16,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 
 import client
+from client.arrays import encode
 from client.cli import main as cli_main
 from service.launcher import Server, start_server
 from service.settings import Settings
@@ -165,8 +167,18 @@ def test_the_deadline_mid_stream_is_an_error_event() -> None:
 
 
 def test_long_epochs_get_heartbeats_between_their_events(url: str) -> None:
-    # a big batch: each epoch (one step over all of it) takes well over the 0.1 s heartbeat
-    body = heavy_request(epochs=2, batch=6000)
+    # a big batch through wide layers: each epoch (one step over all of it) takes several
+    # times the 0.1 s heartbeat
+    rng = np.random.default_rng(0)
+    body = {
+        "network": client.mlp([8, 512, 512, 1], seed=0).model_dump(exclude_unset=True),
+        "samples": {
+            "inputs": {"input": encode(rng.normal(size=(3000, 8)))},
+            "targets": {"output": encode(rng.normal(size=(3000, 1)))},
+        },
+        "learning_rate": 0.01,
+        "epochs": 2,
+    }
     response, got = stream(url, body)
     assert response.status_code == 200
     names = [name for name, _ in got]
