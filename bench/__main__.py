@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import statistics
 import time
 
 from bench import memory, mlp, reliability, sparse, throughput
@@ -17,11 +18,14 @@ TARGETS = {
     "P1 gradserve / bare endpoint, time per request": 1 / 0.8,
     "P2 engine / hand-written NumPy": 1.15,
     "P2 engine / torch CPU autograd": 1.0,  # when torch is installed
+    "P2 end to end, binary / floor": 1.1,  # the floor: raw bytes over HTTP to hand-written NumPy
     "P2 end to end, base64 / hand-written NumPy": 2.0,
     "P2 end to end, JSON lists / hand-written NumPy": 6.0,
     "P3 engine / per-unit loop": 1 / 3,
     "P3 end to end / per-unit loop": 1.0,  # weights as columns, the form for such graphs
+    "P3 end to end, binary columns / per-unit loop": 0.8,
     "P4 peak memory / body size": 8.0,
+    "P4 peak memory, binary / body size": 3.0,
 }
 
 
@@ -79,11 +83,23 @@ def main() -> None:
     measured["P1 gradserve / bare endpoint, time per request"] = p1["gradserve"]
     server = start_server({"GRADSERVE_LOG_LEVEL": "warning"})
     try:
+        p2_times = mlp.run(url=server.url)
         p2 = report(
-            "P2 MLP 784-256-256-10 sigmoid, batch 256: forward and backward",
-            mlp.run(url=server.url),
-            "hand-written NumPy",
+            "P2 MLP 784-256-256-10 sigmoid, batch 256: forward and backward", p2_times, "hand-written NumPy"
         )
+        print(f"  (binary end to end / floor: {p2['end to end, binary arrays'] / p2[mlp.FLOOR]:.2f}x)")
+        cpu = mlp.server_cpu(mlp.make_mlp(), server.url, server.pid)
+        print("\nP2 the server's CPU time per request (server and workers), NumPy in and out")
+        for name, ms in cpu.items():
+            print(f"  {name:<34} {ms:10.2f} ms {ms / cpu['base64']:6.2f}x")
+        pieces = {name: statistics.median(times) for name, times in mlp.breakdown_as_a_worker().items()}
+        whole = statistics.median(p2_times["end to end, binary arrays"])
+        print("\nP2 where a binary round trip goes (each piece timed apart, in this process)")
+        for name, seconds in [
+            *pieces.items(),
+            ("the rest: HTTP, the hop to a worker", whole - sum(pieces.values())),
+        ]:
+            print(f"  {name:<40} {seconds * 1e3:8.2f} ms {seconds / whole:6.0%}")
         p3 = report(
             "P3 DAG of ~1,000 single units, ~7,800 weights, 61 levels, batch 256",
             sparse.run(url=server.url),
@@ -98,11 +114,16 @@ def main() -> None:
     measured["P2 end to end, JSON lists / hand-written NumPy"] = p2["end to end, JSON lists"]
     measured["P3 engine / per-unit loop"] = p3["engine"]
     measured["P3 end to end / per-unit loop"] = p3["end to end, weight columns"]
+    measured["P3 end to end, binary columns / per-unit loop"] = p3["end to end, weight columns, binary"]
+    measured["P2 end to end, binary / floor"] = p2["end to end, binary arrays"] / p2[mlp.FLOOR]
     p4 = memory.run()
     print("\nP4 one 32 MiB request: the server's peak extra memory (server and workers) / body size")
     for name, (ratio,) in p4.items():
         print(f"  {name:<34} {ratio:6.2f}x")
     measured["P4 peak memory / body size"] = max(r for (r,) in p4.values())
+    measured["P4 peak memory, binary / body size"] = next(
+        r for name, (r,) in p4.items() if name.endswith("binary")
+    )
     reliability.report(reliability.run())
     print("\ntargets (lower is better):")
     for name, target in TARGETS.items():

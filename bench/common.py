@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import statistics
 import subprocess
@@ -79,6 +80,17 @@ def rss_kib(pid: int, field: str = "VmRSS", children: bool = True) -> int:
     for task in tasks:  # the children of every thread: the pool starts workers from threads
         for child in (task / "children").read_text().split():
             total += rss_kib(int(child), field)
+    return total
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user and system) a process and all its descendants have used so far, the
+    descendants still alive included (the service's workers live as long as it does)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    total = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            total += cpu_seconds(int(child))
     return total
 
 

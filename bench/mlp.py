@@ -4,15 +4,25 @@ against a hand-written NumPy forward-backward (and torch's CPU autograd when ins
 from __future__ import annotations
 
 import itertools
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 import numpy as np
 
-from bench.common import Samples, timed
+from bench.common import Samples, cpu_seconds, timed
 from client import Client, to_numpy
+from client.arrays import read_answer, request_body
 from service import engine, wire
 from service.endpoints import requests
+from service.launcher import start_server
+from service.settings import Settings
+from service.wire import ArrayEncoding, framing
 
 
 @dataclass(frozen=True)
@@ -117,23 +127,162 @@ def run(
         runs["torch CPU autograd"] = torch_run
     results = timed(runs, repeat)
     if url is not None:
-        with Client(url) as gs:
-            as_numpy = (mlp.network(lambda a: a), mlp.samples(lambda a: a))  # base64 both ways
+        results.update(end_to_end(mlp, url, max(3, repeat // 3)))
+    return results
 
-            def numpy_in_numpy_out() -> list[np.ndarray]:
+
+def end_to_end(mlp: Mlp, url: str, repeat: int) -> dict[str, Samples]:
+    """gradserve end to end with each array encoding, and the floor (raw bytes over HTTP to a
+    minimal app running the hand-written NumPy), each driven by the same client loop."""
+    from bench import floor
+
+    command = [
+        sys.executable,
+        "-m",
+        "bench.floor",
+        "--sizes",
+        ",".join(map(str, mlp.sizes)),
+        "--batch",
+        str(len(mlp.x)),
+    ]
+    server = start_server(AS_A_WORKER, command)
+    layout = floor.answer_layout(mlp.sizes)
+    try:
+        with Client(url) as gs, Client(url, binary=False) as gs64, httpx.Client(timeout=60) as http:
+            as_numpy = (mlp.network(lambda a: a), mlp.samples(lambda a: a))
+
+            def numpy_in_numpy_out(client: Client, encoding: ArrayEncoding) -> Callable[[], list[np.ndarray]]:
                 """What a NumPy user does: arrays in, the answer's arrays read as NumPy."""
-                got = gs.gradients(*as_numpy, include_units=False, array_encoding="base64").gradients
-                return [to_numpy(w.value) for w in got.weights] + [to_numpy(b) for b in got.biases.values()]
+
+                def call() -> list[np.ndarray]:
+                    got = client.gradients(*as_numpy, include_units=False, array_encoding=encoding).gradients
+                    return [to_numpy(w.value) for w in got.weights] + [
+                        to_numpy(b) for b in got.biases.values()
+                    ]
+
+                return call
+
+            def bare_http() -> list[np.ndarray]:
+                response = http.post(server.url + "/", content=floor.pack(mlp))
+                response.raise_for_status()
+                return floor.unpack(response.content, layout)
 
             as_lists = (mlp.network(), mlp.samples())
-            end_to_end = timed(
+            bits = (numpy_in_numpy_out(gs, "binary")(), numpy_in_numpy_out(gs64, "base64")(), bare_http())
+            for got in bits[1:]:  # the same numbers, or the timing means nothing
+                for a, b in zip(bits[0], got, strict=True):
+                    np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+            return timed(
                 {
-                    "end to end, base64 arrays": numpy_in_numpy_out,
+                    FLOOR: bare_http,
+                    "end to end, binary arrays": numpy_in_numpy_out(gs, "binary"),
+                    "end to end, base64 arrays": numpy_in_numpy_out(gs64, "base64"),
                     "end to end, JSON lists": lambda: gs.gradients(
                         *as_lists, include_units=False, array_encoding="list"
                     ),
                 },
-                max(3, repeat // 3),
+                repeat,
             )
-            results.update(end_to_end)
-    return results
+    finally:
+        server.stop()
+
+
+FLOOR = "floor: raw bytes over HTTP + NumPy"
+#: BLAS threads as the service gives each of its workers on this machine (a share of the cores),
+#: for what is compared with a worker's computation: the floor's app, the breakdown
+AS_A_WORKER = {
+    name: os.environ.get(name, str(max(1, (os.cpu_count() or 1) // Settings().max_concurrent)))
+    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+}
+
+
+def breakdown(mlp: Mlp, repeat: int = 20) -> dict[str, Samples]:
+    """Where a binary round trip's time goes, each piece timed apart in this process: what the
+    client and the worker do with the same request and answer (what is left of the end-to-end
+    time is HTTP: uvicorn, the hop to a worker, the loopback)."""
+    from service.endpoints import dispatch
+    from service.endpoints.arrays import binary_sections, framed_answer
+    from service.endpoints.table import HANDLERS
+    from service.settings import Limits
+
+    limits, handler = Limits(), HANDLERS["gradients"]
+    body = {
+        "network": mlp.network(lambda a: a),
+        "samples": mlp.samples(lambda a: a),
+        "include_units": False,
+        "array_encoding": "binary",
+    }
+    framed = request_body(body)
+    length = int(framed.headers[framing.HEADER]) if framing.HEADER in framed.headers else None
+
+    def server_parse() -> tuple[wire.GradientsRequest, Any]:
+        document, unread = dispatch._unframed(framed.content, length)
+        sections = None if unread is None else dispatch._referenced(document, unread.buffer)
+        return dispatch.parse(handler.wire.request, document), sections
+
+    request, sections = server_parse()
+
+    def compute() -> Any:
+        with binary_sections(sections):
+            return handler.run(request, limits)
+
+    result = compute()
+    header, pieces = framed_answer(result)
+    answer = b"".join(pieces)
+
+    def client_decode() -> list[np.ndarray]:
+        got = read_answer(wire.GradientsResponse, answer, str(header), False)
+        assert isinstance(got, wire.GradientsResponse)
+        grads = got.gradients
+        return [to_numpy(w.value) for w in grads.weights] + [to_numpy(b) for b in grads.biases.values()]  # type: ignore[union-attr]
+
+    return timed(
+        {
+            "client: NumPy to a framed body": lambda: request_body(body),
+            "server: cut, references, validate": server_parse,
+            "worker: compile, bind, compute": compute,
+            "worker: framed answer (joined)": lambda: b"".join(framed_answer(result)[1]),
+            "client: framed answer to NumPy": client_decode,
+        },
+        repeat,
+    )
+
+
+def server_cpu(mlp: Mlp, url: str, pid: int, rounds: int = 4, per_round: int = 10) -> dict[str, float]:
+    """CPU milliseconds per MLP request used by the server and its workers, NumPy in and out,
+    binary against base64 (the rounds alternate)."""
+    as_numpy = (mlp.network(lambda a: a), mlp.samples(lambda a: a))
+    used = {"binary": 0.0, "base64": 0.0}
+    with Client(url) as gs, Client(url, binary=False) as gs64:
+        clients: dict[str, tuple[Client, ArrayEncoding]] = {
+            "binary": (gs, "binary"),
+            "base64": (gs64, "base64"),
+        }
+        for client, encoding in clients.values():  # warm up
+            client.gradients(*as_numpy, include_units=False, array_encoding=encoding)
+        for _ in range(rounds):
+            for name, (client, encoding) in clients.items():
+                before = cpu_seconds(pid)
+                for _ in range(per_round):
+                    client.gradients(*as_numpy, include_units=False, array_encoding=encoding)
+                used[name] += cpu_seconds(pid) - before
+    return {name: 1e3 * seconds / (rounds * per_round) for name, seconds in used.items()}
+
+
+def breakdown_as_a_worker(
+    sizes: tuple[int, ...] = (784, 256, 256, 10), batch: int = 256
+) -> dict[str, Samples]:
+    """`breakdown` in a process whose BLAS threads are a worker's."""
+    code = (
+        "import json; from bench import mlp; from service.transport.executors import tune_for_requests; "
+        f"tune_for_requests(); print(json.dumps(mlp.breakdown(mlp.make_mlp({sizes!r}, {batch}))))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, **AS_A_WORKER},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    result: dict[str, Samples] = json.loads(out)
+    return result

@@ -4,15 +4,17 @@ operation vectorised over the batch per unit)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from bench.common import Samples, timed
-from client import Client
+from client import Client, to_numpy
 from service import engine, wire
 from service.endpoints import requests
+from service.wire import ArrayEncoding
 
 
 @dataclass(frozen=True)
@@ -120,13 +122,29 @@ def run(repeat: int = 20, levels: int = 62, batch: int = 256, url: str | None = 
         repeat,
     )
     if url is not None:
-        with Client(url) as gs:
+        with Client(url) as gs, Client(url, binary=False) as gs64:
             columns = dag.network(columns=True)
+
+            def numpy_out(client: Client, encoding: ArrayEncoding) -> Callable[[], list[np.ndarray]]:
+                """Columns and arrays in, the answer's arrays read as NumPy."""
+
+                def call() -> list[np.ndarray]:
+                    got = client.gradients(
+                        columns, dag.samples(), include_units=False, array_encoding=encoding
+                    )
+                    weights = got.gradients.weights
+                    assert isinstance(weights, wire.GradientColumns)
+                    return [to_numpy(weights.value), *map(to_numpy, got.gradients.biases.values())]
+
+                return call
+
             calls = {
                 "end to end, weight objects": lambda: gs.gradients(net, dag.samples(), include_units=False),
                 "end to end, weight columns": lambda: gs.gradients(
                     columns, dag.samples(), include_units=False
                 ),
+                "end to end, weight columns, base64": numpy_out(gs64, "base64"),
+                "end to end, weight columns, binary": numpy_out(gs, "binary"),
             }
             results.update(timed(calls, max(3, repeat // 3)))
     return results

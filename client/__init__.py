@@ -21,7 +21,7 @@ from client._errors import (
     RateLimitError,
     UnprocessableEntityError,
 )
-from client.arrays import to_numpy
+from client.arrays import BinaryArray, to_list, to_numpy
 from client.builders import mlp, single_units
 from service.wire import (
     CheckResponse,
@@ -52,6 +52,7 @@ __all__ = [
     "AsyncClient",
     "AuthenticationError",
     "BadRequestError",
+    "BinaryArray",
     "CheckResponse",
     "Client",
     "EncodedArray",
@@ -78,5 +79,6 @@ __all__ = [
     "WeightGradient",
     "mlp",
     "single_units",
+    "to_list",
     "to_numpy",
 ]

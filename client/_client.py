@@ -16,7 +16,7 @@ from client import _constants as const
 from client._errors import APIConnectionError, APIError, APITimeoutError, status_error
 from client._retry import parse_retry_after, retry_delay, should_retry
 from client._stream import ProgressCallback, SgdEvent, aevents, afollowed, events, followed
-from client.arrays import decode_encoded, holds_encoded, request_body
+from client.arrays import RequestBody, decode_encoded, holds_encoded, read_answer, request_body
 from service import __version__
 from service.wire import (
     ENDPOINTS,
@@ -32,6 +32,7 @@ from service.wire import (
     Reduction,
     Samples,
     SgdResponse,
+    framing,
 )
 
 NetworkLike = Network | Mapping[str, Any]
@@ -45,19 +46,26 @@ class _Call:
         self, method: str, path: str, model: type[BaseModel] | None, body: dict[str, Any] | None = None
     ) -> None:
         self.method, self.path, self.model = method, path, model
-        self.content: bytes | None = None
-        self.decode = False  # whether the answer's arrays come base64, to be decoded here
-        if body is not None:
-            self.content, self.decode = request_body(body)
+        self.body = body
+        self.prepared: RequestBody | None = None
+
+    def prepare(self, binary: bool) -> RequestBody | None:
+        """The body to send (built once, on first use: a retry sends the same bytes)."""
+        if self.body is not None and self.prepared is None:
+            self.prepared = request_body(self.body, binary)
+        return self.prepared
 
     def result(self, response: httpx.Response) -> Any:
         if response.status_code >= 400:
             raise status_error(response)
         if self.model is None:
             return response.text
+        decode = self.prepared is not None and self.prepared.decode
         try:
+            if response.headers.get("content-type", "").startswith(framing.MEDIA_TYPE):
+                return read_answer(self.model, response.content, response.headers.get(framing.HEADER), decode)
             result = self.model.model_validate_json(response.content)
-            return decode_encoded(result) if self.decode and holds_encoded([result]) else result
+            return decode_encoded(result) if decode and holds_encoded([result]) else result
         except ValueError as exc:
             raise APIError(
                 f"the server's answer to {self.path} does not fit the API: {exc}", response.request
@@ -67,11 +75,14 @@ class _Call:
 class _Core:
     """Configuration and request building shared by both clients."""
 
-    def __init__(self, base_url: str | None, api_key: str | None, timeout: float, max_retries: int) -> None:
+    def __init__(
+        self, base_url: str | None, api_key: str | None, timeout: float, max_retries: int, binary: bool
+    ) -> None:
         self.base_url = (base_url or os.environ.get(const.BASE_URL_ENV) or const.DEFAULT_BASE_URL).rstrip("/")
         self.api_key = api_key if api_key is not None else os.environ.get(const.API_KEY_ENV)
         self.timeout = timeout
         self.max_retries = max_retries
+        self.binary = binary
 
     def headers(self) -> dict[str, str]:
         headers = {"user-agent": f"gradserve-client/{__version__}", "accept": "application/json"}
@@ -81,12 +92,13 @@ class _Core:
 
     def request(self, http: httpx.Client | httpx.AsyncClient, call: _Call) -> httpx.Request:
         headers = self.headers()
-        if call.content is not None:
-            headers["content-type"] = "application/json"
+        body = call.prepare(self.binary)
+        if body is not None:
+            headers.update(body.headers)
         return http.build_request(
             call.method,
             self.base_url + call.path,
-            content=call.content,
+            content=None if body is None else body.content,
             headers=headers,
             timeout=self.timeout,
         )
@@ -181,6 +193,7 @@ def _check(
     epsilon: float,
     rtol: float,
     atol: float,
+    array_encoding: ArrayEncoding | None,
 ) -> _Call:
     body: dict[str, Any] = {
         "network": network,
@@ -189,7 +202,7 @@ def _check(
         "epsilon": epsilon,
         "rtol": rtol,
         "atol": atol,
-        "array_encoding": None,
+        "array_encoding": array_encoding,
     }
     if gradients is not None:
         body["gradients"] = gradients
@@ -255,6 +268,13 @@ class Client:
     GRADSERVE_API_KEY. Connection errors, 429 and 5xx are retried `max_retries` times with
     exponential backoff and jitter, honouring Retry-After. Pass `http_client` to use your own
     `httpx.Client` (a custom transport, proxies); it is then yours to close.
+
+    NumPy arrays of BASE64_MIN_ELEMENTS or more travel as raw bytes after the JSON (the binary
+    framing); `binary=False` sends them base64 instead (for a server without the
+    binary_tensor_data extension). `array_encoding="binary"` on a compute method asks for the
+    answer framed too: each of its arrays a `BinaryArray` that `client.to_numpy` reads without
+    a copy. Left open (None), the answer's arrays come as the request's large arrays went and
+    read as nested lists.
     """
 
     def __init__(
@@ -264,8 +284,9 @@ class Client:
         timeout: float = const.DEFAULT_TIMEOUT,
         max_retries: int = const.DEFAULT_MAX_RETRIES,
         http_client: httpx.Client | None = None,
+        binary: bool = True,
     ) -> None:
-        self._core = _Core(base_url, api_key, timeout, max_retries)
+        self._core = _Core(base_url, api_key, timeout, max_retries, binary)
         self._owns_http = http_client is None
         self._http = http_client or httpx.Client()
         self._sleep: Callable[[float], None] = time.sleep
@@ -390,9 +411,10 @@ class Client:
         epsilon: float = 1e-6,
         rtol: float = 1e-5,
         atol: float = 1e-8,
+        array_encoding: ArrayEncoding | None = None,
     ) -> CheckResponse:
         """Gradients checked by central differences: the service's own, or `gradients` (yours)."""
-        call = _check(network, samples, gradients, reduction, epsilon, rtol, atol)
+        call = _check(network, samples, gradients, reduction, epsilon, rtol, atol, array_encoding)
         result: CheckResponse = self._send(call)
         return result
 
@@ -430,8 +452,9 @@ class AsyncClient:
         timeout: float = const.DEFAULT_TIMEOUT,
         max_retries: int = const.DEFAULT_MAX_RETRIES,
         http_client: httpx.AsyncClient | None = None,
+        binary: bool = True,
     ) -> None:
-        self._core = _Core(base_url, api_key, timeout, max_retries)
+        self._core = _Core(base_url, api_key, timeout, max_retries, binary)
         self._owns_http = http_client is None
         self._http = http_client or httpx.AsyncClient()
         self._sleep: Callable[[float], Any] = asyncio.sleep
@@ -557,9 +580,10 @@ class AsyncClient:
         epsilon: float = 1e-6,
         rtol: float = 1e-5,
         atol: float = 1e-8,
+        array_encoding: ArrayEncoding | None = None,
     ) -> CheckResponse:
         """Gradients checked by central differences: the service's own, or `gradients` (yours)."""
-        call = _check(network, samples, gradients, reduction, epsilon, rtol, atol)
+        call = _check(network, samples, gradients, reduction, epsilon, rtol, atol, array_encoding)
         result: CheckResponse = await self._send(call)
         return result
 

@@ -4,8 +4,12 @@ gradserve-client gradients request.json > mine.json  # {"network": ..., "samples
 gradserve-client check --gradients mine.json request.json
 gradserve-client gradients --network net.json --samples batch.json --per-sample --pretty
 cat request.json | gradserve-client sgd --learning-rate 0.1 --epochs 20
+gradserve-client gradients --binary --npz grads.npz big.json  # arrays as raw bytes both ways
 
 The answer is printed as compact JSON on one line (for pipes and `jq`); `--pretty` indents it.
+`--binary` sends the request's large arrays as raw bytes after its JSON (the binary framing);
+`--npz PATH` asks for the answer framed the same way and writes its arrays to PATH, keyed by
+their JSON paths (`gradients.weights.0.value`), printing the rest of the answer.
 `sgd` shows its progress on stderr (epoch, loss, time left) when stderr is a terminal, or
 with --progress: a tqdm bar with the `cli` extra (pip install 'gradserve[cli]'), else a line.
 """
@@ -25,8 +29,10 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from client._client import Client
+from client._constants import BASE64_MIN_ELEMENTS
 from client._errors import APIError, APIStatusError
 from client._stream import followed
+from client.arrays import binary_arrays, binary_of, numpy_available, to_numpy
 from service.wire import ENDPOINTS, SgdProgress
 
 
@@ -63,6 +69,8 @@ def _parser() -> argparse.ArgumentParser:
             _option(sub, name, field)
         if endpoint.response is None:  # an answer that is not JSON: a drawing
             sub.add_argument("--output", "-o", metavar="FILE", help="write the answer here, not to stdout")
+        else:
+            _binary_options(sub)
     render = commands.choices["render"]
     render.add_argument("--format", choices=["svg", "dot"], help="the drawing's format (default svg)")
     commands.choices["sgd"].add_argument(
@@ -74,6 +82,22 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("info", help="the server's version, activations, losses and limits", parents=[output])
     commands.add_parser("health", help="whether the server is up", parents=[output])
     return parser
+
+
+def _binary_options(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument(
+        "--binary",
+        action="store_true",
+        help=f"send the request's arrays of {BASE64_MIN_ELEMENTS} numbers or more as raw bytes after its "
+        "JSON (the binary framing), not as JSON numbers",
+    )
+    sub.add_argument(
+        "--npz",
+        metavar="PATH",
+        help="ask for the answer's arrays as raw bytes and write them to PATH (a NumPy .npz, keyed by "
+        "JSON path: gradients.weights.0.value); the rest of the answer is printed, each array "
+        'standing as {"npz": key, "shape": [...]}',
+    )
 
 
 #: request fields whose value is a JSON document of its own: given as --NAME FILE
@@ -136,7 +160,58 @@ def _request(args: argparse.Namespace, stdin: TextIO) -> dict[str, Any]:
             flag = "--" + name.replace("_", "-")
             hint = f"{flag} FILE" if _scalar(field.annotation) is None else flag
             raise SystemExit(f"gradserve-client: {args.command} needs {hint} (or {name} in the request)")
+    if getattr(args, "npz", None):
+        if request.get("array_encoding", "binary") != "binary":
+            raise SystemExit(
+                "gradserve-client: --npz asks for a binary answer, not --array-encoding "
+                + request["array_encoding"]
+            )
+        if not numpy_available():
+            raise SystemExit("gradserve-client: --npz writes a NumPy file: install NumPy (gradserve[numpy])")
+        request["array_encoding"] = "binary"
+    if getattr(args, "binary", False):
+        request = _binary(request)
     return request
+
+
+def _binary(value: Any) -> Any:
+    """The request with each array of BASE64_MIN_ELEMENTS numbers or more (nested lists) made
+    a binary array, sent as raw bytes."""
+    if isinstance(value, dict):
+        return {key: _binary(item) for key, item in value.items()}
+    if isinstance(value, list) and value:
+        made = binary_of(value, BASE64_MIN_ELEMENTS)
+        if made is not None:
+            return made
+        return [_binary(item) for item in value]
+    return value
+
+
+def _npz(result: BaseModel, path: str) -> dict[str, Any]:
+    """Write the answer's binary arrays to `path`; the answer's JSON with each array standing
+    as {"npz": key, "shape": [...]}."""
+    import numpy as np
+
+    savez: Any = np.savez  # (its stubs take the keyword arrays for its one flag)
+    document = result.model_dump(mode="json", exclude_none=True)
+    arrays = {}
+    for where, array in binary_arrays(result):
+        key = ".".join(map(str, where))
+        arrays[key] = to_numpy(array)
+        document = _put(document, where, {"npz": key, "shape": list(array.shape)})
+    try:
+        with open(path, "wb") as file:
+            savez(file, **arrays)
+    except OSError as exc:
+        raise SystemExit(f"gradserve-client: cannot write {path}: {exc.strerror}") from None
+    return document
+
+
+def _put(node: Any, path: tuple[str | int, ...], value: Any) -> Any:
+    if not path:
+        return value
+    node[path[0]] = _put(node[path[0]], path[1:], value)
+    return node
 
 
 def _claimed(gradients: Any) -> Any:
@@ -197,6 +272,9 @@ def _call(
     return result
 
 
+_SEPARATORS = {False: (",", ":"), True: (",", ": ")}
+
+
 def main(
     argv: Sequence[str] | None = None,
     stdin: TextIO = sys.stdin,
@@ -226,7 +304,14 @@ def main(
         else:
             stdout.write(result)
         return 0
-    stdout.write(result.model_dump_json(indent=2 if args.pretty else None, exclude_none=True) + "\n")
+    if getattr(args, "npz", None):
+        document = _npz(result, args.npz)
+        stdout.write(
+            json.dumps(document, indent=2 if args.pretty else None, separators=_SEPARATORS[args.pretty])
+        )
+        stdout.write("\n")
+    else:
+        stdout.write(result.model_dump_json(indent=2 if args.pretty else None, exclude_none=True) + "\n")
     if args.command == "check" and not getattr(result, "ok", True):
         return 3  # the gradients did not pass: scripts can tell
     return 0

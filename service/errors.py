@@ -242,3 +242,9 @@ class ShuttingDownError(ProblemError):
     status = 503
     slug = "shutting-down"
     title = "The service is shutting down"
+
+
+class MalformedBinaryBodyError(ProblemError):
+    status = 400
+    slug = "malformed-binary-body"
+    title = "The binary body does not hold together"

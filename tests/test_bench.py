@@ -7,11 +7,13 @@ import shutil
 import subprocess
 import sys
 
+import httpx
 import pytest
 
-from bench import mlp, sparse
+from bench import floor, memory, mlp, sparse
 from bench.__main__ import verdict
 from bench.common import load_generator, report
+from service.launcher import start_server
 
 
 def timings_and_ratios(results: dict[str, list[float]], reference: str) -> dict[str, float]:
@@ -60,9 +62,19 @@ def test_python_m_bench_tiny() -> None:
 
 def test_the_end_to_end_runs_reach_a_live_server(server_url: str) -> None:
     p2 = mlp.run(repeat=1, sizes=(8, 4, 4, 2), batch=4, url=server_url)
-    assert {"end to end, base64 arrays", "end to end, JSON lists"} <= set(p2)
+    assert {
+        mlp.FLOOR,
+        "end to end, binary arrays",
+        "end to end, base64 arrays",
+        "end to end, JSON lists",
+    } <= set(p2)
     p3 = sparse.run(repeat=1, levels=3, batch=4, url=server_url)
-    assert {"end to end, weight objects", "end to end, weight columns"} <= set(p3)
+    assert {
+        "end to end, weight objects",
+        "end to end, weight columns",
+        "end to end, weight columns, base64",
+        "end to end, weight columns, binary",
+    } <= set(p3)
     timings_and_ratios(p2, "hand-written NumPy")
     timings_and_ratios(p3, "per-unit NumPy loop")
 
@@ -79,3 +91,43 @@ def test_the_p1_title_names_its_load_generator(monkeypatch: pytest.MonkeyPatch) 
     assert "httpx" in load_generator()
     monkeypatch.setattr(shutil, "which", lambda name: f"/usr/bin/{name}")
     assert "hey" in load_generator()
+
+
+def test_the_floor_answers_the_hand_written_gradients() -> None:
+    """The floor's app runs the same NumPy as the reference and answers in gradserve's order."""
+    sizes, batch = (6, 5, 3), 4
+    case = mlp.make_mlp(sizes, batch, seed=3)
+    server = start_server({}, [sys.executable, "-m", "bench.floor", "--sizes", "6,5,3", "--batch", "4"])
+    try:
+        answer = httpx.post(server.url + "/", content=floor.pack(case)).raise_for_status().content
+    finally:
+        server.stop()
+    got = floor.unpack(answer, floor.answer_layout(sizes))
+    grads = mlp.hand_written(case)  # from the last layer back: weight, bias, weight, bias
+    assert [g.tolist() for g in got] == [g.tolist() for g in (grads[2], grads[0], grads[3], grads[1])]
+    with pytest.raises(ValueError, match="holds"):
+        floor.unpack(answer + bytes(8), floor.answer_layout(sizes))
+
+
+def test_the_breakdown_and_the_servers_cpu_time_are_measured() -> None:
+    case = mlp.make_mlp((8, 4, 4, 2), 4)
+    pieces = mlp.breakdown(case, repeat=1)
+    assert len(pieces) == 5
+    assert all(t > 0 for times in pieces.values() for t in times)
+    server = start_server({"GRADSERVE_LOG_LEVEL": "warning"})
+    try:
+        cpu = mlp.server_cpu(case, server.url, server.pid, rounds=1, per_round=2)
+    finally:
+        server.stop()
+    assert set(cpu) == {"binary", "base64"}
+    assert all(ms >= 0 for ms in cpu.values())
+
+
+@pytest.mark.parametrize("form", ["binary", "base64", "lists"])
+def test_p4_bodies_are_what_the_server_takes(http: httpx.Client, form: str) -> None:
+    body, headers = memory.body_of(form, target=200_000)
+    assert len(body) <= 32 * 2**20
+    assert headers["content-type"] == ("application/octet-stream" if form == "binary" else "application/json")
+    answer = http.post("/v1/gradients", content=body, headers=headers)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["loss"] > 0

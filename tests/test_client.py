@@ -149,15 +149,16 @@ def test_to_numpy_reads_every_form() -> None:
 
 
 def test_request_bodies_carry_numpy_as_lists_or_base64() -> None:
+    """A client made with binary=False (tests/test_client_binary.py: the binary default)."""
     from client.arrays import encode, request_body
 
     def sent(body: dict[str, Any]) -> Any:
-        return json.loads(request_body(body)[0])
+        return json.loads(request_body(body, binary=False).content)
 
     def asks_base64(body: dict[str, Any]) -> bool:
-        content, decode = request_body({**body, "array_encoding": None})
-        assert decode == (json.loads(content).get("array_encoding") == "base64")
-        return decode
+        made = request_body({**body, "array_encoding": None}, binary=False)
+        assert made.decode == (json.loads(made.content).get("array_encoding") == "base64")
+        return made.decode
 
     small, large = np.arange(3.0), np.zeros((16, 16))
     body = sent({"a": small, "b": large, "c": np.float32(0.5), "d": np.array(2.0)})

@@ -128,13 +128,13 @@ def test_a_body_not_said_to_be_json_is_a_415(http: httpx.Client, content_type: s
     assert "application/json" in response.json()["detail"]
 
 
-def test_binary_bodies_are_a_415_for_now(http: httpx.Client) -> None:
+def test_a_binary_body_without_its_header_is_a_400(http: httpx.Client) -> None:
     response = http.post(
         "/v1/forward", content=b"\0" * 8, headers={"content-type": "application/octet-stream"}
     )
-    assert response.status_code == 415
-    assert problem_type(response) == "unsupported-media-type"
-    assert "not supported yet" in response.json()["detail"]
+    assert response.status_code == 400
+    assert problem_type(response) == "malformed-binary-body"
+    assert "Inference-Header-Content-Length" in response.json()["detail"]
 
 
 @pytest.mark.parametrize(
@@ -297,7 +297,7 @@ class Stalling:
         self.started = 0
         self.cancelled = 0
 
-    async def run(self, endpoint: str, body: Any, limits: Any) -> Any:
+    async def run(self, endpoint: str, body: Any, limits: Any, framed: int | None = None) -> Any:
         self.started += 1
         try:
             await asyncio.sleep(60)

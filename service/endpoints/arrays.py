@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import binascii
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -13,6 +16,7 @@ import pybase64
 
 from service import wire
 from service.errors import InvalidRequestError, NonFiniteResultError, issue
+from service.wire import framing
 
 _DTYPES: dict[str, np.dtype[Any]] = {"float64": np.dtype("<f8"), "float32": np.dtype("<f4")}
 
@@ -22,10 +26,33 @@ _DTYPES: dict[str, np.dtype[Any]] = {"float64": np.dtype("<f8"), "float32": np.d
 MAX_SPAN = 2**59
 
 
+@dataclass(frozen=True)
+class Sections:
+    """A binary request's sections and its references, by the JSON path each stands at."""
+
+    buffer: memoryview
+    at: dict[framing.Path, framing.Reference]
+
+
+_SECTIONS: ContextVar[Sections | None] = ContextVar("gradserve_sections", default=None)
+
+
+@contextmanager
+def binary_sections(sections: Sections | None) -> Iterator[None]:
+    """Let `to_numpy` read the binary references of the request being handled from `sections`."""
+    token = _SECTIONS.set(sections)
+    try:
+        yield
+    finally:
+        _SECTIONS.reset(token)
+
+
 def to_numpy(value: Any, loc: Sequence[str | int]) -> np.ndarray:
     """A validated wire Array as a float64 NumPy array of the shape the client sent."""
     if isinstance(value, wire.EncodedArray):
         return _decode(value, loc)
+    if isinstance(value, wire.BinaryReference):
+        return _view(loc)
     try:
         array = np.asarray(value, dtype=np.float64)
     except ValueError:
@@ -63,6 +90,41 @@ def _decode(value: wire.EncodedArray, loc: Sequence[str | int]) -> np.ndarray:
         msg = f"{_where(loc)}: every number must be finite (found NaN or infinity)"
         raise InvalidRequestError(msg, [issue([*loc, "data"], msg)])
     return array
+
+
+def _view(loc: Sequence[str | int]) -> np.ndarray:
+    """A binary reference's array: a view of the body's sections where it is FP64 and aligned,
+    else a float64 copy (FP32 widened)."""
+    sections = _SECTIONS.get()
+    ref = None if sections is None else sections.at.get(tuple(loc))
+    if sections is None or ref is None:
+        msg = (
+            f"{_where(loc)}: a binary reference stands only in a binary body (Content-Type "
+            f"application/octet-stream, with {framing.HEADER}), its bytes after the JSON"
+        )
+        raise InvalidRequestError(msg, [issue(loc, msg)])
+    dtype = np.dtype(ref.typestr)
+    if ref.count == 0:
+        return np.zeros(ref.shape)
+    array = np.frombuffer(sections.buffer, dtype, count=ref.count, offset=ref.offset).reshape(ref.shape)
+    if dtype != np.float64 or not array.flags.aligned:
+        array = array.astype(np.float64)
+    if not _all_finite(array):
+        msg = f"{_where(loc)}: every number must be finite (found NaN or infinity in its binary section)"
+        raise InvalidRequestError(msg, [issue(loc, msg)])
+    return array
+
+
+def _all_finite(array: np.ndarray) -> bool:
+    """Whether every element is finite, without a mask as large as the array: a sum is finite
+    only if every term is (NaN and infinities carry through); one that overflowed is looked
+    into piece by piece."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        if np.isfinite(array.sum()):
+            return True
+    flat = array.reshape(-1)
+    step = 1 << 16
+    return all(np.isfinite(flat[at : at + step]).all() for at in range(0, flat.size, step))
 
 
 def _where(loc: Sequence[str | int]) -> str:
@@ -130,8 +192,26 @@ def _as_encoded(value: Any) -> Any:
     raise TypeError(f"cannot serialise {type(value).__name__}")
 
 
+def framed_answer(body: Any) -> tuple[int, list[memoryview]]:
+    """A response body holding NumPy arrays in the binary framing: the JSON document's length
+    and the pieces to send (the document, then each array's bytes, FP64, in document order)."""
+    arrays: list[np.ndarray] = []
+
+    def reference(value: Any) -> Any:
+        if isinstance(value, np.ndarray):
+            arrays.append(np.ascontiguousarray(value, dtype="<f8"))  # (no copy when it is already)
+            return framing.reference(value.shape)
+        raise TypeError(f"cannot serialise {type(value).__name__}")
+
+    document = orjson.dumps(body, default=reference)  # (called in document order)
+    return framing.frame(document, arrays)
+
+
 def dumps(body: Any, encoding: wire.ArrayEncoding = "list") -> bytes:
-    """Serialise a response body holding NumPy arrays: nested lists, or base64 objects."""
+    """Serialise a response body holding NumPy arrays: nested lists, base64 objects, or (joined:
+    see `framed_answer`) the binary framing."""
+    if encoding == "binary":
+        return b"".join(framed_answer(body)[1])
     if encoding == "base64":
         return orjson.dumps(body, default=_as_encoded)
     return orjson.dumps(body, default=_as_list, option=orjson.OPT_SERIALIZE_NUMPY)

@@ -201,10 +201,12 @@ def _epochs(throttle: progress.Throttle, epochs: int) -> engine.EpochCallback:
 
 def _like(original: Any, new: np.ndarray, encoding: wire.ArrayEncoding) -> Any:
     """`new` in the form the client sent `original` in, so the network can be posted again."""
-    if encoding == "base64":
+    if encoding != "list":  # every array of the answer encoded, or binary
         return new
     if isinstance(original, wire.EncodedArray):
         return encoded(new.reshape(original.shape))
+    if isinstance(original, wire.BinaryReference):
+        return new.reshape(original.shape)
     if isinstance(original, list):
         return new.reshape(np.shape(original))
     return scalar_or(new)

@@ -63,11 +63,15 @@ COMPILE_ENTRY_NS, COMPILE_LEVEL_NS = 1_000.0, 16_000.0
 REQUEST_NS = 100_000.0
 #: parsing: per byte, per JSON object (a model built), per string (an id checked), per list item
 PARSE_BYTE_NS, PARSE_OBJECT_NS, PARSE_STRING_NS, PARSE_ITEM_NS = 6.0, 2_000.0, 150.0, 5.0
-#: the answer: per number, as JSON lists or as base64; per entry (a unit's or a weight's object)
-LIST_NUMBER_NS, BASE64_NUMBER_NS, ENTRY_NS = 30.0, 17.0, 3_000.0
+#: a binary body's sections, per byte: checked finite, and copied where FP32 or unaligned
+BINARY_BYTE_NS = 0.5
+#: the answer: per number, as JSON lists, as base64 or as binary sections (copied at most
+#: once, never converted); per entry (a unit's or a weight's object)
+LIST_NUMBER_NS, BASE64_NUMBER_NS, BINARY_NUMBER_NS, ENTRY_NS = 30.0, 17.0, 2.0, 3_000.0
 #: the answer's size: a number in a JSON list at its longest (17 significant digits, a sign, an
-#: exponent and a comma) or in base64 (8 bytes as 32/3 characters); an entry's keys and ids
-LIST_NUMBER_BYTES, BASE64_NUMBER_BYTES, ENTRY_BYTES = 25.0, 32 / 3, 64
+#: exponent and a comma), in base64 (8 bytes as 32/3 characters) or binary (its 8 bytes); an
+#: entry's keys and ids (a binary reference's JSON fits in them)
+LIST_NUMBER_BYTES, BASE64_NUMBER_BYTES, BINARY_NUMBER_BYTES, ENTRY_BYTES = 25.0, 32 / 3, 8.0, 64
 #: per-sample gradients and SGD's update: per parameter (and sample)
 PARAM_NS = 10.0
 #: explain: per unit and per weight explained (small arrays and dicts), per path factor listed
@@ -158,6 +162,8 @@ def batch_rows(samples: wire.Samples) -> int:
             # a shape is only a claim: the rows are at most the numbers its data holds
             held = len(value.data) * 3 // 4 // (8 if value.dtype == "float64" else 4)
             return min(value.shape[0], max(1, held))
+        if isinstance(value, wire.BinaryReference) and value.shape:
+            return value.shape[0]  # (the framing checked its bytes are in the body)
     return 0
 
 
@@ -179,14 +185,16 @@ def levels(ids: list[str], sources: Sequence[str], targets: Sequence[str]) -> in
 class BodyCounts:
     """A body's bytes and what they can hold, counted without parsing it (a few fast scans)."""
 
-    size: int
+    size: int  # of the JSON (a binary body's JSON document)
     objects: int  # `{`: no id, activation, base64 or number holds one
     strings: int  # pairs of `"`: no id or base64 holds one
     items: int  # `,`: separators of list items and of object members
+    binary: int = 0  # bytes of a binary body's sections (not JSON: never scanned)
 
     @classmethod
-    def of(cls, body: bytes) -> BodyCounts:
-        return cls(len(body), body.count(b"{"), body.count(b'"') // 2, body.count(b","))
+    def of(cls, body: bytes, binary: int = 0) -> BodyCounts:
+        """The counts of a JSON body, or of a binary body's JSON document and `binary` bytes of sections."""
+        return cls(len(body), body.count(b"{"), body.count(b'"') // 2, body.count(b","), binary)
 
     def parse_ns(self) -> float:
         return (
@@ -194,6 +202,7 @@ class BodyCounts:
             + self.objects * PARSE_OBJECT_NS
             + self.strings * PARSE_STRING_NS
             + self.items * PARSE_ITEM_NS
+            + self.binary * BINARY_BYTE_NS
         )
 
 
@@ -229,12 +238,15 @@ def check_body(endpoint: str, body: bytes, counts: BodyCounts, limits: Limits) -
     # its inputs and targets (batch x their units, within max_activation_elements), weight
     # elements and biases (and /v1/check's claimed gradients of both).
     allowed = numbers_allowed(endpoint, limits) + 8 * counts.objects + 64
-    if counts.items <= allowed:
+    least = counts.binary // 8  # numbers in binary sections: at least one per 8 bytes
+    if counts.items + least <= allowed:
         return
-    numbers = counts.items - body.count(b'",') - body.count(b"},") - body.count(b"],")
+    numbers = least + counts.items - body.count(b'",') - body.count(b"},") - body.count(b"],")
     if numbers > allowed:
         raise LimitExceededError(
-            f"the body holds about {numbers:,} numbers in lists, more than the limits allow: "
+            f"the body holds about {numbers:,} numbers in lists"
+            + (" and binary sections" if least else "")
+            + ", more than the limits allow: "
             f"max_activation_elements ({limits.max_activation_elements:,}) of inputs and targets, "
             f"max_weight_elements ({limits.max_weight_elements:,}) and max_neurons "
             f"({limits.max_neurons:,}) of weights and biases"
@@ -254,11 +266,13 @@ def numbers_allowed(endpoint: str, limits: Limits) -> int:
 
 
 def numbers_ns(count: float, encoding: wire.ArrayEncoding) -> float:
-    return count * (BASE64_NUMBER_NS if encoding == "base64" else LIST_NUMBER_NS)
+    return count * {"base64": BASE64_NUMBER_NS, "binary": BINARY_NUMBER_NS}.get(encoding, LIST_NUMBER_NS)
 
 
 def numbers_bytes(count: float, encoding: wire.ArrayEncoding) -> float:
-    return count * (BASE64_NUMBER_BYTES if encoding == "base64" else LIST_NUMBER_BYTES)
+    return count * {"base64": BASE64_NUMBER_BYTES, "binary": BINARY_NUMBER_BYTES}.get(
+        encoding, LIST_NUMBER_BYTES
+    )
 
 
 @dataclass(frozen=True)
@@ -454,7 +468,7 @@ def admit(endpoint: str, request: Any, cost: Estimate, limits: Limits) -> None:
     if cost.answer_bytes > limits.max_answer_bytes:
         ways = list(ASK_FOR_LESS.get(endpoint, ("a smaller network",)))
         if getattr(request, "array_encoding", "list") == "list" and endpoint in ENCODED:
-            ways.insert(-1, "array_encoding 'base64' (less than half the bytes)")
+            ways.insert(-1, "array_encoding 'binary' or 'base64' (a third or less than half the bytes)")
         raise LimitExceededError(
             f"the answer could take up to {cost.answer_bytes:,} bytes, over the limit max_answer_bytes = "
             f"{limits.max_answer_bytes:,} (set by GRADSERVE_MAX_ANSWER_BYTES; numbers in JSON lists "

@@ -4,7 +4,8 @@ process, a thread, or inline on the event loop for a small request."""
 
 from __future__ import annotations
 
-from typing import NamedTuple, TypeVar
+import json
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 import orjson
@@ -12,11 +13,18 @@ from pydantic import BaseModel, ValidationError
 
 from service import wire
 from service.endpoints import costs, progress, requests
-from service.endpoints.arrays import dumps
+from service.endpoints.arrays import Sections, binary_sections, dumps, framed_answer
 from service.endpoints.render import Document
 from service.endpoints.table import HANDLERS
-from service.errors import ProblemError, schema_problem
+from service.errors import (
+    InvalidRequestError,
+    MalformedBinaryBodyError,
+    ProblemError,
+    issue,
+    schema_problem,
+)
 from service.settings import Limits
+from service.wire import framing
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -29,6 +37,15 @@ class Reply(NamedTuple):
     media_type: str
     headers: dict[str, str]
     in_shared: int = 0  # > 0: the content is the first `in_shared` bytes of the body's shared memory
+    # a binary answer's sections, sent after `content` (its JSON document): kept apart only on
+    # the way to shared memory (`handle_in_pieces`), never across a pipe
+    sections: tuple[memoryview, ...] = ()
+
+    def joined(self) -> Reply:
+        """The reply with its sections joined to its content."""
+        if not self.sections:
+            return self
+        return self._replace(content=b"".join((self.content, *self.sections)), sections=())
 
 
 def parse(model: type[M], body: bytes) -> M:
@@ -39,25 +56,52 @@ def parse(model: type[M], body: bytes) -> M:
         raise schema_problem(exc.errors(include_input=False, include_url=False), model) from None
 
 
-def handle(endpoint: str, body: bytes, limits: Limits, report: progress.Report | None = None) -> Reply:
-    """One compute request, from the body's bytes to the answer's bytes; with `report`, an
-    endpoint that can (`Handler.streamed`) reports its progress to it as it goes."""
-    reply = _handle(endpoint, body, limits, None, report)
+def handle(
+    endpoint: str,
+    body: bytes,
+    limits: Limits,
+    framed: int | None = None,
+    report: progress.Report | None = None,
+) -> Reply:
+    """One compute request, from the body's bytes to the answer's bytes. `framed`: the body is in
+    the binary framing, its JSON document the first `framed` bytes. With `report`, an endpoint
+    that can (`Handler.streamed`) reports its progress to it as it goes."""
+    return handle_in_pieces(endpoint, body, limits, framed, report).joined()
+
+
+def handle_in_pieces(
+    endpoint: str,
+    body: bytes | memoryview,
+    limits: Limits,
+    framed: int | None,
+    report: progress.Report | None = None,
+) -> Reply:
+    """`handle`, a binary answer's sections left as views of its arrays (not joined). A framed
+    body may be a view (of shared memory): its FP64 arrays are read in place."""
+    reply = _handle(endpoint, body, limits, None, framed, report)
     assert reply is not None  # only a budget hands a request on
     return reply
 
 
 def _handle(
-    endpoint: str, body: bytes, limits: Limits, budget_ms: float | None, report: progress.Report | None = None
+    endpoint: str,
+    body: bytes | memoryview,
+    limits: Limits,
+    budget_ms: float | None,
+    framed: int | None,
+    report: progress.Report | None = None,
 ) -> Reply | None:
     """`handle`; with a budget, None (handed on) as soon as its estimate is over `budget_ms`."""
     handler = HANDLERS[endpoint]
     try:
-        counts = costs.BodyCounts.of(body)
+        document, sections = _unframed(body, framed)
+        counts = costs.BodyCounts.of(document, 0 if sections is None else len(sections.buffer))
         if budget_ms is not None and counts.parse_ns() / 1e6 > budget_ms:
             return None  # even parsing it would hold the event loop too long
-        costs.check_body(endpoint, body, counts, limits)
-        request = parse(handler.wire.request, body)
+        costs.check_body(endpoint, document, counts, limits)
+        if sections is not None:
+            sections = _referenced(document, sections.buffer)
+        request = parse(handler.wire.request, document)
         cost = costs.estimate(handler.cost, request, limits, counts)
         costs.admit(endpoint, request, cost, limits)
         if budget_ms is not None and cost.ms > budget_ms:
@@ -68,6 +112,7 @@ def _handle(
         with (
             np.errstate(over="ignore", invalid="ignore", divide="ignore"),
             requests.time_limit(limits.timeout_s),
+            binary_sections(sections),
         ):
             result = (
                 handler.run(request, limits)
@@ -77,16 +122,54 @@ def _handle(
         if isinstance(result, Document):
             return Reply(200, result.content, result.media_type, {})
         encoding: wire.ArrayEncoding = getattr(request, "array_encoding", "list")
+        if encoding == "binary":
+            length, pieces = framed_answer(result)
+            headers = {framing.HEADER: str(length)}
+            return Reply(200, bytes(pieces[0]), framing.MEDIA_TYPE, headers, sections=tuple(pieces[1:]))
         return Reply(200, dumps(result, encoding), "application/json", {})
     except ProblemError as exc:
         return problem_reply(exc)
+
+
+def _unframed(body: bytes | memoryview, framed: int | None) -> tuple[bytes, Sections | None]:
+    """A body's JSON document, and a binary body's sections (their references not read yet)."""
+    if framed is None:
+        return bytes(body), None
+    try:
+        document, sections = framing.cut(body, framed)
+    except framing.FramingError as exc:
+        raise MalformedBinaryBodyError(str(exc)) from None
+    return bytes(document), Sections(sections, {})
+
+
+def _referenced(document: bytes, sections: memoryview) -> Sections | None:
+    """The sections with the references of the document, each at its JSON path; None when the
+    document is not JSON (its parse says so next)."""
+    tree: Any = {}
+    if sections or b"binary_data_size" in document:  # (else there is nothing to parse twice for)
+        try:
+            tree = orjson.loads(document)
+        except orjson.JSONDecodeError:
+            try:  # orjson refuses some JSON the schema's parser takes (integers past 64 bits)
+                tree = json.loads(document)
+            except ValueError:
+                return None
+    try:
+        found = framing.references(tree, len(sections))
+    except framing.FramingError as exc:
+        raise MalformedBinaryBodyError(str(exc)) from None
+    except framing.InvalidReference as exc:
+        raise InvalidRequestError(str(exc), [issue(list(exc.path), exc.msg)]) from None
+    return Sections(sections, {ref.path: ref for ref in found})
 
 
 def problem_reply(exc: ProblemError) -> Reply:
     return Reply(exc.status, orjson.dumps(exc.body()), "application/problem+json", exc.headers)
 
 
-def handle_inline(endpoint: str, body: bytes, limits: Limits, budget_ms: float) -> Reply | None:
+def handle_inline(
+    endpoint: str, body: bytes, limits: Limits, budget_ms: float, framed: int | None = None
+) -> Reply | None:
     """`handle`, on the calling thread, if the whole request (parse, computation, answer) is
     estimated to take under `budget_ms`; else None, having spent only a scan of the bytes, or
     their parse and the estimate.
@@ -96,4 +179,5 @@ def handle_inline(endpoint: str, body: bytes, limits: Limits, budget_ms: float) 
     """
     if not HANDLERS[endpoint].inline or budget_ms <= 0:
         return None
-    return _handle(endpoint, body, limits, budget_ms)
+    reply = _handle(endpoint, body, limits, budget_ms, framed)
+    return None if reply is None else reply.joined()

@@ -77,7 +77,8 @@ def bind_samples(
             parts.append(a)
         if problems:
             return None
-        return np.concatenate(parts, axis=1)
+        # one entry is used as given (no copy of a large binary array, a view of the body)
+        return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
 
     x = gather("inputs", inputs, [u for u in plan.units if u.role == "input"])
     y = None

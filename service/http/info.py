@@ -12,6 +12,7 @@ from service.errors import (
 )
 from service.http.openapi import AUTH_ERRORS, problem_doc
 from service.settings import Limits, Settings
+from service.wire import framing
 
 
 def app_settings(request: Request) -> Settings:
@@ -38,6 +39,7 @@ async def info(settings: SettingsDep) -> wire.InfoResponse:
         activations=list(engine.ACTIVATIONS),
         losses=list(engine.LOSSES),
         limits=limits,
+        extensions=[framing.EXTENSION],
     )
 
 

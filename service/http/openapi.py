@@ -11,6 +11,7 @@ from pydantic import BaseModel
 
 from service import wire
 from service.endpoints.table import HANDLERS, ROUTES
+from service.wire import framing
 
 
 def problem_doc(description: str) -> dict[str, Any]:
@@ -24,10 +25,10 @@ AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 COMPUTE_ERRORS: dict[int | str, dict[str, Any]] = {
     **AUTH_ERRORS,
-    400: problem_doc("The body is not JSON"),
+    400: problem_doc("The body is not JSON, or a binary body's framing does not hold together"),
     408: problem_doc("The body did not all arrive within GRADSERVE_BODY_TIMEOUT_S"),
     413: problem_doc("The body or the work it asks for is over a configured limit"),
-    415: problem_doc("The Content-Type is not application/json"),
+    415: problem_doc("The Content-Type is neither application/json nor application/octet-stream"),
     422: problem_doc("The request, the network or the samples are not valid, or the result overflowed"),
     503: problem_doc(
         "Every computation slot is busy, or the server is shutting down (both with Retry-After), "
@@ -115,10 +116,44 @@ def compute_docs() -> list[APIRoute]:
                 "requestBody": {
                     "required": True,
                     "content": {
-                        "application/json": {"schema": {"$ref": ref["$ref"].format(c.request.__name__)}}
+                        "application/json": {"schema": {"$ref": ref["$ref"].format(c.request.__name__)}},
+                        framing.MEDIA_TYPE: BINARY_REQUEST,
                     },
-                }
+                },
+                **(
+                    {"responses": {"200": {"content": {framing.MEDIA_TYPE: BINARY_ANSWER}}}}
+                    if c.response
+                    else {}
+                ),
             },
         )
         for path, c in ROUTES.items()
     ]
+
+
+BINARY_FRAMING = (
+    "The binary framing of the Open Inference Protocol's binary tensor data extension (as Triton "
+    f"and KServe implement it): the header `{framing.HEADER}: N` says that the body's first N bytes "
+    "are the JSON document (UTF-8); the rest are binary sections. In the JSON any array may be a "
+    'binary reference `{"datatype": "FP64" | "FP32", "shape": [...], "parameters": '
+    '{"binary_data_size": bytes}}` whose elements are the next `bytes` of the sections: '
+    "little-endian, row-major (C order), no padding; sections follow one another in the order "
+    "their references appear in the JSON text. FP32 values are computed as the float64 numbers "
+    "they are."
+)
+BINARY_REQUEST: dict[str, Any] = {
+    "schema": {"type": "string", "format": "binary"},
+    "description": BINARY_FRAMING
+    + " A framing that does not hold (a missing or non-numeric header, N past the body, sections "
+    "short or left over) is a 400; a reference that does not fit its array (binary_data_size not "
+    "the shape's elements times the element size, an unknown datatype, a reference where no array "
+    "may stand) or a non-finite element is a 422.",
+}
+BINARY_ANSWER: dict[str, Any] = {
+    "schema": {"type": "string", "format": "binary"},
+    "description": 'With "array_encoding": "binary" (from a JSON or a binary request): '
+    + BINARY_FRAMING
+    + f" Every array of the answer is an FP64 reference; the `{framing.HEADER}` header gives N.",
+}
+#: merged into a compute path's generated 200 answer (its JSON), beside it
+BINARY_RESPONSES = {"responses": {"200": {"content": {framing.MEDIA_TYPE: BINARY_ANSWER}}}}

@@ -29,6 +29,7 @@ from service.endpoints.progress import PROGRESS, START, Report
 from service.endpoints.table import HANDLERS, ROUTES
 from service.errors import (
     InvalidRequestError,
+    MalformedBinaryBodyError,
     MethodNotAllowedError,
     ProblemError,
     UnsupportedMediaTypeError,
@@ -39,6 +40,7 @@ from service.http.shutdown import Shutdown
 from service.settings import Settings
 from service.transport.executors import Executor
 from service.transport.shared import ReceivedBody
+from service.wire import framing
 
 #: bodies up to this size may be computed inline: their parse runs on the event loop, so it must
 #: stay far below the inline budget
@@ -69,13 +71,13 @@ class ComputeRoutes:
         try:
             if scope["method"] != "POST":
                 raise MethodNotAllowedError(scope["path"], ["POST"])
-            _check_media_type(scope)
+            framed = _framing(scope)
             shutdown.refuse_new()
             endpoint = _endpoint(route, scope)
             if HANDLERS[endpoint].streamed is not None and _wants_stream(scope):
-                await _stream(scope, receive, send, endpoint)
+                await _stream(scope, receive, send, endpoint, framed)
                 return
-            reply = await _answer(scope, receive, endpoint)
+            reply = await _answer(scope, receive, endpoint, framed)
         except ProblemError as exc:
             reply = dispatch.problem_reply(exc)
         except ClientGoneError:
@@ -89,20 +91,26 @@ class ComputeRoutes:
         await _send_reply(reply, send, state.inflight)
 
 
-def _check_media_type(scope: Scope) -> None:
-    """A compute body is JSON, said so by its Content-Type: a 415 otherwise (a web page can
-    post text/plain or a form to a local server without asking it first)."""
-    given = Headers(scope=scope).get("content-type")
+def _framing(scope: Scope) -> int | None:
+    """A compute body is JSON, or JSON and binary sections (the binary framing), said so by its
+    Content-Type: a 415 otherwise (a web page can post text/plain or a form to a local server
+    without asking it first). For a binary body, the length of its JSON document (a 400 when
+    its header does not say it)."""
+    headers = Headers(scope=scope)
+    given = headers.get("content-type")
     media = (given or "").partition(";")[0].strip().lower()
     if media == "application/json":
-        return
-    if media == "application/octet-stream":
-        raise UnsupportedMediaTypeError(
-            "binary arrays (application/octet-stream) are not supported yet: send the request as "
-            "application/json"
-        )
+        return None
+    if media == framing.MEDIA_TYPE:
+        try:
+            return framing.header_length(headers.get(framing.HEADER))
+        except framing.FramingError as exc:
+            raise MalformedBinaryBodyError(str(exc)) from None
     said = f"is {given[:60]!r}" if given is not None else "is missing"
-    raise UnsupportedMediaTypeError(f"the body must be application/json; its Content-Type {said}")
+    raise UnsupportedMediaTypeError(
+        f"the body must be application/json, or {framing.MEDIA_TYPE} in the binary framing; "
+        f"its Content-Type {said}"
+    )
 
 
 async def _send_reply(reply: Reply, send: Send, inflight: Inflight) -> None:
@@ -171,25 +179,30 @@ def _endpoint(route: wire.Endpoint, scope: Scope) -> str:
     return "render.dot" if fmt == "dot" else "render"
 
 
-async def _answer(scope: Scope, receive: Receive, endpoint: str) -> Reply:
+async def _answer(scope: Scope, receive: Receive, endpoint: str, framed: int | None) -> Reply:
     state = scope["app"].state
     settings: Settings = state.settings
     async with receive_body(scope, receive, settings, state.executor, state.inflight) as body:
         if isinstance(body, bytes) and len(body) <= INLINE_MAX_BYTES and settings.inline_ms > 0:
-            reply = dispatch.handle_inline(endpoint, body, state.limits, settings.inline_ms)
+            reply = dispatch.handle_inline(endpoint, body, state.limits, settings.inline_ms, framed)
             if reply is not None:
                 return reply
-        return await _unless_gone(receive, _computed(state, settings, endpoint, body))
+        return await _unless_gone(receive, _computed(state, settings, endpoint, body, framed))
 
 
 async def _computed(
-    state: Any, settings: Settings, endpoint: str, body: ReceivedBody, report: Report | None = None
+    state: Any,
+    settings: Settings,
+    endpoint: str,
+    body: ReceivedBody,
+    framed: int | None,
+    report: Report | None = None,
 ) -> Reply:
     async with computation_slot(state.slots, state.inflight, settings):
         executor: Executor = state.executor
         if report is None:
-            return await executor.run(endpoint, body, state.limits)
-        return await executor.run(endpoint, body, state.limits, report)
+            return await executor.run(endpoint, body, state.limits, framed)
+        return await executor.run(endpoint, body, state.limits, framed, report)
 
 
 async def _unless_gone(receive: Receive, work: Coroutine[Any, Any, Reply]) -> Reply:
@@ -274,7 +287,7 @@ EVENT_STREAM_HEADERS = [
 ]
 
 
-async def _stream(scope: Scope, receive: Receive, send: Send, endpoint: str) -> None:
+async def _stream(scope: Scope, receive: Receive, send: Send, endpoint: str, framed: int | None) -> None:
     """A computation's answer as server-sent events: `progress` as it reports them, then
     `result` (the plain answer's JSON) or `error` (its problem document).
 
@@ -288,7 +301,7 @@ async def _stream(scope: Scope, receive: Receive, send: Send, endpoint: str) -> 
     settings: Settings = state.settings
     reports = _Reports()
     async with receive_body(scope, receive, settings, state.executor, state.inflight) as body:
-        job = asyncio.ensure_future(_computed(state, settings, endpoint, body, reports))
+        job = asyncio.ensure_future(_computed(state, settings, endpoint, body, framed, reports))
         gone = asyncio.ensure_future(_disconnect(receive))
         try:
             await reports.wait(job, gone, None)

@@ -38,10 +38,16 @@ class Executor(Protocol):
     segments: SegmentPool | None  # where large bodies go for the workers; None: kept as bytes
 
     async def run(
-        self, endpoint: str, body: ReceivedBody, limits: Limits, report: Report | None = None
+        self,
+        endpoint: str,
+        body: ReceivedBody,
+        limits: Limits,
+        framed: int | None = None,
+        report: Report | None = None,
     ) -> Reply:
-        """`handle` the request away from the event loop; with `report`, what the computation
-        reports of its progress is passed to it on the event loop, as it comes.
+        """`handle` the request (`framed`: a binary body, see `handle`) away from the event loop;
+        with `report`, what the computation reports of its progress is passed to it on the
+        event loop, as it comes.
 
         Cancelling run() stops the computation (ThreadExecutor's excepted: see there), so a
         request given up frees its slot. A worker that dies fails only the request it was
@@ -71,11 +77,16 @@ class ThreadExecutor:
     segments: SegmentPool | None = None
 
     async def run(
-        self, endpoint: str, body: ReceivedBody, limits: Limits, report: Report | None = None
+        self,
+        endpoint: str,
+        body: ReceivedBody,
+        limits: Limits,
+        framed: int | None = None,
+        report: Report | None = None,
     ) -> Reply:
         data = bytes(body.view[: body.size]) if isinstance(body, SharedBody) else body
         if report is None:
-            return await anyio.to_thread.run_sync(handle, endpoint, data, limits)
+            return await anyio.to_thread.run_sync(handle, endpoint, data, limits, framed)
         loop, given_up = asyncio.get_running_loop(), threading.Event()
 
         def in_thread(*message: Any) -> None:
@@ -83,7 +94,7 @@ class ThreadExecutor:
                 raise _GivenUpError
             loop.call_soon_threadsafe(report, *message)
 
-        done = loop.run_in_executor(None, handle, endpoint, data, limits, in_thread)
+        done = loop.run_in_executor(None, handle, endpoint, data, limits, framed, in_thread)
         try:
             return await asyncio.shield(done)
         except asyncio.CancelledError:
@@ -185,7 +196,12 @@ class ProcessExecutor:
         return self.pool.counts
 
     async def run(
-        self, endpoint: str, body: ReceivedBody, limits: Limits, report: Report | None = None
+        self,
+        endpoint: str,
+        body: ReceivedBody,
+        limits: Limits,
+        framed: int | None = None,
+        report: Report | None = None,
     ) -> Reply:
         on_message: Callable[[Any], None] | None = None
         fn, shared_fn = handle, handle_shared
@@ -201,7 +217,7 @@ class ProcessExecutor:
             if isinstance(body, SharedBody):
                 body.lent = True
                 reply: Reply = await self.pool.call(
-                    shared_fn, endpoint, body.shm.name, body.size, limits, on_message=on_message
+                    shared_fn, endpoint, body.shm.name, body.size, limits, framed, on_message=on_message
                 )
                 # The worker is done with it. Not so if this was cancelled: the worker is killed
                 # then, but it may have been writing, so the segment is never handed on.
@@ -209,7 +225,7 @@ class ProcessExecutor:
                 if reply.in_shared:
                     return reply._replace(content=bytes(body.view[: reply.in_shared]), in_shared=0)
                 return reply
-            answer: Reply = await self.pool.call(fn, endpoint, body, limits, on_message=on_message)
+            answer: Reply = await self.pool.call(fn, endpoint, body, limits, framed, on_message=on_message)
             return answer
         except WorkerDiedError:
             raise WorkerLostError(

@@ -2,33 +2,69 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from multiprocessing.shared_memory import SharedMemory
 
-from service.endpoints.dispatch import Reply, handle
+import numpy as np
+
+from service.endpoints.dispatch import Reply, handle_in_pieces
 from service.endpoints.progress import Report
 from service.settings import Limits
 
 
-def handle_shared(endpoint: str, name: str, size: int, limits: Limits, report: Report | None = None) -> Reply:
+def handle_shared(
+    endpoint: str,
+    name: str,
+    size: int,
+    limits: Limits,
+    framed: int | None = None,
+    report: Report | None = None,
+) -> Reply:
     """`handle` for a body the server wrote into shared memory; an answer that fits goes back
-    the same way, over the body (a 2.9 MB answer took ~3 ms pickled through the pool's pipe,
-    and the server's GIL while it was unpickled)."""
+    the same way, over the body (a 2.9 MB answer took ~3 ms pickled through the pipe, and the
+    server's GIL while it was unpickled). A binary body's arrays are read where they lie, and a
+    binary answer's sections are written there one after another, never joined first."""
     shm = SharedMemory(name=name)
     try:
-        buf = shm.buf
-        assert buf is not None  # None only once closed
-        reply = handle(endpoint, bytes(buf[:size]), limits, report)
-        if len(reply.content) > shm.size:
-            return reply
-        try:  # only the body's own bytes were reserved by the server
-            reserve(shm, 0, len(reply.content))
-        except OSError:
-            return reply
-        buf[: len(reply.content)] = reply.content
-        return reply._replace(content=b"", in_shared=len(reply.content))
+        return _answer_in(shm, endpoint, size, limits, framed, report)
     finally:
-        shm.close()
+        with contextlib.suppress(BufferError):  # a view outlived the request (a bug's traceback)
+            shm.close()
+
+
+def _answer_in(
+    shm: SharedMemory, endpoint: str, size: int, limits: Limits, framed: int | None, report: Report | None
+) -> Reply:
+    """The request's reply, its answer in `shm` when it fits: no view of `shm` outlives this call."""
+    buf = shm.buf
+    assert buf is not None  # None only once closed
+    with buf[:size] as body:
+        reply = handle_in_pieces(
+            endpoint, body if framed is not None else bytes(body), limits, framed, report
+        )
+    pieces: tuple[bytes | memoryview, ...] = (reply.content, *reply.sections)
+    total = sum(map(len, pieces))
+    if total > shm.size:
+        return reply.joined()
+    try:  # only the body's own bytes were reserved by the server
+        reserve(shm, 0, total)
+    except OSError:
+        return reply.joined()
+    # an answer's array may be a view of the body (an input's z is the input): copied before
+    # anything is written over the body
+    pieces = tuple(bytes(p) if _overlaps(p, buf) else p for p in pieces)
+    at = 0
+    for piece in pieces:
+        buf[at : at + len(piece)] = piece
+        at += len(piece)
+    return reply._replace(content=b"", in_shared=total, sections=())
+
+
+def _overlaps(piece: bytes | memoryview, buf: memoryview) -> bool:
+    if not isinstance(piece, memoryview) or not len(piece):
+        return False
+    return bool(np.may_share_memory(np.frombuffer(piece, np.uint8), np.frombuffer(buf, np.uint8)))
 
 
 class SegmentPool:

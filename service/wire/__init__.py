@@ -27,7 +27,7 @@ LossName = Literal["half_squared_error", "squared_error", "cross_entropy"]
 ACTIVATIONS: tuple[str, ...] = get_args(ActivationName)
 LOSSES: tuple[str, ...] = get_args(LossName)
 Reduction = Literal["mean", "sum"]
-ArrayEncoding = Literal["list", "base64"]
+ArrayEncoding = Literal["list", "base64", "binary"]
 #: `^...$` is a full match in the engines that read it: pydantic's Rust regex (pinned in
 #: WireModel) and JSON Schema's ECMA-262; Python's `re` would let "id\n" through `$`
 UnitId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:\-]{1,64}$")]
@@ -60,10 +60,36 @@ class EncodedArray(WireModel):
     data: str
 
 
+class BinaryParameters(WireModel):
+    binary_data_size: Annotated[StrictInt, Field(ge=0)]
+
+
+class BinaryReference(WireModel):
+    """An array whose bytes follow the JSON document (the binary framing, only in an
+    application/octet-stream body or answer): little-endian, C order, `binary_data_size`
+    bytes, the sections in the order of their references in the JSON text."""
+
+    datatype: Literal["FP64", "FP32"]
+    shape: list[Annotated[StrictInt, Field(ge=0)]] = Field(max_length=8)
+    parameters: BinaryParameters
+
+
+def _dict_kind(value: Any) -> str:
+    """An encoded array {dtype, shape, data}, or a binary reference {datatype, shape, parameters}."""
+    if isinstance(value, BinaryReference) or (
+        isinstance(value, dict) and ("datatype" in value or "parameters" in value)
+    ):
+        return "binary"
+    return "encoded"
+
+
+_DICT_FORMS = (dict, EncodedArray, BinaryReference)
+
+
 def _array_kind(value: Any) -> str:
     """Pick the one form an ArrayValue claims to be, so a bad one gets one clear error."""
-    if isinstance(value, (dict, EncodedArray)):
-        return "encoded"
+    if isinstance(value, _DICT_FORMS):
+        return _dict_kind(value)
     if isinstance(value, list):
         depth = 1
         while value and isinstance(value[0], list):
@@ -84,23 +110,27 @@ ArrayValue = Annotated[
     | Annotated[Numbers, Tag("list")]
     | Annotated[Rows, Tag("list_of_lists")]
     | Annotated[Planes, Tag("list_of_lists_of_lists")]
-    | Annotated[EncodedArray, Tag("encoded")],
+    | Annotated[EncodedArray, Tag("encoded")]
+    | Annotated[BinaryReference, Tag("binary")],
     Discriminator(_array_kind),
     Field(
-        description="A number, nested lists of numbers, or an encoded array "
-        "{dtype, shape, data}; every number finite."
+        description="A number, nested lists of numbers, an encoded array {dtype, shape, data}, "
+        "or in a binary body a binary reference {datatype, shape, parameters: {binary_data_size}}; "
+        "every number finite."
     ),
 ]
 
 
 Column = Annotated[
-    Annotated[Numbers, Tag("list")] | Annotated[EncodedArray, Tag("encoded")],
-    Discriminator(lambda value: "encoded" if isinstance(value, (dict, EncodedArray)) else "list"),
-    Field(description="one number per entry: a list [n], or an encoded array of shape [n]"),
+    Annotated[Numbers, Tag("list")]
+    | Annotated[EncodedArray, Tag("encoded")]
+    | Annotated[BinaryReference, Tag("binary")],
+    Discriminator(lambda value: _dict_kind(value) if isinstance(value, _DICT_FORMS) else "list"),
+    Field(description="one number per entry: a list [n], an encoded array or binary reference of shape [n]"),
 ]
 
 #: an answered column: [n], or [batch, n] per sample (a plain union: an empty list fits both)
-AnsweredColumn = list[float] | list[list[float]] | EncodedArray
+AnsweredColumn = list[float] | list[list[float]] | EncodedArray | BinaryReference
 
 
 # ---------------------------------------------------------------- the network
@@ -214,7 +244,9 @@ class ComputeRequest(WireModel):
     network: Network
     samples: Samples
     array_encoding: ArrayEncoding = Field(
-        default="list", description="'base64' encodes every array of the response"
+        default="list",
+        description="'base64' encodes every array of the response; 'binary' answers in the binary "
+        "framing (application/octet-stream, each array a binary reference whose bytes follow the JSON)",
     )
 
 
@@ -522,6 +554,9 @@ class InfoResponse(ResponseModel):
     activations: list[str]
     losses: list[str]
     limits: dict[str, int | float]
+    extensions: list[str] = Field(
+        default_factory=list, description="protocol extensions served: 'binary_tensor_data' (binary arrays)"
+    )
 
 
 class Health(ResponseModel):
