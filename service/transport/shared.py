@@ -40,8 +40,11 @@ def _answer_in(
     buf = shm.buf
     assert buf is not None  # None only once closed
     with buf[:size] as body:
-        reply = handle_in_pieces(
-            endpoint, body if framed is not None else bytes(body), limits, framed, report
+        given = body if framed is not None else bytes(body)
+        reply = (
+            handle_in_pieces(endpoint, given, limits, framed)
+            if report is None
+            else handle_in_pieces(endpoint, given, limits, framed, report)
         )
     pieces: tuple[bytes | memoryview, ...] = (reply.content, *reply.sections)
     total = sum(map(len, pieces))
