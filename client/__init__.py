@@ -16,6 +16,7 @@ from client._errors import (
     AuthenticationError,
     BadRequestError,
     InternalServerError,
+    NetworkImportError,
     NotFoundError,
     PayloadTooLargeError,
     RateLimitError,
@@ -23,6 +24,8 @@ from client._errors import (
 )
 from client.arrays import BinaryArray, to_list, to_numpy
 from client.builders import mlp, single_units
+from client.neat import from_neat
+from client.onnx import OnnxError, from_onnx, to_onnx
 from service.wire import (
     CheckResponse,
     EncodedArray,
@@ -65,7 +68,9 @@ __all__ = [
     "InfoResponse",
     "InternalServerError",
     "Network",
+    "NetworkImportError",
     "NotFoundError",
+    "OnnxError",
     "PayloadTooLargeError",
     "RateLimitError",
     "Samples",
@@ -77,8 +82,11 @@ __all__ = [
     "Weight",
     "WeightColumns",
     "WeightGradient",
+    "from_neat",
+    "from_onnx",
     "mlp",
     "single_units",
     "to_list",
     "to_numpy",
+    "to_onnx",
 ]

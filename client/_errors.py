@@ -91,3 +91,8 @@ def status_error(response: httpx.Response) -> APIStatusError:
     if cls is None:
         cls = InternalServerError if response.status_code >= 500 else APIStatusError
     return cls(response, problem)
+
+
+class NetworkImportError(ValueError):
+    """A network made elsewhere (a neat-python genome, ...) that cannot be turned into
+    gradserve's: the message says what (an activation, a network type) and where (a node)."""

@@ -4,6 +4,9 @@ gradserve-client gradients request.json > mine.json  # {"network": ..., "samples
 gradserve-client check --gradients mine.json request.json
 gradserve-client gradients --network net.json --samples batch.json --per-sample --pretty
 cat request.json | gradserve-client sgd --learning-rate 0.1 --epochs 20
+gradserve-client import neat genome.json > net.json  # neat-python's network JSON, as a network
+gradserve-client import onnx model.onnx > net.json  # needs the onnx extra
+gradserve-client export onnx net.json -o model.onnx
 gradserve-client gradients --binary --npz grads.npz big.json  # arrays as raw bytes both ways
 
 The answer is printed as compact JSON on one line (for pipes and `jq`); `--pretty` indents it.
@@ -21,19 +24,21 @@ import json
 import sys
 import time
 import types
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, TextIO, Union, get_args, get_origin
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
 from client._client import Client
 from client._constants import BASE64_MIN_ELEMENTS
-from client._errors import APIError, APIStatusError
+from client._errors import APIError, APIStatusError, NetworkImportError
 from client._stream import followed
 from client.arrays import binary_arrays, binary_of, numpy_available, to_numpy
-from service.wire import ENDPOINTS, SgdProgress
+from client.neat import from_neat
+from client.onnx import from_onnx, to_onnx
+from service.wire import ENDPOINTS, Network, SgdProgress
 
 
 def _read(source: str, stdin: TextIO) -> Any:
@@ -79,9 +84,44 @@ def _parser() -> argparse.ArgumentParser:
         help="stream the training and show epoch, loss and time left on stderr (default: when "
         "stderr is a terminal)",
     )
+    imports = commands.add_parser(
+        "import", help="a network made elsewhere as gradserve's network JSON (no server needed)"
+    )
+    kinds = imports.add_subparsers(dest="kind", required=True)
+    for kind, (help, _) in IMPORTERS.items():
+        sub = kinds.add_parser(kind, help=help, parents=[output])
+        sub.add_argument("source", nargs="?", default="-", help="the file to import, or - for stdin")
     commands.add_parser("info", help="the server's version, activations, losses and limits", parents=[output])
     commands.add_parser("health", help="whether the server is up", parents=[output])
+    _exports(commands)
     return parser
+
+
+def _exports(commands: Any) -> None:
+    """`export FORMAT FILE -o OUT` writes a network in another format (no server needed)."""
+    exporting = commands.add_parser("export", help="write a network in another format (no server needed)")
+    formats = exporting.add_subparsers(dest="kind", required=True)
+    onnx = formats.add_parser("onnx", help="an ONNX model (float64, opset 17; needs the onnx extra)")
+    onnx.add_argument(
+        "network", nargs="?", default="-", help="the network JSON (or a request holding one), or -"
+    )
+    onnx.add_argument("--output", "-o", required=True, metavar="FILE", help="the .onnx file to write")
+
+
+def _export(args: argparse.Namespace, stdin: TextIO) -> int:
+    document = _read(args.network, stdin)
+    if isinstance(document, dict) and "units" not in document and "network" in document:
+        document = document["network"]  # a whole request: its network
+    try:
+        model = to_onnx(Network.model_validate(document))
+        Path(args.output).write_bytes(model.SerializeToString())
+    except (ImportError, NetworkImportError, ValidationError) as exc:
+        print(f"gradserve-client: cannot export {args.network}: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"gradserve-client: cannot write {args.output}: {exc.strerror}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _binary_options(sub: argparse.ArgumentParser) -> None:
@@ -137,6 +177,40 @@ def _scalar(annotation: Any) -> Any:
     if annotation in (bool, int, float) or get_origin(annotation) is Literal:
         return annotation
     return None
+
+
+def _import_neat(source: str, stdin: TextIO) -> Network:
+    return from_neat(_read(source, stdin))
+
+
+def _import_onnx(source: str, stdin: TextIO) -> Network:
+    try:
+        return from_onnx(stdin.buffer.read() if source == "-" else source)  # a path: external data too
+    except ImportError as exc:  # the onnx extra is not installed
+        raise NetworkImportError(str(exc)) from None
+    except OSError as exc:
+        raise NetworkImportError(exc.strerror or str(exc)) from None
+
+
+#: `gradserve-client import <kind> FILE`: each kind's help and its reader (a file or "-" in, a
+#: Network out; what cannot be imported is a NetworkImportError)
+IMPORTERS: dict[str, tuple[str, Callable[[str, TextIO], Network]]] = {
+    "neat": (
+        "neat-python's network JSON (neat.export.export_network_json, a FeedForwardNetwork)",
+        _import_neat,
+    ),
+    "onnx": ("an ONNX model (Gemm, MatMul, Add and activations; needs the onnx extra)", _import_onnx),
+}
+
+
+def _import(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
+    try:
+        network = IMPORTERS[args.kind][1](args.source, stdin)
+    except NetworkImportError as exc:
+        print(f"gradserve-client: cannot import {args.source}: {exc}", file=sys.stderr)
+        return 1
+    stdout.write(network.model_dump_json(indent=2 if args.pretty else None, exclude_none=True) + "\n")
+    return 0
 
 
 def _request(args: argparse.Namespace, stdin: TextIO) -> dict[str, Any]:
@@ -283,6 +357,10 @@ def main(
 ) -> int:
     stderr = stderr or sys.stderr
     args = _parser().parse_args(argv)
+    if args.command == "import":
+        return _import(args, stdin, stdout)
+    if args.command == "export":
+        return _export(args, stdin)
     request = {} if args.command in ("info", "health") else _request(args, stdin)
     shown = args.command == "sgd" and (args.progress if args.progress is not None else stderr.isatty())
     bar = _Bar(stderr) if shown else None

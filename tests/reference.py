@@ -17,7 +17,48 @@ from autograd import grad
 Net = dict[str, Any]
 
 
-def _act(name: str, s: Any) -> Any:
+SELU_LAMBDA, SELU_ALPHA = 1.0507009873554804934193349852946, 1.6732632423543772848170429916717
+
+
+def _neat(name: str, s: Any) -> Any:
+    """neat-python 2.0's activations (neat/activations.py), written with autograd's numpy."""
+    if name == "neat_sigmoid":
+        return 0.5 * (anp.tanh(0.5 * anp.clip(5.0 * s, -60.0, 60.0)) + 1.0)
+    if name == "neat_tanh":
+        return anp.tanh(anp.clip(2.5 * s, -60.0, 60.0))
+    if name == "neat_softplus":
+        return 0.2 * anp.logaddexp(0.0, anp.clip(5.0 * s, -60.0, 60.0))
+    if name == "neat_sin":
+        return anp.sin(anp.clip(5.0 * s, -60.0, 60.0))
+    if name == "neat_gauss":
+        return anp.exp(-5.0 * anp.clip(s, -3.4, 3.4) ** 2)
+    if name == "neat_exp":
+        return anp.exp(anp.clip(s, -60.0, 60.0))
+    if name == "neat_log":
+        return anp.log(anp.maximum(s, 1e-7))
+    if name == "neat_inv":
+        nonzero = s != 0
+        return anp.where(nonzero, 1.0 / anp.where(nonzero, s, 1.0), 0.0 * s)
+    raise ValueError(name)
+
+
+def _act(name: str, s: Any, slope: float = 0.01) -> Any:
+    if name.startswith("neat_"):
+        return _neat(name, s)
+    if name == "elu":
+        return anp.where(s > 0, s, anp.exp(anp.minimum(s, 0.0)) - 1.0)
+    if name == "selu":
+        return SELU_LAMBDA * anp.where(s > 0, s, SELU_ALPHA * (anp.exp(anp.minimum(s, 0.0)) - 1.0))
+    if name == "abs":
+        return anp.abs(s)
+    if name == "square":
+        return s**2
+    if name == "cube":
+        return s**3
+    if name == "clamped":
+        return anp.clip(s, -1.0, 1.0)
+    if name == "hat":
+        return anp.maximum(1.0 - anp.abs(s), 0.0 * s)
     if name == "identity":
         return s
     if name == "sigmoid":
@@ -27,7 +68,7 @@ def _act(name: str, s: Any) -> Any:
     if name == "relu":
         return anp.where(s > 0, s, 0.0 * s)
     if name == "leaky_relu":
-        return anp.where(s > 0, s, 0.01 * s)
+        return anp.where(s > 0, s, slope * s)
     if name == "softplus":
         return anp.logaddexp(0.0, s)
     if name == "softmax":
@@ -68,6 +109,11 @@ class Reference:
                 for u in net["units"]
                 if u.get("role", "hidden") != "input"
             },
+            "r": {
+                u["id"]: _matrix(u.get("response", np.ones(self.size[u["id"]])), (self.size[u["id"]],))
+                for u in net["units"]
+                if u.get("role", "hidden") != "input"
+            },
             "ds": {
                 u["id"]: np.zeros((self.batch, self.size[u["id"]]))
                 for u in net["units"]
@@ -89,10 +135,13 @@ class Reference:
                 feeds = [(k, w) for k, w in enumerate(self.net["weights"]) if w["target"] == uid]
                 if any(w["source"] not in z for _, w in feeds):
                     continue
-                total = params["b"][uid] + params["ds"][uid][rows]
+                weighted = 0.0
                 for k, w in feeds:
-                    total = total + anp.dot(z[w["source"]], params["w"][k])
-                s[uid], z[uid] = total, _act(activation_of(u), total)
+                    weighted = weighted + anp.dot(z[w["source"]], params["w"][k])
+                if u.get("aggregation") == "mean" and feeds:
+                    weighted = weighted / sum(self.size[w["source"]] for _, w in feeds)
+                total = params["b"][uid] + params["r"][uid] * weighted + params["ds"][uid][rows]
+                s[uid], z[uid] = total, _act(activation_of(u), total, u.get("slope", 0.01))
                 pending.remove(u)
         losses = 0.0
         for uid, y in self.y.items():

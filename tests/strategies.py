@@ -14,6 +14,25 @@ from service import wire
 # definition in tests/reference.py) as soon as it is in the wire's Literal
 ACTIVATIONS = list(wire.ACTIVATIONS)
 LOSSES = list(wire.LOSSES)
+#: the activations whose value and derivative stay moderate: several epochs of SGD on the others
+#: (e^s, 1/s, log s, s^3, and neat's steep sin, gauss, sigmoid and tanh) can diverge, or amplify
+#: a rounding difference past any tolerance (by 10^4 an epoch seen on neat_sin)
+TAME = [
+    a
+    for a in ACTIVATIONS
+    if a
+    not in {
+        "neat_exp",
+        "neat_log",
+        "neat_inv",
+        "square",
+        "cube",
+        "neat_sin",
+        "neat_gauss",
+        "neat_sigmoid",
+        "neat_tanh",
+    }
+]
 
 
 def encode(array: np.ndarray, dtype: str = "float64") -> dict[str, Any]:
@@ -33,7 +52,11 @@ def _form(rng: np.random.Generator, array: np.ndarray, scalar_ok: bool) -> Any:
 
 @st.composite
 def networks(
-    draw: st.DrawFn, max_hidden: int = 4, max_size: int = 3, singles: bool = False
+    draw: st.DrawFn,
+    max_hidden: int = 4,
+    max_size: int = 3,
+    singles: bool = False,
+    activations: list[str] = ACTIVATIONS,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """A random network (any DAG, shuffled listing) and a batch for it."""
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
@@ -48,7 +71,7 @@ def networks(
         if loss == "cross_entropy" and u["role"] == "output":
             u["activation"] = draw(st.sampled_from(["sigmoid", "softmax"]))
         else:
-            u["activation"] = draw(st.sampled_from([*ACTIVATIONS, None]))
+            u["activation"] = draw(st.sampled_from([*activations, None]))
             if u["activation"] is None:
                 del u["activation"]
     order = rest.copy()
@@ -64,6 +87,13 @@ def networks(
             weights.append({"source": source["id"], "target": target["id"], "value": _form(rng, value, True)})
         if not sources or rng.random() < 0.7:
             target["bias"] = _form(rng, rng.normal(scale=0.5, size=target["size"]), True)
+    for u in rest:  # the fields neat-python's nodes have: a response, the mean, a slope
+        if u.get("activation") == "leaky_relu" and rng.random() < 0.5:
+            u["slope"] = float(rng.uniform(0.0, 0.5))
+        if rng.random() < 0.25:
+            u["aggregation"] = "mean" if rng.random() < 0.7 else "sum"
+        if rng.random() < 0.2:
+            u["response"] = _form(rng, rng.normal(loc=1.0, scale=0.5, size=u["size"]), True)
     rng.shuffle(weights)
     listed = topo.copy()
     rng.shuffle(listed)

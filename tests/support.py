@@ -30,6 +30,10 @@ def assert_parameters_close(plan: engine.Plan, theta: np.ndarray, expected: dict
     for u in plan.units:
         if u.role != "input":
             np.testing.assert_allclose(theta[plan.bias_params(u)], expected["b"][u.id], rtol=1e-9, atol=1e-12)
+        if u.role != "input" and plan.has_responses:
+            np.testing.assert_allclose(
+                theta[plan.response_params(u)], expected["r"][u.id], rtol=1e-9, atol=1e-12
+            )
 
 
 def asgi(

@@ -115,8 +115,14 @@ def test_paths_add_up_to_the_gradient_and_delta_terms_add_up(
         )
         np.testing.assert_allclose(delta, expected, rtol=1e-9, atol=1e-12)
         for term in unit["delta_terms"]:
+            scale = as_array(term.get("scale", [1.0]))  # the successor's response (and 1/n of a mean)
+            assert ("scale" in term) == any(
+                "response" in u or u.get("aggregation") == "mean" for u in net["units"]
+            )
             np.testing.assert_allclose(
-                as_array(term["value"]), np.asarray(term["weight"]) @ as_array(term["delta"]), rtol=1e-12
+                as_array(term["value"]),
+                np.asarray(term["weight"]) @ (scale * as_array(term["delta"])),
+                rtol=1e-12,
             )
 
 

@@ -223,3 +223,91 @@ def test_every_compute_endpoint_is_one_wire_entry_with_its_handlers() -> None:
     for key, handler in table.HANDLERS.items():
         assert key.split(".")[0] == handler.wire.name
         assert wire.ENDPOINTS[handler.wire.name] is handler.wire
+
+
+# ---------------------------------------------------------------- neat-python's activations
+
+#: each entry that stands for one of neat-python's activations, by neat's name
+NEAT_NAMES = {
+    "neat_sigmoid": "sigmoid",
+    "neat_tanh": "tanh",
+    "neat_sin": "sin",
+    "neat_gauss": "gauss",
+    "relu": "relu",
+    "elu": "elu",
+    "selu": "selu",
+    "neat_softplus": "softplus",
+    "identity": "identity",
+    "clamped": "clamped",
+    "neat_inv": "inv",
+    "neat_log": "log",
+    "neat_exp": "exp",
+    "abs": "abs",
+    "hat": "hat",
+    "square": "square",
+    "cube": "cube",
+}
+#: around every clamp and kink (+-60/5, +-60/2.5, +-3.4, +-60, 1e-7, 0, +-1) and far out
+GRID = np.array(
+    [
+        *(-1e300, -1e3, -61.0, -60.0, -24.0, -12.5, -12.0, -11.9, -3.5, -3.4, -3.3, -1.0, -0.5, -1e-7, 0.0),
+        *(
+            1e-9,
+            1e-7,
+            2e-7,
+            0.3,
+            0.999,
+            1.0,
+            1.5,
+            3.3,
+            3.4,
+            3.5,
+            11.9,
+            12.0,
+            12.5,
+            24.0,
+            59.0,
+            60.0,
+            61.0,
+            1e3,
+        ),
+    ]
+)
+
+
+@pytest.mark.parametrize(("name", "theirs"), sorted(NEAT_NAMES.items()))
+def test_neat_activations_are_neat_pythons_own_formulas(name: str, theirs: str) -> None:
+    neat_activations = pytest.importorskip("neat.activations")
+    function = neat_activations.ActivationFunctionSet().get(theirs)
+    s = GRID[None, :] if name not in ("square", "cube", "neat_exp") else GRID[None, np.abs(GRID) < 1e3]
+    with np.errstate(over="raise", divide="raise", invalid="raise"):
+        got = engine.ACTIVATIONS[name].forward(s)
+    want = np.array([[function(float(v)) for v in s[0]]])
+    # to the last bits; absolutely to 1e-16 where neat's e^s - 1 and log(1 + e^t) lose digits
+    # that the entries' expm1 and log1p keep
+    np.testing.assert_allclose(got, want, rtol=4e-16, atol=1e-16)
+
+
+def test_lelu_is_leaky_relu_with_slope_0_005() -> None:
+    neat_activations = pytest.importorskip("neat.activations")
+    got = engine.leaky_relu(0.005).forward(GRID[None, :])
+    np.testing.assert_array_equal(got[0], [neat_activations.lelu_activation(float(v)) for v in GRID])
+
+
+@pytest.mark.parametrize("name", sorted(NEAT_NAMES))
+def test_derivatives_are_exact_off_the_kinks_and_zero_where_clamped(name: str) -> None:
+    activation = engine.ACTIVATIONS[name]
+    kinks = np.array([-60 / 5, 60 / 5, -60 / 2.5, 60 / 2.5, -3.4, 3.4, -60.0, 60.0, 1e-7, 0.0, -1.0, 1.0])
+    s = GRID[None, (np.abs(GRID) < 100) & (np.abs(GRID[:, None] - kinks).min(axis=1) > 1e-3)]
+    eps = 1e-7
+    d = activation.derivative(s, activation.forward(s))
+    numeric = (activation.forward(s + eps) - activation.forward(s - eps)) / (2 * eps)
+    np.testing.assert_allclose(d, numeric, rtol=1e-5, atol=1e-6)
+    flat = {"neat_sigmoid": 13.0, "neat_tanh": 25.0, "neat_sin": 13.0, "neat_softplus": 13.0}
+    flat |= {"neat_gauss": 3.5, "neat_exp": 61.0, "clamped": 1.5, "hat": 1.5}
+    if name in flat:  # beyond the clamp the function is constant: its derivative is exactly 0
+        out = np.array([[-flat[name], flat[name], -1e300, 1e300]])
+        assert not activation.derivative(out, activation.forward(out)).any()
+    if name == "neat_log":
+        low = np.array([[-1.0, 0.0, 1e-8]])
+        assert not activation.derivative(low, activation.forward(low)).any()

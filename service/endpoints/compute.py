@@ -107,10 +107,15 @@ def _gradient_body(plan: Plan, grad: np.ndarray, columns: wire.WeightColumns | N
         weights = [
             {"source": w.source, "target": w.target, "value": cut(w.params, w.shape)} for w in plan.weights
         ]
-    return {
+    body: JsonObject = {
         "weights": weights,
         "biases": {u.id: cut(plan.bias_params(u), (u.size,)) for u in plan.units if u.role != "input"},
     }
+    if plan.has_responses:
+        body["responses"] = {
+            u.id: cut(plan.response_params(u), (u.size,)) for u in plan.units if u.role != "input"
+        }
+    return body
 
 
 def _losses(plan: Plan, values: Values, batch: Batch, reduction: str) -> float:
@@ -224,4 +229,6 @@ def _updated_network(
     for entry, unit, laid_out in zip(body["units"], net.units, plan.units, strict=True):
         if unit.role != "input":
             entry["bias"] = _like(unit.bias, theta[plan.bias_params(laid_out)], encoding)
+            if plan.has_responses:
+                entry["response"] = _like(unit.response, theta[plan.response_params(laid_out)], encoding)
     return body

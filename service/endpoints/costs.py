@@ -42,6 +42,23 @@ FORWARD_NS = {
     "leaky_relu": 8.0,
     "softplus": 30.0,
     "softmax": 25.0,
+    # neat-python's and the other elementwise ones: not calibrated, set beside their kin (a
+    # clamp costs about a relu; neat_* compute the clamp, then their function)
+    "elu": 30.0,
+    "selu": 32.0,
+    "abs": 6.0,
+    "square": 6.0,
+    "cube": 20.0,
+    "clamped": 8.0,
+    "hat": 10.0,
+    "neat_sigmoid": 25.0,
+    "neat_tanh": 30.0,
+    "neat_softplus": 45.0,
+    "neat_sin": 30.0,
+    "neat_gauss": 30.0,
+    "neat_exp": 25.0,
+    "neat_log": 25.0,
+    "neat_inv": 12.0,
 }
 #: ...a backward pass (delta from dE/dz)...
 BACKWARD_NS = {
@@ -52,7 +69,25 @@ BACKWARD_NS = {
     "leaky_relu": 9.0,
     "softplus": 14.0,
     "softmax": 22.0,
+    "elu": 25.0,
+    "selu": 27.0,
+    "abs": 6.0,
+    "square": 5.0,
+    "cube": 8.0,
+    "clamped": 8.0,
+    "hat": 14.0,
+    "neat_sigmoid": 20.0,
+    "neat_tanh": 20.0,
+    "neat_softplus": 45.0,
+    "neat_sin": 30.0,
+    "neat_gauss": 20.0,
+    "neat_exp": 15.0,
+    "neat_log": 20.0,
+    "neat_inv": 12.0,
 }
+#: per unit (with its size) and sample, in each of the forward and backward passes, where a
+#: response or a mean scales the weighted sums
+SCALE_NS = 3.0
 #: ...and the gradient's sums and the loss
 GRADIENT_NS = 5.0
 #: per level visited by a forward, backward and gradient pass, whatever its batch
@@ -99,10 +134,11 @@ class Shape:
     batch: int
     forward_ns: float  # one sample's elementwise forward work, each unit at its activation's cost
     backward_ns: float
+    responses: bool = False  # a unit gives a response: every unit's is a parameter
 
     @property
     def params(self) -> int:
-        return self.weight_elements + self.neurons
+        return self.weight_elements + self.neurons * (2 if self.responses else 1)
 
     def row_ns(self, backward: bool = False) -> float:
         """One sample's share of a pass: forward, or forward, backward and gradient."""
@@ -125,10 +161,12 @@ def shape_of(net: wire.Network, samples: wire.Samples | None) -> Shape:
     inputs = sum(u.size for u in net.units if u.role == "input")
     outputs = sum(u.size for u in net.units if u.role == "output")
     forward = backward = 0.0
+    responses = any(u.response is not None for u in net.units)
+    scaled = responses or any(u.aggregation == "mean" for u in net.units)
     for u in net.units:
         if u.role != "input":
-            forward += u.size * FORWARD_NS[u.resolved_activation]
-            backward += u.size * BACKWARD_NS[u.resolved_activation]
+            forward += u.size * (FORWARD_NS[u.resolved_activation] + (SCALE_NS if scaled else 0.0))
+            backward += u.size * (BACKWARD_NS[u.resolved_activation] + (SCALE_NS if scaled else 0.0))
     given = net.weights
     if isinstance(given, wire.WeightColumns):
         sources, targets = given.source, given.target
@@ -150,6 +188,7 @@ def shape_of(net: wire.Network, samples: wire.Samples | None) -> Shape:
         batch=max(1, batch_rows(samples)) if samples is not None else 0,
         forward_ns=forward,
         backward_ns=backward,
+        responses=responses,
     )
 
 
@@ -249,7 +288,7 @@ def check_body(endpoint: str, body: bytes, counts: BodyCounts, limits: Limits) -
             + ", more than the limits allow: "
             f"max_activation_elements ({limits.max_activation_elements:,}) of inputs and targets, "
             f"max_weight_elements ({limits.max_weight_elements:,}) and max_neurons "
-            f"({limits.max_neurons:,}) of weights and biases"
+            f"({limits.max_neurons:,}) of weights, biases and responses"
             + (", twice (the network's and the claimed gradients)" if endpoint == "check" else "")
             + " (set by GRADSERVE_MAX_ACTIVATION_ELEMENTS, GRADSERVE_MAX_WEIGHT_ELEMENTS and "
             "GRADSERVE_MAX_NEURONS); refused before it was parsed"
@@ -258,7 +297,7 @@ def check_body(endpoint: str, body: bytes, counts: BodyCounts, limits: Limits) -
 
 def numbers_allowed(endpoint: str, limits: Limits) -> int:
     """The most numbers a request's body can hold within the limits."""
-    parameters = limits.max_weight_elements + limits.max_neurons
+    parameters = limits.max_weight_elements + 2 * limits.max_neurons  # biases and responses
     return limits.max_activation_elements + parameters * (2 if endpoint == "check" else 1)
 
 

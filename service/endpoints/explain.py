@@ -48,6 +48,13 @@ class Sample:
     delta: np.ndarray
     loss_term: np.ndarray  # dE/dz, or dE/ds for a fused loss (cross-entropy), 0 off the outputs
     theta: np.ndarray
+    scale: np.ndarray | None = None  # what multiplies each column's weighted sum (None: 1)
+
+    def sent(self, unit: UnitInfo) -> np.ndarray:
+        """dE/d(the unit's weighted sum): its delta times its response (over its connections,
+        for a mean); what its weights' gradients and its predecessors see."""
+        delta = self.delta[unit.cols]
+        return delta if self.scale is None else self.scale[unit.cols] * delta
 
     def z_of(self, unit: UnitInfo) -> np.ndarray:
         return (self.x if unit.role == "input" else self.z)[unit.cols]
@@ -74,7 +81,9 @@ def explain(req: wire.ExplainRequest, limits: Limits) -> JsonObject:
     compute.check_params(plan, engine.gradient(plan, values, delta, 1.0), "gradient")
     loss_term = np.zeros(plan.n_cols)
     loss_term[plan.out_cols] = engine.loss_gradient(plan, values, one.y)[0]
-    sample = Sample(plan, values.s[:, 0], values.z[:, 0], values.x[0], delta[:, 0], loss_term, plan.theta)
+    sample = Sample(
+        plan, values.s[:, 0], values.z[:, 0], values.x[0], delta[:, 0], loss_term, plan.theta, values.scale
+    )
     finder = PathFinder(sample, limits.max_explain_factors)
     loss = compute.finite_loss(float(engine.sample_losses(plan, values, one.y)[0]))
     body = {
@@ -95,7 +104,7 @@ def explain(req: wire.ExplainRequest, limits: Limits) -> JsonObject:
 
 
 def _rule(plan: Plan, unit: UnitInfo) -> str:
-    rule = engine.ACTIVATIONS[unit.activation].delta_rule
+    rule = engine.resolve(unit.activation, unit.slope).delta_rule
     if unit.role == "output" and plan.objective.fused:  # the loss's term is dE/ds already
         return "delta = loss_term + " + rule.format(g="the sum of delta_terms' values")
     if unit.role == "output":
@@ -109,18 +118,22 @@ def _unit(sample: Sample, finder: PathFinder, unit: UnitInfo) -> JsonObject:
     plan, cols = sample.plan, unit.cols
     terms = []
     for target, k in finder.successors[unit.id]:
-        weight, delta = sample.weight(k), sample.delta[finder.units[target].cols]
-        value = weight @ delta
+        successor = finder.units[target]
+        weight, delta = sample.weight(k), sample.delta[successor.cols]
+        term: JsonObject = {"successor": target, "weight": weight, "delta": delta}
+        if sample.scale is not None:  # value = weight @ (scale * delta)
+            term["scale"] = sample.scale[successor.cols]
+        value = weight @ sample.sent(successor)
         if not np.isfinite(value).all():
             raise NonFiniteResultError(
                 f"the delta term {unit.id} <- {target} (weight @ delta) is not finite: the numbers "
                 "overflowed float64; scale the weights or inputs down"
             )
-        terms.append({"successor": target, "weight": weight, "delta": delta, "value": value})
+        terms.append({**term, "value": value})
     body: JsonObject = {
         "s": sample.s[cols],
         "z": sample.z[cols],
-        "derivative": engine.derivative(unit.activation, sample.s[cols], sample.z[cols]),
+        "derivative": engine.derivative(unit.activation, sample.s[cols], sample.z[cols], unit.slope),
         "delta": sample.delta[cols],
         "delta_terms": terms,
         "rule": _rule(plan, unit),
@@ -160,7 +173,7 @@ class PathFinder:
             self.count[u.id] = (u.role == "output") + sum(self.count[t] for t in onward)
             self.scalar[u.id] = (
                 u.size == 1
-                and not engine.ACTIVATIONS[u.activation].segmented
+                and not engine.resolve(u.activation, u.slope).segmented
                 and all(self.scalar[t] for t in onward)
             )
 
@@ -171,12 +184,28 @@ class PathFinder:
 
     def _compute_derivative(self, uid: str) -> list[Factor]:
         u = self.units[uid]
-        activation = engine.ACTIVATIONS[u.activation]
+        activation = engine.resolve(u.activation, u.slope)
         if activation.text is None or activation.latex is None:  # f' = 1: left out
             return []
         col = u.cols.start
         value = float(activation.derivative(self.sample.s[col : col + 1], self.sample.z[col : col + 1])[0])
         return [Factor(f"{activation.text}(s_{uid})", f"{activation.latex}(s_{{{_tex_id(uid)}}})", value)]
+
+    def _scale(self, uid: str) -> list[Factor]:
+        """The factor a weight into this unit carries beside its delta: the unit's response,
+        over its incoming connections when it takes the mean; none when both are 1 by default."""
+        plan, u = self.sample.plan, self.units[uid]
+        if self.sample.scale is None:
+            return []
+        mean = plan.mean_scale is not None and plan.mean_scale[u.cols.start] != 1.0
+        if not (plan.has_responses or mean):
+            return []
+        tex_id = _tex_id(uid)
+        name = (f"r_{uid}" if plan.has_responses else "1") + (f"/n_{uid}" if mean else "")
+        tex = (f"r_{{{tex_id}}}" if plan.has_responses else "") + (
+            rf"\tfrac{{1}}{{n_{{{tex_id}}}}}" if mean else ""
+        )
+        return [Factor(name, tex, float(self.sample.scale[u.cols.start]))]
 
     def _output_factors(self, uid: str) -> list[Factor]:
         """The factors at the end of a path: the loss's term, then f'(s_o) unless it is folded in."""
@@ -210,7 +239,7 @@ class PathFinder:
             here = units[-1]
             # walking forward gathered f'(s_u), w_(u->next) per step: reversed, they run from
             # the output back, as the derivation writes them
-            factors = [*self._output_factors(here), *reversed(back), z_factor]
+            factors = [*self._output_factors(here), *reversed(back), *self._scale(target), z_factor]
             self._spend(len(factors))
             return list(units), factors
 
@@ -230,7 +259,7 @@ class PathFinder:
             here = units[-1]
             weight = float(self.sample.weight(k)[0, 0])
             w = Factor(f"w_{here}->{t}", rf"(w_{{{_tex_id(here)}\to {_tex_id(t)}}})", weight)
-            added = [*self._derivative(here), w]
+            added = [*self._derivative(here), w, *self._scale(t)]
             back += added
             steps.append(len(added))
             units.append(t)
@@ -260,7 +289,7 @@ def _weight(sample: Sample, finder: PathFinder, k: int, max_paths: int) -> JsonO
     w = plan.weights[k]
     source, target = plan.units[plan.unit_index[w.source]], plan.units[plan.unit_index[w.target]]
     z_source, delta_target = sample.z_of(source), sample.delta[target.cols]
-    gradient = np.outer(z_source, delta_target)
+    gradient = np.outer(z_source, sample.sent(target))
     body: JsonObject = {
         "source": w.source,
         "target": w.target,
@@ -274,9 +303,10 @@ def _weight(sample: Sample, finder: PathFinder, k: int, max_paths: int) -> JsonO
     }
     lhs = rf"\frac{{\partial E}}{{\partial w_{{{_tex_id(w.source)}\to {_tex_id(w.target)}}}}}"
     if w.shape != (1, 1) or not finder.scalar[w.target]:
-        body["latex"] = (
-            lhs.replace("w_", "W_") + rf" = z_{{{_tex_id(w.source)}}}\,\delta_{{{_tex_id(w.target)}}}^\top"
-        )
+        delta_tex = rf"\delta_{{{_tex_id(w.target)}}}"
+        if sample.scale is not None:  # the target's response (and 1/n of a mean) scales its delta
+            delta_tex = rf"(c_{{{_tex_id(w.target)}}} \odot {delta_tex})"
+        body["latex"] = lhs.replace("w_", "W_") + rf" = z_{{{_tex_id(w.source)}}}\,{delta_tex}^\top"
         return body
     found = list(finder.paths(w.source, w.target, max_paths))
     total = finder.count[w.target]

@@ -69,7 +69,7 @@ def check(req: wire.CheckRequest, limits: Limits) -> JsonObject:
             for w in plan.weights
             if claimed[w.params].all()
         ]
-    body = {
+    body: JsonObject = {
         "ok": bool(ok.all()),
         "max_abs_error": float(error[claimed].max(initial=0.0)),
         "max_rel_error": float(relative[claimed].max(initial=0.0)),
@@ -80,6 +80,12 @@ def check(req: wire.CheckRequest, limits: Limits) -> JsonObject:
             if u.role != "input" and claimed[plan.bias_params(u)].all()
         },
     }
+    if plan.has_responses:
+        body["responses"] = {
+            u.id: entry(plan.response_params(u), (u.size,))
+            for u in plan.units
+            if u.role != "input" and claimed[plan.response_params(u)].all()
+        }
     ensure_finite(body)
     return body
 
@@ -99,8 +105,14 @@ def central_differences(
         m, n = w.shape
         cols[w.params] = np.tile(np.arange(target.cols.start, target.cols.stop), m)
         slopes[w.params] = np.repeat(values.z_of(source).T, n, axis=0)  # row a*n+b: z_i[:, a]
-    cols[plan.n_weight_params :] = np.arange(plan.n_cols)
-    slopes[plan.n_weight_params :] = 1.0
+        if values.scale is not None:  # s_j moves by response_j / (its connections, for a mean) * z_i
+            slopes[w.params] *= np.tile(values.scale[target.cols], m)[:, None]
+    biases = slice(plan.n_weight_params, plan.n_weight_params + plan.n_cols)
+    cols[biases] = np.arange(plan.n_cols)
+    slopes[biases] = 1.0
+    if values.aggregate is not None:  # perturbing response_j moves s_j by epsilon * aggregate_j
+        cols[biases.stop :] = np.arange(plan.n_cols)
+        slopes[biases.stop :] = values.aggregate
     numeric = np.empty(plan.n_params)
     per_chunk = max(1, limits.max_activation_elements // max(1, 2 * rows * plan.n_cols))
     for start in range(0, plan.n_params, per_chunk):
@@ -151,6 +163,24 @@ def _claimed(plan: Plan, claimed: wire.ClaimedGradients) -> tuple[np.ndarray, np
             )
             continue
         values[plan.bias_params(unit)], covered[plan.bias_params(unit)] = value, True
+    for uid, response in claimed.responses.items():
+        loc = ["gradients", "responses", uid]
+        if (
+            not plan.has_responses
+            or uid not in plan.unit_index
+            or plan.units[plan.unit_index[uid]].role == "input"
+        ):
+            why = "" if plan.has_responses else " (the network gives no unit a response)"
+            problems.append(issue(loc, f"{uid!r} is not a unit with a response{why}"))
+            continue
+        unit = plan.units[plan.unit_index[uid]]
+        value = to_numpy(response, loc).ravel()
+        if value.size != unit.size:
+            problems.append(
+                issue(loc, f"the response gradient of {uid!r} has {value.size} entries, expected {unit.size}")
+            )
+            continue
+        values[plan.response_params(unit)], covered[plan.response_params(unit)] = value, True
     raise_collected(InvalidRequestError, problems)
     if not covered.any():
         raise InvalidRequestError("gradients holds nothing to check: give weights or biases, or leave it out")

@@ -13,6 +13,7 @@ scaled to at most 1 (weights near float64's largest still draw), a norm past flo
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 from xml.sax.saxutils import escape, quoteattr
@@ -176,6 +177,18 @@ def lay_out(
         routes = [drawing.transposed(route) for route in routes]
         spots = drawing.transposed(spots)
         width, height, box = height, width, (geometry.box_h, geometry.box_w)
+    # a label placed beside a route along the drawing's margin may reach past its side: the
+    # drawing grows to hold it (moved right or down when the label reaches past its left or top)
+    halves = [(e.label_size()[0] / 2, e.label_size()[1] / 2) for e in edges]
+    dx = math.ceil(max([0.0, *(hw - x for (x, _), (hw, _) in zip(spots, halves, strict=True))]))
+    dy = math.ceil(max([0.0, *(hh - y for (_, y), (_, hh) in zip(spots, halves, strict=True))]))
+    if dx or dy:
+        position = {uid: (x + dx, y + dy) for uid, (x, y) in position.items()}
+        routes = [[(x + dx, y + dy) for x, y in route] for route in routes]
+        spots = [(x + dx, y + dy) for x, y in spots]
+        width, height = width + dx, height + dy
+    for (x, y), (hw, hh) in zip(spots, halves, strict=True):
+        width, height = max(width, math.ceil(x + hw)), max(height, math.ceil(y + hh))
     shown = "gradients (mean over the batch)" if req.show == "gradients" else "weights"
     caption = f"edges: {shown}; blue positive, red negative, thicker larger" + (
         "; z of sample 0" if z else ""
@@ -299,7 +312,7 @@ def svg(d: Drawing) -> str:
             shape = f'<circle cx="{x:.1f}" cy="{y:.1f}" r="{RADIUS}" fill="{fill}" stroke="#333"/>'
         lines = [u.id if u.size == 1 else f"{u.id} ({u.size})"]
         if u.role != "input":
-            lines.append(u.activation)
+            lines.append(_activation_label(u))
         if u.id in d.z:
             z = d.z[u.id]
             lines.append(f"z={z[0]:.3g}" if z.size == 1 else f"|z|={_norm_label(z)}")
@@ -325,13 +338,18 @@ def _dot_id(uid: str) -> str:
     return '"' + uid.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def _activation_label(u: UnitInfo) -> str:
+    """A unit's activation as its label shows it: with its own slope, when it gives one."""
+    return u.activation if u.slope is None else f"{u.activation}({u.slope:g})"
+
+
 def dot(d: Drawing) -> str:
     biggest = max((e.magnitude for e in d.edges), default=0.0) or 1.0
     lines = ["digraph gradserve {", "  rankdir=LR;", '  node [fontname="Helvetica"];']
     for u in d.units:
         label = u.id if u.size == 1 else f"{u.id} ({u.size})"
         if u.role != "input":
-            label += f"\\n{u.activation}"
+            label += f"\\n{_activation_label(u)}"
         if u.id in d.z and d.z[u.id].size == 1:
             label += f"\\nz={d.z[u.id][0]:.3g}"
         shape = "box" if u.size > 1 else "circle"

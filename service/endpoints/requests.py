@@ -47,6 +47,9 @@ def network(net: wire.Network) -> engine.Network:
             u.size,
             u.resolved_activation,
             None if u.bias is None else to_numpy(u.bias, ["network", "units", i, "bias"]),
+            u.slope,
+            None if u.response is None else to_numpy(u.response, ["network", "units", i, "response"]),
+            u.aggregation or "sum",
         )
         for i, u in enumerate(net.units)
     ]

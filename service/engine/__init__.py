@@ -14,6 +14,8 @@ from service.engine.activations import (
     Activation,
     Segments,
     derivative,
+    leaky_relu,
+    resolve,
     segments,
     sigmoid,
     softmax,
@@ -22,7 +24,7 @@ from service.engine.compile import compile_network
 from service.engine.deadline import checkpoint, time_limit
 from service.engine.errors import DeadlineExceeded, EngineError, GraphError, Problem, SamplesError
 from service.engine.losses import LOSSES, Loss, Outputs
-from service.engine.network import Network, Unit, WeightColumns, WeightList
+from service.engine.network import AGGREGATIONS, Network, Unit, WeightColumns, WeightList
 from service.engine.passes import (
     Offsets,
     Values,
@@ -34,6 +36,7 @@ from service.engine.passes import (
     per_sample_gradient,
     reduction_scale,
     sample_losses,
+    summed_delta,
 )
 from service.engine.plan import Block, Columns, Group, Level, Plan, UnitInfo, WeightGroup, WeightInfo
 from service.engine.samples import Batch, bind_samples
@@ -41,6 +44,7 @@ from service.engine.sgd import EpochCallback, SgdOptions, Training, sgd_step, st
 
 __all__ = [
     "ACTIVATIONS",
+    "AGGREGATIONS",
     "ELEMENTWISE",
     "LOSSES",
     "Activation",
@@ -77,15 +81,18 @@ __all__ = [
     "derivative",
     "forward",
     "gradient",
+    "leaky_relu",
     "loss_gradient",
     "loss_value",
     "per_sample_gradient",
     "reduction_scale",
+    "resolve",
     "sample_losses",
     "segments",
     "sgd_step",
     "sigmoid",
     "softmax",
+    "summed_delta",
     "steps_per_epoch",
     "time_limit",
     "train",

@@ -9,6 +9,7 @@ ActivationName), plus its tests.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -142,15 +143,27 @@ def _relu_derivative(s: Array, z: Array, out: Array | None = None) -> Array:
     return np.greater(s, 0.0, out=_new(s, out))
 
 
-def _leaky_relu(s: Array, out: Array | None = None, segments: Segments | None = None) -> Array:
-    return np.maximum(s, np.multiply(s, 0.01, out=out), out=out)  # max(s, 0.01 s): the slope is < 1
+#: leaky_relu's slope for s <= 0 when a unit gives none
+DEFAULT_SLOPE = 0.01
 
 
-def _leaky_relu_derivative(s: Array, z: Array, out: Array | None = None) -> Array:
-    out = _new(s, out)
-    out.fill(0.01)
-    np.copyto(out, 1.0, where=s > 0)
-    return out
+@functools.lru_cache(maxsize=256)
+def leaky_relu(slope: float = DEFAULT_SLOPE) -> Activation:
+    """leaky_relu with this slope for s <= 0 (ONNX's LeakyRelu alpha; neat-python's lelu is 0.005)."""
+
+    def forward(s: Array, out: Array | None = None, segments: Segments | None = None) -> Array:
+        with np.errstate(over="ignore"):  # a slope > 1 can overflow where the true value does
+            out = np.multiply(s, slope, out=out)
+        np.copyto(out, s, where=s > 0)
+        return out
+
+    def derivative(s: Array, z: Array, out: Array | None = None) -> Array:
+        out = _new(s, out)
+        out.fill(slope)
+        np.copyto(out, 1.0, where=s > 0)
+        return out
+
+    return elementwise("leaky_relu", forward, derivative, "leaky_relu'", r"\mathrm{lrelu}'")
 
 
 def _softplus(s: Array, out: Array | None = None, segments: Segments | None = None) -> Array:
@@ -186,6 +199,190 @@ def _softmax_vjp(g: Array, s: Array, z: Array, out: Array, segments: Segments | 
     out.T[...] = zt * (gt - segments.spread(segments.sum(gt * zt)))
 
 
+# ---------------------------------------------------------------- neat-python's activations
+# Where neat-python 2.0 (neat/activations.py) computes the usual function, the usual name is
+# used (elu, selu, abs, square, cube, clamped, hat); where it scales or clamps its argument,
+# the entry is neat_<its name> and computes exactly neat's formula. Each derivative is exact,
+# and 0 wherever a clamp makes the function flat.
+
+
+def _clamped_scaled(s: Array, scale: float, bound: float) -> tuple[Array, Array]:
+    """(clamp(scale * s, -bound, bound), where the clamp is not flat), as neat-python computes
+    them: the product first (it may overflow to +-inf, which the clamp brings back)."""
+    with np.errstate(over="ignore"):
+        t = np.multiply(s, scale)
+    inside = (t > -bound) & (t < bound)
+    np.clip(t, -bound, bound, out=t)
+    return t, inside
+
+
+def _flat_outside(out: Array, inside: Array) -> Array:
+    np.copyto(out, 0.0, where=~inside)
+    return out
+
+
+def _neat_sigmoid(s: Array, out: Array | None = None, segments: Segments | None = None) -> Array:
+    t, _ = _clamped_scaled(s, 5.0, 60.0)  # 1 / (1 + e^-t), |t| <= 60: e^-t cannot overflow
+    t *= -1.0
+    np.exp(t, out=t)
+    t += 1.0
+    return np.divide(1.0, t, out=out)
+
+
+def _neat_sigmoid_derivative(s: Array, z: Array, out: Array | None = None) -> Array:
+    out = np.multiply(np.multiply(z, np.subtract(1.0, z)), 5.0, out=out)
+    return _flat_outside(out, _clamped_scaled(s, 5.0, 60.0)[1])
+
+
+def _neat_tanh(s: Array, out: Array | None = None, segments: Segments | None = None) -> Array:
+    return np.tanh(_clamped_scaled(s, 2.5, 60.0)[0], out=out)
+
+
+def _neat_tanh_derivative(s: Array, z: Array, out: Array | None = None) -> Array:
+    out = np.multiply(np.subtract(1.0, np.multiply(z, z)), 2.5, out=out)
+    return _flat_outside(out, _clamped_scaled(s, 2.5, 60.0)[1])
+
+
+def _neat_sin(s: Array, out: Array | None = None, segments: Segments | None = None) -> Array:
+    return np.sin(_clamped_scaled(s, 5.0, 60.0)[0], out=out)
+
+
+def _neat_sin_derivative(s: Array, z: Array, out: Array | None = None) -> Array:
+    t, inside = _clamped_scaled(s, 5.0, 60.0)
+    return _flat_outside(np.multiply(np.cos(t), 5.0, out=out), inside)
+
+
+def _neat_gauss(s: Array, out: Array | None = None, segments: Segments | None = None) -> Array:
+    t, _ = _clamped_scaled(s, 1.0, 3.4)
+    return np.exp(np.multiply(np.multiply(t, t), -5.0), out=out)
+
+
+def _neat_gauss_derivative(s: Array, z: Array, out: Array | None = None) -> Array:
+    t, inside = _clamped_scaled(s, 1.0, 3.4)
+    return _flat_outside(np.multiply(np.multiply(t, z), -10.0, out=out), inside)
+
+
+def _neat_softplus(s: Array, out: Array | None = None, segments: Segments | None = None) -> Array:
+    t, _ = _clamped_scaled(s, 5.0, 60.0)
+    return np.multiply(np.log1p(np.exp(t)), 0.2, out=out)  # 0.2 log(1 + e^t)
+
+
+def _neat_softplus_derivative(s: Array, z: Array, out: Array | None = None) -> Array:
+    t, inside = _clamped_scaled(s, 5.0, 60.0)
+    return _flat_outside(sigmoid(t, out), inside)  # 0.2 * 5 * sigma(t)
+
+
+def _neat_exp(s: Array, out: Array | None = None, segments: Segments | None = None) -> Array:
+    return np.exp(_clamped_scaled(s, 1.0, 60.0)[0], out=out)
+
+
+def _neat_exp_derivative(s: Array, z: Array, out: Array | None = None) -> Array:
+    out = _new(s, out)
+    np.copyto(out, z)
+    return _flat_outside(out, _clamped_scaled(s, 1.0, 60.0)[1])
+
+
+NEAT_LOG_FLOOR = 1e-7  # neat-python's log takes log(max(1e-7, s))
+
+
+def _neat_log(s: Array, out: Array | None = None, segments: Segments | None = None) -> Array:
+    return np.log(np.maximum(s, NEAT_LOG_FLOOR), out=out)
+
+
+def _neat_log_derivative(s: Array, z: Array, out: Array | None = None) -> Array:
+    out = np.divide(1.0, np.maximum(s, NEAT_LOG_FLOOR), out=out)
+    return _flat_outside(out, s > NEAT_LOG_FLOOR)
+
+
+def _neat_inv(s: Array, out: Array | None = None, segments: Segments | None = None) -> Array:
+    """1/s, and 0 at s = 0 (neat-python's answer to the division by zero)."""
+    out = _new(s, out)
+    out.fill(0.0)
+    with np.errstate(over="ignore"):  # 1/s overflows to +-inf for |s| < 2^-1024, as in neat
+        np.divide(1.0, s, out=out, where=s != 0)
+    return out
+
+
+def _neat_inv_derivative(s: Array, z: Array, out: Array | None = None) -> Array:
+    with np.errstate(over="ignore"):  # -1/s^2 = -z^2, 0 where inv is its constant 0
+        out = np.multiply(np.multiply(z, z), -1.0, out=out)
+    return _flat_outside(out, s != 0)
+
+
+def _elu(s: Array, out: Array | None = None, segments: Segments | None = None) -> Array:
+    out = np.expm1(np.minimum(s, 0.0), out=out)  # e^s - 1 below 0 (computed only there)
+    np.copyto(out, s, where=s > 0)
+    return out
+
+
+def _elu_derivative(s: Array, z: Array, out: Array | None = None) -> Array:
+    out = np.exp(np.minimum(s, 0.0), out=out)
+    np.copyto(out, 1.0, where=s > 0)
+    return out
+
+
+SELU_LAMBDA = 1.0507009873554804934193349852946
+SELU_ALPHA = 1.6732632423543772848170429916717
+
+
+def _selu(s: Array, out: Array | None = None, segments: Segments | None = None) -> Array:
+    out = np.multiply(np.expm1(np.minimum(s, 0.0)), SELU_LAMBDA * SELU_ALPHA, out=out)
+    with np.errstate(over="ignore"):  # lambda s overflows only where the true value does
+        np.copyto(out, np.multiply(s, SELU_LAMBDA), where=s > 0)
+    return out
+
+
+def _selu_derivative(s: Array, z: Array, out: Array | None = None) -> Array:
+    out = np.multiply(np.exp(np.minimum(s, 0.0)), SELU_LAMBDA * SELU_ALPHA, out=out)
+    np.copyto(out, SELU_LAMBDA, where=s > 0)
+    return out
+
+
+def _abs(s: Array, out: Array | None = None, segments: Segments | None = None) -> Array:
+    return np.abs(s, out=out)
+
+
+def _sign(s: Array, z: Array, out: Array | None = None) -> Array:
+    return np.sign(s, out=out)
+
+
+def _square(s: Array, out: Array | None = None, segments: Segments | None = None) -> Array:
+    with np.errstate(over="ignore"):
+        return np.multiply(s, s, out=out)
+
+
+def _square_derivative(s: Array, z: Array, out: Array | None = None) -> Array:
+    with np.errstate(over="ignore"):
+        return np.multiply(s, 2.0, out=out)
+
+
+def _cube(s: Array, out: Array | None = None, segments: Segments | None = None) -> Array:
+    with np.errstate(over="ignore"):
+        return np.power(s, 3, out=out)
+
+
+def _cube_derivative(s: Array, z: Array, out: Array | None = None) -> Array:
+    with np.errstate(over="ignore"):
+        return np.multiply(np.multiply(s, s), 3.0, out=out)
+
+
+def _clamped(s: Array, out: Array | None = None, segments: Segments | None = None) -> Array:
+    return np.clip(s, -1.0, 1.0, out=out)
+
+
+def _clamped_derivative(s: Array, z: Array, out: Array | None = None) -> Array:
+    return np.less(np.abs(s), 1.0, out=_new(s, out))
+
+
+def _hat(s: Array, out: Array | None = None, segments: Segments | None = None) -> Array:
+    return np.maximum(np.subtract(1.0, np.abs(s)), 0.0, out=out)  # max(0, 1 - |s|)
+
+
+def _hat_derivative(s: Array, z: Array, out: Array | None = None) -> Array:
+    out = np.multiply(np.sign(s), -1.0, out=out)  # -sign(s) on the slopes, 0 beyond |s| = 1
+    return _flat_outside(out, np.abs(s) < 1.0)
+
+
 #: every activation, in the order the wire and /v1/info list them
 ACTIVATIONS: dict[str, Activation] = {
     a.name: a
@@ -194,7 +391,7 @@ ACTIVATIONS: dict[str, Activation] = {
         elementwise("sigmoid", sigmoid, _sigmoid_derivative, "sigmoid'", r"\sigma'"),
         elementwise("tanh", _tanh, _tanh_derivative, "tanh'", r"\tanh'"),
         elementwise("relu", _relu, _relu_derivative, "relu'", r"\mathrm{relu}'"),
-        elementwise("leaky_relu", _leaky_relu, _leaky_relu_derivative, "leaky_relu'", r"\mathrm{lrelu}'"),
+        leaky_relu(),
         elementwise("softplus", _softplus, _softplus_derivative, "softplus'", r"\mathrm{softplus}'"),
         Activation(
             "softmax",
@@ -206,6 +403,27 @@ ACTIVATIONS: dict[str, Activation] = {
             delta_rule="z * (g - sum(g * z)) with g = {g}",
             segmented=True,
         ),
+        elementwise("elu", _elu, _elu_derivative, "elu'", r"\mathrm{elu}'"),
+        elementwise("selu", _selu, _selu_derivative, "selu'", r"\mathrm{selu}'"),
+        elementwise("abs", _abs, _sign, "sign", r"\operatorname{sign}"),
+        elementwise("square", _square, _square_derivative, "2 s", "2 s"),
+        elementwise("cube", _cube, _cube_derivative, "3 s^2", "3 s^2"),
+        elementwise("clamped", _clamped, _clamped_derivative, "clamped'", r"\mathrm{clamped}'"),
+        elementwise("hat", _hat, _hat_derivative, "hat'", r"\mathrm{hat}'"),
+        elementwise("neat_sigmoid", _neat_sigmoid, _neat_sigmoid_derivative, "neat_sigmoid'", r"\sigma_5'"),
+        elementwise("neat_tanh", _neat_tanh, _neat_tanh_derivative, "neat_tanh'", r"\tanh_{2.5}'"),
+        elementwise(
+            "neat_softplus",
+            _neat_softplus,
+            _neat_softplus_derivative,
+            "neat_softplus'",
+            r"\mathrm{softplus}_5'",
+        ),
+        elementwise("neat_sin", _neat_sin, _neat_sin_derivative, "neat_sin'", r"\sin_5'"),
+        elementwise("neat_gauss", _neat_gauss, _neat_gauss_derivative, "neat_gauss'", r"\mathrm{gauss}'"),
+        elementwise("neat_exp", _neat_exp, _neat_exp_derivative, "neat_exp'", r"\exp_{60}'"),
+        elementwise("neat_log", _neat_log, _neat_log_derivative, "neat_log'", r"\log_{10^{-7}}'"),
+        elementwise("neat_inv", _neat_inv, _neat_inv_derivative, "neat_inv'", r"\mathrm{inv}'"),
     )
 }
 
@@ -213,6 +431,13 @@ ACTIVATIONS: dict[str, Activation] = {
 ELEMENTWISE: dict[str, Activation] = {name: a for name, a in ACTIVATIONS.items() if not a.segmented}
 
 
-def derivative(activation: str, s: Array, z: Array) -> Array:
+def resolve(name: str, slope: float | None = None) -> Activation:
+    """A unit's activation: the registry's entry, or leaky_relu with the unit's own slope."""
+    if slope is None or name != "leaky_relu":
+        return ACTIVATIONS[name]
+    return leaky_relu(slope)
+
+
+def derivative(activation: str, s: Array, z: Array, slope: float | None = None) -> Array:
     """f'(s) elementwise; for a segmented activation, the diagonal of its Jacobian."""
-    return ACTIVATIONS[activation].derivative(s, z)
+    return resolve(activation, slope).derivative(s, z)

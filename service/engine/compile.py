@@ -12,11 +12,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from service.engine.activations import ACTIVATIONS, segments
+from service.engine.activations import ACTIVATIONS, DEFAULT_SLOPE, resolve, segments
 from service.engine.errors import GraphError, Problem, enough, raise_collected
 from service.engine.layout import Edges, Layout
 from service.engine.losses import LOSSES
-from service.engine.network import Network, Value, WeightColumns
+from service.engine.network import AGGREGATIONS, Network, Unit, Value, WeightColumns
 from service.engine.plan import Group, Level, Plan, UnitInfo
 
 Array = np.ndarray
@@ -63,24 +63,52 @@ def compile_network(net: Network) -> Plan:
     sizes = [u.size for u in units]
     edges = _edges(net, index, sizes, roles, problems)
 
-    biases: list[Array | None] = []
+    biases = [_per_entry(i, u, "bias", u.bias, problems) for i, u in enumerate(units)]
+    responses = [_per_entry(i, u, "response", u.response, problems) for i, u in enumerate(units)]
     for i, u in enumerate(units):
-        bias = None if u.bias is None else np.asarray(u.bias, dtype=np.float64)
-        if bias is not None and bias.ndim == 0 and u.size == 1:
-            bias = bias.reshape(1)
-        if bias is not None and bias.shape != (u.size,):
-            problems.append(
-                Problem(
-                    ("units", i, "bias"),
-                    f"bias of {u.id!r} has shape {list(bias.shape)}, expected [{u.size}]",
-                )
-            )
-        biases.append(bias)
+        _unit_fields(i, u, problems)
     raise_collected(GraphError, problems)
     assert edges is not None  # else there were problems
 
     levels = _levels(net, edges.src, edges.tgt)
-    return _lay_out(net, edges, biases, levels)
+    return _lay_out(net, edges, biases, responses, levels)
+
+
+def _per_entry(i: int, u: Unit, name: str, value: Value | None, problems: list[Problem]) -> Array | None:
+    """A unit's bias or response as an array [size] (a number for a single unit), or None."""
+    if value is None:
+        return None
+    array = np.asarray(value, dtype=np.float64)
+    if array.ndim == 0 and u.size == 1:
+        array = array.reshape(1)
+    if array.shape != (u.size,):
+        problems.append(
+            Problem(
+                ("units", i, name), f"{name} of {u.id!r} has shape {list(array.shape)}, expected [{u.size}]"
+            )
+        )
+    return array
+
+
+def _unit_fields(i: int, u: Unit, problems: list[Problem]) -> None:
+    """The fields only some units take: slope (leaky_relu), response and aggregation (not inputs)."""
+    if u.slope is not None and (u.activation != "leaky_relu" or u.role == "input"):
+        problems.append(
+            Problem(("units", i, "slope"), f"unit {u.id!r} has a slope, which only leaky_relu takes")
+        )
+    elif u.slope is not None and not np.isfinite(u.slope):
+        problems.append(Problem(("units", i, "slope"), f"the slope of {u.id!r} is not finite"))
+    if u.aggregation not in AGGREGATIONS:
+        problems.append(
+            Problem(
+                ("units", i, "aggregation"),
+                f"unit {u.id!r} has unknown aggregation {u.aggregation!r} (known: {', '.join(AGGREGATIONS)})",
+            )
+        )
+    if u.role == "input" and (u.response is not None or u.aggregation != "sum"):
+        problems.append(
+            Problem(("units", i), f"input unit {u.id!r} takes no response or aggregation: its z is the input")
+        )
 
 
 def _edges(
@@ -269,13 +297,20 @@ def _a_cycle(n: int, edges: Sequence[tuple[int, int]], indegree: list[int]) -> l
     return cycle[first:] + cycle[:first]
 
 
-def _lay_out(net: Network, edges: Edges, biases: list[Array | None], level: list[int]) -> Plan:
+def _slope_key(u: Unit) -> float:
+    return DEFAULT_SLOPE if u.slope is None else u.slope
+
+
+def _lay_out(
+    net: Network, edges: Edges, biases: list[Array | None], responses: list[Array | None], level: list[int]
+) -> Plan:
     units = net.units
     # Inputs are the columns of x, in the listed order. Every other unit gets columns of the
-    # value tables: by level, then by activation (so each activation is one contiguous group
-    # per level), then in the listed order.
+    # value tables: by level, then by activation and its slope (so each activation is one
+    # contiguous group per level), then in the listed order.
     order = sorted(
-        range(len(units)), key=lambda i: (units[i].role != "input", level[i], units[i].activation, i)
+        range(len(units)),
+        key=lambda i: (units[i].role != "input", level[i], units[i].activation, _slope_key(units[i]), i),
     )
     infos: list[UnitInfo | None] = [None] * len(units)
     n_inputs = col = 0
@@ -285,7 +320,9 @@ def _lay_out(net: Network, edges: Edges, biases: list[Array | None], level: list
             infos[i] = UnitInfo(u.id, u.role, u.size, "identity", slice(n_inputs, n_inputs + u.size), 0)
             n_inputs += u.size
         else:
-            infos[i] = UnitInfo(u.id, u.role, u.size, u.activation, slice(col, col + u.size), level[i])
+            infos[i] = UnitInfo(
+                u.id, u.role, u.size, u.activation, slice(col, col + u.size), level[i], u.slope
+            )
             col += u.size
     info = [x for x in infos if x is not None]
     n_cols = col
@@ -293,11 +330,17 @@ def _lay_out(net: Network, edges: Edges, biases: list[Array | None], level: list
     counts = [m * n for m, n in zip(edges.rows, edges.cols, strict=True)]
     offsets = [0, *itertools.accumulate(counts)]
     n_weight_params = offsets.pop()
-    theta = np.zeros(n_weight_params + n_cols)
+    has_responses = any(r is not None for r in responses)
+    n_response_params = n_cols if has_responses else 0
+    theta = np.zeros(n_weight_params + n_cols + n_response_params)
     theta[:n_weight_params] = edges.values
-    for unit, bias in zip(info, biases, strict=True):
+    theta[n_weight_params + n_cols :] = 1.0
+    for unit, bias, response in zip(info, biases, responses, strict=True):
         if bias is not None:
             theta[n_weight_params + unit.cols.start : n_weight_params + unit.cols.stop] = bias
+        if response is not None:
+            start = n_weight_params + n_cols
+            theta[start + unit.cols.start : start + unit.cols.stop] = response
 
     layout = Layout(info, edges, counts, offsets, n_inputs)
     by_level: dict[int, list[int]] = {}
@@ -333,7 +376,26 @@ def _lay_out(net: Network, edges: Edges, biases: list[Array | None], level: list
         loss=net.loss,
         theta=theta,
         has_gathered_blocks=any(not isinstance(b.params, slice) for lv in levels for b in lv.blocks),
+        mean_scale=_mean_scale(units, info, edges, n_cols),
+        n_response_params=n_response_params,
     )
+
+
+def _mean_scale(units: Sequence[Unit], info: list[UnitInfo], edges: Edges, n_cols: int) -> Array | None:
+    """1/(incoming scalar connections) for the columns of units taking the mean (1 for one with
+    none: its sum is 0 either way), 1 elsewhere; None when no unit takes the mean."""
+    if all(u.aggregation == "sum" for u in units):
+        return None
+    incoming = np.bincount(
+        np.asarray(edges.tgt, dtype=np.intp),
+        weights=np.asarray(edges.rows, dtype=np.float64),
+        minlength=len(units),
+    )
+    scale = np.ones(n_cols)
+    for u, unit, n in zip(units, info, incoming.tolist(), strict=True):
+        if u.aggregation == "mean" and n > 0:
+            scale[unit.cols] = 1.0 / n
+    return scale
 
 
 def _groups(members: list[UnitInfo]) -> tuple[Group, ...]:
@@ -342,10 +404,14 @@ def _groups(members: list[UnitInfo]) -> tuple[Group, ...]:
     start = 0
     while start < len(members):
         end = start
-        while end < len(members) and members[end].activation == members[start].activation:
+        first = members[start]
+        while end < len(members) and (members[end].activation, members[end].slope) == (
+            first.activation,
+            first.slope,
+        ):
             end += 1
         run = members[start:end]
-        activation = ACTIVATIONS[run[0].activation]
+        activation = resolve(first.activation, first.slope)
         seg = segments([u.size for u in run]) if activation.segmented else None
         groups.append(Group(activation, slice(run[0].cols.start, run[-1].cols.stop), seg))
         start = end

@@ -23,6 +23,14 @@ class Unit(NamedTuple):
     size: int
     activation: str  # a name in ACTIVATIONS; inputs have "identity"
     bias: Value | None = None  # [size]; zeros when None
+    slope: float | None = None  # leaky_relu's slope for s <= 0; None: its default
+    response: Value | None = None  # [size]: s = bias + response * aggregate; ones when None
+    aggregation: str = "sum"  # "sum" or "mean" of the weighted inputs (AGGREGATIONS)
+
+
+#: how a unit aggregates its weighted inputs w_{i->j} z_i: their sum, or their mean over the
+#: unit's incoming scalar connections (0 for a unit with none, as neat-python takes it)
+AGGREGATIONS = ("sum", "mean")
 
 
 class WeightList(NamedTuple):

@@ -31,6 +31,11 @@ class Values:
     s: Array
     z: Array
     matrices: tuple[Array, ...] = ()  # each block's weight matrix, in level order, for backward
+    #: what multiplies each column's weighted sum (plan.column_scale), [n_cols]; None: 1
+    scale: Array | None = None
+    #: each column's aggregate (the weighted sum, or mean), [n_cols, batch], when the plan has
+    #: responses: dE/dr_j = delta_j * aggregate_j
+    aggregate: Array | None = None
 
     def z_of(self, unit: UnitInfo) -> Array:
         """A unit's z, [batch, size] (a view)."""
@@ -66,6 +71,8 @@ def forward(plan: Plan, theta: Array, x: Array, offsets: Offsets | None = None) 
     x_t = x.T
     bias = theta[plan.n_weight_params :, None]
     theta0 = _theta0(plan, theta)
+    scale = plan.column_scale(theta)
+    aggregate = np.zeros((plan.n_cols, rows)) if plan.has_responses else None
     matrices = []
     for level in plan.levels:
         checkpoint()
@@ -83,13 +90,35 @@ def forward(plan: Plan, theta: Array, x: Array, offsets: Offsets | None = None) 
                 np.matmul(w[: block.split].T, x_t[block.src_x], out=out)
                 out += w[block.split :].T @ z[block.src_z]
         if level.blocks:
+            if scale is not None:
+                _scale_sums(plan, s, scale, aggregate, level.cols)
             s[level.cols] += bias[level.cols]
         if offsets is not None:
             at = np.flatnonzero((offsets.cols >= level.cols.start) & (offsets.cols < level.cols.stop))
             s[offsets.cols[at], at] += offsets.values[at]
         for group in level.groups:
             group.forward(s[group.cols], z[group.cols])
-    return Values(x, s, z, tuple(matrices))
+    return Values(x, s, z, tuple(matrices), scale, aggregate)
+
+
+def _scale_sums(plan: Plan, s: Array, scale: Array, aggregate: Array | None, cols: slice) -> None:
+    """Turn a level's weighted sums into response * aggregate, keeping the aggregates."""
+    with np.errstate(over="ignore"):  # overflows only where the true value does (then refused)
+        if aggregate is not None:
+            if plan.mean_scale is None:
+                aggregate[cols] = s[cols]
+            else:
+                np.multiply(s[cols], plan.mean_scale[cols, None], out=aggregate[cols])
+        s[cols] *= scale[cols, None]
+
+
+def summed_delta(values: Values, delta: Array) -> Array:
+    """dE/d(weighted sum) = scale * delta: what the weights' gradients and the units feeding
+    each unit see (delta itself when the scale is 1)."""
+    if values.scale is None:
+        return delta
+    with np.errstate(over="ignore", invalid="ignore"):
+        return delta * values.scale[:, None]
 
 
 def _outputs(plan: Plan, values: Values, y: Array) -> Outputs:
@@ -120,6 +149,8 @@ def backward(plan: Plan, theta: Array, values: Values, y: Array) -> Array:
     else:
         g[plan.out_cols] = at_outputs
     matrices = iter(reversed(values.matrices))  # as forward gathered them, walked back
+    scale = values.scale
+    sent = delta if scale is None else np.empty_like(delta)  # dE/d(weighted sum): scale * delta
     for level in reversed(plan.levels):
         checkpoint()
         for group in level.groups:
@@ -127,9 +158,12 @@ def backward(plan: Plan, theta: Array, values: Values, y: Array) -> Array:
             group.vjp(g[c], values.s[c], values.z[c], delta[c])
         if loss_ds is not None:
             delta[level.cols] += loss_ds[level.cols]
+        if scale is not None:
+            with np.errstate(over="ignore", invalid="ignore"):
+                np.multiply(delta[level.cols], scale[level.cols, None], out=sent[level.cols])
         for block, w in zip(reversed(level.blocks), matrices, strict=False):
             if block.src_z is not None:  # nothing flows back into the inputs
-                g[block.src_z] += w[block.split :] @ delta[block.tgt]
+                g[block.src_z] += w[block.split :] @ sent[block.tgt]
     return delta
 
 
@@ -141,9 +175,10 @@ def gradient(plan: Plan, values: Values, delta: Array, scale: float) -> Array:
     """
     grad = np.empty(plan.n_params)
     x_t = values.x.T
+    sent = summed_delta(values, delta)
     for level in plan.levels:
         for block in level.blocks:
-            d = delta[block.tgt].T
+            d = sent[block.tgt].T
             if isinstance(block.params, slice):  # one whole weight, from one unit
                 source = values.z[block.src_z] if block.src_x is None else x_t[block.src_x]
                 np.matmul(source, d, out=grad[block.params].reshape(block.shape))
@@ -154,7 +189,11 @@ def gradient(plan: Plan, values: Values, delta: Array, scale: float) -> Array:
             if block.src_z is not None:
                 np.matmul(values.z[block.src_z], d, out=dw[block.split :])
             grad[block.cell_params] = dw.ravel()[block.cells]
-    delta.sum(axis=1, out=grad[plan.n_weight_params :])
+    biases = slice(plan.n_weight_params, plan.n_weight_params + plan.n_cols)
+    delta.sum(axis=1, out=grad[biases])
+    if values.aggregate is not None:  # dE/dr_j = delta_j * aggregate_j
+        with np.errstate(over="ignore", invalid="ignore"):
+            np.einsum("cb,cb->c", delta, values.aggregate, out=grad[biases.stop :])
     grad *= scale
     return grad
 
@@ -163,15 +202,20 @@ def per_sample_gradient(plan: Plan, values: Values, delta: Array) -> Array:
     """dE_n/dtheta for every sample n: [batch, n_params]."""
     rows = delta.shape[1]
     grad = np.empty((rows, plan.n_params))
+    sent = summed_delta(values, delta)
     for wg in plan.weight_groups:
         z = values.x.T if wg.from_inputs else values.z
         if isinstance(wg.src, slice):
-            per = z[wg.src].T[:, :, None] * delta[wg.tgt].T[:, None, :]
+            per = z[wg.src].T[:, :, None] * sent[wg.tgt].T[:, None, :]
             grad[:, wg.params] = per.reshape(rows, -1)
         else:
-            per = np.einsum("emb,enb->bemn", z[wg.src], delta[wg.tgt])
+            per = np.einsum("emb,enb->bemn", z[wg.src], sent[wg.tgt])
             grad[:, wg.params] = per.reshape(rows, len(wg.weights), -1)
-    grad[:, plan.n_weight_params :] = delta.T
+    biases = slice(plan.n_weight_params, plan.n_weight_params + plan.n_cols)
+    grad[:, biases] = delta.T
+    if values.aggregate is not None:
+        with np.errstate(over="ignore", invalid="ignore"):
+            np.multiply(delta.T, values.aggregate.T, out=grad[:, biases.stop :])
     return grad
 
 

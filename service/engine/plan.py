@@ -30,6 +30,7 @@ class UnitInfo(NamedTuple):
     activation: str
     cols: slice
     level: int
+    slope: float | None = None  # leaky_relu's own slope, when the unit gives one
 
 
 class WeightInfo(NamedTuple):
@@ -121,8 +122,13 @@ class Plan:
     out_split: int  # out_cols[:out_split] have elementwise activations, the rest segmented ones
     out_segments: Segments | None
     loss: str
-    theta: Array = field(repr=False)  # the initial parameters: weights, then one bias per column
+    theta: Array = field(repr=False)  # the initial parameters: weights, one bias per column, responses
     has_gathered_blocks: bool = False
+    #: 1/(incoming scalar connections) per column of units that take the mean, 1 elsewhere;
+    #: None when every unit sums
+    mean_scale: Array | None = field(default=None, repr=False)
+    #: n_cols when the network gives a response (then every unit's is a parameter), else 0
+    n_response_params: int = 0
     layout: Layout | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -145,16 +151,35 @@ class Plan:
 
     @property
     def n_params(self) -> int:
-        return self.n_weight_params + self.n_cols
+        return self.n_weight_params + self.n_cols + self.n_response_params
 
     def bias_params(self, unit: UnitInfo) -> slice:
         return slice(self.n_weight_params + unit.cols.start, self.n_weight_params + unit.cols.stop)
+
+    @property
+    def has_responses(self) -> bool:
+        """Whether responses are parameters (the network gave one): answers then report them."""
+        return self.n_response_params > 0
+
+    def response_params(self, unit: UnitInfo) -> slice:
+        start = self.n_weight_params + self.n_cols
+        return slice(start + unit.cols.start, start + unit.cols.stop)
+
+    def column_scale(self, theta: Array) -> Array | None:
+        """What multiplies each column's weighted sum, response / (incoming connections for a
+        mean), [n_cols]; None when it is 1 everywhere (no responses, no means)."""
+        if not self.n_response_params:
+            return self.mean_scale
+        response = theta[self.n_weight_params + self.n_cols :]
+        return response if self.mean_scale is None else response * self.mean_scale
 
     def parameter_name(self, index: int) -> str:
         """Which weight or bias a position of theta belongs to, for error messages."""
         for w in self.weights:
             if w.params.start <= index < w.params.stop:
                 return f"weight {w.source}->{w.target}"
+        if index >= self.n_weight_params + self.n_cols:
+            return f"response of {self.unit_at(index - self.n_weight_params - self.n_cols).id!r}"
         return f"bias of {self.unit_at(index - self.n_weight_params).id!r}"
 
     def unit_at(self, col: int) -> UnitInfo:

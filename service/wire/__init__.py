@@ -22,7 +22,32 @@ from pydantic import (
 
 # The names of the engine's registries (service.engine.ACTIVATIONS, LOSSES), spelled out here
 # so that the wire imports without NumPy; tests/test_wire.py checks they agree.
-ActivationName = Literal["identity", "sigmoid", "tanh", "relu", "leaky_relu", "softplus", "softmax"]
+ActivationName = Literal[
+    "identity",
+    "sigmoid",
+    "tanh",
+    "relu",
+    "leaky_relu",
+    "softplus",
+    "softmax",
+    "elu",
+    "selu",
+    "abs",
+    "square",
+    "cube",
+    "clamped",
+    "hat",
+    "neat_sigmoid",
+    "neat_tanh",
+    "neat_softplus",
+    "neat_sin",
+    "neat_gauss",
+    "neat_exp",
+    "neat_log",
+    "neat_inv",
+]
+#: how a unit aggregates its weighted inputs (service.engine.network.AGGREGATIONS)
+AggregationName = Literal["sum", "mean"]
 LossName = Literal["half_squared_error", "squared_error", "cross_entropy"]
 ACTIVATIONS: tuple[str, ...] = get_args(ActivationName)
 LOSSES: tuple[str, ...] = get_args(LossName)
@@ -146,13 +171,34 @@ class Unit(WireModel):
         default=None, description="sigmoid for hidden units, identity for outputs; not on inputs"
     )
     bias: ArrayValue | None = Field(default=None, description="shape [size]; zeros when absent")
+    response: ArrayValue | None = Field(
+        default=None,
+        description="shape [size]; ones when absent: s = bias + response * aggregate (neat-python's "
+        "response). When any unit gives one, every unit's response is a parameter: gradients, "
+        "per_sample and check report `responses` beside `biases`, and sgd trains them",
+    )
+    aggregation: AggregationName | None = Field(
+        default=None,
+        description="'sum' (the default) or 'mean' of the weighted inputs w_{i->j} z_i; the mean "
+        "divides by the unit's number of incoming scalar connections (0 for a unit with none)",
+    )
+    slope: float | None = Field(
+        default=None,
+        description="leaky_relu's slope for s <= 0 (default 0.01; ONNX LeakyRelu's alpha, "
+        "neat-python's lelu is 0.005); only with leaky_relu",
+    )
 
     @model_validator(mode="after")
     def _inputs_are_plain(self) -> Unit:
-        if self.role == "input" and self.activation is not None:
-            raise ValueError(f"input unit {self.id!r} takes no activation: its z is the sample's input")
-        if self.role == "input" and self.bias is not None:
-            raise ValueError(f"input unit {self.id!r} takes no bias: its z is the sample's input")
+        if self.role == "input":
+            for name in ("activation", "bias", "response", "aggregation", "slope"):
+                if getattr(self, name) is not None:
+                    raise ValueError(f"input unit {self.id!r} takes no {name}: its z is the sample's input")
+        if self.slope is not None and self.resolved_activation != "leaky_relu":
+            raise ValueError(
+                f"unit {self.id!r} has a slope, which only leaky_relu takes (its activation is "
+                f"{self.resolved_activation})"
+            )
         return self
 
     @property
@@ -324,6 +370,7 @@ class ClaimedGradients(WireModel):
 
     weights: Weights = Field(default_factory=list)  # gradients in the weights' form
     biases: Annotated[dict[UnitId, ArrayValue], Field(fail_fast=True)] = Field(default_factory=dict)
+    responses: Annotated[dict[UnitId, ArrayValue], Field(fail_fast=True)] = Field(default_factory=dict)
 
 
 class RenderRequest(WireModel):
@@ -371,6 +418,10 @@ class GradientColumns(ResponseModel):
 class Gradients(ResponseModel):
     weights: list[WeightGradient] | GradientColumns
     biases: dict[str, ArrayValue]
+    responses: dict[str, ArrayValue] | None = Field(
+        default=None,
+        description="dE/d response of every non-input unit: only when the network gives a response",
+    )
 
 
 class GradientsResponse(ResponseModel):
@@ -419,11 +470,15 @@ class Path(ResponseModel):
 
 
 class DeltaTerm(ResponseModel):
-    """What one successor sends back: value = weight @ delta (the multiple-outputs rule)."""
+    """What one successor sends back: value = weight @ delta (the multiple-outputs rule), or
+    weight @ (scale * delta) when the network has responses or means."""
 
     successor: str
     weight: ArrayValue
     delta: ArrayValue
+    scale: ArrayValue | None = Field(
+        default=None, description="the successor's response / (its incoming connections, for a mean)"
+    )
     value: ArrayValue
 
 
@@ -494,6 +549,9 @@ class CheckResponse(ResponseModel):
     max_rel_error: float
     weights: list[CheckedWeight] | CheckedColumns
     biases: dict[str, CheckedEntry]
+    responses: dict[str, CheckedEntry] | None = Field(
+        default=None, description="every response checked: only when the network gives a response"
+    )
 
 
 class LaidOutUnit(ResponseModel):
