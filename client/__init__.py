@@ -3,6 +3,8 @@
 from client import Client
 with Client() as gs:
     result = gs.gradients(network, samples)
+    for event in gs.sgd_stream(network, samples, 0.1, epochs=500):  # SgdProgress..., SgdResponse
+        print(event)
 """
 
 from client._client import AsyncClient, Client
@@ -36,6 +38,7 @@ from service.wire import (
     InfoResponse,
     Network,
     Samples,
+    SgdProgress,
     SgdResponse,
     Unit,
     UnitValues,
@@ -71,6 +74,7 @@ __all__ = [
     "PayloadTooLargeError",
     "RateLimitError",
     "Samples",
+    "SgdProgress",
     "SgdResponse",
     "Unit",
     "UnitValues",

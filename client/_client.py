@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import Any, Literal
 from urllib.parse import urlencode
 
@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from client import _constants as const
 from client._errors import APIConnectionError, APIError, APITimeoutError, status_error
 from client._retry import parse_retry_after, retry_delay, should_retry
+from client._stream import ProgressCallback, SgdEvent, aevents, afollowed, events, followed
 from client.arrays import RequestBody, decode_encoded, holds_encoded, read_answer, request_body
 from service import __version__
 from service.wire import (
@@ -246,6 +247,20 @@ def _sgd_options(
     }
 
 
+#: sgd's options and their defaults, for sgd_stream
+_SGD_DEFAULTS: dict[str, Any] = {
+    "epochs": 1,
+    "batch_size": None,
+    "shuffle": False,
+    "seed": None,
+    "momentum": 0.0,
+    "nesterov": False,
+    "weight_decay": 0.0,
+    "reduction": "mean",
+    "array_encoding": None,
+}
+
+
 class Client:
     """A synchronous gradserve client.
 
@@ -350,13 +365,28 @@ class Client:
         weight_decay: float = 0.0,
         reduction: Reduction = "mean",
         array_encoding: ArrayEncoding | None = None,
+        progress: ProgressCallback | None = None,
     ) -> SgdResponse:
-        """Train with SGD; `result.network` is the updated network, ready to post again."""
+        """Train with SGD; `result.network` is the updated network, ready to post again. With
+        `progress`, the training is streamed and each SgdProgress handed to it as epochs end."""
         options = _sgd_options(
             epochs, batch_size, shuffle, seed, momentum, nesterov, weight_decay, reduction, array_encoding
         )
+        if progress is not None:
+            return followed(
+                events(self._core, self._http, self._sleep, _sgd(network, samples, learning_rate, options)),
+                progress,
+            )
         result: SgdResponse = self._send(_sgd(network, samples, learning_rate, options))
         return result
+
+    def sgd_stream(
+        self, network: NetworkLike, samples: SamplesLike, learning_rate: float, **options: Any
+    ) -> Iterator[SgdEvent]:
+        """`sgd` streamed: an SgdProgress as each epoch ends (throttled to a few a second), last
+        the SgdResponse. `options` are sgd's. Leaving the loop early stops the training."""
+        options = {**_SGD_DEFAULTS, **options}  # (a field the server does not know: its 422)
+        return events(self._core, self._http, self._sleep, _sgd(network, samples, learning_rate, options))
 
     def explain(
         self,
@@ -501,13 +531,29 @@ class AsyncClient:
         weight_decay: float = 0.0,
         reduction: Reduction = "mean",
         array_encoding: ArrayEncoding | None = None,
+        progress: ProgressCallback | None = None,
     ) -> SgdResponse:
-        """Train with SGD; `result.network` is the updated network, ready to post again."""
+        """Train with SGD; `result.network` is the updated network, ready to post again. With
+        `progress` (a function or a coroutine function), the training is streamed and each
+        SgdProgress handed to it as epochs end."""
         options = _sgd_options(
             epochs, batch_size, shuffle, seed, momentum, nesterov, weight_decay, reduction, array_encoding
         )
+        if progress is not None:
+            return await afollowed(
+                aevents(self._core, self._http, self._sleep, _sgd(network, samples, learning_rate, options)),
+                progress,
+            )
         result: SgdResponse = await self._send(_sgd(network, samples, learning_rate, options))
         return result
+
+    def sgd_stream(
+        self, network: NetworkLike, samples: SamplesLike, learning_rate: float, **options: Any
+    ) -> AsyncIterator[SgdEvent]:
+        """`sgd` streamed, for `async for`: an SgdProgress as each epoch ends (throttled to a
+        few a second), last the SgdResponse. `options` are sgd's."""
+        options = {**_SGD_DEFAULTS, **options}
+        return aevents(self._core, self._http, self._sleep, _sgd(network, samples, learning_rate, options))
 
     async def explain(
         self,

@@ -13,6 +13,8 @@ The answer is printed as compact JSON on one line (for pipes and `jq`); `--prett
 `--binary` sends the request's large arrays as raw bytes after its JSON (the binary framing);
 `--npz PATH` asks for the answer framed the same way and writes its arrays to PATH, keyed by
 their JSON paths (`gradients.weights.0.value`), printing the rest of the answer.
+`sgd` shows its progress on stderr (epoch, loss, time left) when stderr is a terminal, or
+with --progress: a tqdm bar with the `cli` extra (pip install 'gradserve[cli]'), else a line.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 import types
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -31,10 +34,11 @@ from pydantic.fields import FieldInfo
 from client._client import Client
 from client._constants import BASE64_MIN_ELEMENTS
 from client._errors import APIError, APIStatusError, NetworkImportError
+from client._stream import followed
 from client.arrays import binary_arrays, binary_of, numpy_available, to_numpy
 from client.neat import from_neat
 from client.onnx import from_onnx, to_onnx
-from service.wire import ENDPOINTS, Network
+from service.wire import ENDPOINTS, Network, SgdProgress
 
 
 def _read(source: str, stdin: TextIO) -> Any:
@@ -74,6 +78,12 @@ def _parser() -> argparse.ArgumentParser:
             _binary_options(sub)
     render = commands.choices["render"]
     render.add_argument("--format", choices=["svg", "dot"], help="the drawing's format (default svg)")
+    commands.choices["sgd"].add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        help="stream the training and show epoch, loss and time left on stderr (default: when "
+        "stderr is a terminal)",
+    )
     imports = commands.add_parser(
         "import", help="a network made elsewhere as gradserve's network JSON (no server needed)"
     )
@@ -286,11 +296,51 @@ def _claimed(gradients: Any) -> Any:
     return gradients
 
 
-def _call(client: Client, args: argparse.Namespace, request: dict[str, Any]) -> BaseModel | str:
+class _Bar:
+    """A training's progress on stderr: tqdm's bar when it is installed (the `cli` extra),
+    else a line of text (rewritten in place on a terminal)."""
+
+    def __init__(self, stderr: TextIO) -> None:
+        self.stderr = stderr
+        self.started = time.monotonic()
+        self.bar: Any = None
+        self.tty = stderr.isatty()
+        try:
+            from tqdm import tqdm
+        except ImportError:
+            self.tqdm: Any = None
+        else:
+            self.tqdm = tqdm
+
+    def __call__(self, p: SgdProgress) -> None:
+        done = p.epoch + 1
+        if self.tqdm is not None:
+            if self.bar is None:
+                self.bar = self.tqdm(total=p.epochs, unit="epoch", file=self.stderr, dynamic_ncols=True)
+            self.bar.set_postfix_str(f"loss {p.loss:.6g}", refresh=False)
+            self.bar.update(done - self.bar.n)
+            return
+        left = (time.monotonic() - self.started) / done * (p.epochs - done)
+        line = f"epoch {done}/{p.epochs}  loss {p.loss:.6g}  {left:.1f} s left"
+        self.stderr.write(f"\r{line}\x1b[K" if self.tty else line + "\n")
+        self.stderr.flush()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        elif self.tty:
+            self.stderr.write("\n")
+
+
+def _call(
+    client: Client, args: argparse.Namespace, request: dict[str, Any], bar: _Bar | None = None
+) -> BaseModel | str:
     if args.command == "info":
         return client.info()
     if args.command == "health":
         return client.health()
+    if bar is not None:  # sgd, streamed
+        return followed(client.sgd_stream(**request), bar)
     query = {"format": args.format} if getattr(args, "format", None) else {}
     result: BaseModel | str = client.call(args.command, request, **query)
     return result
@@ -299,22 +349,33 @@ def _call(client: Client, args: argparse.Namespace, request: dict[str, Any]) -> 
 _SEPARATORS = {False: (",", ":"), True: (",", ": ")}
 
 
-def main(argv: Sequence[str] | None = None, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout) -> int:
+def main(
+    argv: Sequence[str] | None = None,
+    stdin: TextIO = sys.stdin,
+    stdout: TextIO = sys.stdout,
+    stderr: TextIO | None = None,
+) -> int:
+    stderr = stderr or sys.stderr
     args = _parser().parse_args(argv)
     if args.command == "import":
         return _import(args, stdin, stdout)
     if args.command == "export":
         return _export(args, stdin)
     request = {} if args.command in ("info", "health") else _request(args, stdin)
+    shown = args.command == "sgd" and (args.progress if args.progress is not None else stderr.isatty())
+    bar = _Bar(stderr) if shown else None
     try:
         with Client(base_url=args.url, api_key=args.api_key, timeout=args.timeout) as client:
-            result = _call(client, args, request)
+            result = _call(client, args, request, bar)
     except APIStatusError as exc:
-        print(f"gradserve-client: {exc.status_code}: {exc.detail}", file=sys.stderr)
+        print(f"gradserve-client: {exc.status_code}: {exc.detail}", file=stderr)
         return 1
     except APIError as exc:
-        print(f"gradserve-client: {exc.message}", file=sys.stderr)
+        print(f"gradserve-client: {exc.message}", file=stderr)
         return 1
+    finally:
+        if bar is not None:
+            bar.close()
     if isinstance(result, str):
         if getattr(args, "output", None):
             Path(args.output).write_text(result)

@@ -113,6 +113,13 @@ class Settings(Limits):
         "to a worker; 0: never",
     )
 
+    stream_heartbeat_s: float = Field(
+        1.0,
+        gt=0,
+        description="a streamed answer (Accept: text/event-stream) sends a comment line after this many "
+        "seconds without an event, so clients and proxies see it is alive",
+    )
+
     def limits(self) -> Limits:
         """The limits alone: what a computation needs to know, and all a worker is sent."""
         return Limits.model_construct(**{name: getattr(self, name) for name in Limits.model_fields})

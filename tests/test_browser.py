@@ -286,15 +286,30 @@ def test_training_steps_lower_the_loss_and_reset_restores_the_weights(
     )
     assert curve[:2] == [first["loss_before"], first["loss_after"]]
 
+    # Play streams its trainings: the curve grows from their progress events as they come
+    streams: list[str] = []
+    page.on(
+        "request",
+        lambda r: (
+            streams.append(r.headers.get("accept", ""))
+            if r.url.endswith("/v1/sgd") and r.method == "POST"
+            else None
+        ),
+    )
     page.get_by_role("button", name="Play").click()
-    page.wait_for_function("() => Number(document.querySelector('#train-status').dataset.steps) >= 8")
+    page.wait_for_function("() => Number(document.querySelector('#train-status').dataset.steps) >= 100")
     page.get_by_role("button", name="Pause").click()
     page.wait_for_selector("#pause:disabled")
     stopped = steps(page)
     page.wait_for_timeout(500)
     assert steps(page) == stopped
     curve = losses(page)
-    assert len(curve) == stopped + 1
+    streamed = int(page.locator("#loss-curve").get_attribute("data-streamed"))
+    assert streams
+    assert set(streams) == {"text/event-stream"}
+    assert streamed >= 2 * len(streams)  # each training's first and last epochs at least
+    assert len(curve) == 4 + streamed  # before, the three steps, then one point an event
+    assert all(b <= a for a, b in itertools.pairwise(curve)), curve
     assert curve[-1] < curve[0]
     assert page.locator("#loss-curve polyline").count() == 1
     assert page.get_by_label("weight x -> j", exact=True).input_value() != "0.5"

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from service import engine, wire
-from service.endpoints import requests
+from service.endpoints import progress, requests
 from service.endpoints.arrays import encoded
 from service.engine import Batch, Plan, Values
 from service.errors import NonFiniteResultError
@@ -160,7 +160,10 @@ def gradients(req: wire.GradientsRequest, limits: Limits) -> JsonObject:
     return body
 
 
-def sgd(req: wire.SgdRequest, limits: Limits) -> JsonObject:
+def sgd(req: wire.SgdRequest, limits: Limits, report: progress.Report | None = None) -> JsonObject:
+    """SGD; with `report`, its progress too: START once the request is admitted, then each
+    epoch's loss as it ends (throttled; a loss that is not finite is not reported, the answer
+    says what overflowed)."""
     plan, batch = prepare(req.network, req.samples, need_targets=True)
     options = engine.SgdOptions(
         learning_rate=req.learning_rate,
@@ -176,7 +179,12 @@ def sgd(req: wire.SgdRequest, limits: Limits) -> JsonObject:
     before = engine.forward(plan, plan.theta, batch.x)
     check_values(plan, before)  # name what overflows as posted
     loss_before = _losses(plan, before, batch, req.reduction)
-    result = engine.train(plan, batch, options)
+    throttle = None if report is None else progress.Throttle(report)
+    if report is not None:
+        report(progress.START, None)
+    result = engine.train(plan, batch, options, None if throttle is None else _epochs(throttle, req.epochs))
+    if throttle is not None:
+        throttle.flush()  # the last epoch's loss, before the answer
     check_params(plan, result.theta, "updated value")
     history = [finite_loss(loss) for loss in result.history]
     return {
@@ -186,6 +194,14 @@ def sgd(req: wire.SgdRequest, limits: Limits) -> JsonObject:
         "loss_after": history[-1],
         "history": [{"epoch": e, "loss": loss} for e, loss in enumerate(history)],
     }
+
+
+def _epochs(throttle: progress.Throttle, epochs: int) -> engine.EpochCallback:
+    def on_epoch(epoch: int, steps: int, loss: float) -> None:
+        if np.isfinite(loss):
+            throttle({"epoch": epoch, "epochs": epochs, "steps": steps, "loss": loss})
+
+    return on_epoch
 
 
 def _like(original: Any, new: np.ndarray, encoding: wire.ArrayEncoding) -> Any:

@@ -12,7 +12,7 @@ import orjson
 from pydantic import BaseModel, ValidationError
 
 from service import wire
-from service.endpoints import costs, requests
+from service.endpoints import costs, progress, requests
 from service.endpoints.arrays import Sections, binary_sections, dumps, framed_answer
 from service.endpoints.render import Document
 from service.endpoints.table import HANDLERS
@@ -56,22 +56,40 @@ def parse(model: type[M], body: bytes) -> M:
         raise schema_problem(exc.errors(include_input=False, include_url=False), model) from None
 
 
-def handle(endpoint: str, body: bytes, limits: Limits, framed: int | None = None) -> Reply:
+def handle(
+    endpoint: str,
+    body: bytes,
+    limits: Limits,
+    framed: int | None = None,
+    report: progress.Report | None = None,
+) -> Reply:
     """One compute request, from the body's bytes to the answer's bytes. `framed`: the body is in
-    the binary framing, its JSON document the first `framed` bytes."""
-    return handle_in_pieces(endpoint, body, limits, framed).joined()
+    the binary framing, its JSON document the first `framed` bytes. With `report`, an endpoint
+    that can (`Handler.streamed`) reports its progress to it as it goes."""
+    return handle_in_pieces(endpoint, body, limits, framed, report).joined()
 
 
-def handle_in_pieces(endpoint: str, body: bytes | memoryview, limits: Limits, framed: int | None) -> Reply:
+def handle_in_pieces(
+    endpoint: str,
+    body: bytes | memoryview,
+    limits: Limits,
+    framed: int | None,
+    report: progress.Report | None = None,
+) -> Reply:
     """`handle`, a binary answer's sections left as views of its arrays (not joined). A framed
     body may be a view (of shared memory): its FP64 arrays are read in place."""
-    reply = _handle(endpoint, body, limits, None, framed)
+    reply = _handle(endpoint, body, limits, None, framed, report)
     assert reply is not None  # only a budget hands a request on
     return reply
 
 
 def _handle(
-    endpoint: str, body: bytes | memoryview, limits: Limits, budget_ms: float | None, framed: int | None
+    endpoint: str,
+    body: bytes | memoryview,
+    limits: Limits,
+    budget_ms: float | None,
+    framed: int | None,
+    report: progress.Report | None = None,
 ) -> Reply | None:
     """`handle`; with a budget, None (handed on) as soon as its estimate is over `budget_ms`."""
     handler = HANDLERS[endpoint]
@@ -96,7 +114,11 @@ def _handle(
             requests.time_limit(limits.timeout_s),
             binary_sections(sections),
         ):
-            result = handler.run(request, limits)
+            result = (
+                handler.run(request, limits)
+                if report is None or handler.streamed is None
+                else handler.streamed(request, limits, report)
+            )
         if isinstance(result, Document):
             return Reply(200, result.content, result.media_type, {})
         encoding: wire.ArrayEncoding = getattr(request, "array_encoding", "list")

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from service import wire
-from service.endpoints import compute, costs, explain, gradcheck, render
+from service.endpoints import compute, costs, explain, gradcheck, progress, render
 from service.endpoints.render import Document
 from service.settings import Limits
 
@@ -25,6 +25,8 @@ class Handler:
     run: Callable[[Any, Limits], dict[str, Any] | Document]  # the validated request, computed
     cost: costs.Estimator  # its cost, estimated from the request before anything is computed
     inline: bool = False  # may be computed on the server's event loop when its estimate is small
+    # `run` reporting its progress as it goes (service.endpoints.progress), for a streamed answer
+    streamed: Callable[[Any, Limits, progress.Report], dict[str, Any]] | None = None
 
 
 _W = wire.ENDPOINTS
@@ -33,7 +35,7 @@ _W = wire.ENDPOINTS
 HANDLERS: dict[str, Handler] = {
     "forward": Handler(_W["forward"], compute.forward, costs.forward, inline=True),
     "gradients": Handler(_W["gradients"], compute.gradients, costs.gradients, inline=True),
-    "sgd": Handler(_W["sgd"], compute.sgd, costs.sgd, inline=True),
+    "sgd": Handler(_W["sgd"], compute.sgd, costs.sgd, inline=True, streamed=compute.sgd),
     "explain": Handler(_W["explain"], explain.explain, costs.explain),
     "check": Handler(_W["check"], gradcheck.check, costs.check),
     "render": Handler(_W["render"], functools.partial(render.render, fmt="svg"), costs.render),

@@ -40,7 +40,7 @@ from service.engine.passes import (
 )
 from service.engine.plan import Block, Columns, Group, Level, Plan, UnitInfo, WeightGroup, WeightInfo
 from service.engine.samples import Batch, bind_samples
-from service.engine.sgd import SgdOptions, Training, sgd_step, steps_per_epoch, train
+from service.engine.sgd import EpochCallback, SgdOptions, Training, sgd_step, steps_per_epoch, train
 
 __all__ = [
     "ACTIVATIONS",
@@ -53,6 +53,7 @@ __all__ = [
     "Columns",
     "DeadlineExceeded",
     "EngineError",
+    "EpochCallback",
     "GraphError",
     "Group",
     "Level",

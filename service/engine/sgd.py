@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,14 +49,19 @@ class Training:
     history: list[float]
 
 
-def train(plan: Plan, batch: Batch, opt: SgdOptions) -> Training:
-    """Minibatch SGD over the batch; the loss is reported on the full batch after each epoch."""
+#: called after each epoch with (epoch, steps taken so far, the epoch's full-batch loss)
+EpochCallback = Callable[[int, int, float], None]
+
+
+def train(plan: Plan, batch: Batch, opt: SgdOptions, on_epoch: EpochCallback | None = None) -> Training:
+    """Minibatch SGD over the batch; the loss is reported on the full batch after each epoch
+    (to `on_epoch` too, as soon as it is known)."""
     assert batch.y is not None
     theta = plan.theta.copy()
     size = batch.size if opt.batch_size is None else min(opt.batch_size, batch.size)
     rng = np.random.default_rng(opt.seed)
     history, steps, buf = [], 0, None
-    for _ in range(opt.epochs):
+    for epoch in range(opt.epochs):
         order = rng.permutation(batch.size) if opt.shuffle else None
         for start in range(0, batch.size, size):
             index = slice(start, start + size) if order is None else order[start : start + size]
@@ -67,4 +73,6 @@ def train(plan: Plan, batch: Batch, opt: SgdOptions) -> Training:
             theta, buf = sgd_step(theta, grad, buf, opt)
             steps += 1
         history.append(loss_value(plan, theta, batch, opt.reduction))
+        if on_epoch is not None:
+            on_epoch(epoch, steps, history[-1])
     return Training(theta, steps, history)

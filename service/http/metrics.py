@@ -265,6 +265,7 @@ class RecordMetrics:
         status, received, sent = 0, 0, 0
         body_done = gone = False
         problem: bytes | None = None  # the first piece of a 503 problem, to tell a deadline
+        streaming = finished = False  # an event stream (POST /v1/sgd's), and whether it ended
 
         async def counting_receive() -> Message:
             nonlocal received, body_done, gone
@@ -272,21 +273,29 @@ class RecordMetrics:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 body_done = not message.get("more_body", False)
-            elif message["type"] == "http.disconnect" and not status:
+            elif message["type"] == "http.disconnect" and (not status or (streaming and not finished)):
                 gone = True
             return message
 
         async def counting_send(message: Message) -> None:
-            nonlocal status, sent, problem
+            nonlocal status, sent, problem, streaming, finished
             if message["type"] == "http.response.start":
                 status = message["status"]
                 if status == 503:
                     problem = b""
+                streaming = (
+                    dict(message.get("headers", ()))
+                    .get(b"content-type", b"")
+                    .startswith(b"text/event-stream")
+                )
             elif message["type"] == "http.response.body":
                 body = message.get("body", b"")
                 sent += len(body)
+                finished = not message.get("more_body", False)
                 if problem == b"":
                     problem = bytes(body)
+                elif streaming and body.startswith(STREAMED_ERROR):  # a problem after it began
+                    problem = bytes(body[len(STREAMED_ERROR) :])
             await send(message)
 
         try:
@@ -296,7 +305,7 @@ class RecordMetrics:
             stopped = None
             if problem and _is_deadline(problem):
                 stopped = "deadline"
-            elif gone and not status and body_done and endpoint in self.metrics.compute_paths:
+            elif gone and (not status or streaming) and body_done and endpoint in self.metrics.compute_paths:
                 stopped = "client-gone"
             self.metrics.record(
                 endpoint,
@@ -306,6 +315,10 @@ class RecordMetrics:
                 sent,
                 stopped,
             )
+
+
+#: how a streamed answer's problem begins (service.http.routes)
+STREAMED_ERROR = b"event: error\ndata: "
 
 
 def _is_deadline(problem: bytes) -> bool:

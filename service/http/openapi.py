@@ -10,7 +10,7 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
 from service import wire
-from service.endpoints.table import ROUTES
+from service.endpoints.table import HANDLERS, ROUTES
 from service.wire import framing
 
 
@@ -50,11 +50,35 @@ RENDERED: dict[int | str, dict[str, Any]] = {
     },
 }
 
+STREAMED: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": (
+            "The network trained. With `Accept: text/event-stream`, once the request has been "
+            "validated and admitted, the answer is a stream of server-sent events instead: "
+            "`event: progress` with an SgdProgress as its data as epochs end (each epoch's until "
+            "they come faster than ~10 a second, then the latest; the last epoch's always), a "
+            "comment line (`: heartbeat`) after each GRADSERVE_STREAM_HEARTBEAT_S without an "
+            "event, then `event: result` whose data is the JSON answer, or `event: error` whose "
+            "data is the problem document (the deadline, a result that overflowed). A request "
+            "refused before the training begins gets its plain problem+json answer and status."
+        ),
+        "content": {
+            "text/event-stream": {
+                "schema": {"type": "string"},
+                "example": 'event: progress\ndata: {"epoch":0,"epochs":2,"steps":1,"loss":0.25}\n\n'
+                'event: progress\ndata: {"epoch":1,"epochs":2,"steps":2,"loss":0.16}\n\n'
+                'event: result\ndata: {"network":{...},"steps":2,...}\n\n',
+            }
+        },
+    },
+}
+
 #: models the compute routes parse themselves, so FastAPI does not see them: added to the document
 REQUEST_MODELS: tuple[type[BaseModel], ...] = (
     *(e.request for e in ROUTES.values()),
     wire.Problem,
     wire.RenderLayout,
+    wire.SgdProgress,
 )
 
 
@@ -83,7 +107,11 @@ def compute_docs() -> list[APIRoute]:
             summary=c.summary,
             response_model=c.response,
             response_class=JSONResponse if c.response else Response,
-            responses={**COMPUTE_ERRORS, **({} if c.response else RENDERED)},
+            responses={
+                **COMPUTE_ERRORS,
+                **({} if c.response else RENDERED),
+                **(STREAMED if HANDLERS[c.name].streamed else {}),
+            },
             openapi_extra={
                 "requestBody": {
                     "required": True,

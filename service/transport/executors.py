@@ -11,21 +11,26 @@ debugging).
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
+import functools
 import gc
 import os
 import threading
 import time
 from collections import Counter
-from typing import Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import anyio.to_thread
 
 from service.endpoints import selfcheck
 from service.endpoints.dispatch import Reply, handle
+from service.endpoints.progress import Report
 from service.errors import WorkerLostError
 from service.settings import Limits, Settings
 from service.transport.pool import Pool, WorkerDiedError
+from service.transport.pool import report as pool_report
 from service.transport.shared import ReceivedBody, SegmentPool, SharedBody, handle_shared, shm_bytes
 
 
@@ -33,9 +38,16 @@ class Executor(Protocol):
     segments: SegmentPool | None  # where large bodies go for the workers; None: kept as bytes
 
     async def run(
-        self, endpoint: str, body: ReceivedBody, limits: Limits, framed: int | None = None
+        self,
+        endpoint: str,
+        body: ReceivedBody,
+        limits: Limits,
+        framed: int | None = None,
+        report: Report | None = None,
     ) -> Reply:
-        """`handle` the request (`framed`: a binary body, see `handle`) away from the event loop.
+        """`handle` the request (`framed`: a binary body, see `handle`) away from the event loop;
+        with `report`, what the computation reports of its progress is passed to it on the
+        event loop, as it comes.
 
         Cancelling run() stops the computation (ThreadExecutor's excepted: see there), so a
         request given up frees its slot. A worker that dies fails only the request it was
@@ -50,20 +62,47 @@ class Executor(Protocol):
     def stop(self) -> None: ...
 
 
+class _GivenUpError(Exception):
+    """Raised in a computation's thread at its next report once its request was given up."""
+
+
 class ThreadExecutor:
     """Compute in the server's own worker threads.
 
     A thread cannot be stopped: cancelling run() waits until the computation ends, which the
-    engine's own deadline (`engine.time_limit`, GRADSERVE_TIMEOUT_S) bounds.
+    engine's own deadline (`engine.time_limit`, GRADSERVE_TIMEOUT_S) bounds; one that reports
+    its progress is stopped at its next report.
     """
 
     segments: SegmentPool | None = None
 
     async def run(
-        self, endpoint: str, body: ReceivedBody, limits: Limits, framed: int | None = None
+        self,
+        endpoint: str,
+        body: ReceivedBody,
+        limits: Limits,
+        framed: int | None = None,
+        report: Report | None = None,
     ) -> Reply:
         data = bytes(body.view[: body.size]) if isinstance(body, SharedBody) else body
-        return await anyio.to_thread.run_sync(handle, endpoint, data, limits, framed)
+        if report is None:
+            return await anyio.to_thread.run_sync(handle, endpoint, data, limits, framed)
+        loop, given_up = asyncio.get_running_loop(), threading.Event()
+
+        def in_thread(*message: Any) -> None:
+            if given_up.is_set():
+                raise _GivenUpError
+            loop.call_soon_threadsafe(report, *message)
+
+        done = loop.run_in_executor(None, handle, endpoint, data, limits, framed, in_thread)
+        try:
+            return await asyncio.shield(done)
+        except asyncio.CancelledError:
+            given_up.set()
+            await asyncio.wait({done})  # (until its next report)
+            if not done.cancelled():
+                done.exception()  # (_GivenUpError, most likely: nobody wants it)
+            raise
 
     async def start(self) -> bool:
         return await anyio.to_thread.run_sync(selfcheck.passes)
@@ -157,13 +196,28 @@ class ProcessExecutor:
         return self.pool.counts
 
     async def run(
-        self, endpoint: str, body: ReceivedBody, limits: Limits, framed: int | None = None
+        self,
+        endpoint: str,
+        body: ReceivedBody,
+        limits: Limits,
+        framed: int | None = None,
+        report: Report | None = None,
     ) -> Reply:
+        on_message: Callable[[Any], None] | None = None
+        fn, shared_fn = handle, handle_shared
+        if report is not None:  # the worker's reports come through its pipe, and on to the loop
+            loop = asyncio.get_running_loop()
+
+            def on_message(message: Any) -> None:
+                loop.call_soon_threadsafe(report, *message)
+
+            fn = functools.partial(handle, report=pool_report)
+            shared_fn = functools.partial(handle_shared, report=pool_report)
         try:
             if isinstance(body, SharedBody):
                 body.lent = True
                 reply: Reply = await self.pool.call(
-                    handle_shared, endpoint, body.shm.name, body.size, limits, framed
+                    shared_fn, endpoint, body.shm.name, body.size, limits, framed, on_message=on_message
                 )
                 # The worker is done with it. Not so if this was cancelled: the worker is killed
                 # then, but it may have been writing, so the segment is never handed on.
@@ -171,7 +225,7 @@ class ProcessExecutor:
                 if reply.in_shared:
                     return reply._replace(content=bytes(body.view[: reply.in_shared]), in_shared=0)
                 return reply
-            answer: Reply = await self.pool.call(handle, endpoint, body, limits, framed)
+            answer: Reply = await self.pool.call(fn, endpoint, body, limits, framed, on_message=on_message)
             return answer
         except WorkerDiedError:
             raise WorkerLostError(

@@ -7,6 +7,11 @@ started at once; a job whose caller gives up (its task is cancelled) has its wor
 replaced, so the slot is free again; and a worker is retired after `max_tasks` jobs, or as
 soon as its resident memory is over `max_rss` bytes after one.
 
+A job may send messages before its answer (`report`, called in the worker): each is handed
+to the caller's `on_message` as it arrives, in the thread that waits for the answer. Such a
+job, given up, is first asked to stop at its next report (raising JobStopped there), so its
+worker lives on; it is killed only if it has not stopped within STOP_WAIT_S.
+
 Nothing here blocks the event loop: a job is sent and its answer read in a thread of the
 loop's default executor (the answer may be large), and each worker's exit is noticed through
 its sentinel, watched by the loop.
@@ -43,10 +48,19 @@ RETIRE_GRACE_S = 2.0
 STOP_GRACE_S = 0.5
 #: seconds between attempts to start a worker when one failed to start
 RESPAWN_DELAY_S = 1.0
+#: seconds a job that reports its progress, given up, has to stop at its next report before
+#: its worker is killed
+STOP_WAIT_S = 0.5
+#: what the server sends a worker whose job is given up (the only thing it sends during a job)
+STOP = b"stop"
 
 
 class WorkerDiedError(Exception):
     """The worker computing a job exited before it answered."""
+
+
+class JobStopped(Exception):  # noqa: N818 (a condition, like DeadlineExceeded)
+    """Raised in a worker by `report` once the job's caller has given it up."""
 
 
 class _NotSentError(Exception):
@@ -70,10 +84,26 @@ def resident_bytes() -> int:
         return 0
 
 
+#: in a worker: its end of the pipe to the server, for `report`
+_parent: Connection | None = None
+
+
+def report(*message: Any) -> None:
+    """In a worker, during a job: send `message` to the job's caller (its `on_message`) now,
+    before the job's answer."""
+    assert _parent is not None, "report() is for a job running in a pool's worker"
+    if _parent.poll():  # STOP: the job is given up
+        _parent.recv_bytes()
+        raise JobStopped
+    _parent.send_bytes(ForkingPickler.dumps(("message", message, 0)))
+
+
 def _serve(
     conn: Connection, initializer: Callable[..., None], initargs: tuple[Any, ...], check: Callable[[], bool]
 ) -> None:
     """A worker's life: set up, self-check, then answer jobs until the pipe closes."""
+    global _parent
+    _parent = conn
     # The server decides when its workers stop: Ctrl-C in a terminal reaches the whole group.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     initializer(*initargs)
@@ -87,6 +117,8 @@ def _serve(
             job = conn.recv_bytes()
         except EOFError:  # the server closed the pipe (retired), or died
             return
+        if job == STOP:  # (it came as the job it was meant for ended anyway)
+            continue
         try:
             fn, args = ForkingPickler.loads(job)
             outcome: tuple[str, Any] = ("ok", fn(*args))
@@ -137,9 +169,12 @@ class Worker:
         ready = self._receive()
         return bool(ready[1])
 
-    def exchange(self, job: tuple[Callable[..., Any], tuple[Any, ...]]) -> tuple[str, Any, int]:
-        """Send a job and wait for its answer. Runs in a thread (a body sent through the pipe
-        may be large, and so may an answer)."""
+    def exchange(
+        self, job: tuple[Callable[..., Any], tuple[Any, ...]], on_message: Callable[[Any], None] | None = None
+    ) -> tuple[str, Any, int]:
+        """Send a job and wait for its answer, handing the messages it sends first to
+        `on_message`. Runs in a thread (a body sent through the pipe may be large, and so may
+        an answer)."""
         try:
             data = ForkingPickler.dumps(job)
         except Exception as exc:
@@ -151,6 +186,10 @@ class Worker:
         except OSError:  # the pipe is broken: the worker exited just now
             raise _NotSentError from None
         outcome: tuple[str, Any, int] = self._receive()
+        while outcome[0] == "message":
+            if on_message is not None:
+                on_message(outcome[1])
+            outcome = self._receive()
         return outcome
 
     def _receive(self) -> Any:
@@ -274,15 +313,18 @@ class Pool:
 
     # ------------------------------------------------------------ jobs
 
-    async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+    async def call(
+        self, fn: Callable[..., Any], *args: Any, on_message: Callable[[Any], None] | None = None
+    ) -> Any:
         """`fn(*args)` in an idle worker, once there is one; its result, or its exception.
+        What it `report`s on the way is handed to `on_message`, in a thread of the pool.
 
         Raises WorkerDiedError when the worker died computing it. Cancelling this stops the
         computation: the worker is killed and replaced."""
         loop = asyncio.get_running_loop()
         while True:
             w = await self._take()
-            future = loop.run_in_executor(self.threads, w.exchange, (fn, args))
+            future = loop.run_in_executor(self.threads, w.exchange, (fn, args), on_message)
             try:
                 kind, value, rss = await asyncio.shield(future)
             except _UnpicklableError as exc:
@@ -295,6 +337,8 @@ class Pool:
                 self._died(w)
                 raise
             except BaseException:  # cancelled (or this process could not run the thread)
+                if on_message is not None and await self._stopped(w, future):
+                    raise
                 self._kill(w)
                 self._lost(w, "cancelled")
                 future.add_done_callback(functools.partial(self._close_after, w))
@@ -303,6 +347,20 @@ class Pool:
             if kind == "error":
                 raise value
             return value
+
+    async def _stopped(self, w: Worker, future: asyncio.Future[tuple[str, Any, int]]) -> bool:
+        """Ask `w`'s job to stop at its next report; whether it did within STOP_WAIT_S (the
+        worker is then free again)."""
+        try:
+            if not future.done():
+                w.conn.send_bytes(STOP)
+                await asyncio.wait({future}, timeout=STOP_WAIT_S)
+        except (OSError, asyncio.CancelledError):  # gone, or cancelled again: kill it
+            return False
+        if not future.done() or future.cancelled() or future.exception() is not None:
+            return False
+        self._done(w, future.result()[2])
+        return True
 
     async def _take(self) -> Worker:
         if self.stopped:

@@ -9,28 +9,43 @@ from multiprocessing.shared_memory import SharedMemory
 import numpy as np
 
 from service.endpoints.dispatch import Reply, handle_in_pieces
+from service.endpoints.progress import Report
 from service.settings import Limits
 
 
-def handle_shared(endpoint: str, name: str, size: int, limits: Limits, framed: int | None = None) -> Reply:
+def handle_shared(
+    endpoint: str,
+    name: str,
+    size: int,
+    limits: Limits,
+    framed: int | None = None,
+    report: Report | None = None,
+) -> Reply:
     """`handle` for a body the server wrote into shared memory; an answer that fits goes back
     the same way, over the body (a 2.9 MB answer took ~3 ms pickled through the pipe, and the
     server's GIL while it was unpickled). A binary body's arrays are read where they lie, and a
     binary answer's sections are written there one after another, never joined first."""
     shm = SharedMemory(name=name)
     try:
-        return _answer_in(shm, endpoint, size, limits, framed)
+        return _answer_in(shm, endpoint, size, limits, framed, report)
     finally:
         with contextlib.suppress(BufferError):  # a view outlived the request (a bug's traceback)
             shm.close()
 
 
-def _answer_in(shm: SharedMemory, endpoint: str, size: int, limits: Limits, framed: int | None) -> Reply:
+def _answer_in(
+    shm: SharedMemory, endpoint: str, size: int, limits: Limits, framed: int | None, report: Report | None
+) -> Reply:
     """The request's reply, its answer in `shm` when it fits: no view of `shm` outlives this call."""
     buf = shm.buf
     assert buf is not None  # None only once closed
     with buf[:size] as body:
-        reply = handle_in_pieces(endpoint, body if framed is not None else bytes(body), limits, framed)
+        given = body if framed is not None else bytes(body)
+        reply = (
+            handle_in_pieces(endpoint, given, limits, framed)
+            if report is None
+            else handle_in_pieces(endpoint, given, limits, framed, report)
+        )
     pieces: tuple[bytes | memoryview, ...] = (reply.content, *reply.sections)
     total = sum(map(len, pieces))
     if total > shm.size:

@@ -447,6 +447,15 @@ class SgdResponse(ResponseModel):
     )
 
 
+class SgdProgress(ResponseModel):
+    """A streamed training's `progress` event (Accept: text/event-stream): an epoch has ended."""
+
+    epoch: int = Field(description="the epoch that ended, counted from 0 as in `history`")
+    epochs: int = Field(description="the epochs asked for")
+    steps: int = Field(description="the SGD steps taken so far")
+    loss: float = Field(description="the full-batch loss after this epoch: `history[epoch].loss`")
+
+
 class Factor(ResponseModel):
     name: str
     value: float

@@ -80,8 +80,10 @@ const state = {
   result: null, // the last /v1/gradients (or /v1/forward, without targets) answer
   show: "gradients",
   selected: null, // index of the weight being explained
-  losses: [],
+  losses: [], // the loss curve: the loss before training, then after steps or streamed epochs
+  lossSteps: [], // the step (epoch) each of those losses was reached at
   steps: 0,
+  streamed: 0, // progress events received from streamed trainings
   playing: false,
   seq: { compute: 0, explain: 0, heatmap: 0, layout: 0 },
 };
@@ -241,8 +243,7 @@ function load(doc) {
   state.snapshot = clone(network);
   state.result = null;
   state.selected = null;
-  state.losses = [];
-  state.steps = 0;
+  resetLosses();
   $("explain").replaceChildren(el("p", { class: "hint", text: "Pick an edge in the picture or an “Explain” button in the weights table." }));
   $("check-summary").textContent = "";
   buildTables();
@@ -260,7 +261,7 @@ async function recompute() {
       : await api("/v1/forward", body());
     if (seq !== state.seq.compute) return;
     state.result = result;
-    if (!state.losses.length && typeof result.loss === "number") state.losses.push(result.loss);
+    if (!state.losses.length && typeof result.loss === "number") addLoss(result.loss);
     clearError();
   } catch (e) {
     if (seq !== state.seq.compute) return;
@@ -553,8 +554,7 @@ document.addEventListener("input", (ev) => {
       if (v === null) return;
       writeModel(input.dataset, v);
       if (input.dataset.kind === "weight" || input.dataset.kind === "bias") state.snapshot = clone(state.network);
-      state.losses = [];
-      state.steps = 0;
+      resetLosses();
       recompute();
     }, EDIT_DELAY_MS),
   );
@@ -610,14 +610,98 @@ async function explain(k) {
 
 // ---------------------------------------------------------------- training
 
+function resetLosses() {
+  state.losses = [];
+  state.lossSteps = [];
+  state.steps = 0;
+}
+
+function addLoss(loss) {
+  state.losses.push(loss);
+  state.lossSteps.push(state.steps);
+}
+
 async function step() {
   const lr = parseNumber($("learning-rate").value);
   if (lr === null || lr <= 0) throw new Error("the learning rate must be a number above 0");
   const res = await api("/v1/sgd", body({ learning_rate: lr, epochs: 1 }));
-  if (!state.losses.length) state.losses.push(res.loss_before);
+  if (!state.losses.length) addLoss(res.loss_before);
   state.network = normalize({ network: res.network, samples: state.samples }).network;
   state.steps += 1;
-  state.losses.push(res.loss_after);
+  addLoss(res.loss_after);
+  await recompute();
+}
+
+// Play trains PLAY_EPOCHS epochs a request, streamed: the curve grows from each progress event
+// as it comes (throttled by the service to a few a second), the network from the result.
+const PLAY_EPOCHS = 50;
+
+async function* sgdEvents(payload) {
+  const headers = { Accept: "text/event-stream", "Content-Type": "application/json" };
+  const key = $("api-key").value.trim();
+  if (key) headers.Authorization = `Bearer ${key}`;
+  let response;
+  try {
+    response = await fetch("/v1/sgd", { method: "POST", headers, body: JSON.stringify(payload) });
+  } catch (e) {
+    throw new Error(`the service did not answer /v1/sgd: ${e.message}`);
+  }
+  if (!response.ok || !(response.headers.get("content-type") || "").startsWith("text/event-stream")) {
+    const text = await response.text(); // refused before training: a plain answer
+    let doc = null;
+    try {
+      doc = JSON.parse(text);
+    } catch {
+      doc = null;
+    }
+    if (!response.ok) throw new ApiError(response.status, doc, text);
+    yield { event: "result", data: doc };
+    return;
+  }
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) throw new Error("the training's stream ended before its result");
+    buffer += value.replace(/\r\n?/g, "\n");
+    for (let end = buffer.indexOf("\n\n"); end >= 0; end = buffer.indexOf("\n\n")) {
+      const block = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      let name = "message";
+      const data = [];
+      for (const line of block.split("\n")) {
+        if (line.startsWith("event:")) name = line.slice(6).trim();
+        else if (line.startsWith("data:")) data.push(line.slice(5).replace(/^ /, ""));
+      }
+      if (!data.length) continue; // a heartbeat
+      const doc = JSON.parse(data.join("\n"));
+      if (name === "error") throw new ApiError(doc.status, doc, doc.detail);
+      yield { event: name, data: doc };
+      if (name === "result") {
+        reader.cancel();
+        return;
+      }
+    }
+  }
+}
+
+async function playEpochs() {
+  const lr = parseNumber($("learning-rate").value);
+  if (lr === null || lr <= 0) throw new Error("the learning rate must be a number above 0");
+  const base = state.steps;
+  for await (const { event, data } of sgdEvents(body({ learning_rate: lr, epochs: PLAY_EPOCHS }))) {
+    if (event === "progress") {
+      state.steps = base + data.epoch + 1;
+      state.streamed += 1;
+      addLoss(data.loss);
+      drawLoss();
+    } else if (event === "result") {
+      state.network = normalize({ network: data.network, samples: state.samples }).network;
+      state.steps = base + data.history.length;
+      const last = data.history[data.history.length - 1];
+      if (state.lossSteps[state.lossSteps.length - 1] !== state.steps) addLoss(last.loss);
+    }
+  }
   await recompute();
 }
 
@@ -632,7 +716,7 @@ async function play() {
   trainButtons();
   while (state.playing) {
     try {
-      await step();
+      await playEpochs();
     } catch (e) {
       showError(e);
       break;
@@ -647,6 +731,7 @@ function drawLoss() {
   const svg = $("loss-curve");
   const ls = state.losses;
   svg.dataset.losses = JSON.stringify(ls);
+  svg.dataset.streamed = String(state.streamed);
   svg.replaceChildren();
   const last = ls.length ? ls[ls.length - 1] : null;
   $("train-status").textContent = last === null ? "" : `step ${state.steps}: loss ${fmt(last)}`;
@@ -659,9 +744,12 @@ function drawLoss() {
   const hi = Math.max(...ls);
   const lo = Math.min(0, ...ls);
   const span = hi - lo || 1;
-  const points = ls.map((v, i) => `${((i / (ls.length - 1)) * 390 + 5).toFixed(1)},${(155 - ((v - lo) / span) * 145).toFixed(1)}`);
+  const at = state.lossSteps;
+  const first = at[0];
+  const width = at[at.length - 1] - first || 1;
+  const points = ls.map((v, i) => `${(((at[i] - first) / width) * 390 + 5).toFixed(1)},${(155 - ((v - lo) / span) * 145).toFixed(1)}`);
   svg.append(svgEl("line", { x1: 5, y1: 155, x2: 395, y2: 155, class: "axis" }), svgEl("polyline", { points: points.join(" ") }));
-  caption.textContent = `Loss from ${fmt(ls[0])} to ${fmt(last)} over ${ls.length - 1} steps (the axis starts at ${fmt(lo)}).`;
+  caption.textContent = `Loss from ${fmt(ls[0])} to ${fmt(last)} over ${state.steps} steps (the axis starts at ${fmt(lo)}).`;
 }
 
 // ---------------------------------------------------------------- checking
@@ -862,8 +950,7 @@ async function start() {
   $("reset").addEventListener("click", guard(async () => {
     state.playing = false;
     state.network = clone(state.snapshot);
-    state.losses = [];
-    state.steps = 0;
+    resetLosses();
     await recompute();
   }));
   $("check-shown").addEventListener("click", guard(checkShown));
