@@ -48,11 +48,12 @@ class _Call:
         self.method, self.path, self.model = method, path, model
         self.body = body
         self.prepared: RequestBody | None = None
+        self.streamed = False  # answered as server-sent events, whose result is JSON, never framed
 
     def prepare(self, binary: bool) -> RequestBody | None:
         """The body to send (built once, on first use: a retry sends the same bytes)."""
         if self.body is not None and self.prepared is None:
-            self.prepared = request_body(self.body, binary)
+            self.prepared = request_body(self.body, binary, framed_answer=not self.streamed)
         return self.prepared
 
     def result(self, response: httpx.Response) -> Any:

@@ -51,6 +51,7 @@ class _Events:
 
 
 def _request(core: _Core, http: httpx.Client | httpx.AsyncClient, call: _Call) -> httpx.Request:
+    call.streamed = True
     request = core.request(http, call)
     request.headers["accept"] = "text/event-stream"
     return request

@@ -304,7 +304,7 @@ class RequestBody:
     decode: bool = False
 
 
-def request_body(body: Mapping[str, Any], binary: bool = True) -> RequestBody:
+def request_body(body: Mapping[str, Any], binary: bool = True, framed_answer: bool = True) -> RequestBody:
     """A request body, framed when it carries binary arrays, else JSON.
 
     None values are left out (on the wire they mean the default). An `array_encoding` of None
@@ -313,10 +313,11 @@ def request_body(body: Mapping[str, Any], binary: bool = True) -> RequestBody:
     same way both ways; the answer then reads as nested lists, as if they had been lists.
     """
     document = _Document({key: value for key, value in body.items() if value is not None}, binary)
+    answer = "binary" if binary and framed_answer else "base64"  # (a streamed answer is JSON)
     decode = "array_encoding" in body and body["array_encoding"] is None
-    decode = decode and document.encoded and (binary or numpy_available())
+    decode = decode and document.encoded and (answer == "binary" or numpy_available())
     if decode:
-        document.body["array_encoding"] = "binary" if binary else "base64"
+        document.body["array_encoding"] = answer
     text = document.json()
     if not document.sections:
         return RequestBody(text, {"content-type": "application/json"}, decode)

@@ -585,3 +585,33 @@ def test_binary_bodies_work_computed_in_threads_too(thread_server: Server) -> No
     with httpx.Client(base_url=thread_server.url, timeout=60) as http:
         got = answer(post(http, "/v1/gradients", request, "binary"))
         assert got == answer(post(http, "/v1/gradients", request, "list"))
+
+
+def test_a_binary_body_nested_past_the_parsers_depth_is_a_400_not_a_500(http: httpx.Client) -> None:
+    document = b"[" * 5000 + b"]" * 5000
+    headers = {
+        "content-type": "application/octet-stream",
+        "inference-header-content-length": str(len(document)),
+    }
+    response = http.post("/v1/forward", content=document + bytes(8), headers=headers)
+    assert response.status_code == 400, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+
+
+def test_an_empty_reference_of_a_huge_shape_is_a_422_not_a_500(http: httpx.Client) -> None:
+    request = mlp(np.random.default_rng(8))
+    request["network"]["units"][1]["bias"] = [0.0] * 5  # in the JSON: no section of its own
+    body, headers = as_binary(request)
+    length = int(headers[framing.HEADER])
+    document = json.loads(body[:length])
+    document["network"]["units"][1]["bias"] = {
+        "datatype": "FP64",
+        "shape": [0, 2**62],
+        "parameters": {"binary_data_size": 0},
+    }
+    text = json.dumps(document).encode()
+    response = http.post(
+        "/v1/forward", content=text + body[length:], headers={**headers, framing.HEADER: str(len(text))}
+    )
+    assert problem(response) == (422, "invalid-request"), response.text
+    assert "too large" in response.json()["detail"]

@@ -459,3 +459,32 @@ def test_a_stream_stopped_by_its_deadline_or_a_hang_up_is_counted() -> None:
         assert stopped(server.url, "deadline") == 1
     finally:
         server.stop()
+
+
+def test_the_sdk_streams_a_training_of_numpy_arrays_and_a_binary_answer_is_refused_before_it(
+    url: str,
+) -> None:
+    """The SDK sends large NumPy arrays framed and, left to choose, asks for binary answers; a
+    streamed result is a JSON event, so for a stream it asks for base64, and a stream asked for
+    binary arrays is refused before it starts (a plain 422), never a framed body in an event."""
+    rng = np.random.default_rng(3)
+    net = client.mlp([32, 16, 1], seed=3)
+    samples = {
+        "inputs": {"input": rng.normal(size=(64, 32))},
+        "targets": {"output": rng.normal(size=(64, 1))},
+    }
+    with client.Client(url) as gs:
+        plain = gs.sgd(net, samples, 0.1, epochs=3)
+        seen: list[client.SgdProgress] = []
+        streamed = gs.sgd(net, samples, 0.1, epochs=3, progress=seen.append)
+        assert seen[-1].epoch == 2
+        assert [p.loss for p in seen] == [plain.history[p.epoch].loss for p in seen]
+        assert streamed.history == plain.history
+        assert client.to_numpy(streamed.network.weights[0].value).tolist() == (
+            client.to_numpy(plain.network.weights[0].value).tolist()
+        )
+    body = {**chain_request(), "learning_rate": 0.5, "array_encoding": "binary"}
+    response = httpx.post(url + "/v1/sgd", json=body, headers={"accept": "text/event-stream"}, timeout=30)
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert "streamed training" in response.json()["detail"]

@@ -104,6 +104,12 @@ def _view(loc: Sequence[str | int]) -> np.ndarray:
         )
         raise InvalidRequestError(msg, [issue(loc, msg)])
     dtype = np.dtype(ref.typestr)
+    if math.prod(max(d, 1) for d in ref.shape) > MAX_SPAN:
+        msg = (
+            f"{_where(loc)}: shape {_shape_text(ref.shape)} is too large: its non-zero dimensions "
+            f"multiply to more than 2**59 elements"
+        )
+        raise InvalidRequestError(msg, [issue([*loc, "shape"], msg)])
     if ref.count == 0:
         return np.zeros(ref.shape)
     array = np.frombuffer(sections.buffer, dtype, count=ref.count, offset=ref.offset).reshape(ref.shape)

@@ -15,7 +15,7 @@ from service import engine, wire
 from service.endpoints import progress, requests
 from service.endpoints.arrays import encoded
 from service.engine import Batch, Plan, Values
-from service.errors import NonFiniteResultError
+from service.errors import InvalidRequestError, NonFiniteResultError
 from service.settings import Limits
 
 #: a JSON object of the answer, its arrays still NumPy (service.endpoints.arrays.dumps writes it)
@@ -164,6 +164,11 @@ def sgd(req: wire.SgdRequest, limits: Limits, report: progress.Report | None = N
     """SGD; with `report`, its progress too: START once the request is admitted, then each
     epoch's loss as it ends (throttled; a loss that is not finite is not reported, the answer
     says what overflowed)."""
+    if report is not None and req.array_encoding == "binary":
+        raise InvalidRequestError(
+            "a streamed training's result is a JSON event (text/event-stream): ask for "
+            "array_encoding 'list' or 'base64', or for the binary answer without the stream"
+        )
     plan, batch = prepare(req.network, req.samples, need_targets=True)
     options = engine.SgdOptions(
         learning_rate=req.learning_rate,

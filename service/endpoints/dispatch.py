@@ -152,7 +152,7 @@ def _referenced(document: bytes, sections: memoryview) -> Sections | None:
         except orjson.JSONDecodeError:
             try:  # orjson refuses some JSON the schema's parser takes (integers past 64 bits)
                 tree = json.loads(document)
-            except ValueError:
+            except (ValueError, RecursionError):  # (nested past the stack: the parse says so next)
                 return None
     try:
         found = framing.references(tree, len(sections))

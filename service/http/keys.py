@@ -28,7 +28,7 @@ CHECK_EVERY_S = 1.0
 
 
 class KeyFileError(Exception):
-    """The key file cannot be read, or holds no key."""
+    """The key file cannot be read or holds no key, or a key setting is set but empty."""
 
 
 def fingerprint(key: bytes) -> str:
@@ -81,12 +81,17 @@ class KeyRing:
     def from_settings(cls, settings: Settings) -> KeyRing | None:
         """The settings' keys; None when none is configured (then no key is asked for).
         Raises KeyFileError for a key file that cannot be read or holds no key."""
-        fixed = []
-        if settings.api_key is not None:
-            fixed.append(settings.api_key.get_secret_value().encode())
-        if settings.api_keys is not None:
-            listed = settings.api_keys.get_secret_value().split(",")
-            fixed += [key.strip().encode() for key in listed if key.strip()]
+        fixed: list[bytes] = []
+        for name, value in (
+            ("GRADSERVE_API_KEY", settings.api_key),
+            ("GRADSERVE_API_KEYS", settings.api_keys),
+        ):
+            if value is None:
+                continue
+            given = [key.strip().encode() for key in value.get_secret_value().split(",") if key.strip()]
+            if not given:  # an empty secret must not turn the keys off
+                raise KeyFileError(f"{name} is set but holds no key: unset it to ask for none")
+            fixed += given if name == "GRADSERVE_API_KEYS" else [value.get_secret_value().strip().encode()]
         if not fixed and settings.api_keys_file is None:
             return None
         return cls(fixed, settings.api_keys_file)
