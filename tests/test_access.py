@@ -246,7 +246,9 @@ def test_the_file_is_looked_at_once_a_second_and_a_bad_version_keeps_the_last_ke
 
 @pytest.mark.parametrize("variable", ["GRADSERVE_API_KEYS", "GRADSERVE_API_KEY"])
 @pytest.mark.parametrize("value", ["", " , "])
-def test_a_key_setting_set_but_empty_stops_the_server_instead_of_opening_it(variable: str, value: str) -> None:
+def test_a_key_setting_set_but_empty_stops_the_server_instead_of_opening_it(
+    variable: str, value: str
+) -> None:
     """An empty secret in a deployment must not turn the keys off (every path open, /metrics too)."""
     with pytest.raises(RuntimeError, match=f"{variable} is set but holds no key"):
         start_server({variable: value})
