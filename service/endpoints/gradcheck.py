@@ -150,37 +150,22 @@ def _claimed(plan: Plan, claimed: wire.ClaimedGradients) -> tuple[np.ndarray, np
             problems.append(issue(loc, msg))
             continue
         values[w.params], covered[w.params] = value.ravel(), True
-    for uid, bias in claimed.biases.items():
-        loc = ["gradients", "biases", uid]
-        if uid not in plan.unit_index or plan.units[plan.unit_index[uid]].role == "input":
-            problems.append(issue(loc, f"{uid!r} is not a unit with a bias"))
-            continue
-        unit = plan.units[plan.unit_index[uid]]
-        value = to_numpy(bias, loc).ravel()
-        if value.size != unit.size:
-            problems.append(
-                issue(loc, f"the bias gradient of {uid!r} has {value.size} entries, expected {unit.size}")
-            )
-            continue
-        values[plan.bias_params(unit)], covered[plan.bias_params(unit)] = value, True
-    for uid, response in claimed.responses.items():
-        loc = ["gradients", "responses", uid]
-        if (
-            not plan.has_responses
-            or uid not in plan.unit_index
-            or plan.units[plan.unit_index[uid]].role == "input"
-        ):
-            why = "" if plan.has_responses else " (the network gives no unit a response)"
-            problems.append(issue(loc, f"{uid!r} is not a unit with a response{why}"))
-            continue
-        unit = plan.units[plan.unit_index[uid]]
-        value = to_numpy(response, loc).ravel()
-        if value.size != unit.size:
-            problems.append(
-                issue(loc, f"the response gradient of {uid!r} has {value.size} entries, expected {unit.size}")
-            )
-            continue
-        values[plan.response_params(unit)], covered[plan.response_params(unit)] = value, True
+    per_unit = [("bias", "biases", claimed.biases, plan.bias_params, True)]
+    per_unit.append(("response", "responses", claimed.responses, plan.response_params, plan.has_responses))
+    for kind, key, given, params, held in per_unit:
+        for uid, entry in given.items():
+            loc = ["gradients", key, uid]
+            if not held or uid not in plan.unit_index or plan.units[plan.unit_index[uid]].role == "input":
+                why = "" if held else f" (the network gives no unit a {kind})"
+                problems.append(issue(loc, f"{uid!r} is not a unit with a {kind}{why}"))
+                continue
+            unit = plan.units[plan.unit_index[uid]]
+            value = to_numpy(entry, loc).ravel()
+            if value.size != unit.size:
+                msg = f"the {kind} gradient of {uid!r} has {value.size} entries, expected {unit.size}"
+                problems.append(issue(loc, msg))
+                continue
+            values[params(unit)], covered[params(unit)] = value, True
     raise_collected(InvalidRequestError, problems)
     if not covered.any():
         raise InvalidRequestError("gradients holds nothing to check: give weights or biases, or leave it out")
