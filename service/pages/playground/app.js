@@ -155,8 +155,9 @@ class ApiError extends Error {
   }
 }
 
-async function api(path, body, as = "json") {
-  const headers = { Accept: "application/json" };
+// A request to the service with the key, if one is given; a network failure says which path.
+async function send(path, body, accept = "application/json") {
+  const headers = { Accept: accept };
   const key = $("api-key").value.trim();
   if (key) headers.Authorization = `Bearer ${key}`;
   const init = { method: body === undefined ? "GET" : "POST", headers };
@@ -164,14 +165,16 @@ async function api(path, body, as = "json") {
     headers["Content-Type"] = "application/json";
     init.body = JSON.stringify(body);
   }
-  let response;
   try {
-    response = await fetch(path, init);
+    return await fetch(path, init);
   } catch (e) {
     throw new Error(`the service did not answer ${path}: ${e.message}`);
   }
+}
+
+// A plain answer's JSON document; a problem thrown as an ApiError.
+async function plainAnswer(response) {
   const text = await response.text();
-  if (response.ok && as === "text") return text;
   let doc = null;
   try {
     doc = JSON.parse(text);
@@ -180,6 +183,12 @@ async function api(path, body, as = "json") {
   }
   if (!response.ok) throw new ApiError(response.status, doc, text);
   return doc;
+}
+
+async function api(path, body, as = "json") {
+  const response = await send(path, body);
+  if (response.ok && as === "text") return response.text();
+  return plainAnswer(response);
 }
 
 function showError(e) {
@@ -637,25 +646,9 @@ async function step() {
 const PLAY_EPOCHS = 50;
 
 async function* sgdEvents(payload) {
-  const headers = { Accept: "text/event-stream", "Content-Type": "application/json" };
-  const key = $("api-key").value.trim();
-  if (key) headers.Authorization = `Bearer ${key}`;
-  let response;
-  try {
-    response = await fetch("/v1/sgd", { method: "POST", headers, body: JSON.stringify(payload) });
-  } catch (e) {
-    throw new Error(`the service did not answer /v1/sgd: ${e.message}`);
-  }
+  const response = await send("/v1/sgd", payload, "text/event-stream");
   if (!response.ok || !(response.headers.get("content-type") || "").startsWith("text/event-stream")) {
-    const text = await response.text(); // refused before training: a plain answer
-    let doc = null;
-    try {
-      doc = JSON.parse(text);
-    } catch {
-      doc = null;
-    }
-    if (!response.ok) throw new ApiError(response.status, doc, text);
-    yield { event: "result", data: doc };
+    yield { event: "result", data: await plainAnswer(response) }; // refused before training: a plain answer
     return;
   }
   const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
