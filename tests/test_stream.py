@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 import client
+from bench.reliability import huge_answer_body
 from client.arrays import encode
 from client.cli import main as cli_main
 from service.launcher import Server, start_server
@@ -372,21 +373,9 @@ def test_in_threads_the_stream_is_the_same(url: str) -> None:
 
 @pytest.mark.chaos
 def test_a_client_that_does_not_read_its_streamed_result_is_dropped_after_the_send_timeout() -> None:
-    width = 999_000  # the answer's network holds a bias for each: 4 MB of JSON
-    body = json.dumps(
-        {
-            "network": {
-                "units": [
-                    {"id": "x", "role": "input"},
-                    {"id": "h", "size": width},
-                    {"id": "o", "role": "output"},
-                ],
-                "weights": [],
-            },
-            "samples": {"inputs": {"x": [0.0]}, "targets": {"o": [1.0]}},
-            "learning_rate": 0.1,
-        }
-    ).encode()
+    request = json.loads(huge_answer_body(999_000))  # the answer's network holds a bias for each: 4 MB
+    request["samples"]["targets"] = {"o": [1.0]}
+    body = json.dumps({**request, "learning_rate": 0.1}).encode()
     server = start_server(env={"GRADSERVE_SEND_TIMEOUT_S": "1", "GRADSERVE_LOG_LEVEL": "warning"})
     try:
         json_ = {"content-type": "application/json"}
