@@ -9,7 +9,7 @@ import platform
 import statistics
 import time
 
-from bench import memory, mlp, reliability, sparse, throughput
+from bench import ab, memory, mlp, reliability, sparse, throughput
 from bench.common import load_generator, report
 from service.launcher import start_server
 from service.transport.executors import tune_for_requests
@@ -56,6 +56,12 @@ def main() -> None:
     parser.add_argument(
         "--reliability", action="store_true", help="only the R section: faults and hostile clients"
     )
+    parser.add_argument(
+        "--against",
+        metavar="REV",
+        help="A/B: this checkout's server beside the git revision REV's, P1-P4 taking turns",
+    )
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of each A/B measurement")
     args = parser.parse_args()
     tune_for_requests()  # the engine measured as the service's workers run it (NumPy's too)
     # Runs take turns; torch's OpenMP threads, left to spin after each run, took the CPU from
@@ -63,6 +69,10 @@ def main() -> None:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     started = time.monotonic()
     print(f"machine: {cpu_model()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    if args.against:
+        ab.run(args.against, rounds=args.rounds, tiny=args.tiny)
+        print(f"\nthe bench took {time.monotonic() - started:.0f} s")
+        return
     if args.tiny:
         report(
             "P2 MLP 8-4-4-2, batch 4", mlp.run(repeat=2, sizes=(8, 4, 4, 2), batch=4), "hand-written NumPy"

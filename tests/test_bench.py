@@ -10,7 +10,7 @@ import sys
 import httpx
 import pytest
 
-from bench import floor, memory, mlp, sparse
+from bench import ab, floor, memory, mlp, sparse
 from bench.__main__ import verdict
 from bench.common import load_generator, report
 from service.launcher import start_server
@@ -131,3 +131,24 @@ def test_p4_bodies_are_what_the_server_takes(http: httpx.Client, form: str) -> N
     answer = http.post("/v1/gradients", content=body, headers=headers)
     assert answer.status_code == 200, answer.text
     assert answer.json()["loss"] > 0
+
+
+def test_the_ab_mode_takes_turns_and_flags_a_regression_only_beyond_every_round() -> None:
+    seen: list[str] = []
+    new, old = ab.alternate((lambda: seen.append("new") or 2.0, lambda: seen.append("old") or 1.0), 3)
+    assert seen == ["new", "old", "old", "new", "new", "old"]  # who goes first alternates too
+    assert (new, old) == ([2.0] * 3, [1.0] * 3)
+    assert ab.report("slower in every round", [1.3, 1.2], [1.0, 1.0])
+    assert not ab.report("slower in one round only", [1.3, 1.05], [1.0, 1.0])
+    assert not ab.report("faster", [0.5, 0.6], [1.0, 1.0])
+
+
+@pytest.mark.slow
+def test_python_m_bench_against_a_revision_builds_it_and_prints_the_table() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "bench", "--against", "HEAD", "--tiny", "--rounds", "1"],
+        capture_output=True, text=True, check=True, timeout=600,
+    ).stdout  # fmt: skip
+    for row in ("P1 chain", "P2 MLP", "P3 sparse DAG"):
+        assert row in out, out
+    assert "new/old" in out
