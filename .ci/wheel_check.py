@@ -27,7 +27,9 @@ def crawl(http: httpx.Client, path: str, seen: set[str]) -> None:
     seen.add(path)
     answer = http.get(path)
     assert answer.status_code == 200, (path, answer.status_code)
-    if not path.endswith((".html", ".js", "/")):
+    if not answer.headers.get("content-type", "").startswith(
+        ("text/html", "text/javascript", "application/javascript")
+    ):
         return
     for absolute, relative in LOADS.findall(answer.text):
         target = absolute or str(httpx.URL(f"http://x{path}").join(relative).path)
