@@ -5,7 +5,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: serve test quick browser lint typecheck format bench install container
+.PHONY: serve test quick browser lint typecheck format bench install container kube wheel
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -50,3 +50,11 @@ bench: install
 
 container: install
 	bash .ci/container
+
+# deploy/kubernetes played with podman on the image `make container` built
+kube: container
+	bash .ci/kube
+
+# the sdist and wheel built, checked, and installed alone in fresh venvs
+wheel: install
+	bash .ci/wheel

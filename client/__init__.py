@@ -24,6 +24,7 @@ from client._errors import (
 )
 from client.arrays import BinaryArray, to_list, to_numpy
 from client.builders import mlp, single_units
+from client.display import Explanation, Svg, Training
 from client.neat import from_neat
 from client.onnx import OnnxError, from_onnx, to_onnx
 from service.wire import (
@@ -59,6 +60,7 @@ __all__ = [
     "CheckResponse",
     "Client",
     "EncodedArray",
+    "Explanation",
     "ExplainResponse",
     "ForwardResponse",
     "GradientColumns",
@@ -76,6 +78,8 @@ __all__ = [
     "Samples",
     "SgdProgress",
     "SgdResponse",
+    "Svg",
+    "Training",
     "Unit",
     "UnitValues",
     "UnprocessableEntityError",

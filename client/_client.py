@@ -17,6 +17,7 @@ from client._errors import APIConnectionError, APIError, APITimeoutError, status
 from client._retry import parse_retry_after, retry_delay, should_retry
 from client._stream import ProgressCallback, SgdEvent, aevents, afollowed, events, followed
 from client.arrays import RequestBody, decode_encoded, holds_encoded, read_answer, request_body
+from client.display import Explanation, Svg, Training
 from service import __version__
 from service.wire import (
     ENDPOINTS,
@@ -166,7 +167,9 @@ def _gradients(
 
 def _sgd(network: NetworkLike, samples: SamplesLike, learning_rate: float, options: dict[str, Any]) -> _Call:
     body = {"network": network, "samples": samples, "learning_rate": learning_rate, **options}
-    return _post("sgd", body)
+    call = _post("sgd", body)
+    call.model = Training  # an SgdResponse that shows its loss curve in a notebook
+    return call
 
 
 def _explain(
@@ -183,7 +186,9 @@ def _explain(
         "max_paths": max_paths,
         "array_encoding": array_encoding,
     }
-    return _post("explain", body)
+    call = _post("explain", body)
+    call.model = Explanation  # an ExplainResponse whose formulas a notebook typesets
+    return call
 
 
 def _check(
@@ -217,11 +222,12 @@ def _render(network: NetworkLike, samples: SamplesLike | None, show: str, format
     return _post("render", body, format=format)
 
 
-def _saved(text: str, path: str | os.PathLike[str] | None) -> str:
+def _saved(text: str, path: str | os.PathLike[str] | None, format: str = "dot") -> str:
+    """The drawing (an Svg, shown as a picture in a notebook, when it is SVG), saved to `path`."""
     if path is not None:
         with open(path, "w", encoding="utf-8") as file:
             file.write(text)
-    return text
+    return Svg(text) if format == "svg" else text
 
 
 def _sgd_options(
@@ -430,7 +436,7 @@ class Client:
     ) -> str:
         """The network drawn as SVG (or Graphviz DOT); saved to `path` too when given."""
         text: str = self._send(_render(network, samples, show, format))
-        return _saved(text, path)
+        return _saved(text, path, format)
 
     def info(self) -> InfoResponse:
         """The server's version, activations, losses and limits."""
@@ -599,7 +605,7 @@ class AsyncClient:
     ) -> str:
         """The network drawn as SVG (or Graphviz DOT); saved to `path` too when given."""
         text: str = await self._send(_render(network, samples, show, format))
-        return _saved(text, path)
+        return _saved(text, path, format)
 
     async def info(self) -> InfoResponse:
         """The server's version, activations, losses and limits."""

@@ -14,3 +14,8 @@ MAX_RETRY_AFTER = 60.0  # a server's Retry-After is honoured up to this
 
 #: a NumPy array with at least this many elements travels base64-encoded
 BASE64_MIN_ELEMENTS = 256
+
+
+def install_hint(extra: str) -> str:
+    """How to install an extra: from an index once the package is published, or from a checkout."""
+    return f"pip install 'gradserve[{extra}]' (from a checkout of the source: pip install '.[{extra}]')"

@@ -14,7 +14,7 @@ The answer is printed as compact JSON on one line (for pipes and `jq`); `--prett
 `--npz PATH` asks for the answer framed the same way and writes its arrays to PATH, keyed by
 their JSON paths (`gradients.weights.0.value`), printing the rest of the answer.
 `sgd` shows its progress on stderr (epoch, loss, time left) when stderr is a terminal, or
-with --progress: a tqdm bar with the `cli` extra (pip install 'gradserve[cli]'), else a line.
+with --progress: a tqdm bar with the `cli` extra (client._constants.install_hint), else a line.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
 from client._client import Client
-from client._constants import BASE64_MIN_ELEMENTS
+from client._constants import BASE64_MIN_ELEMENTS, install_hint
 from client._errors import APIError, APIStatusError, NetworkImportError
 from client._stream import followed
 from client.arrays import binary_arrays, binary_of, numpy_available, to_numpy
@@ -155,7 +155,10 @@ def _option(sub: argparse.ArgumentParser, name: str, field: FieldInfo) -> None:
     flag = "--" + name.replace("_", "-")
     kind = _scalar(field.annotation)
     said = [field.description] if field.description else []
-    said.append("required here or in the request" if field.is_required() else f"default: {field.default}")
+    if field.is_required():
+        said.append("required here or in the request")
+    elif field.default is not None and "default" not in (field.description or ""):
+        said.append(f"default: {field.default}")  # a field without one says what its absence means
     text = "; ".join(said)
     if kind is None:
         sub.add_argument(flag, metavar="FILE", dest=f"{name}_file", help=_FILE_HELP.get(name, "a JSON file"))
@@ -241,7 +244,7 @@ def _request(args: argparse.Namespace, stdin: TextIO) -> dict[str, Any]:
                 + request["array_encoding"]
             )
         if not numpy_available():
-            raise SystemExit("gradserve-client: --npz writes a NumPy file: install NumPy (gradserve[numpy])")
+            raise SystemExit(f"gradserve-client: --npz writes a NumPy file: {install_hint('numpy')}")
         request["array_encoding"] = "binary"
     if getattr(args, "binary", False):
         request = _binary(request)

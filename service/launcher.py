@@ -48,8 +48,11 @@ class Server:
             self.proc.wait()
 
 
-def start_server(env: dict[str, str] | None = None, command: list[str] | None = None) -> Server:
-    """`python -m service` (or `command`, which gets --port) on a free port, once /readyz answers."""
+def start_server(
+    env: dict[str, str] | None = None, command: list[str] | None = None, ready_s: float = 30
+) -> Server:
+    """`python -m service` (or `command`, which gets --port) on a free port, once /readyz answers
+    (within `ready_s` seconds)."""
     port = free_port()
     log = Path(tempfile.mkstemp(prefix="gradserve-", suffix=".log")[1])
     with log.open("wb") as sink:
@@ -60,7 +63,7 @@ def start_server(env: dict[str, str] | None = None, command: list[str] | None = 
             stderr=subprocess.STDOUT,
         )
     server = Server(proc, f"http://127.0.0.1:{port}", log)
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + ready_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited: {server.output()}")
@@ -71,4 +74,4 @@ def start_server(env: dict[str, str] | None = None, command: list[str] | None = 
             pass
         time.sleep(0.05)
     server.stop()
-    raise RuntimeError("server did not become ready in 30 s")
+    raise RuntimeError(f"server did not become ready in {ready_s:g} s")

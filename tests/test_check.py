@@ -80,3 +80,20 @@ def test_check_is_bounded_by_the_work_limit() -> None:
     )
     assert response.status_code == 413
     assert "checking 6 parameters" in response.json()["detail"]
+
+
+def test_a_zero_gradient_claimed_as_rounding_noise_has_no_relative_error() -> None:
+    """Trained to zero loss, gradients are rounding noise (2e-15 against a numeric 0): "relative
+    error 1" said nothing; values within atol of zero have no relative error to report."""
+    case = seed.chain()
+    samples = {"inputs": {"x": [0.0]}, "targets": {"o": [0.25]}}  # z_x = 0: dE/dw_{x->j} is 0 exactly
+    claimed = {"weights": [{"source": "x", "target": "j", "value": 2.02e-15}]}
+    body = checked(case.network, samples, gradients=claimed)
+    assert body["ok"] is True
+    assert body["max_abs_error"] == pytest.approx(2.02e-15, rel=1e-6)
+    assert body["max_rel_error"] == 0.0
+    # above atol, the relative error is the plain one
+    claimed["weights"][0]["value"] = 1e-3
+    body = checked(case.network, samples, gradients=claimed)
+    assert body["ok"] is False
+    assert body["max_rel_error"] == pytest.approx(1.0)

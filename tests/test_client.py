@@ -381,6 +381,15 @@ def run_cli(args: list[str], stdin: str = "") -> tuple[int, str, str]:
     return proc.returncode, proc.stdout, proc.stderr
 
 
+def test_cli_help_shows_real_defaults_only(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        cli_main(["sgd", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "None" not in text
+    assert "default: the whole batch" in text  # --batch-size: what its absence means
+    assert "default: 1)" in text or "default: 1;" in text or "default: 1 " in text  # --epochs
+
+
 def test_cli_gradients_from_stdin(server_url: str) -> None:
     case = seed.chain()
     code, out, err = run_cli(
@@ -516,6 +525,12 @@ with Client({server_url!r}) as gs:
     )
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout) == pytest.approx(case.weight_gradients, rel=1e-12)
+    # the server's command is installed too: it says what to install, not a traceback
+    served = subprocess.run([str(venv / "bin" / "gradserve")], capture_output=True, text=True, cwd=tmp_path)
+    assert served.returncode == 1
+    assert "pip install 'gradserve[server]'" in served.stderr
+    assert "pip install '.[server]'" in served.stderr
+    assert "Traceback" not in served.stderr
 
 
 def test_a_computation_that_ran_out_of_time_is_not_retried() -> None:

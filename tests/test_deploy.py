@@ -210,3 +210,17 @@ def test_kubectl_kustomize_renders_the_queue_scaling_overlay() -> None:
     assert run.returncode == 0, run.stderr
     (hpa,) = [d for d in yaml.safe_load_all(run.stdout) if d["kind"] == "HorizontalPodAutoscaler"]
     assert [m["type"] for m in hpa["spec"]["metrics"]] == ["Resource", "Pods"]
+
+
+def test_the_readme_guide_creates_the_secret_before_the_pods_that_need_it() -> None:
+    """The quick start applied the manifests and waited on the rollout, with the Secret the pods
+    mount a paragraph later: the pods never started."""
+    readme = (ROOT / "README.md").read_text()
+    guide = readme[readme.index("kind load docker-image") :]
+    namespace = guide.index("kubectl apply -f deploy/kubernetes/namespace.yaml")
+    secret = guide.index("create secret generic gradserve-api-keys")
+    apply = guide.index("kubectl apply -k deploy/kubernetes/")
+    rollout = guide.index("rollout status deployment/gradserve")
+    assert namespace < secret < apply < rollout
+    volume = next(v for v in manifest("Deployment")["spec"]["template"]["spec"]["volumes"] if "secret" in v)
+    assert volume["secret"]["secretName"] in guide[secret : secret + 80]

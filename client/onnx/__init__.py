@@ -1,6 +1,6 @@
 """Networks from and to ONNX: `from_onnx(model_or_path)` and `to_onnx(network)`.
 
-The `onnx` package is an optional extra (`pip install 'gradserve[onnx]'`), imported only when
+The `onnx` package is an optional extra (`pip install '.[onnx]'` from a checkout), imported only when
 one of these is called. Both directions are exact: what they cannot express exactly (an
 operator, an attribute, a shape) is refused with an `OnnxError` that names the node and its
 operator, or the unit and its field.

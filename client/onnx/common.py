@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from client._constants import install_hint
 from client._errors import NetworkImportError
 
 if TYPE_CHECKING:
@@ -53,7 +54,5 @@ def load_onnx() -> Any:
     try:
         import onnx
     except ImportError:
-        raise ImportError(
-            "ONNX import and export need the onnx package: pip install 'gradserve[onnx]'"
-        ) from None
+        raise ImportError(f"ONNX import and export need the onnx package: {install_hint('onnx')}") from None
     return onnx

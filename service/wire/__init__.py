@@ -104,9 +104,13 @@ class SgdRequest(ComputeRequest):
 
     learning_rate: Annotated[float, Field(gt=0)]
     epochs: Annotated[StrictInt, Field(ge=1)] = 1
-    batch_size: Annotated[StrictInt, Field(ge=1)] | None = None
+    batch_size: Annotated[StrictInt, Field(ge=1)] | None = Field(
+        default=None, description="samples per step (default: the whole batch, one step an epoch)"
+    )
     shuffle: StrictBool = False
-    seed: Annotated[StrictInt, Field(ge=0)] | None = None
+    seed: Annotated[StrictInt, Field(ge=0)] | None = Field(
+        default=None, description="the shuffle's seed (default: a fresh random order each request)"
+    )
     momentum: Annotated[float, Field(ge=0, lt=1)] = 0.0
     nesterov: StrictBool = False
     weight_decay: Annotated[float, Field(ge=0)] = 0.0

@@ -176,8 +176,12 @@ class CheckedColumns(ResponseModel):
 
 class CheckResponse(ResponseModel):
     ok: bool
-    max_abs_error: float
-    max_rel_error: float
+    max_abs_error: float = Field(description="the largest |checked - numeric| over the entries checked")
+    max_rel_error: float = Field(
+        description="the largest |checked - numeric| / max(|checked|, |numeric|) over the entries checked "
+        "that are larger than atol (one within atol of zero has no meaningful relative error); 0 "
+        "when there is none"
+    )
     weights: list[CheckedWeight] | CheckedColumns
     biases: dict[str, CheckedEntry]
     responses: dict[str, CheckedEntry] | None = Field(
