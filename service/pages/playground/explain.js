@@ -43,7 +43,7 @@ export async function explain(k) {
   if (g !== null) head.dataset.value = String(g);
   head.dataset.weight = name;
   parts.push(head, el("p", { class: "hint", text: "For sample 1 (the first row of the samples table)." }));
-  const formula = el("div", { class: "formula", "aria-label": "the formula" });
+  const formula = el("div", { class: "formula", tabindex: 0, role: "group", "aria-label": "the formula, typeset (scrolls sideways when long)" });
   formula.append(mathml(x.latex));
   parts.push(formula);
   const zs = scalar(x.z_source);

@@ -7,7 +7,7 @@ import { model, outputsHaveTargets } from "./model.js";
 import { $, arrow, el, flat, fmt, summary, svgEl } from "./util.js";
 
 const NARROW = window.matchMedia("(max-width: 600px)"); // a phone: layers top to bottom
-const PICTURE = 40; // a unit's heat map, in the drawing's units
+const PICTURE = 36; // a unit's heat map, in the drawing's units
 
 export const view = {
   show: "gradients",
@@ -159,7 +159,7 @@ export async function drawGraph() {
     g.append(svgEl("title", { text: `${u.id} (${u.role}, ${kind})` }));
     g.append(svgEl("rect", { x: x0, y: y0, width: u.width, height: u.height, rx: 8 }));
     const picture = u.role !== "input" && view.pictures.has(u.id);
-    const textWidth = u.width - 16 - (picture ? PICTURE + 4 : 0);
+    const textWidth = u.width - 12 - (picture ? PICTURE + 6 : 0);
     let y = y0 + 15;
     const size = u.size > 1 ? ` (${u.size})` : "";
     const title = svgEl("text", { x: x0 + 8, y, class: "name", text: `${u.id}${size} · ${kind}` });
@@ -170,7 +170,7 @@ export async function drawGraph() {
       if (v === null) continue;
       y += 15;
       const shown = typeof v === "number" ? fmt(v) : `‖${fmt(Math.hypot(...flat(v)))}‖`;
-      const line = svgEl("text", { x: x0 + 8, y, "data-q": q, text: `${name} = ${shown}` });
+      const line = svgEl("text", { x: x0 + 8, y, class: "value", "data-q": q, text: `${name} = ${shown}` });
       g.append(line);
       fits.push([line, textWidth]);
     }
@@ -178,8 +178,8 @@ export async function drawGraph() {
       g.append(
         svgEl("image", {
           class: "picture",
-          x: x0 + u.width - PICTURE - 6,
-          y: y0 + u.height - PICTURE - 6,
+          x: x0 + u.width - PICTURE - 5,
+          y: y0 + u.height - PICTURE - 5,
           width: PICTURE,
           height: PICTURE,
           href: view.pictures.get(u.id) || "",
