@@ -21,7 +21,8 @@ let shape = null; // what the tables were built for
 /** The tables are rebuilt only when the network's shape or the samples' count changed (not while typing). */
 function shapeOf() {
   const n = model.network;
-  return JSON.stringify([n.units.map((u) => [u.id, u.role, u.activation]), n.weights.map((w) => [w.source, w.target]), model.samples, model.test && true]);
+  const counts = (s) => s && [s.inputs, s.targets].map((a) => Object.entries(a).map(([id, rows]) => [id, rows.length]));
+  return JSON.stringify([n.units.map((u) => [u.id, u.role, u.activation]), n.weights.map((w) => [w.source, w.target]), counts(model.samples), counts(model.test)]);
 }
 
 function testLoss() {
@@ -72,29 +73,29 @@ async function recompute() {
   return refused;
 }
 
-let current = null; // the example (or "custom") the menu names
+let current = "chain"; // the example (or "custom") the menu names
 
 /** Show a document; one the service refuses leaves the page (and the Example menu) as it was. */
 async function load(doc, name) {
   const next = normalize(doc);
-  const before = model.network ? clone({ network: model.network, samples: model.samples, test: model.test, snapshot: model.snapshot, undo: model.undo }) : null;
+  if (model.network && name === "custom") {
+    try {
+      await api("/v1/forward", { network: next.network, samples: next.samples }); // refused before anything changes
+    } catch (e) {
+      $("example").value = current;
+      throw e;
+    }
+  }
   Object.assign(model, next, { snapshot: clone(next.network), result: null, undo: [] });
   Object.assign(view, { edge: null, unit: null, connecting: false, pictures: new Map() });
   resetTraining();
   undoButton();
   $("check-summary").textContent = "";
-  const refused = await recompute();
-  if (refused && before && refused instanceof ApiError) {
-    Object.assign(model, before, { result: null });
-    $("example").value = current;
-    await recompute();
-    showError(refused);
-    return;
-  }
   current = name;
   $("example").value = name;
   if (name !== "custom") $("dataset").value = "";
   history.replaceState(null, "", name === "custom" ? location.pathname : `?example=${encodeURIComponent(name)}`);
+  await recompute();
 }
 
 function openExample(name) {

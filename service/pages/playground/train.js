@@ -1,5 +1,5 @@
-// Training: /v1/sgd with the optimizer the student picks, one step (a call of "epochs per step"
-// epochs) at a time or streamed while Play runs. The optimizer's state from each answer goes
+// Training: /v1/sgd with the optimizer the student picks, a step at a time (one call of the
+// "Epochs per step" field's epochs) or streamed while Play runs. The optimizer's state from each answer goes
 // back with the next call, so Play's calls train as one long call would.
 import { api, guard, sgdEvents, showError } from "./api.js";
 import { drawChart } from "./chart.js";
