@@ -105,5 +105,3 @@ def shot(page: Any, name: str, *, full: bool = True) -> Path:
     path = ARTIFACTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=full)
     return path
-
-

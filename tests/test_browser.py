@@ -38,6 +38,7 @@ pytest.importorskip("playwright.sync_api", reason="playwright is in the dev extr
 pytestmark = pytest.mark.slow
 __all__ = ["browser", "keyed_url", "open_page"]
 
+
 def shown_gradients(page: Any) -> list[float]:
     cells = page.locator("#weights-table td.grad")
     return [float(cells.nth(i).get_attribute("data-value")) for i in range(cells.count())]

@@ -13,7 +13,9 @@ from tests import seed
 
 KEY = "a-test-key"
 # an address the pages could fetch from: a scheme and host inside a quoted string or url()
-ANOTHER_HOST = re.compile(r"""(?:["'`(]|url\()\s*(?:https?:)?//(?!www\.w3\.org/(?:2000/svg|1998/Math/MathML))""")
+ANOTHER_HOST = re.compile(
+    r"""(?:["'`(]|url\()\s*(?:https?:)?//(?!www\.w3\.org/(?:2000/svg|1998/Math/MathML))"""
+)
 
 
 @pytest.fixture(scope="module")
