@@ -103,5 +103,7 @@ def ready(page: Any) -> None:
 def shot(page: Any, name: str, *, full: bool = True) -> Path:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     path = ARTIFACTS / f"{name}.png"
+    if not full:
+        page.evaluate("() => window.scrollTo(0, 0)")
     page.screenshot(path=str(path), full_page=full)
     return path

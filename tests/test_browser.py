@@ -423,4 +423,4 @@ def test_on_a_phone_the_layers_run_top_to_bottom_and_nothing_scrolls_sideways(op
     units = {u: page.locator(f'#graph g.unit[data-unit="{u}"] rect') for u in ["x", "j", "k1", "o"]}
     tops = {u: float(r.get_attribute("y")) for u, r in units.items()}
     assert tops["x"] < tops["j"] < tops["k1"] < tops["o"]
-    shot(page, "playground-phone")
+    shot(page, "playground-phone", full=False)

@@ -133,6 +133,7 @@ def test_xor_built_by_clicking_trains_under_a_test_loss_of_005_and_every_units_p
     # both losses are drawn: the chart has a training and a test line
     assert page.locator("#loss-curve polyline.train").count() == 1
     assert page.locator("#loss-curve polyline.test").count() == 1
+    page.set_viewport_size({"width": 1280, "height": 1100})
     shot(page, "xor-by-hand", full=False)
 
 
@@ -247,6 +248,7 @@ def test_the_explain_panel_starts_on_the_first_edge_typeset_with_its_latex_to_co
     page.locator('#graph g.edge[data-edge="j->k2"]').focus()
     page.keyboard.press("Enter")
     page.wait_for_selector('#explain-gradient[data-weight="j -> k2"]')
+    page.set_viewport_size({"width": 1280, "height": 1000})
     shot(page, "explained", full=False)
 
 
@@ -256,6 +258,7 @@ def test_a_long_id_is_cut_within_its_box_and_shown_whole_on_hover_and_in_the_tab
     page, _ = open_page("/?example=chain")
     ready(page)
     page.wait_for_selector("#explain-gradient")
+    page.set_viewport_size({"width": 1280, "height": 900})
     shot(page, "first-screen", full=False)
     long = "a" * 30 + "_" + "b" * 33  # 64 characters, a valid id
     doc = {
@@ -390,7 +393,7 @@ def test_spiral_with_a_deeper_network_gives_every_unit_a_picture(
     assert len(doc["weights"]) == 2 * 6 + 6 * 6 + 6
     pick_optimizer(page, http)
     page.get_by_label("Batch size", exact=True).fill("10")
-    page.get_by_label("Epochs per step", exact=True).fill("10")
+    page.get_by_label("Epochs per step", exact=True).fill("50")
     first = float(page.locator("#train-loss").get_attribute("data-value"))
     for _ in range(3):
         click_step(page)
@@ -403,4 +406,5 @@ def test_spiral_with_a_deeper_network_gives_every_unit_a_picture(
     )
     page.get_by_label("Log scale", exact=True).check()
     page.wait_for_selector('#loss-curve[data-scale="log"]')
+    page.set_viewport_size({"width": 1280, "height": 1500})
     shot(page, "spiral-deeper", full=False)

@@ -59,7 +59,7 @@ export function toolbar() {
   const unit = model.network && model.network.units.find((u) => u.id === view.unit);
   const select = $("activation");
   select.disabled = !unit || role(unit) === "input";
-  if (unit && role(unit) !== "input") select.value = unit.activation || (role(unit) === "output" ? "identity" : "sigmoid");
+  select.value = unit && role(unit) !== "input" ? unit.activation || (role(unit) === "output" ? "identity" : "sigmoid") : "";
   $("connect").disabled = !unit;
   $("connect").setAttribute("aria-pressed", String(view.connecting));
   $("delete").disabled = !unit && view.edge === null;
@@ -75,7 +75,8 @@ export function toolbar() {
 
 export function offerActivations(names) {
   const select = $("activation");
-  select.replaceChildren(...names.map((n) => el("option", { value: n, text: n })));
+  const none = el("option", { value: "", text: "(select a unit)", disabled: true });
+  select.replaceChildren(none, ...names.map((n) => el("option", { value: n, text: n })));
   toolbar();
 }
 
