@@ -50,14 +50,21 @@ def info(http: httpx.Client) -> dict[str, Any]:
 
 
 def pick_optimizer(page: Any, http: httpx.Client) -> str:
-    """The best optimizer offered: Adam with the optimizer issue, else sgd with momentum."""
+    """The best optimizer offered, with settings that train the hand-built XOR below 0.05 in the
+    steps allowed: Adam (the optimizer issue) on the whole batch, whose steps do not depend on a
+    shuffle (on minibatches some orders leave it on a plateau near 0.07); else sgd with momentum
+    on minibatches of 10."""
     offered = info(http).get("optimizers") or ["sgd"]
     if "adam" in offered:
         page.get_by_label("Optimizer", exact=True).select_option("adam")
-        page.get_by_label("Learning rate", exact=True).fill("0.03")
+        page.get_by_label("Learning rate", exact=True).fill("0.05")
+        page.get_by_label("Batch size", exact=True).fill("")
+        page.get_by_label("Epochs per step", exact=True).fill("25")
         return "adam"
     page.get_by_label("Learning rate", exact=True).fill("0.3")
     page.get_by_label("Momentum", exact=True).fill("0.9")
+    page.get_by_label("Batch size", exact=True).fill("10")
+    page.get_by_label("Epochs per step", exact=True).fill("5")
     return "sgd"
 
 
@@ -111,8 +118,6 @@ def test_xor_built_by_clicking_trains_under_a_test_loss_of_005_and_every_units_p
     sent: list[dict[str, Any]] = []
     page.on("request", lambda r: sent.append(json.loads(r.post_data)) if r.url.endswith("/v1/sgd") else None)
     pick_optimizer(page, http)
-    page.get_by_label("Batch size", exact=True).fill("10")
-    page.get_by_label("Epochs per step", exact=True).fill("5")
     shown: list[float] = []
     for _ in range(MAX_STEPS):
         click_step(page)
@@ -156,7 +161,14 @@ def test_three_edits_are_undone_by_the_button_and_by_ctrl_z(open_page: Opener) -
     assert page.get_by_role("button", name="Undo").is_disabled()
     page.get_by_role("button", name="Add unit").click()  # 1: a unit h1
     unit(page, "h1").wait_for()
-    connect(page, "x1", "h1")  # 2: an edge into it
+    # 2: an edge into it, from the keyboard: Enter on a unit selects it, on Connect starts, on the target ends
+    unit(page, "x1").focus()
+    page.keyboard.press("Enter")
+    page.get_by_role("button", name="Connect").focus()
+    page.keyboard.press("Enter")
+    unit(page, "h1").focus()
+    page.keyboard.press("Enter")
+    edge(page, "x1", "h1").wait_for(state="attached")
     unit(page, "j").click()
     page.get_by_label("Activation", exact=True).select_option("relu")  # 3: j's activation
     page.wait_for_selector('#graph g.unit[data-unit="j"] text.name:has-text("relu")')
@@ -392,7 +404,6 @@ def test_spiral_with_a_deeper_network_gives_every_unit_a_picture(
     doc = network_of(page)
     assert len(doc["weights"]) == 2 * 6 + 6 * 6 + 6
     pick_optimizer(page, http)
-    page.get_by_label("Batch size", exact=True).fill("10")
     page.get_by_label("Epochs per step", exact=True).fill("50")
     first = float(page.locator("#train-loss").get_attribute("data-value"))
     for _ in range(3):
