@@ -79,7 +79,7 @@ def click_step(page: Any) -> None:
 
 
 def pictures(page: Any, uids: list[str]) -> dict[str, str]:
-    return {u: unit(page, u).locator("image.picture").get_attribute("href") for u in uids}
+    return {u: unit(page, u).locator(".picture").get_attribute("data-key") for u in uids}
 
 
 def test_xor_built_by_clicking_trains_under_a_test_loss_of_005_and_every_units_picture_changes(
@@ -111,7 +111,7 @@ def test_xor_built_by_clicking_trains_under_a_test_loss_of_005_and_every_units_p
     assert len(doc["network"]["weights"]) == 9
     assert len(doc["samples"]["inputs"]["x1"]) + len(doc["test"]["inputs"]["x1"]) == 500
     uids = ["h1", "h2", "h3", "o"]
-    page.wait_for_selector('#graph image.picture[data-unit="h3"][visibility="visible"]')
+    page.wait_for_selector('#graph .picture[data-unit="h3"][visibility="visible"]')
     first = pictures(page, uids)
     assert all(first.values())
 
@@ -131,7 +131,7 @@ def test_xor_built_by_clicking_trains_under_a_test_loss_of_005_and_every_units_p
     assert all(("state" in body) == resumable for body in sent[1:])
     page.wait_for_function(
         "first => Object.entries(first).every(([u, h]) =>"
-        " document.querySelector(`#graph image.picture[data-unit='${u}']`).getAttribute('href') !== h)",
+        " document.querySelector(`#graph .picture[data-unit='${u}']`).dataset.key !== h)",
         arg=first,
     )
     assert all(a != b for a, b in zip(first.values(), pictures(page, uids).values(), strict=True))
@@ -411,7 +411,7 @@ def test_spiral_with_a_deeper_network_gives_every_unit_a_picture(
     assert float(page.locator("#train-loss").get_attribute("data-value")) < first
     uids = [f"h{i}" for i in range(1, 13)] + ["o"]
     page.wait_for_function(
-        "ids => ids.every(u => document.querySelector(`#graph image.picture[data-unit='${u}']`)"
+        "ids => ids.every(u => document.querySelector(`#graph .picture[data-unit='${u}']`)"
         ".getAttribute('visibility') === 'visible')",
         arg=uids,
     )
