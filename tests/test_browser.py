@@ -1,19 +1,14 @@
 """The playground and the docs in a real browser: Debian's chromium, driven by Playwright.
 
 Every request to another host is aborted and fails the test, and so does any console error:
-the pages must work with no network but the service's own. Screenshots go to
-GRADSERVE_TEST_ARTIFACTS (default: test-artifacts/).
+the pages must work with no network but the service's own (tests/browser.py).
 """
 
 from __future__ import annotations
 
 import itertools
 import json
-import os
 import re
-import shutil
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -21,103 +16,27 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from service.launcher import start_server
 from tests import seed
+from tests.browser import (  # the fixtures browser, open_page and keyed_url are used by name
+    CHROMIUM,
+    KEY,
+    NO_CHROMIUM,
+    UNAUTHORISED,
+    Opener,
+    browser,
+    keyed_url,
+    open_page,
+    ready,
+    shot,
+)
 from tests.drawings import neat_like
 
-CHROMIUM = shutil.which("chromium")
 if CHROMIUM is None:
-    pytest.skip(
-        "Debian's chromium is not installed (apt-get install -y chromium; .ci/run installs it)",
-        allow_module_level=True,
-    )
-sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is in the dev extra")
+    pytest.skip(NO_CHROMIUM, allow_module_level=True)
+pytest.importorskip("playwright.sync_api", reason="playwright is in the dev extra")
 
 pytestmark = pytest.mark.slow
-
-ARTIFACTS = Path(os.environ.get("GRADSERVE_TEST_ARTIFACTS", "test-artifacts"))
-KEY = "browser-test-key"
-UNAUTHORISED = "the server responded with a status of 401"
-
-
-@dataclass
-class Watch:
-    """What a page asked of other hosts and what it logged as an error."""
-
-    origin: str
-    foreign: list[str] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-    allowed: list[str] = field(default_factory=list)  # console errors a test expects
-
-    def unexpected(self) -> list[str]:
-        return [e for e in self.errors if not any(a in e for a in self.allowed)]
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with sync_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM)
-        yield chromium
-        chromium.close()
-
-
-@pytest.fixture(scope="module")
-def keyed_url() -> Iterator[str]:
-    server = start_server(env={"GRADSERVE_API_KEY": KEY, "GRADSERVE_ISOLATION": "thread"})
-    yield server.url
-    server.stop()
-
-
-Opener = Callable[..., tuple[Any, Watch]]
-
-
-@pytest.fixture
-def open_page(browser: Any, server_url: str) -> Iterator[Opener]:
-    """Open a path in a fresh browser context; on teardown, fail on any foreign request or error."""
-    contexts: list[Any] = []
-    watches: list[Watch] = []
-
-    def opener(
-        path: str, *, base: str = server_url, width: int = 1280, height: int = 900
-    ) -> tuple[Any, Watch]:
-        context = browser.new_context(viewport={"width": width, "height": height}, accept_downloads=True)
-        contexts.append(context)
-        origin = "{0.scheme}://{0.netloc}".format(urlsplit(base))
-        watch = Watch(origin)
-        watches.append(watch)
-
-        def route(r: Any) -> None:
-            if r.request.url.startswith(origin + "/"):
-                r.continue_()
-            else:
-                watch.foreign.append(r.request.url)
-                r.abort()
-
-        context.route("**/*", route)
-        page = context.new_page()
-        page.on("console", lambda m: watch.errors.append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda e: watch.errors.append(f"uncaught: {e}"))
-        page.goto(base + path)
-        return page, watch
-
-    yield opener
-    for context in contexts:
-        context.close()
-    for watch in watches:
-        assert watch.foreign == [], "requests to another host"
-        assert watch.unexpected() == [], "console errors"
-
-
-def ready(page: Any) -> None:
-    page.wait_for_selector("body[data-ready]")
-    page.wait_for_selector("#weights-table td.grad[data-value]")
-
-
-def shot(page: Any, name: str) -> Path:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    path = ARTIFACTS / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
-    return path
+__all__ = ["browser", "keyed_url", "open_page"]
 
 
 def shown_gradients(page: Any) -> list[float]:
@@ -214,7 +133,8 @@ def test_the_chain_shows_the_apis_gradients_and_explains_a_clicked_edge(
     assert float(page.locator("#explain-sum").get_attribute("data-value")) == pytest.approx(
         case.weight_gradients[1], rel=1e-12
     )
-    assert page.locator("pre.latex").inner_text() == explained["latex"]
+    assert page.locator("pre.latex").text_content() == explained["latex"]
+    assert page.get_by_role("button", name="Copy LaTeX").get_attribute("data-latex") == explained["latex"]
     shot(page, "playground-chain")
 
 
@@ -274,6 +194,7 @@ def test_training_steps_lower_the_loss_and_reset_restores_the_weights(
     page, _ = open_page("/?example=chain")
     ready(page)
     page.get_by_label("Learning rate", exact=True).fill("0.5")
+    page.get_by_label("Epochs per step", exact=True).fill("1")
     for n in range(1, 4):
         page.get_by_role("button", name="Step").click()
         page.wait_for_selector(f'#train-status[data-steps="{n}"]')
@@ -296,6 +217,7 @@ def test_training_steps_lower_the_loss_and_reset_restores_the_weights(
             else None
         ),
     )
+    page.get_by_label("Epochs per step", exact=True).fill("50")
     page.get_by_role("button", name="Play").click()
     page.wait_for_function("() => Number(document.querySelector('#train-status').dataset.steps) >= 100")
     page.get_by_role("button", name="Pause").click()
@@ -444,6 +366,9 @@ def test_a_pasted_neat_like_network_is_drawn_with_no_edge_behind_a_unit_and_no_o
     alert = page.get_by_role("alert")
     alert.wait_for()
     assert re.search(r"422 .*cycle", alert.inner_text())
+    # the refused network is not taken: the page and its Example menu still show the imported one
+    assert page.get_by_label("Example", exact=True).input_value() == "custom"
+    assert page.locator('#graph g.unit[data-unit="h11"]').count() == 1
 
 
 def test_with_an_api_key_the_page_says_so_then_works_once_it_is_typed(
@@ -455,6 +380,9 @@ def test_with_an_api_key_the_page_says_so_then_works_once_it_is_typed(
     alert = page.get_by_role("alert")
     assert "401" in alert.inner_text()
     assert "needs an API key" in alert.inner_text()
+    assert "Authorization" not in alert.inner_text()  # the student's part is the field, not a header
+    alert.get_by_role("button", name="Go to the API key field").click()
+    assert page.evaluate("() => document.activeElement.id") == "api-key"
     page.get_by_label("API key", exact=True).fill(KEY)
     page.get_by_label("API key", exact=True).press("Tab")  # a change event, as a person leaving the field
     page.wait_for_selector("#weights-table td.grad[data-value]")
@@ -495,4 +423,4 @@ def test_on_a_phone_the_layers_run_top_to_bottom_and_nothing_scrolls_sideways(op
     units = {u: page.locator(f'#graph g.unit[data-unit="{u}"] rect') for u in ["x", "j", "k1", "o"]}
     tops = {u: float(r.get_attribute("y")) for u, r in units.items()}
     assert tops["x"] < tops["j"] < tops["k1"] < tops["o"]
-    shot(page, "playground-phone")
+    shot(page, "playground-phone", full=False)

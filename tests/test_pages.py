@@ -13,7 +13,9 @@ from tests import seed
 
 KEY = "a-test-key"
 # an address the pages could fetch from: a scheme and host inside a quoted string or url()
-ANOTHER_HOST = re.compile(r"""(?:["'`(]|url\()\s*(?:https?:)?//(?!www\.w3\.org/2000/svg)""")
+ANOTHER_HOST = re.compile(
+    r"""(?:["'`(]|url\()\s*(?:https?:)?//(?!www\.w3\.org/(?:2000/svg|1998/Math/MathML))"""
+)
 
 
 @pytest.fixture(scope="module")
@@ -34,27 +36,51 @@ def test_the_playground_page_and_its_files_come_from_the_service(http: httpx.Cli
     assert page.headers["content-type"].startswith("text/html")
     assert "default-src 'self'" in page.headers["content-security-policy"]
     files = assets(page.text)
-    assert {"/playground/app.js", "/playground/style.css"} <= set(files)
-    for path in files:
+    assert {"/playground/main.js", "/playground/style.css"} <= set(files)
+    for path in files + [f"/playground/{m}" for m in modules(http)]:
         answer = http.get(path)
         assert answer.status_code == 200, path
         assert not ANOTHER_HOST.search(answer.text), path
     assert not ANOTHER_HOST.search(page.text)
 
 
+def modules(http: httpx.Client) -> list[str]:
+    """The playground's ES modules: main.js and every module it imports, transitively."""
+    seen: list[str] = []
+    todo = ["main.js"]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.append(name)
+        script = http.get(f"/playground/{name}")
+        assert script.status_code == 200, name
+        todo += re.findall(r'^import .* from "\./([\w-]+\.js)";$', script.text, re.MULTILINE)
+    return seen
+
+
+def test_the_playground_is_es_modules_with_no_build_step_and_no_eval(http: httpx.Client) -> None:
+    names = modules(http)
+    assert len(names) >= 8  # one module a part of the page, not one script
+    for name in names:
+        script = http.get(f"/playground/{name}")
+        assert script.headers["content-type"].startswith("text/javascript"), name
+        assert not re.search(r"\beval\(|new Function\(|innerHTML", script.text), name
+        assert len(script.text.splitlines()) <= 450, name
+
+
 def test_the_playground_has_no_layout_of_its_own(http: httpx.Client) -> None:
     """It draws /v1/render?format=layout: service.endpoints.drawing is the only layout."""
     assert http.get("/playground/layout.js").status_code == 404
-    script = http.get("/playground/app.js").text
-    assert "import " not in script  # app.js is the playground's only script
-    assert "/v1/render?format=layout" in script
+    script = "\n".join(http.get(f"/playground/{m}").text for m in modules(http))
+    assert "/v1/render?format=layout" in http.get("/playground/graph.js").text
     # the words of a layered layout's steps: layers, ordering, crossings, routes, label spots
     for word in ("barycent", "crossings", "Kahn", "bezier", "placeLabels", "pathData", "dummy"):
         assert word.lower() not in script.lower(), word
 
 
 def test_the_playgrounds_chain_is_the_seeds(http: httpx.Client) -> None:
-    script = http.get("/playground/app.js").text
+    script = http.get("/playground/examples.js").text
     chain = seed.chain().network
     weights = ", ".join(f'w("{w["source"]}", "{w["target"]}", {w["value"]})' for w in chain["weights"])
     assert weights in script
@@ -85,7 +111,7 @@ def test_with_a_key_the_pages_load_and_the_api_stays_closed(keyed_url: str) -> N
     with httpx.Client(base_url=keyed_url, timeout=30) as http:
         for path in [
             "/",
-            "/playground/app.js",
+            "/playground/main.js",
             "/docs",
             "/redoc",
             "/openapi.json",

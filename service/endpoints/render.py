@@ -191,7 +191,7 @@ def lay_out(
         width, height = max(width, math.ceil(x + hw)), max(height, math.ceil(y + hh))
     shown = "gradients (mean over the batch)" if req.show == "gradients" else "weights"
     caption = f"edges: {shown}; blue positive, red negative, thicker larger" + (
-        "; z of sample 0" if z else ""
+        "; z of sample 1 (the first)" if z else ""
     )
     return Drawing(
         caption=caption,
