@@ -16,10 +16,12 @@ from functools import partial
 from typing import Any
 
 import numpy as np
+import orjson
 
 from service import engine, wire
 from service.endpoints.arrays import dumps
 from service.transport import executors
+from service.wire import framing
 
 RNG = np.random.default_rng(0)
 
@@ -131,6 +133,7 @@ def parsing() -> None:
             }
         },
     }
+    bodies["empty lists"] = {"samples": {"inputs": {"x": [[]] * 50_000}}}
     for name, content in bodies.items():
         request = {"network": {"units": [{"id": "a"}]}, "samples": {"inputs": {}}}
         for key, value in content.items():
@@ -138,11 +141,17 @@ def parsing() -> None:
         body = json.dumps(request).encode()
         counted = (body.count(b"{"), body.count(b'"') // 2, body.count(b","))
         objects, strings, items = (max(1, n) for n in counted)
+        lists = max(1, body.count(b"["))
         ns = fastest_ms(partial(wire.ForwardRequest.model_validate_json, body), 3) * 1e6
         print(
             f"  {name:17s} {ns / len(body):6.1f} ns a byte; {ns / objects:8.0f} ns an object, "
-            f"{ns / strings:6.0f} a string, {ns / items:5.0f} an item"
+            f"{ns / strings:6.0f} a string, {ns / items:5.0f} an item, {ns / lists:5.0f} a list"
         )
+    # a binary body's document is parsed into Python objects and walked for its references too
+    document = b"[" + b",".join([b'[[1],{"a":[]}]'] * 50_000) + b"]"
+    containers = document.count(b"[") + document.count(b"{")
+    ns = fastest_ms(lambda: framing.references(orjson.loads(document), 0), 3) * 1e6
+    print(f"  framing walk      {ns / containers:6.0f} ns a list or object (parsed and walked)")
 
 
 def main() -> None:

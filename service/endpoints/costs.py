@@ -98,6 +98,12 @@ COMPILE_ENTRY_NS, COMPILE_LEVEL_NS = 1_000.0, 16_000.0
 REQUEST_NS = 100_000.0
 #: parsing: per byte, per JSON object (a model built), per string (an id checked), per list item
 PARSE_BYTE_NS, PARSE_OBJECT_NS, PARSE_STRING_NS, PARSE_ITEM_NS = 6.0, 2_000.0, 150.0, 5.0
+#: per list (`[`): built by the parser whatever it holds, an empty one too: many small lists
+#: cost far more than their bytes ("[]," is 3 bytes)
+PARSE_LIST_NS = 300.0
+#: a binary body's JSON document is also parsed into Python objects and walked for its
+#: references (service.wire.framing): per list or object in it
+WALK_CONTAINER_NS = 1_500.0
 #: a binary body's sections, per byte: checked finite, and copied where FP32 or unaligned
 BINARY_BYTE_NS = 0.5
 #: the answer: per number, as JSON lists, as base64 or as binary sections (copied at most
@@ -229,19 +235,34 @@ class BodyCounts:
     strings: int  # pairs of `"`: no id or base64 holds one
     items: int  # `,`: separators of list items and of object members
     binary: int = 0  # bytes of a binary body's sections (not JSON: never scanned)
+    lists: int = 0  # `[` (no id, activation or base64 holds one)
+    framed: bool = False  # a binary body: its document is walked for references too
 
     @classmethod
-    def of(cls, body: bytes, binary: int = 0) -> BodyCounts:
+    def of(cls, body: bytes, binary: int | None = None) -> BodyCounts:
         """The counts of a JSON body, or of a binary body's JSON document and `binary` bytes of sections."""
-        return cls(len(body), body.count(b"{"), body.count(b'"') // 2, body.count(b","), binary)
+        return cls(
+            len(body),
+            body.count(b"{"),
+            body.count(b'"') // 2,
+            body.count(b","),
+            binary or 0,
+            body.count(b"["),
+            binary is not None,
+        )
 
     def parse_ns(self) -> float:
+        """The parse's time, counted before it runs (so before any of it is spent on the event
+        loop): linear in the body's bytes whatever its shape."""
+        walk = (self.objects + self.lists) * WALK_CONTAINER_NS if self.framed else 0.0
         return (
             self.size * PARSE_BYTE_NS
             + self.objects * PARSE_OBJECT_NS
             + self.strings * PARSE_STRING_NS
             + self.items * PARSE_ITEM_NS
+            + self.lists * PARSE_LIST_NS
             + self.binary * BINARY_BYTE_NS
+            + walk
         )
 
 

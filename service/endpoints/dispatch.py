@@ -95,7 +95,7 @@ def _handle(
     handler = HANDLERS[endpoint]
     try:
         document, sections = _unframed(body, framed)
-        counts = costs.BodyCounts.of(document, 0 if sections is None else len(sections.buffer))
+        counts = costs.BodyCounts.of(document, None if sections is None else len(sections.buffer))
         if budget_ms is not None and counts.parse_ns() / 1e6 > budget_ms:
             return None  # even parsing it would hold the event loop too long
         costs.check_body(endpoint, document, counts, limits)

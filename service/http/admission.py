@@ -20,6 +20,10 @@ from service.settings import Limits, Settings
 from service.transport.executors import Executor
 from service.transport.shared import ReceivedBody, SharedBody
 
+#: a body of at most this many bytes may take the in-flight budget's reserve (Inflight): the
+#: small requests, a 400-byte gradients request as much as the largest that may run inline
+SMALL_BODY_BYTES = 64 * 1024
+
 
 class ClientGoneError(Exception):
     """The client disconnected before it was answered: there is no one to answer."""
@@ -31,29 +35,51 @@ class Inflight:
     slot is free, and answers wait for their clients to read them, so without one, many
     clients posting large bodies, or not reading large answers, could fill the server's memory."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, reserve: int = 0) -> None:
         self.limit, self.held = limit, 0
+        # The reserve is headroom for small bodies, a rule rather than a race: a large body's
+        # bytes may take the held bytes only up to `limit - reserve`, so clients uploading
+        # large bodies slowly (or stalling just before their end) cannot hold the whole budget
+        # and deny every small request with a 503 until their body timeout; the small bodies
+        # that may use the reserve are at most SMALL_BODY_BYTES each, so filling it takes
+        # reserve / 64 KiB connections, which the connection limit refuses. (A minimum rate or a
+        # share per connection would also cut off honest slow links and honest large bodies.)
+        self.reserve = min(reserve, limit // 2)
         self._freed = asyncio.Event()
         self._stalled: dict[asyncio.Event, int] = {}  # answers whose clients stopped reading: their bytes
 
+    def bound(self, size: int) -> int:
+        """What may be held at once when a body of `size` bytes (so far) takes its next bytes."""
+        return self.limit if size <= SMALL_BODY_BYTES else self.limit - self.reserve
+
     def could_fit(self, size: int) -> None:
         """A 413 for a body larger than all that may be held at once: waiting would not help."""
-        if size > self.limit:
+        if size > self.bound(size):
+            reserved = (
+                f" less the {self.reserve:,} bytes kept for small bodies (GRADSERVE_INFLIGHT_RESERVE_BYTES)"
+                if self.reserve and size > SMALL_BODY_BYTES
+                else ""
+            )
             raise LimitExceededError(
-                f"the body is {size:,} bytes, over max_inflight_bytes = {self.limit:,}, the bytes of "
-                "bodies the server holds at once (set by GRADSERVE_MAX_INFLIGHT_BYTES)"
+                f"the body is {size:,} bytes, over max_inflight_bytes = {self.limit:,}{reserved}, the "
+                "bytes of bodies the server holds at once (set by GRADSERVE_MAX_INFLIGHT_BYTES)"
             )
 
-    def take(self, size: int) -> None:
-        """Hold `size` more bytes of a body, or a 503 when that would pass the limit even once
-        the answers of clients that stopped reading are evicted (they pay for the room)."""
-        if (
-            self.held + size > self.limit
-            and self.held + size - self._evict(self.held + size - self.limit) > self.limit
-        ):
+    def take(self, size: int, body: int = 0) -> None:
+        """Hold `size` more bytes of a body (`body` bytes of it arrived so far, these included),
+        or a 503 when that would pass its bound even once the answers of clients that stopped
+        reading are evicted (they pay for the room)."""
+        bound = self.bound(body)
+        if self.held + size > bound and self.held + size - self._evict(self.held + size - bound) > bound:
+            kept = (
+                f" ({self.reserve:,} of them kept for bodies of at most {SMALL_BODY_BYTES:,} bytes, "
+                "GRADSERVE_INFLIGHT_RESERVE_BYTES)"
+                if bound < self.limit
+                else ""
+            )
             raise OverloadedError(
                 f"the server holds {self.held:,} bytes of requests and answers and this body would "
-                f"pass max_inflight_bytes = {self.limit:,} (set by GRADSERVE_MAX_INFLIGHT_BYTES); "
+                f"pass max_inflight_bytes = {self.limit:,}{kept} (set by GRADSERVE_MAX_INFLIGHT_BYTES); "
                 "try again shortly",
                 headers={"retry-after": "1"},
             )
@@ -134,7 +160,7 @@ async def receive_body(
                     if size > limit:
                         raise BodyTooLargeError(_too_large(size, limit, at_least=True))
                     inflight.could_fit(size)
-                    inflight.take(len(chunk))
+                    inflight.take(len(chunk), size)
                     held += len(chunk)
                     if shared is not None and _written(shared, chunk, executor):
                         continue

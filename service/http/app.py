@@ -19,8 +19,8 @@ from starlette.types import ASGIApp
 from service import __version__, pages, wire
 from service.endpoints.table import ROUTES
 from service.errors import ProblemError
+from service.http import memory, problems
 from service.http import metrics as prometheus
-from service.http import problems
 from service.http.admission import Inflight, Slots
 from service.http.info import health, router
 from service.http.keys import KeyRing
@@ -29,15 +29,17 @@ from service.http.openapi import REQUEST_MODELS, compute_docs
 from service.http.routes import ComputeRoutes
 from service.http.shutdown import Shutdown
 from service.settings import Settings, get_settings
-from service.transport.executors import make_executor, tune_for_requests
+from service.transport.executors import make_executor
 
 log = logging.getLogger("gradserve")
 
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    tune_for_requests()  # small computations run in this process (GRADSERVE_INLINE_MS)
-    executor = make_executor(app.state.settings)
+    settings: Settings = app.state.settings
+    computes = settings.isolation == "thread"  # (then it keeps freed memory, as workers do)
+    memory.tune_server(computes)
+    executor = make_executor(settings)
     app.state.executor = executor
     app.state.ready = await executor.start()
     if not app.state.ready:
@@ -45,6 +47,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     shutdown: Shutdown = app.state.shutdown
     metrics: prometheus.Metrics | None = app.state.metrics
     sampling = asyncio.ensure_future(metrics.sampling(app.state)) if metrics is not None else None
+    trimming = asyncio.ensure_future(memory.trimming()) if not computes else None
     try:
         with shutdown.on_signals():
             yield
@@ -52,6 +55,9 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.ready = False
         shutdown.drain()  # whatever uvicorn has not cancelled yet
         executor.stop()
+        if trimming is not None:
+            trimming.cancel()
+            await asyncio.wait([trimming])
         if sampling is not None and metrics is not None:
             sampling.cancel()
             await asyncio.wait([sampling])
@@ -84,7 +90,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.limits = settings.limits()
     app.state.ready = False
     app.state.slots = Slots(settings.max_concurrent)  # computations at once
-    app.state.inflight = Inflight(settings.max_inflight_bytes)  # bodies and answers held at once
+    # bodies and answers held at once
+    app.state.inflight = Inflight(settings.max_inflight_bytes, settings.inflight_reserve_bytes)
     app.state.shutdown = Shutdown(settings.shutdown_grace_s)
     app.include_router(health)
     app.include_router(router)

@@ -43,6 +43,7 @@ from prometheus_client.multiprocess import MultiProcessCollector, mark_process_d
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.errors import PROBLEM_TYPE, DeadlineExceededError
+from service.http import memory
 from service.transport.executors import ProcessExecutor
 from service.transport.pool import CAUSES
 
@@ -111,6 +112,11 @@ class Metrics:
             "gradserve_inflight_bytes",
             "Bytes of request bodies and unsent answers held (against GRADSERVE_MAX_INFLIGHT_BYTES)",
         )
+        self.server_rss = self._gauge(
+            "gradserve_server_rss_bytes",
+            "Resident memory of the server process (with several, their sum), its compute workers "
+            "not included: it returns to near its idle size once bodies and answers are let go",
+        )
         self.workers_alive = self._gauge("gradserve_workers_alive", "Compute worker processes alive")
         self.workers_started = Counter(
             "gradserve_workers_started", "Compute worker processes started", registry=registry
@@ -176,6 +182,7 @@ class Metrics:
         self.slots_in_use.set(slots.taken)
         self.waiting.set(slots.waiting)
         self.inflight.set(state.inflight.held)
+        self.server_rss.set(memory.rss_bytes())
         executor = getattr(state, "executor", None)
         if not isinstance(executor, ProcessExecutor):
             return

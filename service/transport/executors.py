@@ -112,8 +112,14 @@ class ThreadExecutor:
 
 
 def tune_for_requests() -> None:
-    """Set up a process that computes requests (the workers, the server, the bench) for them."""
+    """Set up a process that computes requests (the workers, the bench) for them. Not the
+    server: it keeps no freed memory (service.http.memory), only collects less often."""
     _keep_freed_memory()
+    collect_less_often()
+
+
+def collect_less_often() -> None:
+    """The cyclic collector's threshold for processes that compute requests."""
     # A request builds tens of thousands of objects (a model per weight, the plan, the answer)
     # and drops them together at its end; at the default gen-0 threshold the cyclic collector
     # runs all through a request, traversing them while they are alive. Garbage in cycles is

@@ -128,23 +128,55 @@ def references(document: Any, sections: int) -> list[Reference]:
     return found
 
 
+#: how deep (lists and objects within each other) a document's references are looked for: as
+#: deep as the service's JSON parser (pydantic's) reads a document at all. A deeper document
+#: is refused (a FramingError) before more of it is walked, so the walk holds at most this
+#: many levels, whatever the document's shape.
+MAX_DEPTH = 200
+
+
 def _walk(document: Any) -> Iterator[tuple[Path, Any]]:
-    """(path, value) of each reference in document order (iteratively: deep documents are fine)."""
-    stack: list[tuple[Path, Any]] = [((), document)]
-    while stack:
-        path, value = stack.pop()
-        kind = type(value)
-        if kind is dict:
+    """(path, value) of each reference in document order.
+
+    The walk is linear in the document: each container is visited once, with one iterator per
+    level open (at most MAX_DEPTH); a container's path is never built, only a reference's,
+    when it is found (only a dict with parameters.binary_data_size can be one). Containers
+    that cannot hold a reference (empty ones, lists and objects of numbers and strings) are
+    passed over by a test in C, not a step of Python each.
+    """
+    if is_reference(document):
+        yield (), document
+        return
+    keys: list[str | int] = []  # the path to the container whose children `levels[-1]` gives
+    levels = [_children(document)]
+    while levels:
+        for key, value in levels[-1]:
             if is_reference(value):
-                yield path, value
+                yield (*keys, key), value
                 continue
-            stack.extend(((*path, k), v) for k, v in reversed(value.items()) if type(v) in _CONTAINERS)
-        elif kind is list:
-            if not value or _SCALARS.issuperset(map(type, value)):
-                continue  # numbers: the bulk of a document, and no reference among them
-            stack.extend(
-                ((*path, k), v) for k, v in reversed(list(enumerate(value))) if type(v) in _CONTAINERS
-            )
+            if len(levels) >= MAX_DEPTH:
+                raise FramingError(
+                    f"the JSON document is nested more than {MAX_DEPTH} deep (lists and objects within "
+                    "each other), deeper than it is read"
+                )
+            keys.append(key)
+            levels.append(_children(value))
+            break
+        else:
+            levels.pop()
+            if keys:
+                keys.pop()
+
+
+def _children(value: Any) -> Iterator[tuple[str | int, Any]]:
+    """The (key, child) of a container's children that are containers with something in them."""
+    if type(value) is dict:
+        if _SCALARS.issuperset(map(type, value.values())):
+            return iter(())
+        return ((k, v) for k, v in value.items() if v and type(v) in _CONTAINERS)
+    if type(value) is not list or not any(value) or _SCALARS.issuperset(map(type, value)):
+        return iter(())  # (not a container; only empty ones or false scalars; numbers and strings)
+    return ((k, v) for k, v in enumerate(value) if v and type(v) in _CONTAINERS)
 
 
 _CONTAINERS = frozenset({dict, list})
