@@ -62,10 +62,11 @@ def networks(
     max_size: int = 3,
     singles: bool = False,
     activations: list[str] = ACTIVATIONS,
+    losses: list[str] = LOSSES,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """A random network (any DAG, shuffled listing) and a batch for it."""
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    loss = draw(st.sampled_from(LOSSES))
+    loss = draw(st.sampled_from(losses))
     n_in, n_hidden, n_out = draw(st.integers(1, 2)), draw(st.integers(0, max_hidden)), draw(st.integers(1, 2))
     size = (lambda: 1) if singles else (lambda: draw(st.integers(1, max_size)))
     units: list[dict[str, Any]] = [{"id": f"in{i}", "role": "input", "size": size()} for i in range(n_in)]
