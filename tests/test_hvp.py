@@ -141,7 +141,8 @@ def test_hvp_is_the_central_difference_of_the_v1_gradients(http: httpx.Client, w
     np.testing.assert_allclose(_flat(body["hvp"]), numeric, rtol=1e-6, atol=1e-9)
     assert body["vhv"] == pytest.approx(float(v @ _flat(body["hvp"])), rel=1e-12)
     plain = http.post("/v1/gradients", json={**request, "include_units": False}).json()
-    assert body["gradients"] == plain["gradients"] and body["loss"] == plain["loss"]
+    assert body["gradients"] == plain["gradients"]
+    assert body["loss"] == plain["loss"]
 
 
 def test_hvp_through_the_sdk_sync_and_async(server_url: str) -> None:
@@ -161,7 +162,8 @@ def test_hvp_through_the_sdk_sync_and_async(server_url: str) -> None:
     assert isinstance(sync, client.HvpResponse)
     assert asyncio.run(go()) == sync
     assert sync.gradients == grads.gradients
-    assert sync.hvp.responses is not None and set(sync.hvp.responses) == {"h", "o"}
+    assert sync.hvp.responses is not None
+    assert set(sync.hvp.responses) == {"h", "o"}
     assert np.shape(sync.hvp.weights[0]) == (2, 3)
 
 
@@ -180,7 +182,8 @@ def test_a_vector_of_a_large_mlp_travels_as_binary_and_each_encoding_answers_ali
     flat = {
         enc: np.concatenate([client.to_numpy(w).ravel() for w in a.hvp.weights]) for enc, a in answers.items()
     }
-    assert np.array_equal(flat["list"], flat["base64"]) and np.array_equal(flat["list"], flat["binary"])
+    assert np.array_equal(flat["list"], flat["base64"])
+    assert np.array_equal(flat["list"], flat["binary"])
     assert answers["list"].vhv == answers["binary"].vhv
 
 
@@ -198,7 +201,8 @@ def test_input_gradients_in_every_encoding(server_url: str, http: httpx.Client) 
     per = np.asarray(as_list["per_sample"]["inputs"]["x"])
     assert x_grad.shape == per.shape == (4, 2)
     np.testing.assert_array_equal(x_grad, per / 4)  # the mean's 1/batch, exactly (a power of two)
-    assert binary.gradients.inputs is not None and binary.per_sample is not None
+    assert binary.gradients.inputs is not None
+    assert binary.per_sample is not None
     assert binary.per_sample.inputs is not None
     for got in (
         client.to_numpy(as_b64["gradients"]["inputs"]["x"]),
@@ -207,7 +211,8 @@ def test_input_gradients_in_every_encoding(server_url: str, http: httpx.Client) 
         np.testing.assert_array_equal(got, x_grad)
     np.testing.assert_array_equal(client.to_numpy(binary.per_sample.inputs["x"]), per)
     without = http.post("/v1/gradients", json={**body, "wrt_inputs": False}).json()
-    assert "inputs" not in without["gradients"] and "inputs" not in without["per_sample"]
+    assert "inputs" not in without["gradients"]
+    assert "inputs" not in without["per_sample"]
 
 
 def test_the_seeds_chain_input_gradient_is_its_closed_form(http: httpx.Client) -> None:
@@ -254,7 +259,8 @@ def test_a_missing_bias_counts_as_zero(http: httpx.Client) -> None:
 def test_a_layer_vector_as_one_array_is_refused(http: httpx.Client) -> None:
     request = _responses_net()
     r = http.post("/v1/hvp", json={**request, "vector": {"weights": encode(np.ones(16))}})
-    assert r.status_code == 422 and "one Array per weight" in r.json()["detail"]
+    assert r.status_code == 422
+    assert "one Array per weight" in r.json()["detail"]
 
 
 def _bce_net(activation: str = "sigmoid", target: float = 0.25, **changes: Any) -> dict[str, Any]:
@@ -309,7 +315,8 @@ def test_bce_clamps_its_logs_at_minus_100_with_zero_derivatives_there(http: http
     assert body["units"]["o"]["z"] == [[1.0]]
     assert body["units"]["o"]["delta"] == [[0.0]]  # -0.3 times sigma'(400) = 0
     hv = http.post("/v1/hvp", json={**request, "vector": {"weights": [1.0]}}).json()
-    assert hv["hvp"]["weights"] == [0.0] and hv["vhv"] == 0.0
+    assert hv["hvp"]["weights"] == [0.0]
+    assert hv["vhv"] == 0.0
 
 
 def test_huber_uses_its_delta(http: httpx.Client) -> None:
@@ -352,4 +359,5 @@ def test_info_and_openapi_name_the_new_losses_and_hvp(http: httpx.Client) -> Non
     paths = http.get("/openapi.json").json()["paths"]
     assert "/v1/hvp" in paths
     schema = json.dumps(http.get("/openapi.json").json()["components"])
-    assert "wrt_inputs" in schema and "huber_delta" in schema
+    assert "wrt_inputs" in schema
+    assert "huber_delta" in schema

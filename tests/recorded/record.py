@@ -17,9 +17,9 @@ from hypothesis import given, settings
 
 sys.path.insert(0, ".")
 
-from service.settings import Settings  # noqa: E402
-from tests.strategies import networks  # noqa: E402
-from tests.support import asgi  # noqa: E402
+from service.settings import Settings
+from tests.strategies import networks
+from tests.support import asgi
 
 cases: list[tuple[dict[str, Any], dict[str, Any]]] = []
 
