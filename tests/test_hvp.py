@@ -361,3 +361,13 @@ def test_info_and_openapi_name_the_new_losses_and_hvp(http: httpx.Client) -> Non
     schema = json.dumps(http.get("/openapi.json").json()["components"])
     assert "wrt_inputs" in schema
     assert "huber_delta" in schema
+
+
+def test_explain_names_the_new_losses_term_as_what_it_is(http: httpx.Client) -> None:
+    """dE/dyhat for BCE and huber is no multiple of (yhat - y): explain's first factor says so."""
+    for request in (_bce_net(), {**_chain_request(), "network": {**seed.chain().network, "loss": "huber"}}):
+        body = http.post("/v1/explain", json=request).json()
+        path = body["weights"][2]["paths"][0]
+        assert path["factors"][0]["name"] == "dE/dyhat_o"
+        assert r"\frac{\partial E}{\partial \hat{y}_{o}}" in body["weights"][2]["latex"]
+        assert path["value"] == pytest.approx(body["weights"][2]["gradient"], rel=1e-12)

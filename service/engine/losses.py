@@ -63,6 +63,9 @@ class Loss:
     accepts: Mapping[str, str] | None = None
     targets: tuple[float, float] | None = None
     coefficient: str = ""
+    #: how explanations name dE/dz at output {o} where it is not `coefficient` (yhat - y): its
+    #: text and LaTeX
+    term: tuple[str, str] | None = None
 
 
 Rule = Callable[[Outputs], Array]
@@ -161,6 +164,9 @@ def _bce_curvature(out: Outputs, r: Array) -> Array:
         return h * r
 
 
+_DE_DZ = ("dE/dyhat_{o}", r"\frac{\partial E}{\partial \hat{y}_{o}}")
+
+
 @functools.lru_cache(maxsize=64)
 def huber(delta: float = 1.0) -> Loss:
     """torch's HuberLoss per element: (z - y)^2 / 2 where |z - y| < delta, else
@@ -178,7 +184,7 @@ def huber(delta: float = 1.0) -> Loss:
     def curvature(out: Outputs, r: Array) -> Array:
         return np.where(np.abs(out.z - out.y) <= delta, r, 0.0)
 
-    return Loss("huber", values, gradient, curvature)
+    return Loss("huber", values, gradient, curvature, term=_DE_DZ)
 
 
 #: huber's delta when a network gives none (torch's HuberLoss default)
@@ -214,6 +220,7 @@ LOSSES: dict[str, Loss] = {
             _bce_curvature,
             accepts={"sigmoid": "binary", "neat_sigmoid": "binary"},
             targets=(0.0, 1.0),
+            term=_DE_DZ,
         ),
         huber(DEFAULT_HUBER_DELTA),
     )
