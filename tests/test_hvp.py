@@ -371,3 +371,17 @@ def test_explain_names_the_new_losses_term_as_what_it_is(http: httpx.Client) -> 
         assert path["factors"][0]["name"] == "dE/dyhat_o"
         assert r"\frac{\partial E}{\partial \hat{y}_{o}}" in body["weights"][2]["latex"]
         assert path["value"] == pytest.approx(body["weights"][2]["gradient"], rel=1e-12)
+
+
+def test_weights_as_columns_take_one_array_as_the_vectors_weights(http: httpx.Client) -> None:
+    request = _chain_request()
+    request["network"]["weights"] = {
+        "source": ["x", "j", "k"],
+        "target": ["j", "k", "o"],
+        "value": [0.5, -0.3, 0.8],
+    }
+    one = http.post("/v1/hvp", json={**request, "vector": {"weights": encode(np.array([1.0, 0.5, -2.0]))}})
+    each = http.post("/v1/hvp", json={**request, "vector": {"weights": [1.0, 0.5, -2.0]}})
+    assert one.status_code == 200, one.text
+    assert one.json() == each.json()
+    assert set(one.json()["gradients"]["weights"]) == {"source", "target", "value"}  # as /v1/gradients
