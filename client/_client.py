@@ -28,8 +28,10 @@ from service.wire import (
     Gradients,
     GradientsResponse,
     Health,
+    HvpResponse,
     InfoResponse,
     Network,
+    ParameterVector,
     Reduction,
     Samples,
     SgdResponse,
@@ -153,6 +155,7 @@ def _gradients(
     per_sample: bool,
     include_units: bool,
     array_encoding: ArrayEncoding | None,
+    wrt_inputs: bool = False,
 ) -> _Call:
     body = {
         "network": network,
@@ -161,8 +164,26 @@ def _gradients(
         "per_sample": per_sample,
         "include_units": include_units,
         "array_encoding": array_encoding,
+        "wrt_inputs": wrt_inputs or None,  # sent only when asked for: a server without it still answers
     }
     return _post("gradients", body)
+
+
+def _hvp(
+    network: NetworkLike,
+    samples: SamplesLike,
+    vector: ParameterVector | Mapping[str, Any],
+    reduction: Reduction,
+    array_encoding: ArrayEncoding | None,
+) -> _Call:
+    body = {
+        "network": network,
+        "samples": samples,
+        "vector": vector,
+        "reduction": reduction,
+        "array_encoding": array_encoding,
+    }
+    return _post("hvp", body)
 
 
 def _sgd(network: NetworkLike, samples: SamplesLike, learning_rate: float, options: dict[str, Any]) -> _Call:
@@ -351,9 +372,11 @@ class Client:
         per_sample: bool = False,
         include_units: bool = True,
         array_encoding: ArrayEncoding | None = None,
+        wrt_inputs: bool = False,
     ) -> GradientsResponse:
-        """The loss and its gradient with respect to every weight and bias."""
-        call = _gradients(network, samples, reduction, per_sample, include_units, array_encoding)
+        """The loss and its gradient with respect to every weight and bias; with `wrt_inputs`,
+        also with respect to each sample's inputs (`result.gradients.inputs`)."""
+        call = _gradients(network, samples, reduction, per_sample, include_units, array_encoding, wrt_inputs)
         result: GradientsResponse = self._send(call)
         return result
 
@@ -423,6 +446,21 @@ class Client:
         """Gradients checked by central differences: the service's own, or `gradients` (yours)."""
         call = _check(network, samples, gradients, reduction, epsilon, rtol, atol, array_encoding)
         result: CheckResponse = self._send(call)
+        return result
+
+    def hvp(
+        self,
+        network: NetworkLike,
+        samples: SamplesLike,
+        vector: ParameterVector | Mapping[str, Any],
+        *,
+        reduction: Reduction = "mean",
+        array_encoding: ArrayEncoding | None = None,
+    ) -> HvpResponse:
+        """H v, H the Hessian of the reduced loss with respect to every weight, bias and response,
+        and `vector` v in the form of the gradients ({"weights": [...], "biases": {...}}, a missing
+        bias or response 0); the gradients and v . H v beside it."""
+        result: HvpResponse = self._send(_hvp(network, samples, vector, reduction, array_encoding))
         return result
 
     def render(
@@ -517,9 +555,11 @@ class AsyncClient:
         per_sample: bool = False,
         include_units: bool = True,
         array_encoding: ArrayEncoding | None = None,
+        wrt_inputs: bool = False,
     ) -> GradientsResponse:
-        """The loss and its gradient with respect to every weight and bias."""
-        call = _gradients(network, samples, reduction, per_sample, include_units, array_encoding)
+        """The loss and its gradient with respect to every weight and bias; with `wrt_inputs`,
+        also with respect to each sample's inputs (`result.gradients.inputs`)."""
+        call = _gradients(network, samples, reduction, per_sample, include_units, array_encoding, wrt_inputs)
         result: GradientsResponse = await self._send(call)
         return result
 
@@ -592,6 +632,19 @@ class AsyncClient:
         """Gradients checked by central differences: the service's own, or `gradients` (yours)."""
         call = _check(network, samples, gradients, reduction, epsilon, rtol, atol, array_encoding)
         result: CheckResponse = await self._send(call)
+        return result
+
+    async def hvp(
+        self,
+        network: NetworkLike,
+        samples: SamplesLike,
+        vector: ParameterVector | Mapping[str, Any],
+        *,
+        reduction: Reduction = "mean",
+        array_encoding: ArrayEncoding | None = None,
+    ) -> HvpResponse:
+        """H v with the gradients and v . H v (see `Client.hvp`)."""
+        result: HvpResponse = await self._send(_hvp(network, samples, vector, reduction, array_encoding))
         return result
 
     async def render(

@@ -151,6 +151,14 @@ class Reference:
                 losses = losses + 0.5 * anp.sum((out - y) ** 2, axis=1)
             elif loss == "squared_error":
                 losses = losses + anp.sum((out - y) ** 2, axis=1)
+            elif loss == "binary_cross_entropy":  # torch BCELoss's terms, each log clamped at -100
+                log_z, log_1mz = anp.maximum(anp.log(out), -100.0), anp.maximum(anp.log(1.0 - out), -100.0)
+                losses = losses - anp.sum(y * log_z + (1 - y) * log_1mz, axis=1)
+            elif loss == "huber":
+                delta, diff = self.net.get("huber_delta", 1.0), out - y
+                size = anp.abs(diff)
+                terms = anp.where(size < delta, 0.5 * diff**2, delta * (size - 0.5 * delta))
+                losses = losses + anp.sum(terms, axis=1)
             elif activation_of(self.units[uid]) == "sigmoid":
                 losses = losses - anp.sum(y * anp.log(out) + (1 - y) * anp.log(1 - out), axis=1)
             else:

@@ -14,6 +14,11 @@ from service import wire
 # definition in tests/reference.py) as soon as it is in the wire's Literal
 ACTIVATIONS = list(wire.ACTIVATIONS)
 LOSSES = list(wire.LOSSES)
+#: the output activations each loss that restricts them takes (its targets then lie in [0, 1])
+OUTPUT_ACTIVATIONS = {
+    "cross_entropy": ["sigmoid", "softmax"],
+    "binary_cross_entropy": ["sigmoid", "neat_sigmoid"],
+}
 #: the activations whose value and derivative stay moderate: several epochs of SGD on the others
 #: (e^s, 1/s, log s, s^3, and neat's steep sin, gauss, sigmoid and tanh) can diverge, or amplify
 #: a rounding difference past any tolerance (by 10^4 an epoch seen on neat_sin)
@@ -57,10 +62,11 @@ def networks(
     max_size: int = 3,
     singles: bool = False,
     activations: list[str] = ACTIVATIONS,
+    losses: list[str] = LOSSES,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """A random network (any DAG, shuffled listing) and a batch for it."""
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    loss = draw(st.sampled_from(LOSSES))
+    loss = draw(st.sampled_from(losses))
     n_in, n_hidden, n_out = draw(st.integers(1, 2)), draw(st.integers(0, max_hidden)), draw(st.integers(1, 2))
     size = (lambda: 1) if singles else (lambda: draw(st.integers(1, max_size)))
     units: list[dict[str, Any]] = [{"id": f"in{i}", "role": "input", "size": size()} for i in range(n_in)]
@@ -68,8 +74,8 @@ def networks(
     rest += [{"id": f"out{i}", "role": "output"} for i in range(n_out)]
     for u in rest:
         u["size"] = size()
-        if loss == "cross_entropy" and u["role"] == "output":
-            u["activation"] = draw(st.sampled_from(["sigmoid", "softmax"]))
+        if loss in OUTPUT_ACTIVATIONS and u["role"] == "output":
+            u["activation"] = draw(st.sampled_from(OUTPUT_ACTIVATIONS[loss]))
         else:
             u["activation"] = draw(st.sampled_from([*activations, None]))
             if u["activation"] is None:
@@ -106,9 +112,15 @@ def networks(
     for u in rest:
         if u["role"] == "output":
             k = u.get("size", 1)
-            y = rng.uniform(0, 1, size=(batch, k)) if loss == "cross_entropy" else rng.normal(size=(batch, k))
+            y = (
+                rng.uniform(0, 1, size=(batch, k))
+                if loss in OUTPUT_ACTIVATIONS
+                else rng.normal(size=(batch, k))
+            )
             targets[u["id"]] = _form(rng, y, False)
     net = {"units": listed, "weights": weights, "loss": loss}
+    if loss == "huber" and rng.random() < 0.5:
+        net["huber_delta"] = float(rng.choice([0.1, 0.5, 2.0]))
     return net, {"inputs": inputs, "targets": targets}
 
 

@@ -163,12 +163,20 @@ def biases_only(rng: np.random.Generator, batch: int, size: int = 3000) -> dict[
 
 OPTIONS: dict[str, dict[str, Any]] = {
     "forward": {},
-    "gradients": {"per_sample": True},
+    "gradients": {"per_sample": True, "wrt_inputs": True},
     "sgd": {"learning_rate": 0.01, "epochs": 3, "batch_size": 8},
     "explain": {"max_paths": 2},
     "check": {},
     "render": {"show": "gradients"},
+    "hvp": {},  # and a vector of the network's own weights (below)
 }
+
+
+def _vector_for(request: dict[str, Any]) -> dict[str, Any]:
+    """/v1/hvp's vector: the network's weights themselves (any direction costs the same)."""
+    weights = request["network"].get("weights", [])
+    values = weights["value"] if isinstance(weights, dict) else [w["value"] for w in weights]
+    return {"vector": {"weights": values}}
 
 
 @pytest.mark.parametrize("shape", ["dense", "singles", "biases only"])
@@ -185,6 +193,8 @@ def test_estimates_follow_the_time_each_endpoint_takes(shape: str) -> None:
         request = make(rng, 32)
         if endpoint == "check" and shape == "biases only":
             request = biases_only(rng, 32, size=200)  # two forward passes per bias
+        if endpoint == "hvp":
+            options = _vector_for(request)
         body = json.dumps({**request, **options}).encode()
         guess = estimate(endpoint, body, limits)
         times = []

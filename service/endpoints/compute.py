@@ -145,7 +145,8 @@ def gradients(req: wire.GradientsRequest, limits: Limits) -> JsonObject:
     values = engine.forward(plan, plan.theta, batch.x)
     delta = engine.backward(plan, plan.theta, values, batch.y)
     check_values(plan, values, delta)
-    grad = engine.gradient(plan, values, delta, engine.reduction_scale(req.reduction, batch.size))
+    scale = engine.reduction_scale(req.reduction, batch.size)
+    grad = engine.gradient(plan, values, delta, scale)
     check_params(plan, grad, "gradient")
     body: JsonObject = {
         "loss": _losses(plan, values, batch, req.reduction),
@@ -153,11 +154,32 @@ def gradients(req: wire.GradientsRequest, limits: Limits) -> JsonObject:
     }
     if req.include_units:
         body["units"] = _unit_values(plan, values, delta)
+    per_input = engine.input_gradient(plan, values, delta) if req.wrt_inputs else None
+    if per_input is not None:
+        check_inputs(plan, per_input)
+        body["gradients"]["inputs"] = _input_body(plan, per_input * scale)
     if req.per_sample:
         per = engine.per_sample_gradient(plan, values, delta)
         check_params(plan, per, "per-sample gradient")
         body["per_sample"] = _gradient_body(plan, per, columns_of(req.network))
+        if per_input is not None:  # each sample's own dE_n/dx_n, not scaled by the reduction
+            body["per_sample"]["inputs"] = _input_body(plan, per_input)
     return body
+
+
+def check_inputs(plan: Plan, per_input: np.ndarray) -> None:
+    finite = np.isfinite(per_input).all(axis=0)
+    if not finite.all():
+        col = int(np.flatnonzero(~finite)[0])
+        unit = next(u for u in plan.units if u.role == "input" and u.cols.start <= col < u.cols.stop)
+        raise NonFiniteResultError(
+            f"the gradient with respect to input {unit.id!r} is not finite: the numbers overflowed float64"
+        )
+
+
+def _input_body(plan: Plan, per_input: np.ndarray) -> JsonObject:
+    """dE/dx of each input unit, [batch, size], from the inputs' columns [batch, n_inputs]."""
+    return {u.id: per_input[:, u.cols] for u in plan.units if u.role == "input"}
 
 
 def sgd(req: wire.SgdRequest, limits: Limits, report: progress.Report | None = None) -> JsonObject:

@@ -311,6 +311,7 @@ def check_body(endpoint: str, body: bytes, counts: BodyCounts, limits: Limits) -
             f"max_weight_elements ({limits.max_weight_elements:,}) and max_neurons "
             f"({limits.max_neurons:,}) of weights, biases and responses"
             + (", twice (the network's and the claimed gradients)" if endpoint == "check" else "")
+            + (", twice (the network's and the vector)" if endpoint == "hvp" else "")
             + " (set by GRADSERVE_MAX_ACTIVATION_ELEMENTS, GRADSERVE_MAX_WEIGHT_ELEMENTS and "
             "GRADSERVE_MAX_NEURONS); refused before it was parsed"
         )
@@ -319,7 +320,7 @@ def check_body(endpoint: str, body: bytes, counts: BodyCounts, limits: Limits) -
 def numbers_allowed(endpoint: str, limits: Limits) -> int:
     """The most numbers a request's body can hold within the limits."""
     parameters = limits.max_weight_elements + 2 * limits.max_neurons  # biases and responses
-    return limits.max_activation_elements + parameters * (2 if endpoint == "check" else 1)
+    return limits.max_activation_elements + parameters * (2 if endpoint in ("check", "hvp") else 1)
 
 
 # ---------------------------------------------------------------- the answer
@@ -408,6 +409,12 @@ def gradients(req: wire.GradientsRequest, s: Shape, limits: Limits) -> Computati
     if req.per_sample:
         data += s.batch * s.params * PARAM_NS
         parts.append(_gradient_tables(s, s.batch))
+    if req.wrt_inputs:  # what flows back into the inputs, and dE/dx (twice, with per_sample)
+        data += s.batch * (s.weight_elements * MAC_NS + s.input_neurons * GRADIENT_NS)
+        tables = 2 if req.per_sample else 1
+        parts.append(
+            Answer(tables * s.batch * s.input_neurons, tables * s.units, rows=tables * s.batch * s.units)
+        )
     answer = Answer(
         sum(p.numbers for p in parts), sum(p.entries for p in parts), rows=sum(p.rows for p in parts)
     )
@@ -426,6 +433,14 @@ def sgd(req: wire.SgdRequest, s: Shape, limits: Limits) -> Computation:
     sweeps = steps * s.sweep_ns(backward=True) + (req.epochs + 1) * s.sweep_ns()
     answer = Answer(s.params, s.units + s.weights, other_bytes=40 * req.epochs, other_ns=s.units * ENTRY_NS)
     return Computation(data, sweeps, answer)
+
+
+def hvp(req: wire.HvpRequest, s: Shape, limits: Limits) -> Computation:
+    # the R-operator takes about three gradient passes: the forward and backward it follows,
+    # then the R-forward and R-backward, each of them about twice the matrix work of its pass
+    data = 3 * s.batch * (s.row_ns(backward=True) + s.output_neurons * GRADIENT_NS)
+    answer = Answer(2 * s.params + 1, 2 * (s.weights + s.units))  # the gradients, H v and v.Hv
+    return Computation(data, 3 * s.sweep_ns(backward=True), answer)
 
 
 def explain(req: wire.ExplainRequest, s: Shape, limits: Limits) -> Computation:
@@ -543,5 +558,6 @@ ASK_FOR_LESS: dict[str, tuple[str, ...]] = {
     "sgd": ("a smaller network",),
     "explain": ("fewer paths (max_paths)", "a smaller network"),
     "check": ("a smaller network",),
+    "hvp": ("a smaller network",),
 }
 ENCODED = frozenset(ASK_FOR_LESS)

@@ -218,6 +218,11 @@ class PathFinder:
         )
         loss = plan.objective
         name, tex = loss.coefficient + name, loss.coefficient + tex
+        if loss.term is not None:  # dE/dz is not a multiple of (yhat - y): named as what it is
+            name, tex = (
+                loss.term[0].replace("{o}", uid),
+                loss.term[1].replace("{o}", "{" + _tex_id(uid) + "}"),
+            )
         factors = [Factor(name, tex, float(self.sample.loss_term[u.cols.start]))]
         if not loss.fused:  # a fused loss's term is already dE/ds
             factors += self._derivative(uid)

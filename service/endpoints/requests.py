@@ -53,7 +53,7 @@ def network(net: wire.Network) -> engine.Network:
         )
         for i, u in enumerate(net.units)
     ]
-    return engine.Network(units, weights, net.loss)
+    return engine.Network(units, weights, net.loss, net.huber_delta)
 
 
 _source, _target, _value = (operator.attrgetter(name) for name in ("source", "target", "value"))

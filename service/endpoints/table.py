@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from service import wire
-from service.endpoints import compute, costs, explain, gradcheck, progress, render
+from service.endpoints import compute, costs, explain, gradcheck, hvp, progress, render
 from service.endpoints.render import Document
 from service.settings import Limits
 
@@ -36,6 +36,7 @@ HANDLERS: dict[str, Handler] = {
     "forward": Handler(_W["forward"], compute.forward, costs.forward, inline=True),
     "gradients": Handler(_W["gradients"], compute.gradients, costs.gradients, inline=True),
     "sgd": Handler(_W["sgd"], compute.sgd, costs.sgd, inline=True, streamed=compute.sgd),
+    "hvp": Handler(_W["hvp"], hvp.hvp, costs.hvp, inline=True),
     "explain": Handler(_W["explain"], explain.explain, costs.explain),
     "check": Handler(_W["check"], gradcheck.check, costs.check),
     "render": Handler(_W["render"], functools.partial(render.render, fmt="svg"), costs.render),

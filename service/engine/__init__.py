@@ -2,9 +2,10 @@
 
 A network, described in the engine's own terms (`network`), is checked and compiled once
 (`compile`) into a Plan (`plan`, `layout`); samples are bound to it (`samples`); the passes
-(`passes`) compute values, dE/ds and gradients a level at a time; `sgd` trains. Activations
-and losses are registries (`activations`, `losses`): each entry holds its rule and its
-derivative, and everything else reads them. Errors are the engine's own (`errors`), located
+(`passes`) compute values, dE/ds and gradients a level at a time; `curvature` takes their
+R-operator for Hessian-vector products; `sgd` trains. Activations and losses are registries
+(`activations`, `losses`): each entry holds its rule and its first and second derivatives, and
+everything else reads them. Errors are the engine's own (`errors`), located
 in its network description; `deadline` stops long passes cooperatively.
 """
 
@@ -21,16 +22,19 @@ from service.engine.activations import (
     softmax,
 )
 from service.engine.compile import compile_network
+from service.engine.curvature import Curvature, check_second_order, hvp
 from service.engine.deadline import checkpoint, time_limit
 from service.engine.errors import DeadlineExceeded, EngineError, GraphError, Problem, SamplesError
-from service.engine.losses import LOSSES, Loss, Outputs
+from service.engine.losses import LOSSES, Loss, Outputs, huber
 from service.engine.network import AGGREGATIONS, Network, Unit, WeightColumns, WeightList
 from service.engine.passes import (
     Offsets,
     Values,
     backward,
+    backward_terms,
     forward,
     gradient,
+    input_gradient,
     loss_gradient,
     loss_value,
     per_sample_gradient,
@@ -51,6 +55,7 @@ __all__ = [
     "Batch",
     "Block",
     "Columns",
+    "Curvature",
     "DeadlineExceeded",
     "EngineError",
     "EpochCallback",
@@ -75,12 +80,17 @@ __all__ = [
     "WeightInfo",
     "WeightList",
     "backward",
+    "backward_terms",
+    "check_second_order",
     "bind_samples",
     "checkpoint",
     "compile_network",
     "derivative",
     "forward",
     "gradient",
+    "huber",
+    "hvp",
+    "input_gradient",
     "leaky_relu",
     "loss_gradient",
     "loss_value",

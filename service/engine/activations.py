@@ -1,10 +1,12 @@
-"""The activations: one registry entry each, its rule beside its derivative and its
-vector-Jacobian product, and how explanations write it.
+"""The activations: one registry entry each, its rule beside its first and second
+derivatives, its vector-Jacobian product and that product's own derivative (for Hessian-vector
+products), and how explanations write it.
 
 Every rule works on the value tables' layout, unit-major [size, batch], and writes into
 `out` (a new array when it is None): a pass over a level then allocates nothing but its
 tables. Adding an activation is one entry in ACTIVATIONS (and its name in the wire's
-ActivationName), plus its tests.
+ActivationName), plus its tests. neat-python's scaled and clamped rules are in
+`service.engine.neat_rules`.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+
+from service.engine import neat_rules as neat
 
 Array = np.ndarray
 
@@ -55,6 +59,8 @@ def segments(sizes: list[int]) -> Segments:
 Forward = Callable[..., Array]  # (s, out=None, segments=None) -> z = f(s)
 Derivative = Callable[..., Array]  # (s, z, out=None) -> f'(s), elementwise
 Vjp = Callable[[Array, Array, Array, Array, "Segments | None"], None]  # (g, s, z, out, segments)
+#: (g, s, z, r, out, segments): d/dt of J(s + t r)^T g at t = 0, into out
+Curvature = Callable[[Array, Array, Array, Array, Array, "Segments | None"], None]
 
 
 @dataclass(frozen=True)
@@ -65,6 +71,13 @@ class Activation:
     Jacobian, which explanations show); `vjp` writes dE/ds = J^T g into `out`, and is f'(s) g
     for an elementwise one. `text` and `latex` name f' in explanations' paths (None: f' = 1,
     left out of them); `delta_rule` says how dE/ds is made of g, with g written as `{g}`.
+
+    For second order (Pearlmutter's R-operator, service.engine.curvature): `second_derivative`
+    is f''(s) elementwise (a segmented one's: d^2 z_i / ds_i^2), and `curvature` the derivative
+    of the vjp along a direction r of s with g held fixed, f''(s) r g for an elementwise one.
+    Every Jacobian here is symmetric (diagonal, or softmax's diag(z) - z z^T), so `vjp` is also
+    the Jacobian-vector product R{z} = J R{s}. An entry without them (None) computes forward
+    and backward; /v1/hvp then refuses a network that uses it, naming it.
     """
 
     name: str
@@ -75,6 +88,8 @@ class Activation:
     latex: str | None
     delta_rule: str = "f'(s) * ({g})"
     segmented: bool = False  # normalises over each unit's entries: forward and vjp need the segments
+    second_derivative: Derivative | None = None
+    curvature: Curvature | None = None
 
 
 def _new(s: Array, out: Array | None) -> Array:
@@ -82,15 +97,35 @@ def _new(s: Array, out: Array | None) -> Array:
 
 
 def elementwise(
-    name: str, forward: Forward, derivative: Derivative, text: str | None, latex: str | None
+    name: str,
+    forward: Forward,
+    derivative: Derivative,
+    text: str | None,
+    latex: str | None,
+    second_derivative: Derivative | None = None,
 ) -> Activation:
-    """An elementwise activation, whose vector-Jacobian product is f'(s) g."""
+    """An elementwise activation, whose vector-Jacobian product is f'(s) g, and whose product's
+    derivative along r is f''(s) r g (when its second derivative is given)."""
 
     def vjp(g: Array, s: Array, z: Array, out: Array, segments: Segments | None = None) -> None:
         derivative(s, z, out=out)
         out *= g
 
-    return Activation(name, forward, derivative, vjp, text, latex)
+    curvature: Curvature | None = None
+    if second_derivative is not None:
+        second = second_derivative
+
+        def curvature(
+            g: Array, s: Array, z: Array, r: Array, out: Array, segments: Segments | None = None
+        ) -> None:
+            second(s, z, out=out)
+            with np.errstate(over="ignore", invalid="ignore"):  # refused by name where not finite
+                out *= r
+                out *= g
+
+    return Activation(
+        name, forward, derivative, vjp, text, latex, second_derivative=second_derivative, curvature=curvature
+    )
 
 
 # ---------------------------------------------------------------- the rules
@@ -111,6 +146,18 @@ def _sigmoid_derivative(s: Array, z: Array, out: Array | None = None) -> Array:
     return np.multiply(z, np.subtract(1.0, z, out=out), out=out)  # sigma' = z (1 - z)
 
 
+def _sigmoid_second(s: Array, z: Array, out: Array | None = None) -> Array:
+    # d/ds z (1 - z) = (1 - 2 z) z (1 - z)
+    return np.multiply(np.multiply(z, np.subtract(1.0, z)), np.subtract(1.0, np.multiply(z, 2.0)), out=out)
+
+
+def _zeros(s: Array, z: Array, out: Array | None = None) -> Array:
+    """The second derivative of a piecewise-linear rule: 0 (a.e.; at a kink too, one-sided)."""
+    out = _new(s, out)
+    out.fill(0.0)
+    return out
+
+
 def _identity(s: Array, out: Array | None = None, segments: Segments | None = None) -> Array:
     out = _new(s, out)
     np.copyto(out, s)
@@ -127,12 +174,22 @@ def _identity_vjp(g: Array, s: Array, z: Array, out: Array, segments: Segments |
     out[...] = g
 
 
+def _no_curvature(
+    g: Array, s: Array, z: Array, r: Array, out: Array, segments: Segments | None = None
+) -> None:
+    out.fill(0.0)
+
+
 def _tanh(s: Array, out: Array | None = None, segments: Segments | None = None) -> Array:
     return np.tanh(s, out=out)
 
 
 def _tanh_derivative(s: Array, z: Array, out: Array | None = None) -> Array:
     return np.subtract(1.0, np.multiply(z, z, out=out), out=out)  # tanh' = 1 - z^2
+
+
+def _tanh_second(s: Array, z: Array, out: Array | None = None) -> Array:
+    return np.multiply(np.subtract(1.0, np.multiply(z, z)), np.multiply(z, -2.0), out=out)  # -2 z (1 - z^2)
 
 
 def _relu(s: Array, out: Array | None = None, segments: Segments | None = None) -> Array:
@@ -163,7 +220,7 @@ def leaky_relu(slope: float = DEFAULT_SLOPE) -> Activation:
         np.copyto(out, 1.0, where=s > 0)
         return out
 
-    return elementwise("leaky_relu", forward, derivative, "leaky_relu'", r"\mathrm{lrelu}'")
+    return elementwise("leaky_relu", forward, derivative, "leaky_relu'", r"\mathrm{lrelu}'", _zeros)
 
 
 def _softplus(s: Array, out: Array | None = None, segments: Segments | None = None) -> Array:
@@ -172,6 +229,11 @@ def _softplus(s: Array, out: Array | None = None, segments: Segments | None = No
 
 def _softplus_derivative(s: Array, z: Array, out: Array | None = None) -> Array:
     return sigmoid(s, out)
+
+
+def _softplus_second(s: Array, z: Array, out: Array | None = None) -> Array:
+    sig = sigmoid(s)
+    return np.multiply(sig, np.subtract(1.0, sig), out=out)  # sigma (1 - sigma)
 
 
 def softmax(s: Array, seg: Segments) -> Array:
@@ -199,200 +261,44 @@ def _softmax_vjp(g: Array, s: Array, z: Array, out: Array, segments: Segments | 
     out.T[...] = zt * (gt - segments.spread(segments.sum(gt * zt)))
 
 
-# ---------------------------------------------------------------- neat-python's activations
-# Where neat-python 2.0 (neat/activations.py) computes the usual function, the usual name is
-# used (elu, selu, abs, square, cube, clamped, hat); where it scales or clamps its argument,
-# the entry is neat_<its name> and computes exactly neat's formula. Each derivative is exact,
-# and 0 wherever a clamp makes the function flat.
-
-
-def _clamped_scaled(s: Array, scale: float, bound: float) -> tuple[Array, Array]:
-    """(clamp(scale * s, -bound, bound), where the clamp is not flat), as neat-python computes
-    them: the product first (it may overflow to +-inf, which the clamp brings back)."""
-    with np.errstate(over="ignore"):
-        t = np.multiply(s, scale)
-    inside = (t > -bound) & (t < bound)
-    np.clip(t, -bound, bound, out=t)
-    return t, inside
-
-
-def _flat_outside(out: Array, inside: Array) -> Array:
-    np.copyto(out, 0.0, where=~inside)
-    return out
-
-
-def _neat_sigmoid(s: Array, out: Array | None = None, segments: Segments | None = None) -> Array:
-    t, _ = _clamped_scaled(s, 5.0, 60.0)  # 1 / (1 + e^-t), |t| <= 60: e^-t cannot overflow
-    t *= -1.0
-    np.exp(t, out=t)
-    t += 1.0
-    return np.divide(1.0, t, out=out)
-
-
-def _neat_sigmoid_derivative(s: Array, z: Array, out: Array | None = None) -> Array:
-    out = np.multiply(np.multiply(z, np.subtract(1.0, z)), 5.0, out=out)
-    return _flat_outside(out, _clamped_scaled(s, 5.0, 60.0)[1])
-
-
-def _neat_tanh(s: Array, out: Array | None = None, segments: Segments | None = None) -> Array:
-    return np.tanh(_clamped_scaled(s, 2.5, 60.0)[0], out=out)
-
-
-def _neat_tanh_derivative(s: Array, z: Array, out: Array | None = None) -> Array:
-    out = np.multiply(np.subtract(1.0, np.multiply(z, z)), 2.5, out=out)
-    return _flat_outside(out, _clamped_scaled(s, 2.5, 60.0)[1])
-
-
-def _neat_sin(s: Array, out: Array | None = None, segments: Segments | None = None) -> Array:
-    return np.sin(_clamped_scaled(s, 5.0, 60.0)[0], out=out)
-
-
-def _neat_sin_derivative(s: Array, z: Array, out: Array | None = None) -> Array:
-    t, inside = _clamped_scaled(s, 5.0, 60.0)
-    return _flat_outside(np.multiply(np.cos(t), 5.0, out=out), inside)
-
-
-def _neat_gauss(s: Array, out: Array | None = None, segments: Segments | None = None) -> Array:
-    t, _ = _clamped_scaled(s, 1.0, 3.4)
-    return np.exp(np.multiply(np.multiply(t, t), -5.0), out=out)
-
-
-def _neat_gauss_derivative(s: Array, z: Array, out: Array | None = None) -> Array:
-    t, inside = _clamped_scaled(s, 1.0, 3.4)
-    return _flat_outside(np.multiply(np.multiply(t, z), -10.0, out=out), inside)
-
-
-def _neat_softplus(s: Array, out: Array | None = None, segments: Segments | None = None) -> Array:
-    t, _ = _clamped_scaled(s, 5.0, 60.0)
-    return np.multiply(np.log1p(np.exp(t)), 0.2, out=out)  # 0.2 log(1 + e^t)
-
-
-def _neat_softplus_derivative(s: Array, z: Array, out: Array | None = None) -> Array:
-    t, inside = _clamped_scaled(s, 5.0, 60.0)
-    return _flat_outside(sigmoid(t, out), inside)  # 0.2 * 5 * sigma(t)
-
-
-def _neat_exp(s: Array, out: Array | None = None, segments: Segments | None = None) -> Array:
-    return np.exp(_clamped_scaled(s, 1.0, 60.0)[0], out=out)
-
-
-def _neat_exp_derivative(s: Array, z: Array, out: Array | None = None) -> Array:
-    out = _new(s, out)
-    np.copyto(out, z)
-    return _flat_outside(out, _clamped_scaled(s, 1.0, 60.0)[1])
-
-
-NEAT_LOG_FLOOR = 1e-7  # neat-python's log takes log(max(1e-7, s))
-
-
-def _neat_log(s: Array, out: Array | None = None, segments: Segments | None = None) -> Array:
-    return np.log(np.maximum(s, NEAT_LOG_FLOOR), out=out)
-
-
-def _neat_log_derivative(s: Array, z: Array, out: Array | None = None) -> Array:
-    out = np.divide(1.0, np.maximum(s, NEAT_LOG_FLOOR), out=out)
-    return _flat_outside(out, s > NEAT_LOG_FLOOR)
-
-
-def _neat_inv(s: Array, out: Array | None = None, segments: Segments | None = None) -> Array:
-    """1/s, and 0 at s = 0 (neat-python's answer to the division by zero)."""
-    out = _new(s, out)
-    out.fill(0.0)
-    with np.errstate(over="ignore"):  # 1/s overflows to +-inf for |s| < 2^-1024, as in neat
-        np.divide(1.0, s, out=out, where=s != 0)
-    return out
-
-
-def _neat_inv_derivative(s: Array, z: Array, out: Array | None = None) -> Array:
-    with np.errstate(over="ignore"):  # -1/s^2 = -z^2, 0 where inv is its constant 0
-        out = np.multiply(np.multiply(z, z), -1.0, out=out)
-    return _flat_outside(out, s != 0)
-
-
-def _elu(s: Array, out: Array | None = None, segments: Segments | None = None) -> Array:
-    out = np.expm1(np.minimum(s, 0.0), out=out)  # e^s - 1 below 0 (computed only there)
-    np.copyto(out, s, where=s > 0)
-    return out
-
-
-def _elu_derivative(s: Array, z: Array, out: Array | None = None) -> Array:
-    out = np.exp(np.minimum(s, 0.0), out=out)
-    np.copyto(out, 1.0, where=s > 0)
-    return out
-
-
-SELU_LAMBDA = 1.0507009873554804934193349852946
-SELU_ALPHA = 1.6732632423543772848170429916717
-
-
-def _selu(s: Array, out: Array | None = None, segments: Segments | None = None) -> Array:
-    out = np.multiply(np.expm1(np.minimum(s, 0.0)), SELU_LAMBDA * SELU_ALPHA, out=out)
-    with np.errstate(over="ignore"):  # lambda s overflows only where the true value does
-        np.copyto(out, np.multiply(s, SELU_LAMBDA), where=s > 0)
-    return out
-
-
-def _selu_derivative(s: Array, z: Array, out: Array | None = None) -> Array:
-    out = np.multiply(np.exp(np.minimum(s, 0.0)), SELU_LAMBDA * SELU_ALPHA, out=out)
-    np.copyto(out, SELU_LAMBDA, where=s > 0)
-    return out
-
-
-def _abs(s: Array, out: Array | None = None, segments: Segments | None = None) -> Array:
-    return np.abs(s, out=out)
-
-
-def _sign(s: Array, z: Array, out: Array | None = None) -> Array:
-    return np.sign(s, out=out)
-
-
-def _square(s: Array, out: Array | None = None, segments: Segments | None = None) -> Array:
-    with np.errstate(over="ignore"):
-        return np.multiply(s, s, out=out)
-
-
-def _square_derivative(s: Array, z: Array, out: Array | None = None) -> Array:
-    with np.errstate(over="ignore"):
-        return np.multiply(s, 2.0, out=out)
-
-
-def _cube(s: Array, out: Array | None = None, segments: Segments | None = None) -> Array:
-    with np.errstate(over="ignore"):
-        return np.power(s, 3, out=out)
-
-
-def _cube_derivative(s: Array, z: Array, out: Array | None = None) -> Array:
-    with np.errstate(over="ignore"):
-        return np.multiply(np.multiply(s, s), 3.0, out=out)
-
-
-def _clamped(s: Array, out: Array | None = None, segments: Segments | None = None) -> Array:
-    return np.clip(s, -1.0, 1.0, out=out)
-
-
-def _clamped_derivative(s: Array, z: Array, out: Array | None = None) -> Array:
-    return np.less(np.abs(s), 1.0, out=_new(s, out))
-
-
-def _hat(s: Array, out: Array | None = None, segments: Segments | None = None) -> Array:
-    return np.maximum(np.subtract(1.0, np.abs(s)), 0.0, out=out)  # max(0, 1 - |s|)
-
-
-def _hat_derivative(s: Array, z: Array, out: Array | None = None) -> Array:
-    out = np.multiply(np.sign(s), -1.0, out=out)  # -sign(s) on the slopes, 0 beyond |s| = 1
-    return _flat_outside(out, np.abs(s) < 1.0)
+def _softmax_second(s: Array, z: Array, out: Array | None = None) -> Array:
+    # d^2 z_i / ds_i^2 = z_i (1 - z_i) (1 - 2 z_i), the diagonal (as `derivative` is)
+    return _sigmoid_second(s, z, out)
+
+
+def _softmax_curvature(
+    g: Array, s: Array, z: Array, r: Array, out: Array, segments: Segments | None = None
+) -> None:
+    """d/dt of z_i (g_i - <g, z>) along s + t r: with z' = z (r - <r, z>) (the Jacobian times r),
+    z'_i (g_i - <g, z>) - z_i <g, z'>, within each segment."""
+    assert segments is not None
+    zt, gt, rt = z.T, g.T, r.T
+    spread, total = segments.spread, segments.sum
+    dz = zt * (rt - spread(total(rt * zt)))
+    out.T[...] = dz * (gt - spread(total(gt * zt))) - zt * spread(total(gt * dz))
 
 
 #: every activation, in the order the wire and /v1/info list them
 ACTIVATIONS: dict[str, Activation] = {
     a.name: a
     for a in (
-        Activation("identity", _identity, _ones, _identity_vjp, None, None),
-        elementwise("sigmoid", sigmoid, _sigmoid_derivative, "sigmoid'", r"\sigma'"),
-        elementwise("tanh", _tanh, _tanh_derivative, "tanh'", r"\tanh'"),
-        elementwise("relu", _relu, _relu_derivative, "relu'", r"\mathrm{relu}'"),
+        Activation(
+            "identity",
+            _identity,
+            _ones,
+            _identity_vjp,
+            None,
+            None,
+            second_derivative=_zeros,
+            curvature=_no_curvature,
+        ),
+        elementwise("sigmoid", sigmoid, _sigmoid_derivative, "sigmoid'", r"\sigma'", _sigmoid_second),
+        elementwise("tanh", _tanh, _tanh_derivative, "tanh'", r"\tanh'", _tanh_second),
+        elementwise("relu", _relu, _relu_derivative, "relu'", r"\mathrm{relu}'", _zeros),
         leaky_relu(),
-        elementwise("softplus", _softplus, _softplus_derivative, "softplus'", r"\mathrm{softplus}'"),
+        elementwise(
+            "softplus", _softplus, _softplus_derivative, "softplus'", r"\mathrm{softplus}'", _softplus_second
+        ),
         Activation(
             "softmax",
             _softmax,
@@ -402,28 +308,77 @@ ACTIVATIONS: dict[str, Activation] = {
             r"\mathrm{softmax}'",
             delta_rule="z * (g - sum(g * z)) with g = {g}",
             segmented=True,
+            second_derivative=_softmax_second,
+            curvature=_softmax_curvature,
         ),
-        elementwise("elu", _elu, _elu_derivative, "elu'", r"\mathrm{elu}'"),
-        elementwise("selu", _selu, _selu_derivative, "selu'", r"\mathrm{selu}'"),
-        elementwise("abs", _abs, _sign, "sign", r"\operatorname{sign}"),
-        elementwise("square", _square, _square_derivative, "2 s", "2 s"),
-        elementwise("cube", _cube, _cube_derivative, "3 s^2", "3 s^2"),
-        elementwise("clamped", _clamped, _clamped_derivative, "clamped'", r"\mathrm{clamped}'"),
-        elementwise("hat", _hat, _hat_derivative, "hat'", r"\mathrm{hat}'"),
-        elementwise("neat_sigmoid", _neat_sigmoid, _neat_sigmoid_derivative, "neat_sigmoid'", r"\sigma_5'"),
-        elementwise("neat_tanh", _neat_tanh, _neat_tanh_derivative, "neat_tanh'", r"\tanh_{2.5}'"),
+        elementwise("elu", neat.elu, neat.elu_derivative, "elu'", r"\mathrm{elu}'", neat.elu_second),
+        elementwise("selu", neat.selu, neat.selu_derivative, "selu'", r"\mathrm{selu}'", neat.selu_second),
+        elementwise("abs", neat.abs, neat.sign, "sign", r"\operatorname{sign}", _zeros),
+        elementwise("square", neat.square, neat.square_derivative, "2 s", "2 s", neat.twos),
+        elementwise("cube", neat.cube, neat.cube_derivative, "3 s^2", "3 s^2", neat.cube_second),
+        elementwise(
+            "clamped", neat.clamped, neat.clamped_derivative, "clamped'", r"\mathrm{clamped}'", _zeros
+        ),
+        elementwise("hat", neat.hat, neat.hat_derivative, "hat'", r"\mathrm{hat}'", _zeros),
+        elementwise(
+            "neat_sigmoid",
+            neat.neat_sigmoid,
+            neat.neat_sigmoid_derivative,
+            "neat_sigmoid'",
+            r"\sigma_5'",
+            neat.neat_sigmoid_second,
+        ),
+        elementwise(
+            "neat_tanh",
+            neat.neat_tanh,
+            neat.neat_tanh_derivative,
+            "neat_tanh'",
+            r"\tanh_{2.5}'",
+            neat.neat_tanh_second,
+        ),
         elementwise(
             "neat_softplus",
-            _neat_softplus,
-            _neat_softplus_derivative,
+            neat.neat_softplus,
+            neat.neat_softplus_derivative,
             "neat_softplus'",
             r"\mathrm{softplus}_5'",
+            neat.neat_softplus_second,
         ),
-        elementwise("neat_sin", _neat_sin, _neat_sin_derivative, "neat_sin'", r"\sin_5'"),
-        elementwise("neat_gauss", _neat_gauss, _neat_gauss_derivative, "neat_gauss'", r"\mathrm{gauss}'"),
-        elementwise("neat_exp", _neat_exp, _neat_exp_derivative, "neat_exp'", r"\exp_{60}'"),
-        elementwise("neat_log", _neat_log, _neat_log_derivative, "neat_log'", r"\log_{10^{-7}}'"),
-        elementwise("neat_inv", _neat_inv, _neat_inv_derivative, "neat_inv'", r"\mathrm{inv}'"),
+        elementwise(
+            "neat_sin", neat.neat_sin, neat.neat_sin_derivative, "neat_sin'", r"\sin_5'", neat.neat_sin_second
+        ),
+        elementwise(
+            "neat_gauss",
+            neat.neat_gauss,
+            neat.neat_gauss_derivative,
+            "neat_gauss'",
+            r"\mathrm{gauss}'",
+            neat.neat_gauss_second,
+        ),
+        elementwise(
+            "neat_exp",
+            neat.neat_exp,
+            neat.neat_exp_derivative,
+            "neat_exp'",
+            r"\exp_{60}'",
+            neat.neat_exp_second,
+        ),
+        elementwise(
+            "neat_log",
+            neat.neat_log,
+            neat.neat_log_derivative,
+            "neat_log'",
+            r"\log_{10^{-7}}'",
+            neat.neat_log_second,
+        ),
+        elementwise(
+            "neat_inv",
+            neat.neat_inv,
+            neat.neat_inv_derivative,
+            "neat_inv'",
+            r"\mathrm{inv}'",
+            neat.neat_inv_second,
+        ),
     )
 }
 

@@ -60,6 +60,10 @@ def compile_network(net: Network) -> Plan:
                         f"{loss.name} needs output {u.id!r} to use {accepted}, not {u.activation}",
                     )
                 )
+    if net.huber_delta is not None and net.loss != "huber":
+        problems.append(Problem(("huber_delta",), f"huber_delta is huber's, and the loss is {net.loss}"))
+    elif net.huber_delta is not None and not (np.isfinite(net.huber_delta) and net.huber_delta > 0):
+        problems.append(Problem(("huber_delta",), "huber_delta must be a finite number > 0"))
     sizes = [u.size for u in units]
     edges = _edges(net, index, sizes, roles, problems)
 
@@ -378,6 +382,7 @@ def _lay_out(
         has_gathered_blocks=any(not isinstance(b.params, slice) for lv in levels for b in lv.blocks),
         mean_scale=_mean_scale(units, info, edges, n_cols),
         n_response_params=n_response_params,
+        huber_delta=net.huber_delta,
     )
 
 

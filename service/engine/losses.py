@@ -1,10 +1,13 @@
-"""The losses: one registry entry each, giving every sample's E_n and its gradient at the
-outputs.
+"""The losses: one registry entry each, giving every sample's E_n, its gradient at the outputs,
+and that gradient's derivative along a direction (for Hessian-vector products).
 
 A loss's gradient is dE_n/dz of the outputs, which backward passes through each output's
 activation; or, for a loss *fused* with the activations it accepts, dE_n/ds directly, which
 is both simpler and stable where z saturates (cross-entropy after sigmoid is z - y). Adding
 a loss is one entry in LOSSES (and its name in the wire's LossName), plus its tests.
+
+Every E_n is the sum of per-element terms over all the outputs' entries (so each loss's
+Hessian with respect to z is diagonal, but a fused loss's with respect to s need not be).
 """
 
 from __future__ import annotations
@@ -53,14 +56,24 @@ class Loss:
     name: str
     values: Callable[[Outputs], Array]
     gradient: Callable[[Outputs], Array]  # dE_n/dz, or dE_n/ds when fused
+    #: (outputs, r) -> the derivative of `gradient` along r, a direction of z (of s when fused),
+    #: [batch, outputs]: the Hessian of E_n times r
+    curvature: Callable[[Outputs, Array], Array]
     fused: bool = False
     accepts: Mapping[str, str] | None = None
     targets: tuple[float, float] | None = None
     coefficient: str = ""
+    #: how explanations name dE/dz at output {o} where it is not `coefficient` (yhat - y): its
+    #: text and LaTeX
+    term: tuple[str, str] | None = None
 
 
-def _squared(scale: float) -> tuple[Callable[[Outputs], Array], Callable[[Outputs], Array]]:
-    """scale * sum (z - y)^2, and its dE/dz = 2 scale (z - y)."""
+Rule = Callable[[Outputs], Array]
+Curvature = Callable[[Outputs, Array], Array]
+
+
+def _squared(scale: float) -> tuple[Rule, Rule, Curvature]:
+    """scale * sum (z - y)^2, its dE/dz = 2 scale (z - y), and its Hessian 2 scale I."""
 
     def values(out: Outputs) -> Array:
         diff = out.z - out.y
@@ -69,7 +82,10 @@ def _squared(scale: float) -> tuple[Callable[[Outputs], Array], Callable[[Output
     def gradient(out: Outputs) -> Array:
         return 2.0 * scale * (out.z - out.y)
 
-    return values, gradient
+    def curvature(out: Outputs, r: Array) -> Array:
+        return 2.0 * scale * r
+
+    return values, gradient, curvature
 
 
 def _cross_entropy(out: Outputs) -> Array:
@@ -93,6 +109,95 @@ def _cross_entropy_ds(out: Outputs) -> Array:
     return ds
 
 
+def _cross_entropy_curvature(out: Outputs, r: Array) -> Array:
+    """The derivative of dE/ds along r (a direction of s): z (1 - z) r after sigmoid, and
+    sum(y) times softmax's Jacobian times r after softmax."""
+    z, k = out.z, out.split
+    with np.errstate(over="ignore", invalid="ignore"):  # refused by name where not finite
+        rds = z * (1.0 - z) * r
+        if out.segments is not None:
+            seg, zs, rs = out.segments, z[:, k:], r[:, k:]
+            jr = zs * (rs - seg.spread(seg.sum(rs * zs)))
+            rds[:, k:] = seg.spread(seg.sum(out.y[:, k:])) * jr
+    return rds
+
+
+#: torch's BCELoss clamps each log at this, so that E_n stays finite where z reaches 0 or 1
+BCE_LOG_FLOOR = -100.0
+
+
+def _bce_logs(z: Array) -> tuple[Array, Array, Array, Array]:
+    """(log z, log(1 - z), each clamped at -100, and where each is not clamped), as torch's
+    BCELoss computes them (log1p(-z) for the second); the derivatives are those of the clamped
+    logs: 0 where clamped (torch's clamp passes the gradient where log >= -100)."""
+    with np.errstate(divide="ignore"):  # log 0 = -inf, clamped
+        log_z, log_1mz = np.log(z), np.log1p(-z)
+    live_z, live_1mz = log_z >= BCE_LOG_FLOOR, log_1mz >= BCE_LOG_FLOOR
+    return np.maximum(log_z, BCE_LOG_FLOOR), np.maximum(log_1mz, BCE_LOG_FLOOR), live_z, live_1mz
+
+
+def _bce(out: Outputs) -> Array:
+    """-y log z - (1 - y) log(1 - z) per element, its logs clamped at -100, summed per sample."""
+    log_z, log_1mz, _, _ = _bce_logs(out.z)
+    return ((out.y - 1.0) * log_1mz - out.y * log_z).sum(axis=1)
+
+
+def _bce_gradient(out: Outputs) -> Array:
+    """-y / z + (1 - y) / (1 - z), each term 0 where its log is clamped."""
+    z, y = out.z, out.y
+    _, _, live_z, live_1mz = _bce_logs(z)
+    grad = np.zeros_like(z)
+    np.divide(-y, z, out=grad, where=live_z)
+    grad += np.divide(1.0 - y, 1.0 - z, out=np.zeros_like(z), where=live_1mz)
+    return grad
+
+
+def _bce_curvature(out: Outputs, r: Array) -> Array:
+    """(y / z^2 + (1 - y) / (1 - z)^2) r, each term 0 where its log is clamped (z^2 >= e^-200:
+    neither overflows)."""
+    z, y = out.z, out.y
+    _, _, live_z, live_1mz = _bce_logs(z)
+    h = np.zeros_like(z)
+    np.divide(y, z * z, out=h, where=live_z)
+    h += np.divide(1.0 - y, (1.0 - z) ** 2, out=np.zeros_like(z), where=live_1mz)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return h * r
+
+
+_DE_DZ = ("dE/dyhat_{o}", r"\frac{\partial E}{\partial \hat{y}_{o}}")
+
+
+@functools.lru_cache(maxsize=64)
+def huber(delta: float = 1.0) -> Loss:
+    """torch's HuberLoss per element: (z - y)^2 / 2 where |z - y| < delta, else
+    delta (|z - y| - delta / 2); its derivative z - y clipped to [-delta, delta], and its second
+    derivative 1 where |z - y| <= delta (the side the first takes at the seam, as torch's), else 0."""
+
+    def values(out: Outputs) -> Array:
+        diff = out.z - out.y
+        size = np.abs(diff)
+        return np.where(size < delta, 0.5 * diff * diff, delta * (size - 0.5 * delta)).sum(axis=1)
+
+    def gradient(out: Outputs) -> Array:
+        return np.clip(out.z - out.y, -delta, delta)
+
+    def curvature(out: Outputs, r: Array) -> Array:
+        return np.where(np.abs(out.z - out.y) <= delta, r, 0.0)
+
+    return Loss("huber", values, gradient, curvature, term=_DE_DZ)
+
+
+#: huber's delta when a network gives none (torch's HuberLoss default)
+DEFAULT_HUBER_DELTA = 1.0
+
+
+def resolve(name: str, huber_delta: float | None = None) -> Loss:
+    """A network's loss: the registry's entry, or huber with the network's own delta."""
+    if huber_delta is None or name != "huber":
+        return LOSSES[name]
+    return huber(huber_delta)
+
+
 #: every loss, in the order the wire and /v1/info list them
 LOSSES: dict[str, Loss] = {
     loss.name: loss
@@ -103,9 +208,20 @@ LOSSES: dict[str, Loss] = {
             "cross_entropy",
             _cross_entropy,
             _cross_entropy_ds,
+            _cross_entropy_curvature,
             fused=True,
             accepts={"sigmoid": "binary", "softmax": "categorical"},
             targets=(0.0, 1.0),
         ),
+        Loss(
+            "binary_cross_entropy",
+            _bce,
+            _bce_gradient,
+            _bce_curvature,
+            accepts={"sigmoid": "binary", "neat_sigmoid": "binary"},
+            targets=(0.0, 1.0),
+            term=_DE_DZ,
+        ),
+        huber(DEFAULT_HUBER_DELTA),
     )
 }

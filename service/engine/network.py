@@ -57,3 +57,4 @@ class Network(NamedTuple):
     units: Sequence[Unit]
     weights: WeightList | WeightColumns
     loss: str = "half_squared_error"
+    huber_delta: float | None = None  # huber's delta (only with loss "huber"); None: its default

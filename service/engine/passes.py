@@ -138,6 +138,13 @@ def loss_gradient(plan: Plan, values: Values, y: Array) -> Array:
 
 def backward(plan: Plan, theta: Array, values: Values, y: Array) -> Array:
     """delta = dE_n/ds of every non-input unit and sample, unit-major: [n_cols, batch]."""
+    return backward_terms(plan, theta, values, y)[1]
+
+
+def backward_terms(plan: Plan, theta: Array, values: Values, y: Array) -> tuple[Array, Array]:
+    """(g, delta), both unit-major [n_cols, batch]: g = dE_n/dz as the successors (and a loss
+    that is not fused) send it back, and delta = dE_n/ds, the activation's vjp of g (plus a fused
+    loss's own dE/ds at the outputs). Second-order passes need g beside delta."""
     rows = values.z.shape[1]
     g = np.zeros((plan.n_cols, rows))  # dE_n/dz, accumulated over every successor
     delta = np.empty((plan.n_cols, rows))
@@ -162,9 +169,23 @@ def backward(plan: Plan, theta: Array, values: Values, y: Array) -> Array:
             with np.errstate(over="ignore", invalid="ignore"):
                 np.multiply(delta[level.cols], scale[level.cols, None], out=sent[level.cols])
         for block, w in zip(reversed(level.blocks), matrices, strict=False):
-            if block.src_z is not None:  # nothing flows back into the inputs
+            if block.src_z is not None:  # nothing flows back into the inputs (input_gradient)
                 g[block.src_z] += w[block.split :] @ sent[block.tgt]
-    return delta
+    return g, delta
+
+
+def input_gradient(plan: Plan, values: Values, delta: Array) -> Array:
+    """dE_n/dx_n of every sample, [batch, n_inputs]: what each input column sends back, the sum
+    over the blocks it feeds of W (scale * delta), as backward sends it to any other unit."""
+    gx = np.zeros((plan.n_inputs, delta.shape[1]))
+    sent = summed_delta(values, delta)
+    matrices = iter(values.matrices)  # in level order, as forward gathered them
+    for level in plan.levels:
+        for block in level.blocks:
+            w = next(matrices)
+            if block.src_x is not None:  # a block's source columns are distinct
+                gx[block.src_x] += w[: block.split] @ sent[block.tgt]
+    return gx.T
 
 
 def gradient(plan: Plan, values: Values, delta: Array, scale: float) -> Array:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 
 from service.engine.activations import Activation, Segments
-from service.engine.losses import LOSSES, Loss
+from service.engine.losses import Loss, resolve
 
 if TYPE_CHECKING:
     from service.engine.layout import Layout
@@ -130,11 +130,12 @@ class Plan:
     #: n_cols when the network gives a response (then every unit's is a parameter), else 0
     n_response_params: int = 0
     layout: Layout | None = field(default=None, repr=False, compare=False)
+    huber_delta: float | None = None  # the network's own, for loss "huber"
 
     @property
     def objective(self) -> Loss:
-        """The loss's registry entry."""
-        return LOSSES[self.loss]
+        """The loss's registry entry (huber with the network's delta)."""
+        return resolve(self.loss, self.huber_delta)
 
     @functools.cached_property
     def weights(self) -> tuple[WeightInfo, ...]:

@@ -25,6 +25,7 @@ from service.wire.answers import (
     ExplainResponse,
     ForwardResponse,
     GradientsResponse,
+    HvpResponse,
     SgdResponse,
 )
 from service.wire.network import *  # noqa: F403
@@ -36,6 +37,7 @@ from service.wire.network import (
     ResponseModel,
     Samples,
     UnitId,
+    VectorWeights,
     Weights,
     WireModel,
 )
@@ -93,6 +95,11 @@ class GradientsRequest(ComputeRequest):
     reduction: Reduction = "mean"
     per_sample: StrictBool = False
     include_units: StrictBool = True
+    wrt_inputs: StrictBool = Field(
+        default=False,
+        description="also dE/dx of the reduced loss for each sample's inputs (gradients.inputs, "
+        "[batch, size] per input unit; with per_sample, per_sample.inputs holds each dE_n/dx_n, unscaled)",
+    )
 
 
 class SgdRequest(ComputeRequest):
@@ -121,6 +128,28 @@ class SgdRequest(ComputeRequest):
         if self.nesterov and self.momentum == 0:
             raise ValueError("nesterov needs momentum > 0 (as in torch.optim.SGD)")
         return self
+
+
+class ParameterVector(WireModel):
+    """A vector over the network's parameters, in the form of its gradients: a missing bias or
+    response (or a missing `biases` or `responses` object) counts as zeros."""
+
+    weights: VectorWeights
+    biases: Annotated[dict[UnitId, ArrayValue], Field(fail_fast=True)] = Field(default_factory=dict)
+    responses: Annotated[dict[UnitId, ArrayValue], Field(fail_fast=True)] = Field(default_factory=dict)
+
+
+class HvpRequest(ComputeRequest):
+    """The Hessian of the reduced loss (every weight, bias and response) times `vector`."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{**CHAIN_EXAMPLE, "vector": {"weights": [1.0, 0.0, 0.0], "biases": {"o": 0.5}}}]
+        }
+    )
+
+    reduction: Reduction = "mean"
+    vector: ParameterVector
 
 
 class ExplainRequest(ComputeRequest):
@@ -199,6 +228,12 @@ ENDPOINTS: dict[str, Endpoint] = {
             "The loss's gradient with respect to every weight and bias",
         ),
         Endpoint("sgd", SgdRequest, SgdResponse, "Train the network with SGD and return it updated"),
+        Endpoint(
+            "hvp",
+            HvpRequest,
+            HvpResponse,
+            "The Hessian of the loss times a vector, exactly (Pearlmutter's R-operator), with the gradients",
+        ),
         Endpoint(
             "explain",
             ExplainRequest,

@@ -53,6 +53,10 @@ class Gradients(ResponseModel):
         default=None,
         description="dE/d response of every non-input unit: only when the network gives a response",
     )
+    inputs: dict[str, ArrayValue] | None = Field(
+        default=None,
+        description="dE/dx of every input unit, [batch, size]: only with wrt_inputs",
+    )
 
 
 class GradientsResponse(ResponseModel):
@@ -60,6 +64,24 @@ class GradientsResponse(ResponseModel):
     gradients: Gradients
     units: dict[str, UnitValues] | None = None
     per_sample: Gradients | None = None
+
+
+class HessianVector(ResponseModel):
+    """H v, in the form of the parameters: weights in the network's order, biases and responses
+    by unit id."""
+
+    weights: list[ArrayValue]
+    biases: dict[str, ArrayValue]
+    responses: dict[str, ArrayValue] | None = Field(
+        default=None, description="only when the network gives a response"
+    )
+
+
+class HvpResponse(ResponseModel):
+    loss: float
+    gradients: Gradients = Field(description="exactly what /v1/gradients answers")
+    hvp: HessianVector = Field(description="H v, H the Hessian of the reduced loss")
+    vhv: float = Field(description="v . H v")
 
 
 class EpochLoss(ResponseModel):

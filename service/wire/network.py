@@ -43,7 +43,7 @@ ActivationName = Literal[
 ]
 #: how a unit aggregates its weighted inputs (service.engine.network.AGGREGATIONS)
 AggregationName = Literal["sum", "mean"]
-LossName = Literal["half_squared_error", "squared_error", "cross_entropy"]
+LossName = Literal["half_squared_error", "squared_error", "cross_entropy", "binary_cross_entropy", "huber"]
 ACTIVATIONS: tuple[str, ...] = get_args(ActivationName)
 LOSSES: tuple[str, ...] = get_args(LossName)
 Reduction = Literal["mean", "sum"]
@@ -149,6 +149,20 @@ Column = Annotated[
     Field(description="one number per entry: a list [n], an encoded array or binary reference of shape [n]"),
 ]
 
+#: a vector's weights: one Array per weight in the network's order and shapes, or, for weights
+#: between single units, one array [n]
+VectorWeights = Annotated[
+    Annotated[list[ArrayValue], Tag("list"), Field(fail_fast=True)]
+    | Annotated[EncodedArray, Tag("encoded")]
+    | Annotated[BinaryReference, Tag("binary")],
+    Discriminator(lambda value: _dict_kind(value) if isinstance(value, _DICT_FORMS) else "list"),
+    Field(
+        description="one Array per weight, in the network's order and shapes (a number for a weight "
+        "between single units); or, where every weight joins single units, one array [n]"
+    ),
+]
+
+
 #: an answered column: [n], or [batch, n] per sample (a plain union: an empty list fits both)
 AnsweredColumn = list[float] | list[list[float]] | EncodedArray | BinaryReference
 
@@ -251,6 +265,10 @@ class Network(WireModel):
     units: Annotated[list[Unit], Field(fail_fast=True)] = Field(min_length=1)
     weights: Weights = Field(default_factory=list)
     loss: LossName = "half_squared_error"
+    huber_delta: Annotated[float, Field(gt=0)] | None = Field(
+        default=None,
+        description="huber's delta (default 1.0, torch HuberLoss's): only with loss 'huber'",
+    )
 
 
 class Samples(WireModel):
