@@ -245,36 +245,38 @@ def drain(tree: Path | None, processes: int, grace_s: int = 10) -> dict[str, Any
         return {"answer": answer, "seconds": took, "before_the_long_one": start + took < long["at"], **long}
     finally:
         server.stop()
-        if os.environ.get("EDGE_LOG"):
-            print(server.output())
 
 
-def run(tree: Path | None) -> dict[str, Any]:
-    results: dict[str, Any] = {}
-    for name, scenario, env, prefix in [
-        ("E1", header_flood, QUIET, []),
-        ("E2", slowloris, QUIET, []),
-        ("E3", out_of_descriptors, QUIET, ["prlimit", "--nofile=64:64"]),
+def run(tree: Path | None, only: set[str] | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Each scenario's name and figures, as it ends."""
+    for name, scenario, prefix in [
+        ("E1", header_flood, []),
+        ("E2", slowloris, []),
+        ("E3", out_of_descriptors, ["prlimit", "--nofile=64:64"]),
     ]:
-        server = start_server(env, [*prefix, *command(tree)])
+        if only and name not in only:
+            continue
+        server = start_server(QUIET, [*prefix, *command(tree)])
         try:
             with bystanders(server.url) as seen:
-                results[name] = scenario(server)  # type: ignore[operator]
-            results[name]["healthz_p99_ms"] = seen.p99_ms()
-            results[name]["gradients"] = {s: seen.gradients.count(s) for s in sorted(set(seen.gradients))}
+                result = scenario(server)
+            result["healthz_p99_ms"] = seen.p99_ms()
+            result["gradients"] = {s: seen.gradients.count(s) for s in sorted(set(seen.gradients))}
+            yield name, result
         finally:
             server.stop()
     for processes in (1, 2):
-        results[f"E4 x{processes}"] = drain(tree, processes)
-    return results
+        if not only or "E4" in only:
+            yield f"E4 x{processes}", drain(tree, processes)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.edge", description=__doc__.split("\n")[0])
     parser.add_argument("--tree", type=Path, help="serve from this checkout (its .venv), e.g. /work/main")
+    parser.add_argument("--only", nargs="*", choices=["E1", "E2", "E3", "E4"], help="these scenarios only")
     args = parser.parse_args()
-    for name, result in run(args.tree).items():
-        print(name, result)
+    for name, result in run(args.tree, set(args.only or ())):
+        print(name, result, flush=True)
 
 
 if __name__ == "__main__":
