@@ -70,6 +70,17 @@ def command(tree: Path | None, *args: str) -> list[str]:
     return ["env", "-C", str(tree), str(tree / ".venv/bin/python"), "-m", "service", *args]
 
 
+def launch(env: dict[str, str], cmd: list[str], attempts: int = 3) -> Server:
+    """`start_server`, tried again when a loaded machine took it past the launcher's patience."""
+    for attempt in range(attempts):
+        try:
+            return start_server(env, cmd)
+        except RuntimeError:
+            if attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
 def address(server: Server) -> tuple[str, int]:
     host, port = server.url.removeprefix("http://").split(":")
     return host, int(port)
@@ -216,7 +227,7 @@ def drain(tree: Path | None, processes: int, grace_s: int = 10) -> dict[str, Any
     """E4: SIGTERM with a long SGD in flight; then a new request: what it got, in how long."""
     env = {**QUIET, "GRADSERVE_SHUTDOWN_GRACE_S": str(grace_s), "GRADSERVE_MAX_WORK": str(10**14)}
     env["GRADSERVE_TIMEOUT_S"] = "600"
-    server = start_server(env, command(tree, "--workers", str(processes)))
+    server = launch(env, command(tree, "--workers", str(processes)))
     long: dict[str, Any] = {}
 
     def ask() -> None:
@@ -256,7 +267,7 @@ def run(tree: Path | None, only: set[str] | None = None) -> Iterator[tuple[str, 
     ]:
         if only and name not in only:
             continue
-        server = start_server(QUIET, [*prefix, *command(tree)])
+        server = launch(QUIET, [*prefix, *command(tree)])
         try:
             with bystanders(server.url) as seen:
                 result = scenario(server)

@@ -35,7 +35,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from service.errors import HeadTooLargeError, OverloadedError, ProblemError
-from service.settings import Settings, get_settings
+from service.settings import get_settings
 
 log = logging.getLogger("gradserve")
 
@@ -47,8 +47,6 @@ class _RefusedError(Exception):
 class EdgeProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with a bounded head, a head deadline and a connection bound."""
 
-    settings: Settings | None = None  # the process's, read once (tests may set their own)
-
     def __init__(
         self,
         config: Config,
@@ -57,7 +55,7 @@ class EdgeProtocol(HttpToolsProtocol):
         _loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
-        settings = self.settings or get_settings()
+        settings = get_settings()
         self.max_head, self.max_headers = settings.max_header_bytes, settings.max_headers
         self.head_timeout, self.max_connections = settings.header_timeout_s, settings.max_connections
         #: armed while the connection waits for a head with no request of its own in progress
