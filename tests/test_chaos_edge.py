@@ -64,7 +64,7 @@ def answer_of(sock: socket.socket) -> tuple[int, dict[str, Any]]:
     return int(head.split()[1]), json.loads(body)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def server() -> Iterator[Server]:
     s = start_server({**QUIET, "GRADSERVE_MAX_CONCURRENT": "2"})
     yield s
