@@ -228,7 +228,7 @@ def out_of_descriptors(server: Server, connections: int = 70, wait_s: float = 20
 def drain(tree: Path | None, processes: int, grace_s: int = 10) -> dict[str, Any]:
     """E4: SIGTERM with a long SGD in flight; then a new request: what it got, in how long."""
     env = {**QUIET, "GRADSERVE_SHUTDOWN_GRACE_S": str(grace_s), "GRADSERVE_MAX_WORK": str(10**14)}
-    env["GRADSERVE_TIMEOUT_S"] = "600"
+    env |= {"GRADSERVE_TIMEOUT_S": "600", "GRADSERVE_MAX_CONCURRENT": "1"}  # (one worker each starts sooner)
     server = launch(env, command(tree, "--workers", str(processes)))
     long: dict[str, Any] = {}
 

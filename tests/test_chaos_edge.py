@@ -195,7 +195,8 @@ def slots_in_use(server: Server) -> float:
 @pytest.mark.parametrize("processes", [1, 2])
 def test_a_new_request_during_the_drain_is_refused_at_once(processes: int) -> None:
     env = {**QUIET, "GRADSERVE_SHUTDOWN_GRACE_S": "8", "GRADSERVE_MAX_WORK": str(10**14)}
-    server = start_server({**env, "GRADSERVE_TIMEOUT_S": "600"}, command(None, "--workers", str(processes)))
+    env |= {"GRADSERVE_TIMEOUT_S": "600", "GRADSERVE_MAX_CONCURRENT": "1"}
+    server = start_server(env, command(None, "--workers", str(processes)))
     events: list[tuple[str, Any]] = []
 
     def long() -> None:
