@@ -9,8 +9,9 @@
 - E4 SIGTERM with a long SGD request in flight, with 1 and 2 uvicorn processes: what a new
   request gets during the grace, and how soon.
 
-Bystanders throughout E1-E3: /healthz every 50 ms on a new connection (its p99; a failure
-counts as infinitely slow) and a 400-byte gradients request every 0.5 s (its statuses).
+E0 is no attack at all, for comparison. Bystanders throughout E0-E3: /healthz every 50 ms on
+a new connection (its p99; a failure counts as infinitely slow) and a 400-byte gradients
+request every 0.5 s (its statuses).
 
 `python -m bench.edge` measures this tree; `--tree /work/main` the server of another checkout.
 Every load is bounded in count and time and sent only to 127.0.0.1.
@@ -131,6 +132,12 @@ def bystanders(url: str) -> Iterator[Bystanders]:
         done.set()
         for t in threads:
             t.join()
+
+
+def no_attack(server: Server, seconds: float = 10.0) -> dict[str, Any]:
+    """E0: the bystanders alone, for the machine's own p99."""
+    time.sleep(seconds)
+    return {}
 
 
 def header_flood(server: Server, total: int = 150 * MIB) -> dict[str, Any]:
@@ -263,6 +270,7 @@ def drain(tree: Path | None, processes: int, grace_s: int = 10) -> dict[str, Any
 def run(tree: Path | None, only: set[str] | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
     """Each scenario's name and figures, as it ends."""
     for name, scenario, prefix in [
+        ("E0", no_attack, []),
         ("E1", header_flood, []),
         ("E2", slowloris, []),
         ("E3", out_of_descriptors, ["prlimit", "--nofile=64:64"]),
@@ -286,7 +294,9 @@ def run(tree: Path | None, only: set[str] | None = None) -> Iterator[tuple[str, 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.edge", description=__doc__.split("\n")[0])
     parser.add_argument("--tree", type=Path, help="serve from this checkout (its .venv), e.g. /work/main")
-    parser.add_argument("--only", nargs="*", choices=["E1", "E2", "E3", "E4"], help="these scenarios only")
+    parser.add_argument(
+        "--only", nargs="*", choices=["E0", "E1", "E2", "E3", "E4"], help="these scenarios only"
+    )
     args = parser.parse_args()
     for name, result in run(args.tree, set(args.only or ())):
         print(name, result, flush=True)
