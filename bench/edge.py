@@ -7,7 +7,9 @@
 - E3 out of descriptors: the server under `prlimit --nofile=64:64`, 70 idle connections, then
   a worker killed: whether it is replaced, and whether /healthz answers;
 - E4 SIGTERM with a long SGD request in flight, with 1 and 2 uvicorn processes: what a new
-  request gets during the grace, and how soon.
+  request gets during the grace, and how soon;
+- E5 (this tree only) the CPU time per request of uvicorn's httptools protocol, of
+  `service.http.edge`'s, and of h11's, in process, for a small request: what the bounds cost.
 
 E0 is no attack at all, for comparison. Bystanders throughout E0-E3: /healthz every 50 ms on
 a new connection (its p99; a failure counts as infinitely slow) and a 400-byte gradients
@@ -20,6 +22,7 @@ Every load is bounded in count and time and sent only to 127.0.0.1.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import json
 import math
@@ -267,6 +270,83 @@ def drain(tree: Path | None, processes: int, grace_s: int = 10) -> dict[str, Any
         server.stop()
 
 
+async def _trivial_app(scope: Any, receive: Any, send: Any) -> None:
+    if scope["type"] == "http":
+        while (await receive()).get("more_body"):
+            pass
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+
+class _Transport(asyncio.Transport):
+    """Counts what is written; reads nothing."""
+
+    written, closing = 0, False
+
+    def write(self, data: Any) -> None:
+        self.written += len(data)
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def close(self) -> None:
+        self.closing = True
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"sockname": ("127.0.0.1", 8000), "peername": ("127.0.0.1", 50000)}.get(name, default)
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+def protocol_cost(requests: int = 5000, rounds: int = 5) -> dict[str, float]:
+    """E5: CPU microseconds per request of each HTTP protocol, in this process: the 400-byte
+    gradients request (as httpx sends it) fed again and again on one keep-alive connection and
+    answered by a trivial app; the median of `rounds`, the protocols taking turns."""
+    from uvicorn.config import Config
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+    from uvicorn.server import ServerState
+
+    from service.http.edge import EdgeProtocol
+
+    request = (
+        b"POST /v1/gradients HTTP/1.1\r\nhost: 127.0.0.1:8000\r\naccept: */*\r\n"
+        b"accept-encoding: gzip, deflate\r\nconnection: keep-alive\r\nuser-agent: python-httpx/0.28\r\n"
+        b"content-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (len(SMALL), SMALL)
+    )
+
+    async def per_request(cls: type[asyncio.Protocol]) -> float:
+        config = Config(_trivial_app, log_level="warning", http=cls)
+        config.load()
+        proto: Any = cls(config=config, server_state=ServerState(), app_state={})  # type: ignore[call-arg]
+        transport = _Transport()
+        proto.connection_made(transport)
+        for k in range(200 + requests):
+            if k == 200:
+                start = time.process_time()
+            proto.data_received(request)
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+        assert transport.written >= (200 + requests) * 30, "not every request was answered"
+        return (time.process_time() - start) / requests * 1e6
+
+    async def measure() -> dict[str, float]:
+        classes = {"httptools": HttpToolsProtocol, "edge": EdgeProtocol, "h11": H11Protocol}
+        times: dict[str, list[float]] = {name: [] for name in classes}
+        for _ in range(rounds):
+            for name, cls in classes.items():
+                times[name].append(await per_request(cls))
+        return {name: sorted(t)[len(t) // 2] for name, t in times.items()}
+
+    import uvloop
+
+    return uvloop.run(measure())
+
+
 def run(tree: Path | None, only: set[str] | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
     """Each scenario's name and figures, as it ends."""
     for name, scenario, prefix in [
@@ -289,13 +369,15 @@ def run(tree: Path | None, only: set[str] | None = None) -> Iterator[tuple[str, 
     for processes in (1, 2):
         if not only or "E4" in only:
             yield f"E4 x{processes}", drain(tree, processes)
+    if tree is None and (not only or "E5" in only):
+        yield "E5", protocol_cost()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.edge", description=__doc__.split("\n")[0])
     parser.add_argument("--tree", type=Path, help="serve from this checkout (its .venv), e.g. /work/main")
     parser.add_argument(
-        "--only", nargs="*", choices=["E0", "E1", "E2", "E3", "E4"], help="these scenarios only"
+        "--only", nargs="*", choices=["E0", "E1", "E2", "E3", "E4", "E5"], help="these scenarios only"
     )
     args = parser.parse_args()
     for name, result in run(args.tree, set(args.only or ())):

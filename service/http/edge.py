@@ -63,9 +63,7 @@ class EdgeProtocol(HttpToolsProtocol):
         self.waiting_since = 0.0
         self.in_head = False  # the parser is inside a request's head
         self.head_began_in_this_read = False
-        self.head_seen = 0  # the head's bytes delivered so far (its URL, its whole headers)
         self.head_read = 0  # bytes read inside the head, from the read after the one it began in
-        self.header_lines = 0
         self.refusal: ProblemError | None = None
 
     # ------------------------------------------------------------ the connection
@@ -142,28 +140,18 @@ class EdgeProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self.in_head = self.head_began_in_this_read = True
-        self.head_seen = self.head_read = self.header_lines = 0
-
-    def on_url(self, url: bytes) -> None:
-        self.head_seen += len(url)
-        self._check_head()
-        super().on_url(url)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.head_seen += len(name) + len(value) + 4  # ": " and CRLF
-        self.header_lines += 1
-        self._check_head()
-        super().on_header(name, value)
+        self.head_read = 0
 
     def on_headers_complete(self) -> None:
+        # (counted once here, not per header: the reads above bound what a head can hold
+        # before it is complete to one read past the bound)
         self.in_head = False
         self._stop_waiting()
-        super().on_headers_complete()
-
-    def _check_head(self) -> None:
-        if self.head_seen > self.max_head or self.header_lines > self.max_headers:
+        size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
+        if size > self.max_head or len(self.headers) > self.max_headers:
             self.refusal = self._head_too_large()
             raise _RefusedError  # httptools stops and raises; uvicorn then calls send_400_response
+        super().on_headers_complete()
 
     def _head_too_large(self) -> HeadTooLargeError:
         return HeadTooLargeError(
