@@ -79,6 +79,14 @@ class BodyTooLargeError(LimitExceededError):
     title = "The request body is too large"
 
 
+class HeadTooLargeError(ProblemError):
+    """Answered by the connection's protocol (`service.http.edge`), before any app sees the request."""
+
+    status = 431
+    slug = "header-too-large"
+    title = "The request head is too large"
+
+
 class DeadlineExceededError(ProblemError):
     status = 503
     slug = "deadline-exceeded"

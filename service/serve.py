@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import argparse
 import copy
+import logging
+import socket
 import sys
 from typing import Any
 
 import uvicorn
 from uvicorn.config import LOGGING_CONFIG
+from uvicorn.supervisors import Multiprocess
 
 from service.http.keys import KeyFileError, KeyRing
 from service.http.metrics import multiprocess_dir
@@ -45,14 +48,47 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"gradserve: {exc}")
     # several processes add their metrics up in a directory of their own
     with multiprocess_dir(args.workers if settings.metrics else 1):
-        uvicorn.run(
-            "service.http.app:create_app",
-            factory=True,
-            host=args.host,
-            port=args.port,
-            workers=args.workers,
-            log_level=settings.log_level,
-            log_config=log_config(settings.log_level),
-            access_log=False,
-            timeout_graceful_shutdown=settings.shutdown_grace_s,
-        )
+        options: dict[str, Any] = {
+            "factory": True,
+            "host": args.host,
+            "port": args.port,
+            "workers": args.workers,
+            # httptools with a bounded head, a head deadline and a bound on connections
+            "http": "service.http.edge:EdgeProtocol",
+            "log_level": settings.log_level,
+            "log_config": log_config(settings.log_level),
+            "access_log": False,
+            "timeout_graceful_shutdown": settings.shutdown_grace_s,
+        }
+        if args.workers == 1:
+            uvicorn.run("service.http.app:create_app", **options)
+        else:
+            config = uvicorn.Config("service.http.app:create_app", **options)
+            Supervisor(config, sockets=[config.bind_socket()]).run()
+
+
+class Supervisor(Multiprocess):
+    """uvicorn's supervisor of `--workers N` processes, which stops listening as soon as it is
+    told to stop.
+
+    The processes share one listening socket. On SIGTERM each closes its own copy, but
+    uvicorn's supervisor kept its copy until they had all exited, so the kernel went on
+    completing connections that no process would accept: they hung until the last process
+    exited, and were reset then (3-9 s). `shutdown` of a listening socket (Linux) stops it
+    listening for every process that holds it: new connections are refused at once, as with
+    one process, while the requests in flight drain."""
+
+    def handle_term(self) -> None:
+        self.stop_listening()
+        super().handle_term()
+
+    def handle_int(self) -> None:
+        self.stop_listening()
+        super().handle_int()
+
+    def stop_listening(self) -> None:
+        for sock in self.sockets:
+            try:
+                sock.shutdown(socket.SHUT_RD)
+            except OSError as exc:  # not Linux, or already shut
+                logging.getLogger("gradserve").warning("the listening socket stays open: %s", exc)

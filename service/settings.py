@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+import resource
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -73,6 +74,24 @@ class Limits(BaseSettings):
         2.0, ge=0, description="seconds a request waits for a free computation slot before a 503"
     )
     timeout_s: float = Field(30.0, gt=0, description="seconds one computation may run before a 503")
+    max_header_bytes: int = Field(
+        64 * 1024,
+        ge=1024,
+        description="bytes of a request's head (its request line and headers); past it a 431",
+    )
+    max_headers: int = Field(200, ge=8, description="header lines in a request's head; past it a 431")
+    header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="seconds a request's whole head may take to arrive, from the connection's opening or the "
+        "previous answer's end; past it the connection is closed",
+    )
+    max_connections: int = Field(
+        4096,
+        ge=1,
+        description="open connections per server process, at most the open-file limit less what the "
+        "worker pool needs; past it an idle connection is closed for the new one, or the new one refused",
+    )
 
 
 class Settings(Limits):
@@ -127,6 +146,11 @@ class Settings(Limits):
         "seconds without an event, so clients and proxies see it is alive",
     )
 
+    @model_validator(mode="after")
+    def _within_the_open_file_limit(self) -> Settings:
+        self.max_connections = min(self.max_connections, connection_room(self))
+        return self
+
     def limits(self) -> Limits:
         """The limits alone: what a computation needs to know, and all a worker is sent."""
         return Limits.model_construct(**{name: getattr(self, name) for name in Limits.model_fields})
@@ -134,6 +158,27 @@ class Settings(Limits):
     @property
     def cors_origin_list(self) -> list[str]:
         return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]
+
+
+#: descriptors the server process needs beside its connections: standard streams, the event
+#: loop's, listening sockets, signal pipes, metrics files, a key file being read, the pipes
+#: that start a worker process, the resource tracker's (measured: 15 with no worker)
+FD_RESERVE = 32
+#: and per worker process: its pipe, its sentinel, and its child end while it starts (3
+#: measured, one spare); a recycled worker overlaps its successor, so twice the pool is reserved
+FD_PER_WORKER = 4
+
+
+def connection_room(settings: Settings) -> int:
+    """How many connections this process can hold without running out of descriptors for
+    what it needs beside them (so a dead worker can always be replaced); at least one.
+    (A body's shared memory takes a descriptor too, but only when one is free: without, the
+    body takes the pool's pipe.)"""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return settings.max_connections
+    workers = 2 * settings.max_concurrent if settings.isolation == "process" else 0
+    return max(1, soft - FD_RESERVE - FD_PER_WORKER * workers)
 
 
 @lru_cache(maxsize=1)

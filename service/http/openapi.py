@@ -22,6 +22,8 @@ def problem_doc(description: str) -> dict[str, Any]:
 AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
     401: problem_doc("An API key is configured and the request did not carry it"),
     500: problem_doc("An unexpected error (the body carries a request id to report)"),
+    # (answered below the app, on every path: service.http.edge)
+    431: problem_doc("The request head is over GRADSERVE_MAX_HEADER_BYTES or GRADSERVE_MAX_HEADERS"),
 }
 COMPUTE_ERRORS: dict[int | str, dict[str, Any]] = {
     **AUTH_ERRORS,
