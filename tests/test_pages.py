@@ -11,7 +11,7 @@ import pytest
 from service.launcher import start_server
 from tests import seed
 
-KEY = "a-test-key"
+KEY = "a-test-key-of-the-pages"
 # an address the pages could fetch from: a scheme and host inside a quoted string or url()
 ANOTHER_HOST = re.compile(r"""(?:["'`(]|url\()\s*(?:https?:)?//(?!www\.w3\.org/2000/svg)""")
 

@@ -93,8 +93,10 @@ class ApiKeyAuth:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and not self._is_open(scope):
-            scheme, _, token = Headers(scope=scope).get("authorization", "").partition(" ")
-            key = self.keys.match(token.strip().encode()) if scheme.lower() == "bearer" else None
+            # the header's bytes as sent, compared with the keys' bytes (never decoded and encoded again)
+            given = next((v for k, v in scope["headers"] if k.lower() == b"authorization"), b"")
+            scheme, _, token = given.strip().partition(b" ")
+            key = self.keys.match(token.strip()) if scheme.lower() == b"bearer" else None
             if key is None:
                 detail = (
                     "this server needs an API key: send 'Authorization: Bearer <key>'"
