@@ -6,6 +6,9 @@ UI's and ReDoc's from the fastapi-offline package. Nothing is fetched from anoth
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import re
 from functools import lru_cache
 from importlib.resources import files
 from pathlib import Path
@@ -20,11 +23,17 @@ PLAYGROUND_ASSETS = "/playground"
 DOCS_ASSETS = "/docs-assets"
 SWAGGER_OAUTH2_REDIRECT = "/docs/oauth2-redirect"
 
-# the playground loads nothing but this service's own files and speaks to nothing but its API
+# the pages load nothing but this service's own files and speak to nothing but its API (the HTTP
+# layer adds frame-ancestors, and nosniff, to every page: service.http.middleware.SecurityHeaders)
 POLICY = (
     "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
-    "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'"
 )
+# ReDoc runs its search in a web worker it starts from a blob: URL; and its bundle makes <style>
+# elements as it loads (styled-components, style-loader), before any option could hand it a
+# nonce: its page allows inline styles (never inline scripts)
+REDOC_POLICY = POLICY.replace("style-src 'self'", "style-src 'self' 'unsafe-inline'") + "; worker-src blob:"
+_INLINE = re.compile(rb"<(script|style)>(.*?)</\1>", re.DOTALL)
 # ReDoc's sidebar credit shows an image from ReDoc's CDN, with no option to turn it off
 REDOC_CDN_LOGO = b"https://cdn.redoc.ly/redoc/logo-mini.svg"
 
@@ -41,6 +50,21 @@ def redoc_script() -> bytes:
     return script.replace(REDOC_CDN_LOGO, f"{DOCS_ASSETS}/favicon.png".encode())
 
 
+def with_policy(page: HTMLResponse, policy: str = POLICY) -> HTMLResponse:
+    """`page` with `policy`, which also lets exactly the page's inline scripts and styles run
+    (FastAPI's docs pages start Swagger UI from one), by their SHA-256: nothing injected into
+    the page would."""
+    allowed: dict[bytes, list[str]] = {b"script": [], b"style": []}
+    for kind, content in _INLINE.findall(bytes(page.body)):
+        allowed[kind].append(f"'sha256-{base64.b64encode(hashlib.sha256(content).digest()).decode()}'")
+    for kind, hashes in allowed.items():
+        directive = f"{kind.decode()}-src 'self'"
+        if hashes and f"{directive} 'unsafe-inline'" not in policy:  # (a hash would turn that off)
+            policy = policy.replace(directive, " ".join([directive, *hashes]))
+    page.headers["content-security-policy"] = policy
+    return page
+
+
 def mount(app: FastAPI) -> None:
     """GET / (the playground and its files under /playground), /docs, /redoc and their files."""
 
@@ -55,30 +79,37 @@ def mount(app: FastAPI) -> None:
     @app.get("/docs", include_in_schema=False)
     def swagger_ui(request: Request) -> HTMLResponse:
         root = request.scope.get("root_path", "")
-        return get_swagger_ui_html(
-            openapi_url=f"{root}{app.openapi_url}",
-            title=f"{app.title} - Swagger UI",
-            oauth2_redirect_url=f"{root}{SWAGGER_OAUTH2_REDIRECT}",
-            swagger_js_url=f"{root}{DOCS_ASSETS}/swagger-ui-bundle.js",
-            swagger_css_url=f"{root}{DOCS_ASSETS}/swagger-ui.css",
-            swagger_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png",
-            # no online validator badge; the key typed into Authorize survives a reload
-            swagger_ui_parameters={"validatorUrl": None, "persistAuthorization": True},
+        return with_policy(
+            get_swagger_ui_html(
+                openapi_url=f"{root}{app.openapi_url}",
+                title=f"{app.title} - Swagger UI",
+                oauth2_redirect_url=f"{root}{SWAGGER_OAUTH2_REDIRECT}",
+                swagger_js_url=f"{root}{DOCS_ASSETS}/swagger-ui-bundle.js",
+                swagger_css_url=f"{root}{DOCS_ASSETS}/swagger-ui.css",
+                swagger_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png",
+                # no online validator badge; the key typed into Authorize is kept by the page
+                # only, never in localStorage (persistAuthorization), where any script of
+                # this origin could read it
+                swagger_ui_parameters={"validatorUrl": None, "persistAuthorization": False},
+            )
         )
 
     @app.get(SWAGGER_OAUTH2_REDIRECT, include_in_schema=False)
     def swagger_ui_redirect() -> HTMLResponse:
-        return get_swagger_ui_oauth2_redirect_html()
+        return with_policy(get_swagger_ui_oauth2_redirect_html())
 
     @app.get("/redoc", include_in_schema=False)
     def redoc(request: Request) -> HTMLResponse:
         root = request.scope.get("root_path", "")
-        return get_redoc_html(
-            openapi_url=f"{root}{app.openapi_url}",
-            title=f"{app.title} - ReDoc",
-            redoc_js_url=f"{root}{DOCS_ASSETS}/redoc.standalone.js",
-            redoc_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png",
-            with_google_fonts=False,
+        return with_policy(
+            get_redoc_html(
+                openapi_url=f"{root}{app.openapi_url}",
+                title=f"{app.title} - ReDoc",
+                redoc_js_url=f"{root}{DOCS_ASSETS}/redoc.standalone.js",
+                redoc_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png",
+                with_google_fonts=False,
+            ),
+            REDOC_POLICY,
         )
 
     # before the mount below, which would otherwise answer this path with the bundle unchanged
