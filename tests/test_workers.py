@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import pickle
 import signal
@@ -29,7 +30,9 @@ from service.errors import WorkerLostError
 from service.launcher import Server, start_server
 from service.settings import Settings
 from service.transport import executors
+from service.transport.shared import SharedBody
 from tests import seed
+from tests.support import one_layer_body
 
 LIMITS = Settings().limits()
 
@@ -262,3 +265,124 @@ def test_an_exception_in_a_worker_reaches_the_caller_and_keeps_the_worker() -> N
     before, after, counts = run_executor(test)
     assert before == after
     assert counts["started"] == 1
+
+
+# ---------------------------------------------------------------- the resource tracker
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def gone(pid: int) -> bool:
+    """Whether process `pid` has exited (a zombie counts: it runs no more)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def kill_and_wait(pids: list[int], within: float = 30.0) -> None:
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + within
+    while not all(map(gone, pids)):
+        assert time.monotonic() < deadline, pids
+        time.sleep(0.05)
+
+
+def trackers(pid: int) -> list[int]:
+    """The resource trackers among the children of process `pid`."""
+    found = []
+    for child in children_of(pid):
+        with contextlib.suppress(OSError):
+            if b"resource_tracker" in Path(f"/proc/{child}/cmdline").read_bytes() and not gone(child):
+                found.append(child)
+    return found
+
+
+def large_body() -> bytes:
+    """A /v1/gradients body over 1 MiB with its Content-Length: it reaches a worker through
+    shared memory (a pooled segment, kept for the next such body)."""
+    body = one_layer_body(width=50, batch=3000)
+    assert len(body) > SharedBody.MIN_SIZE
+    return body
+
+
+@pytest.mark.chaos
+def test_a_killed_resource_tracker_costs_no_shared_memory_and_no_clean_shutdown() -> None:
+    """Workers attached the server's pooled segments as if they owned them: with the server's
+    resource tracker killed, each started a tracker of its own, which unlinked those segments
+    when the worker was replaced; large requests then failed (a 500, FileNotFoundError), and
+    so did the shutdown. A worker now only maps them, and a segment gone is made again."""
+    server = start_server({"GRADSERVE_MAX_CONCURRENT": "2", "GRADSERVE_INLINE_MS": "0"})
+    body, headers = large_body(), {"content-type": "application/json"}
+
+    def large_requests(n: int) -> list[int]:
+        with httpx.Client(timeout=120) as http:  # one after another: they take turns on the workers
+            return [
+                http.post(server.url + "/v1/gradients", content=body, headers=headers).status_code
+                for _ in range(n)
+            ]
+
+    try:
+        first = wait_for_workers(server.pid, 2, set())
+        assert large_requests(2) == [200, 200]
+        (tracker,) = trackers(server.pid)  # the spawn context's: a child of the server
+        kill_and_wait([tracker])
+        assert large_requests(4) == [200] * 4  # each worker has attached the pooled segment since
+        for victim in first:  # replaced one after the other; and whatever they started with them
+            theirs = children_of(victim)
+            kill_and_wait([victim, *theirs])
+            wait_for_workers(server.pid, 2, {victim})
+            assert large_requests(4) == [200] * 4
+        for segment in Path("/dev/shm").glob("psm_*"):  # an operator's clean-up, or a rogue process
+            with contextlib.suppress(OSError):
+                if segment.stat().st_uid == os.getuid() and segment.name in open_segments(server.pid):
+                    segment.unlink()
+        assert large_requests(3) == [200] * 3
+    finally:
+        server.stop()
+    log = server.output()
+    assert "Application shutdown failed" not in log
+    assert "FileNotFoundError" not in log
+    assert "KeyError" not in log
+    assert "unexpected error" not in log
+
+
+def open_segments(pid: int) -> set[str]:
+    """The names of the shared memory segments process `pid` has open."""
+    names = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("/dev/shm/"):
+                names.add(target.removeprefix("/dev/shm/").removesuffix(" (deleted)"))
+    return names
+
+
+@pytest.mark.chaos
+def test_a_body_whose_segment_was_unlinked_under_it_goes_by_pipe(caplog: pytest.LogCaptureFixture) -> None:
+    body = large_body()
+
+    async def test(executor: executors.ProcessExecutor) -> tuple[int, bool]:
+        assert executor.segments is not None
+        shared = executor.segments.body(len(body))
+        assert shared is not None
+        shared.write(body)
+        Path(
+            "/dev/shm", shared.shm.name.lstrip("/")
+        ).unlink()  # after it was written, before a worker reads it
+        reply = await executor.run("gradients", shared, LIMITS)
+        shared.release()
+        return reply.status, any(s is shared.shm for s in executor.segments.idle)
+
+    with caplog.at_level(logging.ERROR, logger="gradserve"):
+        status, kept = run_executor(test)
+    assert status == 200
+    assert not kept  # a segment gone is never handed to another body
+    assert "sent by pipe instead" in caplog.text

@@ -15,6 +15,7 @@ import asyncio
 import ctypes
 import functools
 import gc
+import logging
 import os
 import threading
 import time
@@ -31,7 +32,16 @@ from service.errors import WorkerLostError
 from service.settings import Limits, Settings
 from service.transport.pool import Pool, WorkerDiedError
 from service.transport.pool import report as pool_report
-from service.transport.shared import ReceivedBody, SegmentPool, SharedBody, handle_shared, shm_bytes
+from service.transport.shared import (
+    ReceivedBody,
+    SegmentGoneError,
+    SegmentPool,
+    SharedBody,
+    handle_shared,
+    shm_bytes,
+)
+
+log = logging.getLogger("gradserve")
 
 
 class Executor(Protocol):
@@ -216,9 +226,17 @@ class ProcessExecutor:
         try:
             if isinstance(body, SharedBody):
                 body.lent = True
-                reply: Reply = await self.pool.call(
-                    shared_fn, endpoint, body.shm.name, body.size, limits, framed, on_message=on_message
-                )
+                try:
+                    reply: Reply = await self.pool.call(
+                        shared_fn, endpoint, body.shm.name, body.size, limits, framed, on_message=on_message
+                    )
+                except SegmentGoneError:  # unlinked by something else: this process still maps it
+                    log.error("a body's shared memory was unlinked by another process; sent by pipe instead")
+                    body.lent = False
+                    piped: Reply = await self.pool.call(
+                        fn, endpoint, body.joined(), limits, framed, on_message=on_message
+                    )
+                    return piped
                 # The worker is done with it. Not so if this was cancelled: the worker is killed
                 # then, but it may have been writing, so the segment is never handed on.
                 body.lent = False
