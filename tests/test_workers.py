@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import pickle
+import resource
 import signal
 import time
 from collections.abc import Iterator
@@ -26,15 +27,17 @@ import pytest
 
 import client
 from client.arrays import encode
+from service.endpoints import dispatch
 from service.errors import WorkerLostError
 from service.launcher import Server, start_server
 from service.settings import Settings
 from service.transport import executors
 from service.transport.shared import SharedBody
 from tests import seed
-from tests.support import one_layer_body
+from tests.support import asgi, one_layer_body
 
 LIMITS = Settings().limits()
+JSON = {"content-type": "application/json"}
 
 
 def long_sgd(epochs: int = 1000) -> bytes:
@@ -386,3 +389,101 @@ def test_a_body_whose_segment_was_unlinked_under_it_goes_by_pipe(caplog: pytest.
     assert status == 200
     assert not kept  # a segment gone is never handed to another body
     assert "sent by pipe instead" in caplog.text
+
+
+# ---------------------------------------------------------------- out of memory
+
+
+def wide_gradients(batch: int = 50_000, width: int = 1000) -> bytes:
+    """A /v1/gradients body of 1 MB whose hidden layer's values alone take batch x width x 8 =
+    400 MB: admitted under GRADSERVE_MAX_ACTIVATION_ELEMENTS=1e8, and the answer small."""
+    rng = np.random.default_rng(0)
+    net = client.mlp([1, width, 1], seed=0).model_dump(exclude_unset=True)
+    samples = {
+        "inputs": {"input": encode(rng.normal(size=(batch, 1)))},
+        "targets": {"output": encode(rng.normal(size=(batch, 1)))},
+    }
+    return json.dumps({"network": net, "samples": samples, "include_units": False}).encode()
+
+
+def limit_address_space(pid: int, headroom: int) -> None:
+    """Let process `pid` map at most `headroom` bytes more than it does now (`prlimit --as`)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmSize:"):
+            now = int(line.split()[1]) * 1024
+    resource.prlimit(pid, resource.RLIMIT_AS, (now + headroom, resource.RLIM_INFINITY))
+
+
+def metric(url: str, name: str, label: str) -> float:
+    for line in httpx.get(url + "/metrics").text.splitlines():
+        if line.startswith(f"{name}{{") and label in line:
+            return float(line.split()[-1])
+    raise AssertionError(f"{name}{{{label}}} not found")
+
+
+def assert_out_of_memory(answer: httpx.Response) -> None:
+    assert answer.status_code == 503, answer.text[:300]
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert answer.json()["type"] == "urn:gradserve:problem:out-of-memory"
+    assert answer.headers["retry-after"] == "1"
+
+
+@pytest.mark.chaos
+def test_a_worker_out_of_memory_answers_503_and_is_replaced() -> None:
+    """Under an address-space limit a computation meets a MemoryError, not the OOM killer: it
+    was a 500 `internal`, logged as a bug, and the worker (its heap in any state) was kept."""
+    server = start_server(
+        {
+            "GRADSERVE_MAX_CONCURRENT": "1",
+            "GRADSERVE_INLINE_MS": "0",
+            "GRADSERVE_MAX_ACTIVATION_ELEMENTS": "100000000",
+        }
+    )
+    try:
+        (worker,) = wait_for_workers(server.pid, 1, set())
+        limit_address_space(worker, 96 << 20)
+        answer = httpx.post(
+            server.url + "/v1/gradients",
+            content=wide_gradients(),
+            headers={"content-type": "application/json"},
+            timeout=120,
+        )
+        assert_out_of_memory(answer)
+        wait_for_workers(server.pid, 1, {worker})  # retired, and a fresh one in its place
+        assert post(server.url, long_sgd(epochs=2)).status_code == 200
+        assert metric(server.url, "gradserve_workers_replaced_total", 'cause="out-of-memory"') == 1
+        assert metric(server.url, "gradserve_computations_stopped_total", 'reason="out-of-memory"') == 1
+    finally:
+        server.stop()
+    log = server.output()
+    assert f"replacing compute worker {worker}: out-of-memory" in log
+    assert "unexpected error" not in log
+
+
+@pytest.mark.chaos
+def test_the_server_process_out_of_memory_answers_503_and_serves_on() -> None:
+    """Computed in the server process (GRADSERVE_ISOLATION=thread, or inline): the same 503."""
+    server = start_server({"GRADSERVE_ISOLATION": "thread", "GRADSERVE_MAX_ACTIVATION_ELEMENTS": "100000000"})
+    try:
+        limit_address_space(server.pid, 256 << 20)
+        answer = httpx.post(
+            server.url + "/v1/gradients",
+            content=wide_gradients(),
+            headers={"content-type": "application/json"},
+            timeout=120,
+        )
+        assert_out_of_memory(answer)
+        assert post(server.url, long_sgd(epochs=2)).status_code == 200
+        assert metric(server.url, "gradserve_computations_stopped_total", 'reason="out-of-memory"') == 1
+    finally:
+        server.stop()
+    assert "unexpected error" not in server.output()
+
+
+def test_an_inline_computation_out_of_memory_answers_503(monkeypatch: pytest.MonkeyPatch) -> None:
+    def out_of_memory(*_: Any) -> Any:
+        raise MemoryError
+
+    monkeypatch.setattr(dispatch, "handle_inline", out_of_memory)
+    (answer,) = asgi(Settings(), ("POST", "/v1/gradients", {"content": short_request(), "headers": JSON}))
+    assert_out_of_memory(answer)

@@ -28,7 +28,7 @@ import anyio.to_thread
 from service.endpoints import selfcheck
 from service.endpoints.dispatch import Reply, handle
 from service.endpoints.progress import Report
-from service.errors import WorkerLostError
+from service.errors import OutOfMemoryError, WorkerLostError
 from service.settings import Limits, Settings
 from service.transport.pool import Pool, WorkerDiedError
 from service.transport.pool import report as pool_report
@@ -95,6 +95,15 @@ class ThreadExecutor:
         report: Report | None = None,
     ) -> Reply:
         data = bytes(body.view[: body.size]) if isinstance(body, SharedBody) else body
+        try:
+            return await self._run(endpoint, data, limits, framed, report)
+        except MemoryError:
+            raise OutOfMemoryError from None
+
+    @staticmethod
+    async def _run(
+        endpoint: str, data: bytes, limits: Limits, framed: int | None, report: Report | None
+    ) -> Reply:
         if report is None:
             return await anyio.to_thread.run_sync(handle, endpoint, data, limits, framed)
         loop, given_up = asyncio.get_running_loop(), threading.Event()
@@ -202,7 +211,7 @@ class ProcessExecutor:
 
     @property
     def counts(self) -> Counter[str]:
-        """Workers started, and replaced by cause: died, cancelled, recycled, over-memory."""
+        """Workers started, and replaced by cause (service.transport.pool.CAUSES)."""
         return self.pool.counts
 
     async def run(
@@ -245,6 +254,8 @@ class ProcessExecutor:
                 return reply
             answer: Reply = await self.pool.call(fn, endpoint, body, limits, framed, on_message=on_message)
             return answer
+        except MemoryError:  # (its worker is replaced: Pool.call)
+            raise OutOfMemoryError from None
         except WorkerDiedError:
             raise WorkerLostError(
                 "the worker computing this request died (most likely out of memory); "
