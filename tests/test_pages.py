@@ -121,16 +121,17 @@ def directives(policy: str) -> dict[str, list[str]]:
 
 def assert_confined(answer: httpx.Response, frame_ancestors: str = "'none'") -> None:
     """A policy that runs only this server's scripts and styles (and the page's own inline
-    scripts by their hashes), and lets only `frame_ancestors` frame the page."""
+    ones by their hashes, or ReDoc's by a nonce), and lets only `frame_ancestors` frame the page."""
     assert answer.headers["x-content-type-options"] == "nosniff"
     policy = directives(answer.headers["content-security-policy"])
     assert policy["frame-ancestors"] == frame_ancestors.split()
     for directive in ("script-src", "style-src", "default-src"):
         sources = policy.get(directive, policy["default-src"])
         assert sources[0] in ("'self'", "'none'"), (directive, sources)
-        assert all(s in ("'self'", "'none'") or s.startswith("'sha256-") for s in sources[1:]) or (
-            directive == "style-src" and sources == ["'self'", "'unsafe-inline'"]  # ReDoc's (pages)
-        ), (directive, sources)
+        assert all(s in ("'self'", "'none'") or s.startswith(("'sha256-", "'nonce-")) for s in sources[1:]), (
+            directive,
+            sources,
+        )
     assert policy["base-uri"] == ["'none'"]
 
 
@@ -208,3 +209,14 @@ def test_embedding_is_allowed_where_the_setting_says_and_a_413_says_nosniff_too(
     assert answers[2].headers["x-content-type-options"] == "nosniff"
     with pytest.raises(ValueError, match="frame_ancestors"):
         Settings(frame_ancestors="'none'; script-src *")
+
+
+def test_redocs_styles_are_allowed_by_a_nonce_new_for_each_page(http: httpx.Client) -> None:
+    nonces = []
+    for _ in range(2):
+        page = http.get("/redoc")
+        (nonce,) = re.findall(r"'nonce-([^']+)'", page.headers["content-security-policy"])
+        assert f'redoc.standalone.js" nonce="{nonce}"' in page.text
+        nonces.append(nonce)
+    assert nonces[0] != nonces[1]
+    assert "document.currentScript.nonce" in http.get("/docs-assets/redoc.standalone.js").text

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+import secrets
 from functools import lru_cache
 from importlib.resources import files
 from pathlib import Path
@@ -29,11 +30,14 @@ POLICY = (
     "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
     "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'"
 )
-# ReDoc runs its search in a web worker it starts from a blob: URL; and its bundle makes <style>
-# elements as it loads (styled-components, style-loader), before any option could hand it a
-# nonce: its page allows inline styles (never inline scripts)
-REDOC_POLICY = POLICY.replace("style-src 'self'", "style-src 'self' 'unsafe-inline'") + "; worker-src blob:"
+# ReDoc runs its search in a web worker it starts from a blob: URL
+REDOC_POLICY = POLICY + "; worker-src blob:"
+# ReDoc's bundle makes <style> elements as it loads (style-loader, styled-components), each with
+# the nonce webpack holds (`__webpack_require__.nc`), which nothing outside the bundle can set
+# before they are made: the bundle served here takes it from its own <script> tag's nonce
+REDOC_NONCE = (b"n.nc=void 0;", b"n.nc=document.currentScript&&document.currentScript.nonce||void 0;")
 _INLINE = re.compile(rb"<(script|style)>(.*?)</\1>", re.DOTALL)
+_REDOC_SCRIPT = re.compile(rb'(<script src="[^"]*/redoc\.standalone\.js")')
 # ReDoc's sidebar credit shows an image from ReDoc's CDN, with no option to turn it off
 REDOC_CDN_LOGO = b"https://cdn.redoc.ly/redoc/logo-mini.svg"
 
@@ -47,22 +51,29 @@ def docs_static() -> Path:
 def redoc_script() -> bytes:
     """ReDoc's bundle with its one request to another host pointed at this service's icon."""
     script = (docs_static() / "redoc.standalone.js").read_bytes()
-    return script.replace(REDOC_CDN_LOGO, f"{DOCS_ASSETS}/favicon.png".encode())
+    assert script.count(REDOC_NONCE[0]) == 1, "ReDoc's bundle no longer sets webpack's nonce as it did"
+    return script.replace(REDOC_CDN_LOGO, f"{DOCS_ASSETS}/favicon.png".encode()).replace(*REDOC_NONCE)
 
 
-def with_policy(page: HTMLResponse, policy: str = POLICY) -> HTMLResponse:
+def with_policy(page: HTMLResponse, policy: str = POLICY, styles_nonce: bool = False) -> HTMLResponse:
     """`page` with `policy`, which also lets exactly the page's inline scripts and styles run
-    (FastAPI's docs pages start Swagger UI from one), by their SHA-256: nothing injected into
-    the page would."""
+    (FastAPI's docs pages start Swagger UI from one, and ReDoc styles its body in one), by their
+    SHA-256: nothing injected into the page would. With `styles_nonce`, the styles ReDoc's
+    bundle makes (REDOC_NONCE) are allowed by a nonce new for each answer, set on its script."""
+    html = bytes(page.body)
     allowed: dict[bytes, list[str]] = {b"script": [], b"style": []}
-    for kind, content in _INLINE.findall(bytes(page.body)):
+    for kind, content in _INLINE.findall(html):
         allowed[kind].append(f"'sha256-{base64.b64encode(hashlib.sha256(content).digest()).decode()}'")
-    for kind, hashes in allowed.items():
-        directive = f"{kind.decode()}-src 'self'"
-        if hashes and f"{directive} 'unsafe-inline'" not in policy:  # (a hash would turn that off)
-            policy = policy.replace(directive, " ".join([directive, *hashes]))
-    page.headers["content-security-policy"] = policy
-    return page
+    if styles_nonce:
+        nonce = secrets.token_urlsafe(18)
+        html, found = _REDOC_SCRIPT.subn(rb'\1 nonce="' + nonce.encode() + b'"', html, count=1)
+        assert found == 1, "ReDoc's page has no script tag of its bundle"
+        allowed[b"style"].append(f"'nonce-{nonce}'")
+    for kind, sources in allowed.items():
+        if sources:
+            directive = f"{kind.decode()}-src 'self'"
+            policy = policy.replace(directive, " ".join([directive, *sources]))
+    return HTMLResponse(html, headers={"content-security-policy": policy})
 
 
 def mount(app: FastAPI) -> None:
@@ -110,6 +121,7 @@ def mount(app: FastAPI) -> None:
                 with_google_fonts=False,
             ),
             REDOC_POLICY,
+            styles_nonce=True,
         )
 
     # before the mount below, which would otherwise answer this path with the bundle unchanged
