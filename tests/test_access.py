@@ -277,6 +277,16 @@ def test_a_key_file_saved_with_a_byte_order_mark_and_crlf_line_ends_works(tmp_pa
         server.stop()
 
 
+def refused(env: dict[str, str]) -> str:
+    """Why a server with `env` does not start (one that does is stopped, and fails the test)."""
+    try:
+        server = start_server(env)
+    except RuntimeError as exc:
+        return str(exc)
+    server.stop()
+    raise AssertionError("the server started")
+
+
 BAD_KEYS = {
     "short": ("Zq9", "a key 3 characters long: a key needs at least 16"),
     "non-ASCII": ("clé-secrète-0123456789", "printable ASCII only"),
@@ -292,21 +302,21 @@ def test_a_key_file_with_a_key_that_is_not_one_stops_the_server_naming_its_line(
     key, said = BAD_KEYS[bad]
     path = tmp_path / "api-keys"
     path.write_text(f"{OLD}\n{key}\n", encoding="utf-8")
-    with pytest.raises(RuntimeError, match="line 2 of the API key file") as refused:
-        start_server({"GRADSERVE_API_KEYS_FILE": str(path)})
-    assert said in str(refused.value)
-    assert key not in str(refused.value)
-    assert OLD not in str(refused.value)
+    why = refused({"GRADSERVE_API_KEYS_FILE": str(path)})
+    assert "line 2 of the API key file" in why
+    assert said in why
+    assert key not in why
+    assert OLD not in why
 
 
 @pytest.mark.parametrize("variable", ["GRADSERVE_API_KEY", "GRADSERVE_API_KEYS"])
 @pytest.mark.parametrize("bad", BAD_KEYS, ids=list(BAD_KEYS))
 def test_a_key_setting_with_a_key_that_is_not_one_stops_the_server(variable: str, bad: str) -> None:
     key, said = BAD_KEYS[bad]
-    with pytest.raises(RuntimeError, match=variable) as refused:
-        start_server({variable: key})
-    assert said in str(refused.value)
-    assert key not in str(refused.value)
+    why = refused({variable: key})
+    assert variable in why
+    assert said in why
+    assert key not in why
 
 
 def test_a_key_file_caught_half_written_keeps_the_last_keys(
