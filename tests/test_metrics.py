@@ -132,7 +132,7 @@ def test_every_metric_is_there_with_its_type(server: Server) -> None:
 
 def test_requests_are_counted_by_endpoint_and_status_with_their_times_and_sizes(server: Server) -> None:
     before = scrape(server.url, KEY)
-    with httpx.Client(base_url=server.url, headers={"authorization": "Bearer k"}, timeout=60) as good:
+    with httpx.Client(base_url=server.url, headers={"authorization": f"Bearer {KEY}"}, timeout=60) as good:
         ok = good.post("/v1/gradients", json=chain_request())
         ok2 = good.post("/v1/forward", json=chain_request())
         invalid = good.post("/v1/gradients", json={"network": {}})
@@ -187,7 +187,7 @@ def test_the_deadline_counts_a_stopped_computation(server: Server) -> None:
     response = httpx.post(
         server.url + "/v1/sgd",
         content=long_sgd(),
-        headers={"content-type": "application/json", "authorization": "Bearer k"},
+        headers={"content-type": "application/json", "authorization": f"Bearer {KEY}"},
         timeout=60,
     )
     assert response.status_code == 503
