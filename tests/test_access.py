@@ -124,6 +124,7 @@ def test_an_unexpected_error_is_a_generic_500_with_a_request_id(monkeypatch: pyt
     )
     assert response.status_code == 500
     assert response.headers["content-type"] == "application/problem+json"
+    assert response.headers["x-content-type-options"] == "nosniff"  # (Starlette's own 500 too)
     body = response.json()
     assert body["request_id"] == "r-1"
     assert "r-1" in body["detail"]
