@@ -105,6 +105,22 @@ class WorkerLostError(ProblemError):
     title = "The computation's worker died"
 
 
+class OutOfMemoryError(ProblemError):
+    """A MemoryError computing a request: the process had no memory left for it (a worker's
+    address-space limit, `prlimit --as`, a container's); the worker is replaced."""
+
+    status = 503
+    slug = "out-of-memory"
+    title = "The service ran out of memory for this request"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the service ran out of memory computing this request; try again later, or ask for "
+            "less work (a smaller batch, fewer units, binary arrays)",
+            headers={"retry-after": "1"},
+        )
+
+
 class MethodNotAllowedError(ProblemError):
     """Every 405, the compute routes' and FastAPI's alike: one type, title and detail, and the
     methods the path takes in `Allow`."""

@@ -118,6 +118,12 @@ class Settings(Limits):
     )
     metrics: bool = Field(True, description="serve GET /metrics (Prometheus) and count what it shows")
     cors_origins: str = Field("", description="comma-separated origins allowed by CORS; none when empty")
+    frame_ancestors: str = Field(
+        "'none'",
+        pattern=r"^[^;,\r\n]+$",
+        description="the pages and SVG drawings' Content-Security-Policy frame-ancestors: who may "
+        "frame them ('none': nobody; 'self' https://intranet.example: this server and that site)",
+    )
     shutdown_grace_s: int = Field(10, ge=0, description="seconds in-flight requests get on SIGTERM")
     isolation: Literal["process", "thread"] = Field(
         "process", description="compute in worker processes (the default) or in the server's threads"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import time
 from collections.abc import Iterator
@@ -25,10 +26,13 @@ from tests.support import asgi
 
 # ---------------------------------------------------------------- auth
 
+#: a key as keys must be: 16 characters or more of printable ASCII
+KEY = "s3cret-of-the-tests"
+
 
 @pytest.fixture(scope="module")
 def keyed_url() -> Iterator[str]:
-    server = start_server({"GRADSERVE_API_KEY": "s3cret"})
+    server = start_server({"GRADSERVE_API_KEY": KEY})
     yield server.url
     server.stop()
 
@@ -50,16 +54,16 @@ def test_with_a_key_everything_but_the_health_checks_and_the_pages_needs_it(keye
     assert wrong.status_code == 401
     assert wrong.json()["detail"] == "the API key is not valid"
     right = httpx.post(
-        keyed_url + "/v1/gradients", json=chain_request(), headers={"authorization": "Bearer s3cret"}
+        keyed_url + "/v1/gradients", json=chain_request(), headers={"authorization": f"Bearer {KEY}"}
     )
     assert right.status_code == 200
-    assert httpx.get(keyed_url + "/openapi.json", headers={"authorization": "Bearer s3cret"}).json()[
+    assert httpx.get(keyed_url + "/openapi.json", headers={"authorization": f"Bearer {KEY}"}).json()[
         "security"
     ]
 
 
 def test_the_client_sends_its_key(keyed_url: str) -> None:
-    with client.Client(keyed_url, api_key="s3cret") as gs:
+    with client.Client(keyed_url, api_key=KEY) as gs:
         assert gs.info().version
     with client.Client(keyed_url, api_key="wrong") as gs, pytest.raises(client.AuthenticationError):
         gs.info()
@@ -75,7 +79,7 @@ def test_cors_is_off_unless_configured() -> None:
     (closed,) = asgi(Settings(), ("OPTIONS", "/v1/gradients", {"headers": preflight}))
     assert "access-control-allow-origin" not in closed.headers
     (opened,) = asgi(
-        Settings(cors_origins="http://app.example", api_key="k"),
+        Settings(cors_origins="http://app.example", api_key=KEY),
         ("OPTIONS", "/v1/gradients", {"headers": preflight}),
     )
     assert opened.status_code == 200  # the preflight needs no key
@@ -120,6 +124,7 @@ def test_an_unexpected_error_is_a_generic_500_with_a_request_id(monkeypatch: pyt
     )
     assert response.status_code == 500
     assert response.headers["content-type"] == "application/problem+json"
+    assert response.headers["x-content-type-options"] == "nosniff"  # (Starlette's own 500 too)
     body = response.json()
     assert body["request_id"] == "r-1"
     assert "r-1" in body["detail"]
@@ -135,10 +140,11 @@ def bearer(key: str) -> dict[str, Any]:
 
 
 def test_every_configured_key_is_accepted_at_once() -> None:
-    settings = Settings(api_key="k0", api_keys=" k1, k2,")
-    answers = asgi(settings, *(("GET", "/v1/info", bearer(key)) for key in ["k0", "k1", "k2", "k3", "k1,"]))
+    k0, k1, k2, k3 = (f"key-number-{n}-of-four" for n in range(4))
+    settings = Settings(api_key=k0, api_keys=f" {k1}, {k2},")
+    answers = asgi(settings, *(("GET", "/v1/info", bearer(key)) for key in [k0, k1, k2, k3, k1 + ","]))
     assert [a.status_code for a in answers] == [200, 200, 200, 401, 401]
-    assert "k1" not in answers[0].text  # /v1/info names no key
+    assert k1 not in answers[0].text  # /v1/info names no key
 
 
 class MountedSecret:
@@ -165,7 +171,8 @@ class MountedSecret:
 
 
 def status_with(url: str, key: str) -> int:
-    return httpx.get(url + "/v1/info", headers={"authorization": f"Bearer {key}"}).status_code
+    bearer = b"Bearer " + key.encode()  # (UTF-8: a key that is not ASCII goes as its bytes)
+    return httpx.get(url + "/v1/info", headers=[(b"authorization", bearer)]).status_code
 
 
 def until_status(url: str, key: str, status: int, within: float) -> float:
@@ -177,36 +184,39 @@ def until_status(url: str, key: str, status: int, within: float) -> float:
     return time.monotonic() - start
 
 
+OLD, NEW, ENV, NEWER = (f"{name}-key-0123456789" for name in ("old", "new", "env", "newer"))
+
+
 def test_keys_in_a_file_rotate_without_a_restart(tmp_path: Path) -> None:
     secret = MountedSecret(tmp_path)
-    secret.write("# the keys, one a line\nold-key\n\n  new-key  \n")
-    server = start_server({"GRADSERVE_API_KEYS_FILE": str(secret.path), "GRADSERVE_API_KEY": "env-key"})
+    secret.write(f"# the keys, one a line\n{OLD}\n\n  {NEW}  \n")
+    server = start_server({"GRADSERVE_API_KEYS_FILE": str(secret.path), "GRADSERVE_API_KEY": ENV})
     try:
-        assert [status_with(server.url, k) for k in ("old-key", "new-key", "env-key", "nope")] == [
+        assert [status_with(server.url, k) for k in (OLD, NEW, ENV, "nope")] == [
             200,
             200,
             200,
             401,
         ]
-        secret.write("new-key\n")  # old-key withdrawn
-        assert until_status(server.url, "old-key", 401, within=2.5) < 2.5
-        assert status_with(server.url, "new-key") == status_with(server.url, "env-key") == 200
+        secret.write(f"{NEW}\n")  # old-key withdrawn
+        assert until_status(server.url, OLD, 401, within=2.5) < 2.5
+        assert status_with(server.url, NEW) == status_with(server.url, ENV) == 200
         secret.write(None)  # a version without the file: the keys read before stay
         time.sleep(1.2)
-        assert status_with(server.url, "new-key") == 200
-        assert status_with(server.url, "old-key") == 401
-        secret.write("newer-key\n")
-        until_status(server.url, "newer-key", 200, within=2.5)
-        assert status_with(server.url, "new-key") == 401
+        assert status_with(server.url, NEW) == 200
+        assert status_with(server.url, OLD) == 401
+        secret.write(f"{NEWER}\n")
+        until_status(server.url, NEWER, 200, within=2.5)
+        assert status_with(server.url, NEW) == 401
     finally:
         server.stop()
     log = server.output()
     assert "the keys read before are still accepted" in log
     lines = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
     used = {line["key"] for line in lines if line["status"] == 200 and line["path"] == "/v1/info"}
-    assert used == {fingerprint(k) for k in ("old-key", "new-key", "env-key", "newer-key")}
+    assert used == {fingerprint(k) for k in (OLD, NEW, ENV, NEWER)}
     assert all("key" not in line for line in lines if line["status"] == 401)
-    for key in ("old-key", "new-key", "env-key", "newer-key"):
+    for key in (OLD, NEW, ENV, NEWER):
         assert key not in log  # only their fingerprints
 
 
@@ -227,21 +237,22 @@ def test_a_key_file_without_keys_stops_the_server_as_it_starts(
 
 def test_the_file_is_looked_at_once_a_second_and_a_bad_version_keeps_the_last_keys(tmp_path: Path) -> None:
     path = tmp_path / "keys"
-    path.write_text("a\n")
-    ring = KeyRing([b"fixed"], path)
-    assert ring.match(b"a") == fingerprint("a")
-    path.write_text("b\n")
+    a, b, fixed = "key-a-0123456789", "key-b-0123456789", "key-fixed-0123456789"
+    path.write_text(a + "\n")
+    ring = KeyRing([fixed.encode()], path)
+    assert ring.match(a.encode()) == fingerprint(a)
+    path.write_text(b + "\n")
     now = time.monotonic()
     ring.refresh(now)  # (the constructor looked less than a second ago)
-    assert ring.match(b"a")
-    assert not ring.match(b"b")
+    assert ring.match(a.encode())
+    assert not ring.match(b.encode())
     ring.refresh(now + CHECK_EVERY_S)
-    assert ring.match(b"b")
-    assert not ring.match(b"a")
+    assert ring.match(b.encode())
+    assert not ring.match(a.encode())
     path.write_bytes(b"\xff\xfe")  # not UTF-8
     ring.refresh(now + 2 * CHECK_EVERY_S)
-    assert ring.match(b"b") == fingerprint("b")
-    assert ring.match(b"fixed") == fingerprint("fixed")
+    assert ring.match(b.encode()) == fingerprint(b)
+    assert ring.match(fixed.encode()) == fingerprint(fixed)
 
 
 @pytest.mark.parametrize("variable", ["GRADSERVE_API_KEYS", "GRADSERVE_API_KEY"])
@@ -252,3 +263,95 @@ def test_a_key_setting_set_but_empty_stops_the_server_instead_of_opening_it(
     """An empty secret in a deployment must not turn the keys off (every path open, /metrics too)."""
     with pytest.raises(RuntimeError, match=f"{variable} is set but holds no key"):
         start_server({variable: value})
+
+
+# ---------------------------------------------------------------- what a key may be
+
+
+def test_a_key_file_saved_with_a_byte_order_mark_and_crlf_line_ends_works(tmp_path: Path) -> None:
+    path = tmp_path / "api-keys"
+    path.write_bytes(b"\xef\xbb\xbf" + f"{OLD}\r\n# a comment\r\n{NEW}\r\n".encode())
+    server = start_server({"GRADSERVE_API_KEYS_FILE": str(path)})
+    try:
+        assert [status_with(server.url, k) for k in (OLD, NEW, "\ufeff" + OLD)] == [200, 200, 401]
+    finally:
+        server.stop()
+
+
+def refused(env: dict[str, str]) -> str:
+    """Why a server with `env` does not start (one that does is stopped, and fails the test)."""
+    try:
+        server = start_server(env)
+    except RuntimeError as exc:
+        return str(exc)
+    server.stop()
+    raise AssertionError("the server started")
+
+
+BAD_KEYS = {
+    "short": ("Zq9", "a key 3 characters long: a key needs at least 16"),
+    "non-ASCII": ("clé-secrète-0123456789", "printable ASCII only"),
+    "a space": ("two words-0123456789", "printable ASCII only"),
+    "a control character": ("tab\there-0123456789", "printable ASCII only"),
+}
+
+
+@pytest.mark.parametrize("bad", BAD_KEYS, ids=list(BAD_KEYS))
+def test_a_key_file_with_a_key_that_is_not_one_stops_the_server_naming_its_line(
+    tmp_path: Path, bad: str
+) -> None:
+    key, said = BAD_KEYS[bad]
+    path = tmp_path / "api-keys"
+    path.write_text(f"{OLD}\n{key}\n", encoding="utf-8")
+    why = refused({"GRADSERVE_API_KEYS_FILE": str(path)})
+    assert "line 2 of the API key file" in why
+    assert said in why
+    assert key not in why
+    assert OLD not in why
+
+
+@pytest.mark.parametrize("variable", ["GRADSERVE_API_KEY", "GRADSERVE_API_KEYS"])
+@pytest.mark.parametrize("bad", BAD_KEYS, ids=list(BAD_KEYS))
+def test_a_key_setting_with_a_key_that_is_not_one_stops_the_server(variable: str, bad: str) -> None:
+    key, said = BAD_KEYS[bad]
+    why = refused({variable: key})
+    assert variable in why
+    assert said in why
+    assert key not in why
+
+
+def test_a_key_file_caught_half_written_keeps_the_last_keys(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A writer that truncates and rewrites the file in place: read between the two, it holds
+    the first characters of the new key, which must never be accepted."""
+    path = tmp_path / "keys"
+    path.write_text(f"{OLD}\n")
+    ring = KeyRing([], path)
+    now = time.monotonic()
+    for torn in (NEW[:1], NEW[:15], f"{OLD}\n{NEW[:3]}"):
+        path.write_text(torn)
+        now += CHECK_EVERY_S
+        with caplog.at_level(logging.ERROR, logger="gradserve"):
+            ring.refresh(now)
+        assert ring.match(OLD.encode()) == fingerprint(OLD)
+        assert ring.match(torn.encode()) is None
+        assert ring.match(NEW[:3].encode()) is None
+    assert "a key needs at least 16; the keys read before are still accepted" in caplog.text
+    assert NEW[:15] not in caplog.text
+    path.write_text(f"{NEW}\n")  # the write completed: read at the next look
+    ring.refresh(now + CHECK_EVERY_S)
+    assert ring.match(NEW.encode()) == fingerprint(NEW)
+    assert ring.match(OLD.encode()) is None
+
+
+def test_a_header_that_is_not_ascii_is_compared_as_its_bytes(keyed_url: str) -> None:
+    """The key's bytes against the header's bytes as sent: never decoded and encoded again."""
+    for token in ("clé-" + KEY, KEY + "é"):
+        answer = httpx.get(
+            keyed_url + "/v1/info", headers=[(b"authorization", b"Bearer " + token.encode("utf-8"))]
+        )
+        assert answer.status_code == 401
+    latin1 = httpx.get(keyed_url + "/v1/info", headers=[(b"authorization", b"Bearer \xe9" + KEY.encode())])
+    assert latin1.status_code == 401
+    assert status_with(keyed_url, KEY) == 200

@@ -407,6 +407,23 @@ def test_docs_and_redoc_work_with_no_other_host(open_page: Opener) -> None:
     shot(redoc, "redoc")
 
 
+@pytest.mark.parametrize("path", ["/", "/docs", "/redoc"])
+def test_a_page_framed_even_by_its_own_server_is_refused(open_page: Opener, path: str) -> None:
+    """frame-ancestors 'none' (GRADSERVE_FRAME_ANCESTORS): no site can put the pages under a
+    click-jacking overlay. The page works on its own under its policy (no console error: the
+    fixture fails on any, CSP violations included), and framed it is refused."""
+    page, watch = open_page("/healthz")  # an answer without a policy of its own, to frame from
+    own = page.context.new_page()
+    answer = own.goto(page.url.replace("/healthz", path))
+    assert "frame-ancestors 'none'" in answer.headers["content-security-policy"]
+    own.wait_for_load_state("load")
+    watch.allowed.append("frame-ancestors 'none'")
+    with page.expect_console_message(lambda m: "frame-ancestors 'none'" in m.text):
+        page.evaluate(f"document.body.innerHTML = '<iframe src=\"{path}\" width=800 height=600></iframe>'")
+    (framed,) = page.main_frame.child_frames
+    framed.wait_for_url("chrome-error://**")  # refused: Chromium's error page in its place
+
+
 def test_on_a_phone_the_layers_run_top_to_bottom_and_nothing_scrolls_sideways(open_page: Opener) -> None:
     page, _ = open_page("/?example=two_outputs", width=390, height=844)
     ready(page)

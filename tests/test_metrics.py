@@ -34,6 +34,9 @@ from tests.support import asgi
 from tests.test_workers import long_sgd, wait_for_workers, wait_until_computing
 
 #: every family /metrics shows, and its type
+#: the API key of the server under test
+KEY = "metrics-test-key-0123"
+
 FAMILIES = {
     "gradserve_requests": "counter",
     "gradserve_request_duration_seconds": "histogram",
@@ -109,7 +112,7 @@ def server() -> Iterator[Server]:
             "GRADSERVE_INLINE_MS": "0",
             "GRADSERVE_QUEUE_TIMEOUT_S": "30",
             "GRADSERVE_TIMEOUT_S": "1",
-            "GRADSERVE_API_KEY": "k",
+            "GRADSERVE_API_KEY": KEY,
         }
     )
     try:
@@ -120,16 +123,16 @@ def server() -> Iterator[Server]:
 
 
 def test_every_metric_is_there_with_its_type(server: Server) -> None:
-    families = scrape(server.url, "k").families
+    families = scrape(server.url, KEY).families
     for name, kind in FAMILIES.items():
         assert families[name].type == kind, name
-    assert scrape(server.url, "k").value("gradserve_slots") == 2
-    assert scrape(server.url, "k").value("gradserve_workers_alive") == 2
+    assert scrape(server.url, KEY).value("gradserve_slots") == 2
+    assert scrape(server.url, KEY).value("gradserve_workers_alive") == 2
 
 
 def test_requests_are_counted_by_endpoint_and_status_with_their_times_and_sizes(server: Server) -> None:
-    before = scrape(server.url, "k")
-    with httpx.Client(base_url=server.url, headers={"authorization": "Bearer k"}, timeout=60) as good:
+    before = scrape(server.url, KEY)
+    with httpx.Client(base_url=server.url, headers={"authorization": f"Bearer {KEY}"}, timeout=60) as good:
         ok = good.post("/v1/gradients", json=chain_request())
         ok2 = good.post("/v1/forward", json=chain_request())
         invalid = good.post("/v1/gradients", json={"network": {}})
@@ -146,7 +149,7 @@ def test_requests_are_counted_by_endpoint_and_status_with_their_times_and_sizes(
         404,
         401,
     ]
-    after = scrape(server.url, "k")
+    after = scrape(server.url, KEY)
 
     def moved(sample: str, **labels: str) -> float:
         return after.value(sample, **labels) - before.value(sample, **labels)
@@ -180,16 +183,16 @@ def test_requests_are_counted_by_endpoint_and_status_with_their_times_and_sizes(
 
 @pytest.mark.chaos
 def test_the_deadline_counts_a_stopped_computation(server: Server) -> None:
-    before = stopped(server.url, "deadline", "k")
+    before = stopped(server.url, "deadline", KEY)
     response = httpx.post(
         server.url + "/v1/sgd",
         content=long_sgd(),
-        headers={"content-type": "application/json", "authorization": "Bearer k"},
+        headers={"content-type": "application/json", "authorization": f"Bearer {KEY}"},
         timeout=60,
     )
     assert response.status_code == 503
     assert response.json()["type"] == "urn:gradserve:problem:deadline-exceeded"
-    assert stopped(server.url, "deadline", "k") == before + 1
+    assert stopped(server.url, "deadline", KEY) == before + 1
 
 
 @pytest.mark.chaos

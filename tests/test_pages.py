@@ -9,9 +9,11 @@ import httpx
 import pytest
 
 from service.launcher import start_server
+from service.settings import Settings
 from tests import seed
+from tests.support import asgi
 
-KEY = "a-test-key"
+KEY = "a-test-key-of-the-pages"
 # an address the pages could fetch from: a scheme and host inside a quoted string or url()
 ANOTHER_HOST = re.compile(
     r"""(?:["'`(]|url\()\s*(?:https?:)?//(?!www\.w3\.org/(?:2000/svg|1998/Math/MathML))"""
@@ -131,3 +133,116 @@ def test_with_a_key_the_pages_load_and_the_api_stays_closed(keyed_url: str) -> N
         # the docs' Authorize button needs the OpenAPI document to say how
         schemes = http.get("/openapi.json").json()["components"]["securitySchemes"]
         assert schemes == {"bearer": {"type": "http", "scheme": "bearer"}}
+
+
+# ---------------------------------------------------------------- security headers
+
+PAGES = ["/", "/docs", "/redoc", "/docs/oauth2-redirect"]
+
+
+def directives(policy: str) -> dict[str, list[str]]:
+    parts = (d.split() for d in policy.split(";") if d.strip())
+    return {name: sources for name, *sources in parts}
+
+
+def assert_confined(answer: httpx.Response, frame_ancestors: str = "'none'") -> None:
+    """A policy that runs only this server's scripts and styles (and the page's own inline
+    ones by their hashes, or ReDoc's by a nonce), and lets only `frame_ancestors` frame the page."""
+    assert answer.headers["x-content-type-options"] == "nosniff"
+    policy = directives(answer.headers["content-security-policy"])
+    assert policy["frame-ancestors"] == frame_ancestors.split()
+    for directive in ("script-src", "style-src", "default-src"):
+        sources = policy.get(directive, policy["default-src"])
+        assert sources[0] in ("'self'", "'none'"), (directive, sources)
+        assert all(s in ("'self'", "'none'") or s.startswith(("'sha256-", "'nonce-")) for s in sources[1:]), (
+            directive,
+            sources,
+        )
+    assert policy["base-uri"] == ["'none'"]
+
+
+@pytest.mark.parametrize("path", PAGES)
+def test_every_page_has_a_policy_of_its_own_server_and_cannot_be_framed(
+    http: httpx.Client, path: str
+) -> None:
+    answer = http.get(path)
+    assert answer.status_code == 200
+    assert answer.headers["content-type"].startswith("text/html")
+    assert_confined(answer)
+
+
+def test_swagger_ui_keeps_no_key_in_local_storage(http: httpx.Client) -> None:
+    page = http.get("/docs").text
+    assert re.search(r"""["']?persistAuthorization["']?\s*:\s*false""", page), page
+
+
+def test_an_svg_drawing_has_the_policy_too(http: httpx.Client) -> None:
+    body = {"network": seed.chain().network, "samples": seed.chain().samples}
+    answer = http.post("/v1/render", json=body)
+    assert answer.status_code == 200
+    assert answer.headers["content-type"].startswith("image/svg+xml")
+    assert_confined(answer)
+
+
+def test_every_answer_says_nosniff(http: httpx.Client, keyed_url: str) -> None:
+    """Pages, files, health, metrics, problems (401, 404, 405, 415, 422), JSON, binary and
+    streamed answers: a browser takes each as the type it says, never sniffs another."""
+    case = seed.chain()
+    body = {"network": case.network, "samples": case.samples}
+    answers = [
+        http.get("/healthz"),
+        http.get("/metrics"),
+        http.get("/openapi.json"),
+        http.get("/playground/app.js"),
+        http.get("/docs-assets/swagger-ui.css"),
+        http.get("/no/such/path"),
+        http.get("/v1/gradients"),
+        http.post("/v1/gradients", content=b"x", headers={"content-type": "text/plain"}),
+        http.post("/v1/gradients", json={"network": {}}),
+        http.post("/v1/gradients", json=body),
+        http.post("/v1/gradients", json=body | {"array_encoding": "binary"}),
+        httpx.get(keyed_url + "/v1/info"),
+    ]
+    assert [a.status_code for a in answers] == [200, 200, 200, 200, 200, 404, 405, 415, 422, 200, 200, 401]
+    assert answers[10].headers["content-type"] == "application/octet-stream"
+    with http.stream(
+        "POST",
+        "/v1/sgd",
+        json=body | {"epochs": 3, "learning_rate": 0.1},
+        headers={"accept": "text/event-stream"},
+    ) as streamed:
+        assert streamed.headers["content-type"].startswith("text/event-stream")
+        answers.append(streamed)
+        streamed.read()
+    for answer in answers:
+        assert answer.headers["x-content-type-options"] == "nosniff", answer.request.url
+    for answer in answers:
+        if not answer.headers["content-type"].startswith(("text/html", "image/svg+xml")):
+            assert "content-security-policy" not in answer.headers, answer.request.url
+
+
+def test_embedding_is_allowed_where_the_setting_says_and_a_413_says_nosniff_too() -> None:
+    settings = Settings(frame_ancestors="'self' https://intranet.example", max_body_bytes=10)
+    answers = asgi(
+        settings,
+        ("GET", "/docs", {}),
+        ("GET", "/", {}),
+        ("POST", "/v1/gradients", {"content": b"{" * 100, "headers": {"content-type": "application/json"}}),
+    )
+    for answer in answers[:2]:
+        assert_confined(answer, "'self' https://intranet.example")
+    assert answers[2].status_code == 413
+    assert answers[2].headers["x-content-type-options"] == "nosniff"
+    with pytest.raises(ValueError, match="frame_ancestors"):
+        Settings(frame_ancestors="'none'; script-src *")
+
+
+def test_redocs_styles_are_allowed_by_a_nonce_new_for_each_page(http: httpx.Client) -> None:
+    nonces = []
+    for _ in range(2):
+        page = http.get("/redoc")
+        (nonce,) = re.findall(r"'nonce-([^']+)'", page.headers["content-security-policy"])
+        assert f'redoc.standalone.js" nonce="{nonce}"' in page.text
+        nonces.append(nonce)
+    assert nonces[0] != nonces[1]
+    assert "document.currentScript.nonce" in http.get("/docs-assets/redoc.standalone.js").text

@@ -24,7 +24,7 @@ from service.http import metrics as prometheus
 from service.http.admission import Inflight, Slots
 from service.http.info import health, router
 from service.http.keys import KeyRing
-from service.http.middleware import Abortable, ApiKeyAuth, RequestContext, SendTimeout
+from service.http.middleware import Abortable, ApiKeyAuth, RequestContext, SecurityHeaders, SendTimeout
 from service.http.openapi import REQUEST_MODELS, compute_docs
 from service.http.routes import ComputeRoutes
 from service.http.shutdown import Shutdown
@@ -65,10 +65,12 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 class GradServe(FastAPI):
-    """FastAPI, its whole middleware stack inside `Abortable`."""
+    """FastAPI, its whole middleware stack inside `Abortable` and `SecurityHeaders` (so that
+    even Starlette's own 500 gets the headers)."""
 
     def build_middleware_stack(self) -> ASGIApp:
-        return Abortable(super().build_middleware_stack())
+        settings: Settings = self.state.settings
+        return Abortable(SecurityHeaders(super().build_middleware_stack(), settings.frame_ancestors))
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -7,6 +7,14 @@ size and times), at most once every CHECK_EVERY_S, on the way of a request. A fi
 be read, or holds no key, is an error when the server starts; later, the keys last read are kept
 and the failure is logged.
 
+A key is 16 to 4096 characters of printable ASCII without spaces (what a Bearer token may
+hold, the same bytes however a client encodes its header). The file is read as UTF-8, a byte
+order mark dropped and each line trimmed (so a file saved by Notepad, with CRLF line ends,
+works); a key that breaks the rule is refused by its line number, never shown: at start the
+server does not start, later the whole new version is refused (the keys last read are kept),
+so a file caught half-written, holding the first characters of a key, never makes them a key.
+The same rule holds for GRADSERVE_API_KEY and GRADSERVE_API_KEYS.
+
 A key is never logged: the access log names the key of a request by its fingerprint.
 """
 
@@ -16,6 +24,7 @@ import hashlib
 import hmac
 import logging
 import os
+import re
 import time
 from pathlib import Path
 
@@ -25,6 +34,13 @@ log = logging.getLogger("gradserve")
 
 #: seconds between two looks at the key file
 CHECK_EVERY_S = 1.0
+
+#: the fewest characters a key may have: a torn write or a typo must not make a guessable key
+MIN_KEY_CHARS = 16
+#: the most (a header line holding it stays far below any server's bound)
+MAX_KEY_CHARS = 4096
+#: a key's characters: printable ASCII but the space (RFC 6750's b64token allows fewer)
+_KEY = re.compile(rb"[\x21-\x7e]+")
 
 
 class KeyFileError(Exception):
@@ -36,19 +52,36 @@ def fingerprint(key: bytes) -> str:
     return hashlib.sha256(key).hexdigest()[:8]
 
 
-def read_key_file(path: Path) -> list[bytes]:
-    """The keys in `path`, one a line; blank lines and lines starting with # are ignored."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+def checked_key(key: str, where: str) -> bytes:
+    """`key` (trimmed already) as bytes, or KeyFileError naming `where` it is, never the key."""
+    if len(key) < MIN_KEY_CHARS:
         raise KeyFileError(
-            f"the API key file {str(path)!r} (GRADSERVE_API_KEYS_FILE) cannot be read: {exc}"
-        ) from None
-    keys = [line.strip() for line in text.splitlines()]
-    keys = [key for key in keys if key and not key.startswith("#")]
+            f"{where} is a key {len(key)} characters long: a key needs at least {MIN_KEY_CHARS}"
+        )
+    if len(key) > MAX_KEY_CHARS:
+        raise KeyFileError(f"{where} is a key {len(key)} characters long: a key has at most {MAX_KEY_CHARS}")
+    data = key.encode("utf-8")
+    if not _KEY.fullmatch(data):
+        raise KeyFileError(f"{where} holds a character a key may not: printable ASCII only, without spaces")
+    return data
+
+
+def read_key_file(path: Path) -> list[bytes]:
+    """The keys in `path`, one a line; blank lines and lines starting with # are ignored.
+    KeyFileError for a file that cannot be read, holds no key, or a key that breaks the rule."""
+    name = f"the API key file {str(path)!r} (GRADSERVE_API_KEYS_FILE)"
+    try:
+        text = path.read_bytes().decode("utf-8-sig")  # (a byte order mark dropped)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise KeyFileError(f"{name} cannot be read: {exc}") from None
+    keys = [
+        checked_key(line.strip(), f"line {number} of {name}")
+        for number, line in enumerate(text.splitlines(), 1)
+        if line.strip() and not line.strip().startswith("#")
+    ]
     if not keys:
-        raise KeyFileError(f"the API key file {str(path)!r} (GRADSERVE_API_KEYS_FILE) holds no key")
-    return [key.encode() for key in keys]
+        raise KeyFileError(f"{name} holds no key")
+    return keys
 
 
 def _stamp(path: Path) -> tuple[int, ...]:
@@ -88,10 +121,15 @@ class KeyRing:
         ):
             if value is None:
                 continue
-            given = [key.strip().encode() for key in value.get_secret_value().split(",") if key.strip()]
-            if not given:  # an empty secret must not turn the keys off
+            text = value.get_secret_value().removeprefix("\ufeff")
+            if not any(key.strip() for key in text.split(",")):  # an empty secret must not turn the keys off
                 raise KeyFileError(f"{name} is set but holds no key: unset it to ask for none")
-            fixed += given if name == "GRADSERVE_API_KEYS" else [value.get_secret_value().strip().encode()]
+            several = name == "GRADSERVE_API_KEYS"
+            given = [key.strip() for key in text.split(",") if key.strip()] if several else [text.strip()]
+            fixed += [
+                checked_key(key, name if len(given) == 1 else f"key {number} of {name}")
+                for number, key in enumerate(given, 1)
+            ]
         if not fixed and settings.api_keys_file is None:
             return None
         return cls(fixed, settings.api_keys_file)
@@ -101,8 +139,8 @@ class KeyRing:
         self.keys = [(key, fingerprint(key)) for key in keys]
 
     def match(self, token: bytes) -> str | None:
-        """The fingerprint of the key `token` is, or None. Every key is compared, each in
-        constant time, whichever matches."""
+        """The fingerprint of the key `token` is (the header's bytes as sent), or None. Every
+        key is compared, each in constant time, whichever matches."""
         self.refresh()
         found = None
         for key, name in self.keys:

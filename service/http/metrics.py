@@ -42,7 +42,7 @@ from prometheus_client import (
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import PROBLEM_TYPE, DeadlineExceededError
+from service.errors import PROBLEM_TYPE, DeadlineExceededError, OutOfMemoryError
 from service.http import memory
 from service.transport.executors import ProcessExecutor
 from service.transport.pool import CAUSES
@@ -62,10 +62,13 @@ OTHER = "other"
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 SIZE_BUCKETS = tuple(float(4**k) for k in range(4, 15))  # 256 B .. 256 MiB
 
-STOPPED_REASONS = ("deadline", "client-gone")
+STOPPED_REASONS = ("deadline", "client-gone", "out-of-memory")
 
-#: the problem type of a computation stopped at its deadline
-DEADLINE = PROBLEM_TYPE + DeadlineExceededError.slug
+#: the 503 problems that stop a computation, by their type: its reason
+STOPPED_BY = {
+    PROBLEM_TYPE + DeadlineExceededError.slug: "deadline",
+    PROBLEM_TYPE + OutOfMemoryError.slug: "out-of-memory",
+}
 
 
 class Metrics:
@@ -124,14 +127,16 @@ class Metrics:
         self.workers_replaced = Counter(
             "gradserve_workers_replaced",
             "Compute worker processes replaced, by cause: died, cancelled (its request was given up), "
-            "recycled (GRADSERVE_WORKER_MAX_TASKS), over-memory (GRADSERVE_WORKER_MAX_RSS_BYTES)",
+            "recycled (GRADSERVE_WORKER_MAX_TASKS), over-memory (GRADSERVE_WORKER_MAX_RSS_BYTES), "
+            "out-of-memory (a MemoryError computing a request)",
             ["cause"],
             registry=registry,
         )
         self.stopped = Counter(
             "gradserve_computations_stopped",
-            "Computations stopped: at the deadline (GRADSERVE_TIMEOUT_S), or because the client "
-            "went away after sending its request (stopped, or given up while waiting for a slot)",
+            "Computations stopped: at the deadline (GRADSERVE_TIMEOUT_S), because the client "
+            "went away after sending its request (stopped, or given up while waiting for a slot), "
+            "or out of memory (a 503 out-of-memory)",
             ["reason"],
             registry=registry,
         )
@@ -309,11 +314,9 @@ class RecordMetrics:
             await self.app(scope, counting_receive, counting_send)
         finally:
             endpoint = self.metrics.endpoint(scope["path"])
-            stopped = None
-            if problem and _is_deadline(problem):
-                stopped = "deadline"
-            elif gone and (not status or streaming) and body_done and endpoint in self.metrics.compute_paths:
-                stopped = "client-gone"
+            stopped = _stopped_by(problem) if problem else None
+            if stopped is None and gone and (not status or streaming) and body_done:
+                stopped = "client-gone" if endpoint in self.metrics.compute_paths else None
             self.metrics.record(
                 endpoint,
                 str(status) if status else CLIENT_GONE,
@@ -328,12 +331,13 @@ class RecordMetrics:
 STREAMED_ERROR = b"event: error\ndata: "
 
 
-def _is_deadline(problem: bytes) -> bool:
+def _stopped_by(problem: bytes) -> str | None:
+    """The reason a 503 problem stopped its computation (STOPPED_BY), if it is one of those."""
     try:
         kind = orjson.loads(problem).get("type", "")
     except (orjson.JSONDecodeError, AttributeError):
-        return False
-    return bool(kind == DEADLINE)
+        return None
+    return STOPPED_BY.get(kind) if isinstance(kind, str) else None
 
 
 def mount(

@@ -33,8 +33,8 @@ COMPUTE_ERRORS: dict[int | str, dict[str, Any]] = {
     415: problem_doc("The Content-Type is neither application/json nor application/octet-stream"),
     422: problem_doc("The request, the network or the samples are not valid, or the result overflowed"),
     503: problem_doc(
-        "Every computation slot is busy, or the server is shutting down (both with Retry-After), "
-        "or the computation ran out of time"
+        "Every computation slot is busy, the server is shutting down, or it ran out of memory "
+        "for this request (out-of-memory) (all with Retry-After), or the computation ran out of time"
     ),
 }
 RENDERED: dict[int | str, dict[str, Any]] = {

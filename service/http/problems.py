@@ -12,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from service.errors import PROBLEM_TYPE, MethodNotAllowedError, ProblemError, schema_problem
+from service.errors import PROBLEM_TYPE, MethodNotAllowedError, OutOfMemoryError, ProblemError, schema_problem
 
 log = logging.getLogger("gradserve")
 
@@ -55,6 +55,9 @@ async def on_validation(request: Request, exc: Exception) -> ProblemResponse:
 
 
 async def on_unexpected(request: Request, exc: Exception) -> ProblemResponse:
+    if isinstance(exc, MemoryError):  # no bug: the process has no memory left for it
+        log.warning("out of memory for a request to %s", request.url.path)
+        return await on_problem(request, OutOfMemoryError())
     request_id = getattr(request.state, "request_id", None) or uuid.uuid4().hex
     log.error("unexpected error, request id %s", request_id, exc_info=exc)
     return problem_response(

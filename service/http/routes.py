@@ -13,6 +13,7 @@ everything else.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
 from collections.abc import Coroutine
 from typing import Any
@@ -31,6 +32,7 @@ from service.errors import (
     InvalidRequestError,
     MalformedBinaryBodyError,
     MethodNotAllowedError,
+    OutOfMemoryError,
     ProblemError,
     UnsupportedMediaTypeError,
 )
@@ -41,6 +43,8 @@ from service.settings import Settings
 from service.transport.executors import Executor
 from service.transport.shared import ReceivedBody
 from service.wire import framing
+
+log = logging.getLogger("gradserve")
 
 #: bodies up to this size may be computed inline: their parse runs on the event loop, so it must
 #: stay far below the inline budget
@@ -80,6 +84,9 @@ class ComputeRoutes:
             reply = await _answer(scope, receive, endpoint, framed)
         except ProblemError as exc:
             reply = dispatch.problem_reply(exc)
+        except MemoryError:  # in this process: computing inline, or holding the body
+            log.warning("the server process ran out of memory for a request to %s", scope["path"])
+            reply = dispatch.problem_reply(OutOfMemoryError())
         except ClientGoneError:
             return
         except asyncio.CancelledError:

@@ -15,6 +15,7 @@ import asyncio
 import ctypes
 import functools
 import gc
+import logging
 import os
 import threading
 import time
@@ -27,11 +28,20 @@ import anyio.to_thread
 from service.endpoints import selfcheck
 from service.endpoints.dispatch import Reply, handle
 from service.endpoints.progress import Report
-from service.errors import WorkerLostError
+from service.errors import OutOfMemoryError, WorkerLostError
 from service.settings import Limits, Settings
 from service.transport.pool import Pool, WorkerDiedError
 from service.transport.pool import report as pool_report
-from service.transport.shared import ReceivedBody, SegmentPool, SharedBody, handle_shared, shm_bytes
+from service.transport.shared import (
+    ReceivedBody,
+    SegmentGoneError,
+    SegmentPool,
+    SharedBody,
+    handle_shared,
+    shm_bytes,
+)
+
+log = logging.getLogger("gradserve")
 
 
 class Executor(Protocol):
@@ -85,6 +95,15 @@ class ThreadExecutor:
         report: Report | None = None,
     ) -> Reply:
         data = bytes(body.view[: body.size]) if isinstance(body, SharedBody) else body
+        try:
+            return await self._run(endpoint, data, limits, framed, report)
+        except MemoryError:
+            raise OutOfMemoryError from None
+
+    @staticmethod
+    async def _run(
+        endpoint: str, data: bytes, limits: Limits, framed: int | None, report: Report | None
+    ) -> Reply:
         if report is None:
             return await anyio.to_thread.run_sync(handle, endpoint, data, limits, framed)
         loop, given_up = asyncio.get_running_loop(), threading.Event()
@@ -198,7 +217,7 @@ class ProcessExecutor:
 
     @property
     def counts(self) -> Counter[str]:
-        """Workers started, and replaced by cause: died, cancelled, recycled, over-memory."""
+        """Workers started, and replaced by cause (service.transport.pool.CAUSES)."""
         return self.pool.counts
 
     async def run(
@@ -222,9 +241,17 @@ class ProcessExecutor:
         try:
             if isinstance(body, SharedBody):
                 body.lent = True
-                reply: Reply = await self.pool.call(
-                    shared_fn, endpoint, body.shm.name, body.size, limits, framed, on_message=on_message
-                )
+                try:
+                    reply: Reply = await self.pool.call(
+                        shared_fn, endpoint, body.shm.name, body.size, limits, framed, on_message=on_message
+                    )
+                except SegmentGoneError:  # unlinked by something else: this process still maps it
+                    log.error("a body's shared memory was unlinked by another process; sent by pipe instead")
+                    body.lent = False
+                    piped: Reply = await self.pool.call(
+                        fn, endpoint, body.joined(), limits, framed, on_message=on_message
+                    )
+                    return piped
                 # The worker is done with it. Not so if this was cancelled: the worker is killed
                 # then, but it may have been writing, so the segment is never handed on.
                 body.lent = False
@@ -233,6 +260,8 @@ class ProcessExecutor:
                 return reply
             answer: Reply = await self.pool.call(fn, endpoint, body, limits, framed, on_message=on_message)
             return answer
+        except MemoryError:  # (its worker is replaced: Pool.call)
+            raise OutOfMemoryError from None
         except WorkerDiedError:
             raise WorkerLostError(
                 "the worker computing this request died (most likely out of memory); "

@@ -40,7 +40,7 @@ from service.errors import NotReadyError
 log = logging.getLogger("gradserve")
 
 #: what the counters count: workers started, and replaced by cause
-CAUSES = ("died", "cancelled", "recycled", "over-memory")
+CAUSES = ("died", "cancelled", "recycled", "over-memory", "out-of-memory")
 
 #: seconds a retired worker gets to exit on its own before it is killed
 RETIRE_GRACE_S = 2.0
@@ -127,9 +127,8 @@ def _serve(
         try:
             data = ForkingPickler.dumps((*outcome, resident_bytes()))
         except Exception as exc:  # an answer or exception that cannot cross: say so instead
-            data = ForkingPickler.dumps(
-                ("error", RuntimeError(f"unpicklable result: {exc!r}"), resident_bytes())
-            )
+            said = exc if isinstance(exc, MemoryError) else RuntimeError(f"unpicklable result: {exc!r}")
+            data = ForkingPickler.dumps(("error", said, resident_bytes()))
         conn.send_bytes(data)
 
 
@@ -343,7 +342,8 @@ class Pool:
                 self._lost(w, "cancelled")
                 future.add_done_callback(functools.partial(self._close_after, w))
                 raise
-            self._done(w, rss)
+            # a MemoryError: the worker's memory is no longer to be trusted (nor its heap's size)
+            self._done(w, rss, out_of_memory=kind == "error" and isinstance(value, MemoryError))
             if kind == "error":
                 raise value
             return value
@@ -392,11 +392,14 @@ class Pool:
         w.state = "idle"
         self.idle.append(w)
 
-    def _done(self, w: Worker, rss: int) -> None:
+    def _done(self, w: Worker, rss: int, out_of_memory: bool = False) -> None:
         """`w` answered a job: back to work, or replaced."""
         w.tasks += 1
         w.rss = rss
-        if self.max_rss and rss > self.max_rss:
+        if out_of_memory:
+            self._lost(w, "out-of-memory", "a MemoryError")
+            self._retire(w)
+        elif self.max_rss and rss > self.max_rss:
             self._lost(w, "over-memory", f"resident memory {rss:,} bytes > {self.max_rss:,}")
             self._retire(w)
         elif w.tasks >= self.max_tasks and not w.replaced:

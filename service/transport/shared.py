@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import _posixshmem  # type: ignore[import-not-found]  # (what SharedMemory opens segments with)
 import contextlib
+import mmap
 import os
+from multiprocessing import resource_tracker
 from multiprocessing.shared_memory import SharedMemory
 
 import numpy as np
@@ -25,7 +28,7 @@ def handle_shared(
     the same way, over the body (a 2.9 MB answer took ~3 ms pickled through the pipe, and the
     server's GIL while it was unpickled). A binary body's arrays are read where they lie, and a
     binary answer's sections are written there one after another, never joined first."""
-    shm = SharedMemory(name=name)
+    shm = Attached(name)
     try:
         return _answer_in(shm, endpoint, size, limits, framed, report)
     finally:
@@ -33,8 +36,44 @@ def handle_shared(
             shm.close()
 
 
+class SegmentGoneError(Exception):
+    """The body's segment is no longer in /dev/shm (something unlinked it): the server sends
+    the body through the pipe instead."""
+
+
+class Attached:
+    """A worker's mapping of a segment the server made; the server's alone to unlink.
+
+    `SharedMemory(name=...)` would register the segment with the resource tracker, as if the
+    worker owned it (Python 3.11 has no `track=False`): with the server's tracker killed, each
+    worker starts a tracker of its own, which unlinks every segment the worker ever attached
+    when the worker exits, taking the server's pooled segments with it (its large requests then
+    failed, and its shutdown). And a mapping that fails (ENOMEM under a memory limit) made
+    `SharedMemory` unlink the segment itself. Attached only maps it."""
+
+    def __init__(self, name: str) -> None:
+        try:
+            self._fd = _posixshmem.shm_open("/" + name, os.O_RDWR, mode=0o600)
+        except FileNotFoundError:
+            raise SegmentGoneError(name) from None
+        try:
+            self.size = os.fstat(self._fd).st_size
+            self._mmap = mmap.mmap(self._fd, self.size)
+        except BaseException:
+            os.close(self._fd)
+            raise
+        self.buf: memoryview | None = memoryview(self._mmap)
+
+    def close(self) -> None:
+        if self.buf is not None:
+            self.buf.release()  # (BufferError while a view of it is alive)
+            self.buf = None
+        self._mmap.close()
+        os.close(self._fd)
+
+
 def _answer_in(
-    shm: SharedMemory, endpoint: str, size: int, limits: Limits, framed: int | None, report: Report | None
+    shm: Attached, endpoint: str, size: int, limits: Limits, framed: int | None, report: Report | None
 ) -> Reply:
     """The request's reply, its answer in `shm` when it fits: no view of `shm` outlives this call."""
     buf = shm.buf
@@ -100,6 +139,7 @@ class SegmentPool:
         """A segment mapped for a body of `size` bytes (none of it reserved yet), or None when
         there is no /dev/shm."""
         want = self.size_class(size)
+        self.idle = [shm for shm in self.idle if _kept(shm)]
         for k, shm in enumerate(self.idle):
             if shm.size == want:
                 return SharedBody(self.idle.pop(k), size, self)
@@ -115,6 +155,8 @@ class SegmentPool:
         return dropped
 
     def give_back(self, shm: SharedMemory) -> None:
+        if not _kept(shm):
+            return
         if not self.closed and sum(s.size for s in self.idle) + shm.size <= self.keep_bytes:
             self.idle.append(shm)
         else:
@@ -131,16 +173,32 @@ class SegmentPool:
             _unlink(self.idle.pop())
 
 
-def reserve(shm: SharedMemory, start: int, length: int) -> None:
+def reserve(shm: SharedMemory | Attached, start: int, length: int) -> None:
     """Reserve `length` bytes of `shm` from `start` in /dev/shm: OSError (ENOSPC) where a write
     would instead die of SIGBUS."""
     if length > 0:
-        os.posix_fallocate(shm._fd, start, length)  # type: ignore[attr-defined]  # (its descriptor)
+        os.posix_fallocate(shm._fd, start, length)  # type: ignore[union-attr]  # (its descriptor)
+
+
+def _kept(shm: SharedMemory) -> bool:
+    """Whether `shm` is still in /dev/shm; if not (unlinked by something else), it is closed."""
+    if os.fstat(shm._fd).st_nlink > 0:  # type: ignore[attr-defined]  # (its descriptor)
+        return True
+    with contextlib.suppress(BufferError):
+        shm.close()
+    return False
 
 
 def _unlink(shm: SharedMemory) -> None:
+    """Close and unlink `shm`, which may be gone already (that is no failure, at shutdown or
+    ever). It is registered again first: a resource tracker started after the first one was
+    killed never heard of it, and would print a KeyError for its unregistering."""
     shm.close()
-    shm.unlink()
+    resource_tracker.register(shm._name, "shared_memory")  # type: ignore[attr-defined]  # (its name)
+    try:
+        shm.unlink()
+    except FileNotFoundError:
+        resource_tracker.unregister(shm._name, "shared_memory")  # type: ignore[attr-defined]
 
 
 def shm_bytes() -> int:
@@ -197,6 +255,10 @@ class SharedBody:
             _unlink(self.shm)
         else:
             self.segments.give_back(self.shm)
+
+    def joined(self) -> bytes:
+        """What has arrived, copied out (the segment kept): for the pipe."""
+        return bytes(self.view[: self.size])
 
 
 #: a request body as the server received it: in memory, or in shared memory for a worker
