@@ -48,6 +48,11 @@ class Server:
             self.proc.wait()
 
 
+#: how long a server may take to answer /readyz: a guard against a hang only (a server starts in
+#: a second or two on an idle machine, but two shared cores under load took over 30 s)
+READY_WITHIN_S = 120
+
+
 def start_server(env: dict[str, str] | None = None, command: list[str] | None = None) -> Server:
     """`python -m service` (or `command`, which gets --port) on a free port, once /readyz answers."""
     port = free_port()
@@ -60,7 +65,7 @@ def start_server(env: dict[str, str] | None = None, command: list[str] | None = 
             stderr=subprocess.STDOUT,
         )
     server = Server(proc, f"http://127.0.0.1:{port}", log)
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + READY_WITHIN_S
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited: {server.output()}")
@@ -71,4 +76,4 @@ def start_server(env: dict[str, str] | None = None, command: list[str] | None = 
             pass
         time.sleep(0.05)
     server.stop()
-    raise RuntimeError("server did not become ready in 30 s")
+    raise RuntimeError(f"server did not become ready in {READY_WITHIN_S} s")
