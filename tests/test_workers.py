@@ -75,8 +75,8 @@ def cpu_ticks(pid: int) -> int:
     return int(fields[11]) + int(fields[12])  # utime + stime
 
 
-def wait_until_computing(pids: list[int], within: float = 20.0) -> None:
-    """Until every one of `pids` is using the CPU (each has a request)."""
+def wait_until_computing(pids: list[int], within: float = 120.0) -> None:
+    """Until every one of `pids` is using the CPU (each has a request); `within`: a hang guard."""
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         before = [cpu_ticks(p) for p in pids]
@@ -86,7 +86,7 @@ def wait_until_computing(pids: list[int], within: float = 20.0) -> None:
     raise AssertionError(f"workers {pids} did not all start computing in {within} s")
 
 
-def wait_for_workers(pid: int, count: int, avoid: set[int], within: float = 30.0) -> list[int]:
+def wait_for_workers(pid: int, count: int, avoid: set[int], within: float = 120.0) -> list[int]:
     """Until process `pid` has `count` workers, none of them in `avoid`."""
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
