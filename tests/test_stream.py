@@ -13,7 +13,6 @@ import socket
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -26,7 +25,7 @@ from client.cli import main as cli_main
 from service.launcher import Server, start_server
 from service.settings import Settings
 from tests.bodies import chain_request, heavy_request
-from tests.support import asgi
+from tests.support import asgi, until_dropped
 
 STREAM = {"accept": "text/event-stream"}
 
@@ -364,32 +363,6 @@ def test_in_threads_the_stream_is_the_same(url: str) -> None:
     ]
     assert refused.status_code == 422
     assert refused.headers["content-type"] == "application/problem+json"
-
-
-def until_dropped(sock: socket.socket, within: float) -> None:
-    """Until the server has closed its end of `sock`'s connection (its socket has left
-    ESTABLISHED: its FIN waits behind the unread answer, so this end cannot see it yet),
-    read from /proc/net/tcp without reading `sock`; `within` only guards against a hang."""
-    ours = "{:08X}:{:04X}".format(*_address(sock.getsockname()))
-    theirs = "{:08X}:{:04X}".format(*_address(sock.getpeername()))
-    deadline, seen = time.monotonic() + within, False
-    while True:
-        rows = [line.split() for line in Path("/proc/net/tcp").read_text().splitlines()[1:]]
-        states = [row[3] for row in rows if row[1] == theirs and row[2] == ours]
-        if states == [TCP_ESTABLISHED]:
-            seen = True
-        elif seen:  # closed (FIN-WAIT), or reset and gone
-            return
-        assert time.monotonic() < deadline, f"the server's end in {within} s: {states}, seen open: {seen}"
-        time.sleep(0.05)
-
-
-def _address(address: tuple[str, int]) -> tuple[int, int]:
-    """An IPv4 address and port as /proc/net/tcp writes them (the address in host byte order)."""
-    return int.from_bytes(socket.inet_aton(address[0]), "little"), address[1]
-
-
-TCP_ESTABLISHED = "01"  # (linux/tcp_states.h, as /proc/net/tcp writes it)
 
 
 @pytest.mark.chaos
