@@ -26,6 +26,7 @@ from service.launcher import Server, start_server
 from service.settings import Settings
 from tests.bodies import chain_request, heavy_request
 from tests.support import asgi, until_dropped
+from tests.test_metrics import scrape, stopped, until
 
 STREAM = {"accept": "text/event-stream"}
 
@@ -186,14 +187,22 @@ def test_many_tiny_epochs_are_throttled_to_a_few_events_a_second(url: str) -> No
 @pytest.mark.chaos
 def test_a_client_hanging_up_mid_stream_stops_the_training_and_frees_its_slot(url: str) -> None:
     body = heavy_request(epochs=5000)  # would hold the one slot for many seconds
+    gone = stopped(url, "client-gone")
     with httpx.stream("POST", url + "/v1/sgd", json=body, headers=STREAM, timeout=30) as r:
         assert r.status_code == 200
         for name, _ in events(r.iter_lines()):
             if name == "progress":
                 break  # and hang up, mid-training
-    # The next request needs the one slot within the 1 s queue timeout: a 503 if it is held.
+    freed_after_hang_up(url, gone)
     after = httpx.post(url + "/v1/sgd", json=heavy_request(epochs=2), timeout=30)
     assert after.status_code == 200, after.text
+
+
+def freed_after_hang_up(url: str, gone: float) -> None:
+    """Until the server has stopped the computation for its client's hang-up and given its slot
+    back, as /metrics says (what it decided, however slowly it got there on this machine)."""
+    until(lambda: stopped(url, "client-gone") == gone + 1)
+    until(lambda: scrape(url).value("gradserve_slots_in_use") == 0)
 
 
 @pytest.mark.chaos
@@ -201,11 +210,13 @@ def test_a_training_hung_up_on_stops_at_its_next_report_and_its_worker_lives_on(
     body = chain_request(learning_rate=0.1, epochs=10_000)  # short epochs: reports come often
     replaced = server.output().count("replacing compute worker")
     for _ in range(2):
+        gone = stopped(server.url, "client-gone")
         with httpx.stream("POST", server.url + "/v1/sgd", json=body, headers=STREAM, timeout=30) as r:
             assert r.status_code == 200
             for name, _ in events(r.iter_lines()):
                 if name == "progress":
                     break
+        freed_after_hang_up(server.url, gone)
         after = httpx.post(server.url + "/v1/sgd", json=chain_request(learning_rate=0.1), timeout=30)
         assert after.status_code == 200, after.text
     assert server.output().count("replacing compute worker") == replaced  # stopped, not killed
@@ -425,8 +436,6 @@ def test_sigterm_mid_stream_ends_it_with_a_shutting_down_error_event() -> None:
 
 @pytest.mark.chaos
 def test_a_stream_stopped_by_its_deadline_or_a_hang_up_is_counted() -> None:
-    from tests.test_metrics import stopped, until
-
     env = {"GRADSERVE_TIMEOUT_S": "3", "GRADSERVE_INLINE_MS": "0", "GRADSERVE_MAX_WORK": str(10**13)}
     server = start_server(env=env)
     try:
