@@ -31,13 +31,15 @@ from tests.test_metrics import scrape, stopped, until
 STREAM = {"accept": "text/event-stream"}
 
 #: the stream's server: one slot, no inline computations (every request takes the slot), a
-#: short heartbeat (the heartbeat test's epochs are longer), a short queue (a slot held by a
-#: computation nobody waits for shows as a 503)
+#: short heartbeat, a short queue (a slot held by a computation nobody waits for shows as a
+#: 503), and a deadline that only guards a hang (10,000 epochs outlasted the default 30 s on
+#: a loaded machine; the deadline tests start servers of their own)
 ENV = {
     "GRADSERVE_MAX_CONCURRENT": "1",
     "GRADSERVE_INLINE_MS": "0",
     "GRADSERVE_STREAM_HEARTBEAT_S": "0.1",
     "GRADSERVE_QUEUE_TIMEOUT_S": "1",
+    "GRADSERVE_TIMEOUT_S": "600",
 }
 
 
@@ -232,7 +234,7 @@ def test_without_the_header_nothing_streams(url: str) -> None:
 
 
 def test_the_openapi_document_describes_the_stream(url: str) -> None:
-    doc = httpx.get(url + "/openapi.json").json()
+    doc = httpx.get(url + "/openapi.json", timeout=60).json()
     ok = doc["paths"]["/v1/sgd"]["post"]["responses"]["200"]
     assert {"application/json", "text/event-stream"} <= set(ok["content"])
     assert "event: progress" in ok["description"]
