@@ -82,7 +82,7 @@ def main() -> None:
     for cpus in (1, 2):
         pinned = ",".join(map(str, cores[:cpus]))
         env = {"GRADSERVE_MAX_CONCURRENT": str(cpus), "GRADSERVE_LOG_LEVEL": "warning"}
-        server = start_server(env, ["taskset", "-c", pinned, sys.executable, "-m", "service"], ready_s=120)
+        server = start_server(env, ["taskset", "-c", pinned, sys.executable, "-m", "service"])
         try:
             throughput(server.url + "/v1/gradients", body, 1.0)  # warm up
             used = cpu_seconds(server.pid)

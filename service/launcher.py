@@ -48,8 +48,13 @@ class Server:
             self.proc.wait()
 
 
+#: how long a server may take to answer /readyz: a guard against a hang only (a server starts in
+#: a second or two on an idle machine, but two shared cores under load took over 30 s)
+READY_WITHIN_S = 120
+
+
 def start_server(
-    env: dict[str, str] | None = None, command: list[str] | None = None, ready_s: float = 30
+    env: dict[str, str] | None = None, command: list[str] | None = None, ready_s: float = READY_WITHIN_S
 ) -> Server:
     """`python -m service` (or `command`, which gets --port) on a free port, once /readyz answers
     (within `ready_s` seconds)."""

@@ -21,7 +21,7 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 @pytest.fixture(scope="session")
 def server_url() -> Iterator[str]:
     """The base URL of a real uvicorn server, shared by the end-to-end tests."""
-    server = start_server(ready_s=120)  # a loaded machine can take a while to start one
+    server = start_server()
     yield server.url
     server.stop()
 

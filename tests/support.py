@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -91,3 +93,30 @@ def one_layer_body(width: int, batch: int) -> bytes:
             },
         }
     ).encode()
+
+
+def until_dropped(sock: socket.socket, within: float) -> None:
+    """Until the server has dropped `sock`'s connection; `within` only guards against a hang."""
+    deadline = time.monotonic() + within
+    while not dropped(sock):
+        assert time.monotonic() < deadline, f"the server kept the connection for {within} s"
+        time.sleep(0.05)
+
+
+def dropped(sock: socket.socket) -> bool:
+    """Whether the server has closed or reset its end of `sock`'s connection, read from
+    /proc/net/tcp without reading `sock` (a FIN waits behind the unread answer, so this end
+    cannot see it yet): its socket has left ESTABLISHED, or is gone (it exists from the
+    handshake on, before the server accepts it)."""
+    ours = "{:08X}:{:04X}".format(*_address(sock.getsockname()))
+    theirs = "{:08X}:{:04X}".format(*_address(sock.getpeername()))
+    rows = [line.split() for line in Path("/proc/net/tcp").read_text().splitlines()[1:]]
+    return [row[3] for row in rows if row[1] == theirs and row[2] == ours] != [TCP_ESTABLISHED]
+
+
+def _address(address: tuple[str, int]) -> tuple[int, int]:
+    """An IPv4 address and port as /proc/net/tcp writes them (the address in host byte order)."""
+    return int.from_bytes(socket.inet_aton(address[0]), "little"), address[1]
+
+
+TCP_ESTABLISHED = "01"  # (linux/tcp_states.h, as /proc/net/tcp writes it)

@@ -228,20 +228,22 @@ def test_check_refuses_errors_that_overflow(http: httpx.Client) -> None:
 
 @pytest.mark.chaos
 def test_a_path_whose_product_overflows_is_refused_by_name(http: httpx.Client) -> None:
-    """Two paths of +-1e310 cancel in the gradient (0), but neither path's value is a float64:
-    it was answered as null (and -inf in the LaTeX)."""
+    """Two paths of +-2**1033 cancel in the gradient (0), but neither path's value is a float64:
+    it was answered as null (and -inf in the LaTeX). Every weight and input is a power of two, so
+    every product and sum on the way is exact and the cancellation holds under any rounding (with
+    1e150s it held only without FMA: a fused multiply-add keeps 1e150*1e150's rounding error)."""
     units = [{"id": "x", "role": "input"}, *({"id": u, "activation": "identity"} for u in "hab")]
     units.append({"id": "o", "role": "output"})
     weights = [
-        {"source": "x", "target": "h", "value": 1e-20},
-        {"source": "h", "target": "a", "value": 1e150},
-        {"source": "h", "target": "b", "value": 1e150},
-        {"source": "a", "target": "o", "value": 1e150},
-        {"source": "b", "target": "o", "value": -1e150},
+        {"source": "x", "target": "h", "value": 2.0**-66},
+        {"source": "h", "target": "a", "value": 2.0**500},
+        {"source": "h", "target": "b", "value": 2.0**500},
+        {"source": "a", "target": "o", "value": 2.0**500},
+        {"source": "b", "target": "o", "value": -(2.0**500)},
     ]
     request = {
         "network": {"units": units, "weights": weights},
-        "samples": {"inputs": {"x": [1e10]}, "targets": {"o": [1.0]}},
+        "samples": {"inputs": {"x": [2.0**33]}, "targets": {"o": [1.0]}},
     }
     gradients = post(http, "gradients", request)
     assert gradients.status_code == 200, gradients.text[:300]  # every number of it is finite

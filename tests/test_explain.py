@@ -144,7 +144,7 @@ def test_paths_are_counted_not_enumerated_and_truncation_is_reported() -> None:
     net, samples = ladder(40)
     started = time.monotonic()
     body = explained(net, samples, max_paths=5)
-    assert time.monotonic() - started < 10
+    assert time.monotonic() - started < 60  # (2**39 paths listed would take hours; a generous bound)
     first = body["weights"][0]  # x -> a0
     assert first["paths_total"] == 2**39
     assert len(first["paths"]) == 5

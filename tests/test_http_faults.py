@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import json
 import os
+import select
 import socket
 import time
 from collections.abc import Iterator
@@ -26,6 +27,8 @@ from service.launcher import Server, start_server
 from service.settings import Settings
 from service.transport.shared import SegmentPool
 from tests import seed
+from tests.support import dropped
+from tests.test_metrics import scrape, until
 
 JSON = {"content-type": "application/json"}
 
@@ -172,7 +175,7 @@ def test_idle_uploads_hold_only_what_arrived_and_time_out_with_a_408() -> None:
             assert status == 408
             assert headers["content-type"] == "application/problem+json"
             assert json.loads(body)["type"] == "urn:gradserve:problem:request-timeout"
-        assert time.monotonic() - started < 3 + 3
+        assert time.monotonic() - started < 60  # answered when their time was up (a generous bound)
         with httpx.Client(base_url=server.url, timeout=20) as http:  # their bytes were let go
             big = {"network": seed.chain().network, "samples": seed.chain().samples, "pad": "x" * (2 << 20)}
             response = http.post("/v1/gradients", json=big)
@@ -181,17 +184,19 @@ def test_idle_uploads_hold_only_what_arrived_and_time_out_with_a_408() -> None:
 
 @pytest.mark.chaos
 def test_a_body_trickling_in_is_cut_off_at_the_body_timeout() -> None:
-    body = chain_body()
+    body = chain_body() + b" " * 2000  # (JSON allows the spaces): some 200 s at a byte a 0.1 s
     with serving(body_timeout_s="2") as server, connect(server) as sock:
         sock.sendall(head("/v1/gradients", len(body)))
-        started = time.monotonic()
-        for byte in body[:15]:  # a byte every 0.1 s: slower than the limit allows
-            sock.sendall(bytes([byte]))
-            time.sleep(0.1)
+        sent = 0
+        # A byte every 0.1 s, each well within the 2 s, until the server answers: cut off while
+        # it still trickles, whenever the 2 s are up on this machine, never reset by a byte.
+        while sent < len(body) and not select.select([sock], [], [], 0.1)[0]:
+            sock.sendall(body[sent : sent + 1])
+            sent += 1
         status, headers, _ = read_answer(sock)
         assert status == 408
         assert headers["connection"] == "close"
-        assert time.monotonic() - started < 2 + 2
+        assert sent < len(body)
 
 
 # ---------------------------------------------------------------- clients that never read
@@ -214,10 +219,12 @@ def test_clients_that_never_read_do_not_grow_the_server_and_are_dropped() -> Non
             sock = sockets.enter_context(connect(server, rcvbuf=4096))
             sock.sendall(head("/v1/forward", len(body)) + body)
             clients.append(sock)
-        peak, until = 0, time.monotonic() + 8  # (all of them answered, the send timeout passed)
-        while time.monotonic() < until:
+        peak, guard = 0, time.monotonic() + 120  # until the server has dropped each of them
+        while not all(dropped(sock) for sock in clients):  # (however slowly it answered them)
+            assert time.monotonic() < guard, "clients that never read kept for 120 s"
             peak = max(peak, rss(server.pid))
             time.sleep(0.05)
+        peak = max(peak, rss(server.pid))
         print(f"server growth under 30 clients that never read: {(peak - before) / 2**20:.0f} MiB")
         assert peak - before < budget + 64 * 1024 * 1024, (peak - before) / 2**20
         for sock in clients:  # each was dropped: what the kernel held, then the end (no hang)
@@ -237,25 +244,30 @@ def test_clients_that_never_read_do_not_grow_the_server_and_are_dropped() -> Non
 
 @pytest.mark.chaos
 def test_a_client_that_hangs_up_frees_its_slot() -> None:
-    """Two clients post long SGD requests and hang up: a third is computed within ~2 s."""
+    """Two clients post long SGD requests and hang up: both are stopped and their slots given
+    back (what the server decided, seen in /metrics), and a third is computed."""
     with (
         serving(max_concurrent="2", inline_ms="0", max_work=str(10**13)) as server,
         contextlib.ExitStack() as sockets,
     ):
         long = long_sgd_body(epochs=2000)
         gone = []
-        for _ in range(2):
+        for taken in (1, 2):
             sock = sockets.enter_context(connect(server))
             sock.sendall(head("/v1/sgd", len(long)) + long)
             gone.append(sock)
-        time.sleep(1.0)  # both are computing
+            until(lambda: scrape(server.url).value("gradserve_slots_in_use") == taken)  # noqa: B023
         for sock in gone:
             sock.close()
-        started = time.monotonic()
-        with httpx.Client(base_url=server.url, timeout=30) as http:
+        until(
+            lambda: (
+                scrape(server.url).value("gradserve_computations_stopped_total", reason="client-gone") == 2
+            )
+        )
+        until(lambda: scrape(server.url).value("gradserve_slots_in_use") == 0)
+        with httpx.Client(base_url=server.url, timeout=60) as http:
             response = http.post("/v1/sgd", content=long_sgd_body(epochs=1), headers=JSON)
         assert response.status_code == 200, response.text
-        assert time.monotonic() - started < 2.5
 
 
 # ---------------------------------------------------------------- SIGTERM

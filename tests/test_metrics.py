@@ -76,7 +76,8 @@ def scrape(url: str, key: str | None = None) -> Scrape:
     return Scrape(response.text)
 
 
-def until(check: Callable[[], bool], within: float = 15.0) -> None:
+def until(check: Callable[[], bool], within: float = 120.0) -> None:
+    """Until `check` holds; `within` only guards against a hang (a loaded machine is slow)."""
     deadline = time.monotonic() + within
     while not check():
         assert time.monotonic() < deadline, "not within the time allowed"

@@ -21,23 +21,25 @@ import pytest
 
 import client
 from bench.reliability import huge_answer_body
-from client.arrays import encode
 from client.cli import main as cli_main
 from service.launcher import Server, start_server
 from service.settings import Settings
 from tests.bodies import chain_request, heavy_request
-from tests.support import asgi
+from tests.support import asgi, until_dropped
+from tests.test_metrics import scrape, stopped, until
 
 STREAM = {"accept": "text/event-stream"}
 
 #: the stream's server: one slot, no inline computations (every request takes the slot), a
-#: short heartbeat (the heartbeat test's epochs are longer), a short queue (a slot held by a
-#: computation nobody waits for shows as a 503)
+#: short heartbeat, a short queue (a slot held by a computation nobody waits for shows as a
+#: 503), and a deadline that only guards a hang (10,000 epochs outlasted the default 30 s on
+#: a loaded machine; the deadline tests start servers of their own)
 ENV = {
     "GRADSERVE_MAX_CONCURRENT": "1",
     "GRADSERVE_INLINE_MS": "0",
     "GRADSERVE_STREAM_HEARTBEAT_S": "0.1",
     "GRADSERVE_QUEUE_TIMEOUT_S": "1",
+    "GRADSERVE_TIMEOUT_S": "600",
 }
 
 
@@ -153,9 +155,12 @@ def test_a_training_that_overflows_mid_way_ends_with_the_plain_answers_problem_a
 
 
 def test_the_deadline_mid_stream_is_an_error_event() -> None:
-    server = start_server(env={"GRADSERVE_TIMEOUT_S": "0.5", "GRADSERVE_INLINE_MS": "0"})
+    # Its first epoch takes a few ms of CPU, the whole some 100 s (estimated): with a 3 s
+    # deadline, progress then the deadline on any machine, loaded or fast.
+    env = {"GRADSERVE_TIMEOUT_S": "3", "GRADSERVE_INLINE_MS": "0", "GRADSERVE_MAX_WORK": str(10**13)}
+    server = start_server(env=env)
     try:
-        response, got = stream(server.url, heavy_request(epochs=5000))
+        response, got = stream(server.url, heavy_request(epochs=10_000, batch=512))
     finally:
         server.stop()
     assert response.status_code == 200
@@ -167,28 +172,6 @@ def test_the_deadline_mid_stream_is_an_error_event() -> None:
     assert progress_of(got)
 
 
-def test_long_epochs_get_heartbeats_between_their_events(url: str) -> None:
-    # a big batch through wide layers: each epoch (one step over all of it) takes several
-    # times the 0.1 s heartbeat
-    rng = np.random.default_rng(0)
-    body = {
-        "network": client.mlp([8, 512, 512, 1], seed=0).model_dump(exclude_unset=True),
-        "samples": {
-            "inputs": {"input": encode(rng.normal(size=(3000, 8)))},
-            "targets": {"output": encode(rng.normal(size=(3000, 1)))},
-        },
-        "learning_rate": 0.01,
-        "epochs": 2,
-    }
-    response, got = stream(url, body)
-    assert response.status_code == 200
-    names = [name for name, _ in got]
-    assert names[-1] == "result"
-    first = names.index("progress")
-    assert names[:first].count("") >= 1  # while the first epoch ran
-    assert names[first:].count("") >= 1  # and the second
-
-
 def test_many_tiny_epochs_are_throttled_to_a_few_events_a_second(url: str) -> None:
     body = chain_request(learning_rate=0.1, epochs=10_000)
     started = time.monotonic()
@@ -196,8 +179,9 @@ def test_many_tiny_epochs_are_throttled_to_a_few_events_a_second(url: str) -> No
     elapsed = time.monotonic() - started
     assert response.status_code == 200
     progress = progress_of(got)
-    assert len(progress) <= 2 + elapsed / 0.1  # at most one each 0.1 s, and the last
-    assert len(progress) < 1000
+    # at most one each 0.1 s of the training, and the last: true at any speed (the training
+    # took less than `elapsed`); which events pass is tests/test_stream_clock.py's
+    assert len(progress) <= 2 + elapsed / 0.1
     assert progress[-1]["epoch"] == 9_999
     assert got[-1][0] == "result"
 
@@ -205,14 +189,22 @@ def test_many_tiny_epochs_are_throttled_to_a_few_events_a_second(url: str) -> No
 @pytest.mark.chaos
 def test_a_client_hanging_up_mid_stream_stops_the_training_and_frees_its_slot(url: str) -> None:
     body = heavy_request(epochs=5000)  # would hold the one slot for many seconds
+    gone = stopped(url, "client-gone")
     with httpx.stream("POST", url + "/v1/sgd", json=body, headers=STREAM, timeout=30) as r:
         assert r.status_code == 200
         for name, _ in events(r.iter_lines()):
             if name == "progress":
                 break  # and hang up, mid-training
-    # The next request needs the one slot within the 1 s queue timeout: a 503 if it is held.
+    freed_after_hang_up(url, gone)
     after = httpx.post(url + "/v1/sgd", json=heavy_request(epochs=2), timeout=30)
     assert after.status_code == 200, after.text
+
+
+def freed_after_hang_up(url: str, gone: float) -> None:
+    """Until the server has stopped the computation for its client's hang-up and given its slot
+    back, as /metrics says (what it decided, however slowly it got there on this machine)."""
+    until(lambda: stopped(url, "client-gone") == gone + 1)
+    until(lambda: scrape(url).value("gradserve_slots_in_use") == 0)
 
 
 @pytest.mark.chaos
@@ -220,11 +212,13 @@ def test_a_training_hung_up_on_stops_at_its_next_report_and_its_worker_lives_on(
     body = chain_request(learning_rate=0.1, epochs=10_000)  # short epochs: reports come often
     replaced = server.output().count("replacing compute worker")
     for _ in range(2):
+        gone = stopped(server.url, "client-gone")
         with httpx.stream("POST", server.url + "/v1/sgd", json=body, headers=STREAM, timeout=30) as r:
             assert r.status_code == 200
             for name, _ in events(r.iter_lines()):
                 if name == "progress":
                     break
+        freed_after_hang_up(server.url, gone)
         after = httpx.post(server.url + "/v1/sgd", json=chain_request(learning_rate=0.1), timeout=30)
         assert after.status_code == 200, after.text
     assert server.output().count("replacing compute worker") == replaced  # stopped, not killed
@@ -240,7 +234,7 @@ def test_without_the_header_nothing_streams(url: str) -> None:
 
 
 def test_the_openapi_document_describes_the_stream(url: str) -> None:
-    doc = httpx.get(url + "/openapi.json").json()
+    doc = httpx.get(url + "/openapi.json", timeout=60).json()
     ok = doc["paths"]["/v1/sgd"]["post"]["responses"]["200"]
     assert {"application/json", "text/event-stream"} <= set(ok["content"])
     assert "event: progress" in ok["description"]
@@ -253,6 +247,17 @@ def test_the_openapi_document_describes_the_stream(url: str) -> None:
 
 
 # ---------------------------------------------------------------- the SDK
+
+
+def assert_progress(seen: list[Any], plain: Any) -> None:
+    """Progress events of a training whose plain answer is `plain`: the first epoch, then some
+    in order (which ones the throttle passed depends on the machine's speed), then the last,
+    each with its epoch's loss from the answer's history."""
+    epochs = [p.epoch for p in seen]
+    assert epochs[0] == 0
+    assert epochs[-1] == len(plain.history) - 1
+    assert epochs == sorted(set(epochs))
+    assert [p.loss for p in seen] == [plain.history[p.epoch].loss for p in seen]
 
 
 def test_the_sync_clients_callback_and_iterator(url: str) -> None:
@@ -269,7 +274,7 @@ def test_the_sync_clients_callback_and_iterator(url: str) -> None:
 
         got = list(gs.sgd_stream(case["network"], case["samples"], 0.5, epochs=30))
         assert got[-1] == plain
-        assert got[:-1] == seen  # (deterministic; the first and last epochs always come)
+        assert_progress(got[:-1], plain)
 
         with pytest.raises(client.UnprocessableEntityError) as caught:
             gs.sgd(
@@ -294,7 +299,9 @@ def test_the_async_clients_callback_and_iterator(url: str) -> None:
             assert await gs.sgd(case["network"], case["samples"], 0.5, epochs=30, progress=note) == plain
             assert seen[-1].epoch == 29
             got = [event async for event in gs.sgd_stream(case["network"], case["samples"], 0.5, epochs=30)]
-            assert got == [*seen, plain]
+            assert got[-1] == plain
+            assert_progress(seen, plain)
+            assert_progress(got[:-1], plain)
             body = diverging(400)
             with pytest.raises(client.UnprocessableEntityError):
                 async for _ in gs.sgd_stream(body["network"], body["samples"], 5.0, epochs=400):
@@ -389,7 +396,9 @@ def test_a_client_that_does_not_read_its_streamed_result_is_dropped_after_the_se
                 b"POST /v1/sgd HTTP/1.1\r\nhost: test\r\ncontent-type: application/json\r\n"
                 b"accept: text/event-stream\r\ncontent-length: %d\r\n\r\n" % len(body) + body
             )
-            time.sleep(4)  # not reading: the result's first piece waits past the send timeout
+            # not reading: the result's first piece waits past the send timeout, and the server
+            # drops the connection (however long the answer took to compute on this machine)
+            until_dropped(sock, within=120)
             sock.settimeout(10)
             got = b""
             with contextlib.suppress(ConnectionResetError):
@@ -407,32 +416,32 @@ def test_a_client_that_does_not_read_its_streamed_result_is_dropped_after_the_se
 
 @pytest.mark.chaos
 def test_sigterm_mid_stream_ends_it_with_a_shutting_down_error_event() -> None:
-    server = start_server(env={"GRADSERVE_SHUTDOWN_GRACE_S": "2", "GRADSERVE_INLINE_MS": "0"})
+    # some 100 s of training (estimated) outlasts the 2 s grace on any machine
+    env = {"GRADSERVE_SHUTDOWN_GRACE_S": "2", "GRADSERVE_INLINE_MS": "0", "GRADSERVE_MAX_WORK": str(10**13)}
+    server = start_server(env=env)
     try:
         got: list[Event] = []
-        with httpx.stream(
-            "POST", server.url + "/v1/sgd", json=heavy_request(epochs=5000), headers=STREAM, timeout=30
-        ) as r:
+        body = heavy_request(epochs=10_000, batch=512)
+        with httpx.stream("POST", server.url + "/v1/sgd", json=body, headers=STREAM, timeout=60) as r:
             assert r.status_code == 200
             for event in events(r.iter_lines()):
                 got.append(event)
-                if event[0] == "progress" and len(got) == 1:
-                    os.kill(server.pid, signal.SIGTERM)  # 5000 epochs would outlast the 2 s grace
+                if event[0] == "progress" and [name for name, _ in got].count("progress") == 1:
+                    os.kill(server.pid, signal.SIGTERM)  # (after heartbeats too, on a slow machine)
         name, data = got[-1]
         assert name == "error"
         assert json.loads(data)["type"].endswith("shutting-down")
-        assert server.proc.wait(timeout=10) in (0, -signal.SIGTERM)  # (uvicorn re-raises the signal)
+        assert server.proc.wait(timeout=60) in (0, -signal.SIGTERM)  # (uvicorn re-raises the signal)
     finally:
         server.stop()
 
 
 @pytest.mark.chaos
 def test_a_stream_stopped_by_its_deadline_or_a_hang_up_is_counted() -> None:
-    from tests.test_metrics import stopped, until
-
-    server = start_server(env={"GRADSERVE_TIMEOUT_S": "0.5", "GRADSERVE_INLINE_MS": "0"})
+    env = {"GRADSERVE_TIMEOUT_S": "3", "GRADSERVE_INLINE_MS": "0", "GRADSERVE_MAX_WORK": str(10**13)}
+    server = start_server(env=env)
     try:
-        _, got = stream(server.url, heavy_request(epochs=5000))
+        _, got = stream(server.url, heavy_request(epochs=10_000, batch=512))  # (some 100 s)
         assert got[-1][0] == "error"  # the deadline, mid-stream
         assert stopped(server.url, "deadline") == 1
         with httpx.stream(

@@ -30,13 +30,15 @@ class Throttle:
     then the latest one each time INTERVAL_S has passed (checked as events come), and the
     last one held back when `flush` is called (at the end)."""
 
-    def __init__(self, report: Report, interval_s: float = INTERVAL_S) -> None:
-        self.report, self.interval_s = report, interval_s
+    def __init__(
+        self, report: Report, interval_s: float = INTERVAL_S, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.report, self.interval_s, self.clock = report, interval_s, clock  # (tests drive the clock)
         self.last = -math.inf
         self.held: dict[str, Any] | None = None
 
     def __call__(self, data: dict[str, Any]) -> None:
-        now = time.monotonic()
+        now = self.clock()
         if now - self.last >= self.interval_s:
             self.last, self.held = now, None
             self.report(PROGRESS, data)
