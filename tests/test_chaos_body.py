@@ -147,8 +147,10 @@ def test_the_framing_walk_bomb_and_costly_json_shapes_neither_block_nor_bloat_th
 
     def attack() -> None:
         with httpx.Client(base_url=server.url, timeout=HANG_S) as http:
-            while time.monotonic() < stop:
+            sent = 0  # at least two each, however slow the machine
+            while sent < 2 or time.monotonic() < stop:
                 answers.append(problem(http.post("/v1/forward", content=body, headers=headers)))
+                sent += 1
 
     with bystanders(server) as seen:
         attackers = [threading.Thread(target=attack) for _ in range(2)]
@@ -266,7 +268,7 @@ def test_the_server_returns_to_its_idle_size_after_an_attack(server: Server) -> 
             for t in threads:
                 t.start()
             until = time.monotonic() + 4
-            while time.monotonic() < until:
+            while time.monotonic() < until or any(t.is_alive() for t in threads):  # however slow
                 top = max(top, server_rss(server))
                 time.sleep(0.1)
             for t in threads:
@@ -275,7 +277,7 @@ def test_the_server_returns_to_its_idle_size_after_an_attack(server: Server) -> 
                 sock.close()
     assert_served(seen)
     assert top - idle > 64 * MIB, "the attack did not grow the server: it tests nothing"
-    deadline, now = time.monotonic() + 20, server_rss(server)
+    deadline, now = time.monotonic() + 60, server_rss(server)  # the trimmer looks every 2 s; a guard
     while now - idle > 64 * MIB and time.monotonic() < deadline:
         time.sleep(0.5)
         now = server_rss(server)
