@@ -30,7 +30,8 @@ ACTIVATIONS: dict[str, Callable[[Any, float], Any]] = {
     "tanh": lambda s, a: torch.tanh(s),
     "relu": lambda s, a: torch.relu(s),
     "leaky_relu": lambda s, a: torch.nn.functional.leaky_relu(s, a),
-    "softplus": lambda s, a: torch.nn.functional.softplus(s),
+    # (torch's softplus turns linear past its threshold, 20: log(1 + e^s) is written out)
+    "softplus": lambda s, a: torch.logaddexp(s, torch.zeros_like(s)),
     "softmax": lambda s, a: torch.softmax(s, dim=1),
     "elu": lambda s, a: torch.nn.functional.elu(s),
     "selu": lambda s, a: (
@@ -43,7 +44,7 @@ ACTIVATIONS: dict[str, Callable[[Any, float], Any]] = {
     "hat": lambda s, a: torch.clamp(1.0 - torch.abs(s), min=0.0),
     "neat_sigmoid": lambda s, a: torch.sigmoid(_clip(5.0 * s, -60.0, 60.0)),
     "neat_tanh": lambda s, a: torch.tanh(_clip(2.5 * s, -60.0, 60.0)),
-    "neat_softplus": lambda s, a: 0.2 * torch.nn.functional.softplus(_clip(5.0 * s, -60.0, 60.0)),
+    "neat_softplus": lambda s, a: 0.2 * torch.logaddexp(_clip(5.0 * s, -60.0, 60.0), torch.zeros_like(s)),
     "neat_sin": lambda s, a: torch.sin(_clip(5.0 * s, -60.0, 60.0)),
     "neat_gauss": lambda s, a: torch.exp(-5.0 * _clip(s, -3.4, 3.4) ** 2),
     "neat_exp": lambda s, a: torch.exp(_clip(s, -60.0, 60.0)),

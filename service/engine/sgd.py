@@ -34,18 +34,18 @@ class SgdOptions:
     weight_decay: float = 0.0
     reduction: str = "mean"
     optimizer: str = "sgd"
-    #: the optimizer's other hyper-parameters given (momentum, nesterov and weight_decay above
-    #: are sgd's and are read only by it; the rest take the optimizer's defaults)
+    #: the optimizer's hyper-parameters given (the rest take its defaults); for sgd, momentum,
+    #: nesterov and weight_decay above stand where these do not name them
     hyper: Mapping[str, Any] = field(default_factory=dict)
     schedule: str | None = None
     schedule_params: Mapping[str, Any] = field(default_factory=dict)
 
     def hyper_parameters(self) -> dict[str, Any]:
         """The chosen optimizer's hyper-parameters, resolved against its defaults."""
-        given = dict(self.hyper)
+        given: dict[str, Any] = {}
         if self.optimizer == "sgd":
             given.update(momentum=self.momentum, nesterov=self.nesterov, weight_decay=self.weight_decay)
-        return resolved(OPTIMIZERS[self.optimizer], given)
+        return resolved(OPTIMIZERS[self.optimizer], {**given, **self.hyper})
 
 
 @dataclass
