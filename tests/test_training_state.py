@@ -5,6 +5,7 @@ names it."""
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,7 @@ import numpy as np
 import pytest
 
 import client
+from client.cli import main as cli_main
 from service import engine, wire
 
 BEFORE = Path(__file__).parent / "data" / "sgd_answers_before_optimizers.json"
@@ -328,3 +330,45 @@ def test_a_state_for_weights_as_columns_is_one_column(http: httpx.Client) -> Non
     first["state"]["buffers"]["sum"]["weights"] = [1.0, 2.0, 3.0]
     problem = _refused(http.post("/v1/sgd", json={**body, "state": first["state"]}))
     assert "state.buffers.sum.weights has shape [3]; the network's is [2]" in problem["detail"]
+
+
+def test_the_cli_trains_with_adam_and_resumes_from_its_answer(server_url: str, tmp_path: Path) -> None:
+    """Each field is an option (betas two numbers, the schedule a file), and --state takes the
+    whole previous answer, whose network it continues."""
+    request = tmp_path / "request.json"
+    request.write_text(json.dumps(_request()))
+    (tmp_path / "schedule.json").write_text(json.dumps({"kind": "exponential", "gamma": 0.9}))
+    common = ["--url", server_url, "sgd", "--optimizer", "adam", "--betas", "0.8", "0.99", "--amsgrad"]
+    common += ["--schedule", str(tmp_path / "schedule.json"), "--batch-size", "3", "--no-progress"]
+
+    def run(*args: str) -> dict[str, Any]:
+        out = io.StringIO()
+        assert cli_main([*common, *args, str(request)], stdout=out, stderr=io.StringIO()) == 0
+        answer: dict[str, Any] = json.loads(out.getvalue())
+        return answer
+
+    whole = run("--epochs", "5")
+    first = run("--epochs", "2")
+    (tmp_path / "first.json").write_text(json.dumps(first))
+    rest = run("--epochs", "3", "--state", str(tmp_path / "first.json"))
+    assert rest["network"] == whole["network"]
+    assert rest["state"] == whole["state"]
+    assert [e["learning_rate"] for e in rest["history"]] == [e["learning_rate"] for e in whole["history"][2:]]
+    streamed = run("--epochs", "5", "--progress")
+    assert streamed["state"] == whole["state"]
+
+
+def test_the_registries_and_the_wire_name_the_same(http: httpx.Client) -> None:
+    assert tuple(engine.OPTIMIZERS) == wire.OPTIMIZERS
+    assert tuple(engine.SCHEDULES) == wire.SCHEDULES
+    for name, entry in engine.OPTIMIZERS.items():
+        assert set(entry.hyper) <= set(wire.HYPER_PARAMETERS), name
+    assert {kind: set(engine.SCHEDULES[kind].params) for kind in wire.SCHEDULES} == {
+        "step": {"step_size", "gamma"},
+        "exponential": {"gamma"},
+        "cosine": {"t_max", "eta_min"},
+    }
+    info = _ok(http.get("/v1/info"))
+    assert (info["optimizers"], info["schedules"]) == (list(wire.OPTIMIZERS), list(wire.SCHEDULES))
+    sgd = _ok(http.get("/openapi.json"))["components"]["schemas"]["SgdRequest"]["properties"]
+    assert set(wire.HYPER_PARAMETERS) | {"optimizer", "schedule", "state"} <= set(sgd)
