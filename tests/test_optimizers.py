@@ -80,7 +80,9 @@ TORCH_OPTIMIZERS = {
 }
 
 
-def torch_train(net: dict[str, Any], samples: dict[str, Any], opt: engine.SgdOptions) -> tuple[Any, list[float]]:
+def torch_train(
+    net: dict[str, Any], samples: dict[str, Any], opt: engine.SgdOptions
+) -> tuple[Any, list[float]]:
     """torch's training of the same network: its parameters after, and each epoch's rate."""
     model = TorchNetwork(net, samples)
     cls = getattr(torch.optim, TORCH_OPTIMIZERS[opt.optimizer])

@@ -372,3 +372,45 @@ def test_the_registries_and_the_wire_name_the_same(http: httpx.Client) -> None:
     assert (info["optimizers"], info["schedules"]) == (list(wire.OPTIMIZERS), list(wire.SCHEDULES))
     sgd = _ok(http.get("/openapi.json"))["components"]["schemas"]["SgdRequest"]["properties"]
     assert set(wire.HYPER_PARAMETERS) | {"optimizer", "schedule", "state"} <= set(sgd)
+
+
+def test_a_state_answered_in_binary_posts_back_with_its_bytes(server_url: str) -> None:
+    net = client.mlp([3, 20, 2], activation="tanh", seed=1)  # 60 + 40 weights: a framed answer
+    samples = {
+        "inputs": {"input": [[0.1, 0.2, 0.3], [0.3, -0.1, 0.5]]},
+        "targets": {"output": [[1, 0], [0, 1]]},
+    }
+    options: dict[str, Any] = {"optimizer": "rmsprop", "centered": True, "array_encoding": "binary"}
+    with client.Client(server_url) as gs:
+        whole = gs.sgd(net, samples, 0.01, epochs=5, **options)
+        first = gs.sgd(net, samples, 0.01, epochs=2, **options)
+        assert first.state is not None
+        assert isinstance(first.state.buffers["grad_avg"].weights[0], client.BinaryArray)
+        rest = gs.sgd(first.network, samples, 0.01, epochs=3, state=first.state, **options)
+        assert rest.state is not None
+        assert whole.state is not None
+        for name in ("square_avg", "grad_avg"):
+            for mine, theirs in zip(
+                rest.state.buffers[name].weights, whole.state.buffers[name].weights, strict=True
+            ):
+                assert client.to_list(mine) == client.to_list(theirs)
+        for mine, theirs in zip(rest.network.weights, whole.network.weights, strict=True):  # type: ignore[arg-type]
+            assert client.to_list(mine.value) == client.to_list(theirs.value)
+
+
+def test_the_estimate_counts_the_states_buffers() -> None:
+    from service.endpoints import costs
+    from service.settings import Limits
+
+    def answer_bytes(**fields: Any) -> int:
+        request = wire.SgdRequest.model_validate(_request(**fields))
+        return costs.estimate(costs.sgd, request, Limits()).answer_bytes
+
+    plain, adam, amsgrad = (
+        answer_bytes(),
+        answer_bytes(optimizer="adam"),
+        answer_bytes(optimizer="adam", amsgrad=True),
+    )
+    assert plain < adam < amsgrad
+    assert amsgrad - adam == adam - answer_bytes(optimizer="adagrad")  # one buffer more each
+    assert costs.numbers_allowed("sgd", Limits()) > costs.numbers_allowed("gradients", Limits())
