@@ -407,3 +407,12 @@ def test_the_estimate_counts_the_states_buffers() -> None:
     assert plain < adam < amsgrad
     assert amsgrad - adam == adam - answer_bytes(optimizer="adagrad")  # one buffer more each
     assert costs.numbers_allowed("sgd", Limits()) > costs.numbers_allowed("gradients", Limits())
+
+
+def test_a_schedule_resumed_from_far_along_is_work_to_refuse(http: httpx.Client) -> None:
+    """The rates are replayed from epoch 0: a state claiming 10^12 epochs is refused before."""
+    state = {"optimizer": "sgd", "step": 0, "epoch": 10**12, "buffers": {}}
+    body = _request(state=state, schedule={"kind": "exponential", "gamma": 0.99})
+    response = http.post("/v1/sgd", json=body)
+    assert response.status_code == 413, response.text
+    assert "max_work" in response.json()["detail"]

@@ -424,8 +424,8 @@ def sgd(req: wire.SgdRequest, s: Shape, limits: Limits) -> Computation:
     # arrays are; a schedule resumed at state.epoch replays the rates of the epochs before
     buffers = len(_buffers(req))
     data += steps * buffers * s.params * PARAM_NS
-    if req.schedule is not None:
-        sweeps += (req.epochs + (0 if req.state is None else req.state.epoch)) * RATE_NS
+    if req.schedule is not None:  # (counted as work: a state's epoch count is the client's to set)
+        data += (req.epochs + (0 if req.state is None else req.state.epoch)) * RATE_NS
     answer = Answer(
         s.params * (1 + buffers),
         (s.units + s.weights) * (1 + buffers),
