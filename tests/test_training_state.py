@@ -416,3 +416,22 @@ def test_a_schedule_resumed_from_far_along_is_work_to_refuse(http: httpx.Client)
     response = http.post("/v1/sgd", json=body)
     assert response.status_code == 413, response.text
     assert "max_work" in response.json()["detail"]
+
+
+def test_a_columns_state_of_encoded_numbers_is_refused_not_a_500(http: httpx.Client) -> None:
+    net = {
+        "units": [{"id": "x", "role": "input"}, {"id": "o", "role": "output"}],
+        "weights": {"source": ["x"], "target": ["o"], "value": [0.5]},
+    }
+    one = {"dtype": "float64", "shape": [], "data": "AAAAAAAA8D8="}
+    state = {
+        "optimizer": "adagrad",
+        "step": 1,
+        "epoch": 1,
+        "buffers": {"sum": {"weights": [one], "biases": {"o": 1.0}}},
+    }
+    body = {"network": net, "samples": {"inputs": {"x": [1.0]}, "targets": {"o": [0.0]}}}
+    response = http.post(
+        "/v1/sgd", json={**body, "learning_rate": 0.1, "optimizer": "adagrad", "state": state}
+    )
+    assert "must be one column of numbers" in _refused(response)["detail"]

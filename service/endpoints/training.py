@@ -128,6 +128,10 @@ def _buffer(
     weights = given.weights
     if not columns and not isinstance(weights, list):
         raise _refuse([*where, "weights"], f"{text}.weights must list an array per weight")
+    if columns and isinstance(weights, list) and not all(type(value) is float for value in weights):
+        raise _refuse(
+            [*where, "weights"], f"{text}.weights must be one column of numbers, as the weights are"
+        )
     if not columns and len(weights) != len(plan.weights):  # type: ignore[arg-type]
         raise _refuse(
             [*where, "weights"],
