@@ -81,10 +81,15 @@ TORCH_OPTIMIZERS = {
 
 
 def torch_train(
-    net: dict[str, Any], samples: dict[str, Any], opt: engine.SgdOptions
+    net: dict[str, Any], samples: dict[str, Any], opt: engine.SgdOptions, nudge: bool = False
 ) -> tuple[Any, list[float]]:
-    """torch's training of the same network: its parameters after, and each epoch's rate."""
+    """torch's training of the same network: its parameters after, and each epoch's rate.
+    With `nudge`, every initial parameter is first moved by its last bit."""
     model = TorchNetwork(net, samples)
+    if nudge:
+        with torch.no_grad():
+            for p in model.parameters:
+                p.copy_(torch.nextafter(p, torch.full_like(p, math.inf)))
     cls = getattr(torch.optim, TORCH_OPTIMIZERS[opt.optimizer])
     optimizer = cls(model.parameters, lr=opt.learning_rate, foreach=False, **dict(opt.hyper))
     scheduler = _torch_schedule(
@@ -128,7 +133,7 @@ def trainings(draw: st.DrawFn) -> tuple[engine.SgdOptions, str]:
 
 
 @pytest.mark.slow
-@settings(max_examples=150)
+@settings(max_examples=120)
 @given(networks(max_hidden=3, activations=TAME), trainings())
 def test_every_optimizer_agrees_with_torch_optim(
     case: tuple[dict[str, Any], dict[str, Any]], training: tuple[engine.SgdOptions, str]
@@ -146,6 +151,11 @@ def test_every_optimizer_agrees_with_torch_optim(
     assert trained.rates == rates  # the same Python float arithmetic, in the same order
     expected = model.flat()
     assume(np.isfinite(expected).all())
+    # a training that turns a last-bit change of its start into more than 1e-13 (one near
+    # divergence, a unit crossing a kink) holds no rounding to 1e-12: torch against itself
+    # would fail; such draws are rare (one in hundreds) and compare nothing
+    nudged, _ = torch_train(net, samples, options, nudge=True)
+    assume(relative_error(nudged.flat(), expected) <= 1e-13)
     error = relative_error(listed(plan, trained.theta), expected)
     LARGEST[options.optimizer] = max(LARGEST.get(options.optimizer, 0.0), error)
     assert error <= 1e-12, (error, training[1])
