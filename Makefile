@@ -5,7 +5,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: serve test quick browser lint typecheck format bench install container kube wheel
+.PHONY: serve test quick browser lint typecheck format bench install install-torch container kube wheel
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -13,6 +13,11 @@ $(BIN)/python:
 
 install: $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[dev]'
+
+# the tests compare every optimizer, schedule and gradient with torch's in float64: without
+# torch they would be skipped, so `make test` installs it (the `torch` extra)
+install-torch: $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[dev,torch]'
 
 serve: $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[server]'
@@ -24,7 +29,7 @@ browser:
 	@command -v chromium >/dev/null || [ "$$(id -u)" != 0 ] || \
 		{ apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
 
-test: install browser
+test: install-torch browser
 	$(BIN)/ruff check service client tests bench
 	$(BIN)/ruff format --check service client tests bench
 	$(BIN)/mypy

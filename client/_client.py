@@ -31,15 +31,21 @@ from service.wire import (
     HvpResponse,
     InfoResponse,
     Network,
+    OptimizerName,
     ParameterVector,
     Reduction,
     Samples,
+    Schedule,
     SgdResponse,
+    TrainingState,
     framing,
 )
 
 NetworkLike = Network | Mapping[str, Any]
 SamplesLike = Samples | Mapping[str, Any]
+#: a learning-rate schedule ({"kind": "cosine", "t_max": 50}) and a previous answer's state
+ScheduleLike = Schedule | Mapping[str, Any]
+StateLike = TrainingState | Mapping[str, Any]
 
 
 class _Call:
@@ -256,34 +262,35 @@ def _sgd_options(
     batch_size: int | None,
     shuffle: bool,
     seed: int | None,
-    momentum: float,
-    nesterov: bool,
-    weight_decay: float,
     reduction: Reduction,
+    optimizer: OptimizerName,
+    hyper: dict[str, Any],
+    schedule: ScheduleLike | None,
+    state: StateLike | None,
     array_encoding: ArrayEncoding | None,
 ) -> dict[str, Any]:
+    """sgd's fields; the hyper-parameters left None are left out (the optimizer's defaults: the
+    server refuses one the optimizer does not take, even at its default)."""
     return {
         "epochs": epochs,
         "batch_size": batch_size,
         "shuffle": shuffle,
         "seed": seed,
-        "momentum": momentum,
-        "nesterov": nesterov,
-        "weight_decay": weight_decay,
         "reduction": reduction,
+        "optimizer": optimizer,
+        **hyper,
+        "schedule": schedule,
+        "state": state,
         "array_encoding": array_encoding,
     }
 
 
-#: sgd's options and their defaults, for sgd_stream
+#: sgd's options and their defaults, for sgd_stream (None: left out, the server's default)
 _SGD_DEFAULTS: dict[str, Any] = {
     "epochs": 1,
     "batch_size": None,
     "shuffle": False,
     "seed": None,
-    "momentum": 0.0,
-    "nesterov": False,
-    "weight_decay": 0.0,
     "reduction": "mean",
     "array_encoding": None,
 }
@@ -390,17 +397,43 @@ class Client:
         batch_size: int | None = None,
         shuffle: bool = False,
         seed: int | None = None,
-        momentum: float = 0.0,
-        nesterov: bool = False,
-        weight_decay: float = 0.0,
         reduction: Reduction = "mean",
+        optimizer: OptimizerName = "sgd",
+        momentum: float | None = None,
+        dampening: float | None = None,
+        nesterov: bool | None = None,
+        weight_decay: float | None = None,
+        betas: tuple[float, float] | None = None,
+        eps: float | None = None,
+        amsgrad: bool | None = None,
+        alpha: float | None = None,
+        centered: bool | None = None,
+        lr_decay: float | None = None,
+        initial_accumulator_value: float | None = None,
+        schedule: ScheduleLike | None = None,
+        state: StateLike | None = None,
         array_encoding: ArrayEncoding | None = None,
         progress: ProgressCallback | None = None,
     ) -> SgdResponse:
-        """Train with SGD; `result.network` is the updated network, ready to post again. With
+        """Train with `optimizer` (torch.optim's of that name; its hyper-parameters left None
+        take its defaults) under `schedule`; `result.network` is the updated network, ready to
+        post again, and `state=result.state` continues the training as if the calls were one. With
         `progress`, the training is streamed and each SgdProgress handed to it as epochs end."""
+        hyper = {
+            "momentum": momentum,
+            "dampening": dampening,
+            "nesterov": nesterov,
+            "weight_decay": weight_decay,
+            "betas": betas,
+            "eps": eps,
+            "amsgrad": amsgrad,
+            "alpha": alpha,
+            "centered": centered,
+            "lr_decay": lr_decay,
+            "initial_accumulator_value": initial_accumulator_value,
+        }
         options = _sgd_options(
-            epochs, batch_size, shuffle, seed, momentum, nesterov, weight_decay, reduction, array_encoding
+            epochs, batch_size, shuffle, seed, reduction, optimizer, hyper, schedule, state, array_encoding
         )
         if progress is not None:
             return followed(
@@ -573,18 +606,44 @@ class AsyncClient:
         batch_size: int | None = None,
         shuffle: bool = False,
         seed: int | None = None,
-        momentum: float = 0.0,
-        nesterov: bool = False,
-        weight_decay: float = 0.0,
         reduction: Reduction = "mean",
+        optimizer: OptimizerName = "sgd",
+        momentum: float | None = None,
+        dampening: float | None = None,
+        nesterov: bool | None = None,
+        weight_decay: float | None = None,
+        betas: tuple[float, float] | None = None,
+        eps: float | None = None,
+        amsgrad: bool | None = None,
+        alpha: float | None = None,
+        centered: bool | None = None,
+        lr_decay: float | None = None,
+        initial_accumulator_value: float | None = None,
+        schedule: ScheduleLike | None = None,
+        state: StateLike | None = None,
         array_encoding: ArrayEncoding | None = None,
         progress: ProgressCallback | None = None,
     ) -> SgdResponse:
-        """Train with SGD; `result.network` is the updated network, ready to post again. With
+        """Train with `optimizer` (torch.optim's of that name; its hyper-parameters left None
+        take its defaults) under `schedule`; `result.network` is the updated network, ready to
+        post again, and `state=result.state` continues the training as if the calls were one. With
         `progress` (a function or a coroutine function), the training is streamed and each
         SgdProgress handed to it as epochs end."""
+        hyper = {
+            "momentum": momentum,
+            "dampening": dampening,
+            "nesterov": nesterov,
+            "weight_decay": weight_decay,
+            "betas": betas,
+            "eps": eps,
+            "amsgrad": amsgrad,
+            "alpha": alpha,
+            "centered": centered,
+            "lr_decay": lr_decay,
+            "initial_accumulator_value": initial_accumulator_value,
+        }
         options = _sgd_options(
-            epochs, batch_size, shuffle, seed, momentum, nesterov, weight_decay, reduction, array_encoding
+            epochs, batch_size, shuffle, seed, reduction, optimizer, hyper, schedule, state, array_encoding
         )
         if progress is not None:
             return await afollowed(

@@ -146,6 +146,9 @@ _FILE_HELP = {
     "samples": "a JSON file holding the samples",
     "gradients": "your gradients to check: {weights, biases} as /v1/gradients gives them, or its "
     "whole answer (its gradients member is checked)",
+    "schedule": 'a JSON file holding the learning-rate schedule, e.g. {"kind": "cosine", "t_max": 50}',
+    "state": "a previous sgd answer, whose state continues the training from its network (that "
+    "network replaces the request's unless --network is given), or a state alone",
 }
 
 
@@ -160,7 +163,10 @@ def _option(sub: argparse.ArgumentParser, name: str, field: FieldInfo) -> None:
     elif field.default is not None and "default" not in (field.description or ""):
         said.append(f"default: {field.default}")  # a field without one says what its absence means
     text = "; ".join(said)
-    if kind is None:
+    pair = _numbers(field.annotation)
+    if pair:  # a fixed number of numbers (adam's betas): that many values after the flag
+        sub.add_argument(flag, nargs=pair, type=float, metavar=name.upper(), help=text)
+    elif kind is None:
         sub.add_argument(flag, metavar="FILE", dest=f"{name}_file", help=_FILE_HELP.get(name, "a JSON file"))
     elif kind is bool:
         sub.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
@@ -168,6 +174,17 @@ def _option(sub: argparse.ArgumentParser, name: str, field: FieldInfo) -> None:
         sub.add_argument(flag, choices=get_args(kind), help=text)
     else:
         sub.add_argument(flag, type=kind, help=text)
+
+
+def _numbers(annotation: Any) -> int:
+    """How many numbers a field of a fixed tuple of numbers holds (0: it is no such field)."""
+    if get_origin(annotation) in (Union, types.UnionType):
+        kinds = [arg for arg in get_args(annotation) if arg is not type(None)]
+        return _numbers(kinds[0]) if len(kinds) == 1 else 0
+    if get_origin(annotation) is tuple:
+        items = get_args(annotation)
+        return len(items) if items and all(_scalar(item) in (int, float) for item in items) else 0
+    return 0
 
 
 def _scalar(annotation: Any) -> Any:
@@ -232,6 +249,11 @@ def _request(args: argparse.Namespace, stdin: TextIO) -> dict[str, Any]:
             request[name] = value
     if "gradients" in request:
         request["gradients"] = _claimed(request["gradients"])
+    if isinstance(request.get("state"), dict) and isinstance(request["state"].get("state"), dict):
+        answer = request["state"]  # a whole sgd answer: its state, and its network unless given
+        request["state"] = answer["state"]
+        if not given.get("network") and "network" in answer:
+            request["network"] = answer["network"]
     for name, field in model.model_fields.items():
         if field.is_required() and name not in request:
             flag = "--" + name.replace("_", "-")

@@ -604,7 +604,7 @@ def test_cli_explain_check_render(server_url: str, tmp_path: Path) -> None:
 def test_cli_options_come_from_the_wire_schema() -> None:
     """Every compute endpoint is a command and every field of its request an option of it, so a
     field added to the wire is on the command line too."""
-    from client.cli import _parser, _scalar
+    from client.cli import _numbers, _parser, _scalar
     from service.wire import ENDPOINTS
 
     parser = _parser()
@@ -612,6 +612,11 @@ def test_cli_options_come_from_the_wire_schema() -> None:
         for name, field in endpoint.request.model_fields.items():
             flag = "--" + name.replace("_", "-")
             kind = _scalar(field.annotation)
+            count = _numbers(field.annotation)  # a fixed tuple of numbers (adam's betas)
+            if count:
+                args = parser.parse_args([endpoint.name, flag, *["0.5"] * count])
+                assert getattr(args, name) == [0.5] * count, (endpoint.name, name)
+                continue
             if kind is None:
                 args = parser.parse_args([endpoint.name, flag, "file.json"])
                 assert getattr(args, f"{name}_file") == "file.json", (endpoint.name, name)

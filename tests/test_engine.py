@@ -346,10 +346,11 @@ def reference_sgd(net: dict[str, Any], samples: dict[str, Any], opt: engine.SgdO
     }
     responses = any("response" in u for u in net["units"])  # else they are no parameters
     bufs: dict[Any, np.ndarray] = {}
-    rng = np.random.default_rng(opt.seed)
     size = opt.batch_size or ref.batch
-    for _ in range(opt.epochs):
-        order = rng.permutation(ref.batch) if opt.shuffle else np.arange(ref.batch)
+    for epoch in range(opt.epochs):
+        # the API's shuffle: epoch e's permutation from a generator seeded by (seed, e)
+        order = np.random.default_rng([opt.seed, epoch]).permutation(ref.batch) if opt.shuffle else None
+        order = np.arange(ref.batch) if order is None else order
         for start in range(0, ref.batch, size):
             rows = order[start : start + size]
             sub = Reference(

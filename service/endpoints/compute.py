@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from service import engine, wire
-from service.endpoints import progress, requests
+from service.endpoints import progress, requests, training
 from service.endpoints.arrays import encoded
 from service.engine import Batch, Plan, Values
 from service.errors import InvalidRequestError, NonFiniteResultError
@@ -191,35 +191,35 @@ def sgd(req: wire.SgdRequest, limits: Limits, report: progress.Report | None = N
             "a streamed training's result is a JSON event (text/event-stream): ask for "
             "array_encoding 'list' or 'base64', or for the binary answer without the stream"
         )
+    options = training.options(req)
     plan, batch = prepare(req.network, req.samples, need_targets=True)
-    options = engine.SgdOptions(
-        learning_rate=req.learning_rate,
-        epochs=req.epochs,
-        batch_size=req.batch_size,
-        shuffle=req.shuffle,
-        seed=req.seed,
-        momentum=req.momentum,
-        nesterov=req.nesterov,
-        weight_decay=req.weight_decay,
-        reduction=req.reduction,
-    )
+    resumed = training.state(req, options, plan)
     before = engine.forward(plan, plan.theta, batch.x)
     check_values(plan, before)  # name what overflows as posted
     loss_before = _losses(plan, before, batch, req.reduction)
     throttle = None if report is None else progress.Throttle(report)
     if report is not None:
         report(progress.START, None)
-    result = engine.train(plan, batch, options, None if throttle is None else _epochs(throttle, req.epochs))
+    on_epoch = None if throttle is None else _epochs(throttle, req.epochs)
+    result = engine.train(plan, batch, options, on_epoch, resumed)
     if throttle is not None:
         throttle.flush()  # the last epoch's loss, before the answer
     check_params(plan, result.theta, "updated value")
+    for name, buffer in result.state.buffers.items():
+        check_params(plan, buffer, f"optimizer's {name}")
     history = [finite_loss(loss) for loss in result.history]
+    first = result.state.epoch - len(history)
+    epochs: list[JsonObject] = [{"epoch": first + e, "loss": loss} for e, loss in enumerate(history)]
+    if req.schedule is not None:  # (without one, the history is what it always was)
+        for entry, rate in zip(epochs, result.rates, strict=True):
+            entry["learning_rate"] = rate
     return {
         "network": _updated_network(req.network, plan, result.theta, req.array_encoding),
         "steps": result.steps,
         "loss_before": loss_before,
         "loss_after": history[-1],
-        "history": [{"epoch": e, "loss": loss} for e, loss in enumerate(history)],
+        "history": epochs,
+        "state": training.answer(plan, result, options, columns_of(req.network) is not None),
     }
 
 

@@ -23,6 +23,7 @@ from typing import Any
 
 from service import wire
 from service.engine.compile import longest_paths
+from service.engine.optimizers import OPTIMIZERS, resolved
 from service.errors import LimitExceededError, echoed
 from service.settings import Limits
 
@@ -115,6 +116,8 @@ LIST_NUMBER_NS, BASE64_NUMBER_NS, BINARY_NUMBER_NS, ENTRY_NS = 30.0, 17.0, 2.0, 
 LIST_NUMBER_BYTES, BASE64_NUMBER_BYTES, BINARY_NUMBER_BYTES, ENTRY_BYTES = 25.0, 32 / 3, 8.0, 64
 #: per-sample gradients and SGD's update: per parameter (and sample)
 PARAM_NS = 10.0
+#: a learning-rate schedule's rate for one epoch (a few float operations in Python)
+RATE_NS = 300.0
 #: explain: per unit and per weight explained (small arrays and dicts), per path factor listed
 EXPLAIN_ENTRY_NS, FACTOR_NS, FACTOR_BYTES = 30_000.0, 3_000.0, 64
 #: render: per unit and per edge drawn (laid out in layers, long edges routed, labels placed
@@ -312,15 +315,29 @@ def check_body(endpoint: str, body: bytes, counts: BodyCounts, limits: Limits) -
             f"({limits.max_neurons:,}) of weights, biases and responses"
             + (", twice (the network's and the claimed gradients)" if endpoint == "check" else "")
             + (", twice (the network's and the vector)" if endpoint == "hvp" else "")
+            + (
+                f", up to {1 + MAX_BUFFERS} times (the network's and a state's buffers)"
+                if endpoint == "sgd"
+                else ""
+            )
             + " (set by GRADSERVE_MAX_ACTIVATION_ELEMENTS, GRADSERVE_MAX_WEIGHT_ELEMENTS and "
             "GRADSERVE_MAX_NEURONS); refused before it was parsed"
         )
 
 
+#: the most buffers an optimizer keeps (adam with amsgrad, rmsprop centered with momentum)
+MAX_BUFFERS = max(
+    len(o.buffers({**o.hyper, "amsgrad": True, "centered": True, "momentum": 0.5}))
+    for o in OPTIMIZERS.values()
+)
+
+
 def numbers_allowed(endpoint: str, limits: Limits) -> int:
     """The most numbers a request's body can hold within the limits."""
     parameters = limits.max_weight_elements + 2 * limits.max_neurons  # biases and responses
-    return limits.max_activation_elements + parameters * (2 if endpoint in ("check", "hvp") else 1)
+    # check: the claimed gradients; hvp: the vector; sgd: a state's buffers (at most three, as the network's)
+    copies = {"check": 2, "hvp": 2, "sgd": 1 + MAX_BUFFERS}.get(endpoint, 1)
+    return limits.max_activation_elements + parameters * copies
 
 
 # ---------------------------------------------------------------- the answer
@@ -431,7 +448,18 @@ def sgd(req: wire.SgdRequest, s: Shape, limits: Limits) -> Computation:
     data = req.epochs * rows * s.row_ns(backward=True) + steps * s.params * PARAM_NS
     data += (req.epochs + 1) * rows * s.row_ns()
     sweeps = steps * s.sweep_ns(backward=True) + (req.epochs + 1) * s.sweep_ns()
-    answer = Answer(s.params, s.units + s.weights, other_bytes=40 * req.epochs, other_ns=s.units * ENTRY_NS)
+    # the optimizer's buffers: updated at each step, and in the answer's state as the network's
+    # arrays are; a schedule resumed at state.epoch replays the rates of the epochs before
+    buffers = len(_buffers(req))
+    data += steps * buffers * s.params * PARAM_NS
+    if req.schedule is not None:  # (counted as work: a state's epoch count is the client's to set)
+        data += (req.epochs + (0 if req.state is None else req.state.epoch)) * RATE_NS
+    answer = Answer(
+        s.params * (1 + buffers),
+        (s.units + s.weights) * (1 + buffers),
+        other_bytes=(40 if req.schedule is None else 70) * req.epochs,
+        other_ns=s.units * ENTRY_NS,
+    )
     return Computation(data, sweeps, answer)
 
 
@@ -441,6 +469,15 @@ def hvp(req: wire.HvpRequest, s: Shape, limits: Limits) -> Computation:
     data = 3 * s.batch * (s.row_ns(backward=True) + s.output_neurons * GRADIENT_NS)
     answer = Answer(2 * s.params + 1, 2 * (s.weights + s.units))  # the gradients, H v and v.Hv
     return Computation(data, 3 * s.sweep_ns(backward=True), answer)
+
+
+def _buffers(req: wire.SgdRequest) -> tuple[str, ...]:
+    """The buffers the request's optimizer keeps (none when its hyper-parameters are refused)."""
+    optimizer = OPTIMIZERS[req.optimizer]
+    given = req.hyper_parameters()
+    if not set(given) <= set(optimizer.hyper):
+        return ()
+    return optimizer.buffers(resolved(optimizer, given))
 
 
 def explain(req: wire.ExplainRequest, s: Shape, limits: Limits) -> Computation:

@@ -3,10 +3,12 @@
 A network, described in the engine's own terms (`network`), is checked and compiled once
 (`compile`) into a Plan (`plan`, `layout`); samples are bound to it (`samples`); the passes
 (`passes`) compute values, dE/ds and gradients a level at a time; `curvature` takes their
-R-operator for Hessian-vector products; `sgd` trains. Activations and losses are registries
-(`activations`, `losses`): each entry holds its rule and its first and second derivatives, and
-everything else reads them. Errors are the engine's own (`errors`), located
-in its network description; `deadline` stops long passes cooperatively.
+R-operator for Hessian-vector products; `sgd` trains, with an optimizer (`optimizers`) under a
+schedule (`schedules`). Activations and losses are registries (`activations`, `losses`): each
+entry holds its rule and its first and second derivatives, and everything else reads them; so
+are optimizers (their hyper-parameters, buffers and step) and schedules. Errors are the
+engine's own (`errors`), located in its network description; `deadline` stops long passes
+cooperatively.
 """
 
 from service.engine.activations import (
@@ -27,6 +29,7 @@ from service.engine.deadline import checkpoint, time_limit
 from service.engine.errors import DeadlineExceeded, EngineError, GraphError, Problem, SamplesError
 from service.engine.losses import LOSSES, Loss, Outputs, huber
 from service.engine.network import AGGREGATIONS, Network, Unit, WeightColumns, WeightList
+from service.engine.optimizers import OPTIMIZERS, Optimizer, initial_buffers
 from service.engine.passes import (
     Offsets,
     Values,
@@ -44,13 +47,25 @@ from service.engine.passes import (
 )
 from service.engine.plan import Block, Columns, Group, Level, Plan, UnitInfo, WeightGroup, WeightInfo
 from service.engine.samples import Batch, bind_samples
-from service.engine.sgd import EpochCallback, SgdOptions, Training, sgd_step, steps_per_epoch, train
+from service.engine.schedules import SCHEDULES, Schedule, rates
+from service.engine.sgd import (
+    EpochCallback,
+    OptimizerState,
+    SgdOptions,
+    Training,
+    permutation,
+    sgd_step,
+    steps_per_epoch,
+    train,
+)
 
 __all__ = [
     "ACTIVATIONS",
     "AGGREGATIONS",
     "ELEMENTWISE",
     "LOSSES",
+    "OPTIMIZERS",
+    "SCHEDULES",
     "Activation",
     "Batch",
     "Block",
@@ -65,10 +80,13 @@ __all__ = [
     "Loss",
     "Network",
     "Offsets",
+    "Optimizer",
+    "OptimizerState",
     "Outputs",
     "Plan",
     "Problem",
     "SamplesError",
+    "Schedule",
     "Segments",
     "SgdOptions",
     "Training",
@@ -91,10 +109,13 @@ __all__ = [
     "huber",
     "hvp",
     "input_gradient",
+    "initial_buffers",
     "leaky_relu",
     "loss_gradient",
     "loss_value",
     "per_sample_gradient",
+    "permutation",
+    "rates",
     "reduction_scale",
     "resolve",
     "sample_losses",

@@ -30,7 +30,7 @@ router = APIRouter(prefix="/v1")
     "/info",
     response_model=wire.InfoResponse,
     responses=AUTH_ERRORS,
-    summary="Version, activations, losses and limits",
+    summary="Version, activations, losses, optimizers, schedules and limits",
 )
 async def info(settings: SettingsDep) -> wire.InfoResponse:
     limits = {name: getattr(settings, name) for name in Limits.model_fields}
@@ -38,6 +38,8 @@ async def info(settings: SettingsDep) -> wire.InfoResponse:
         version=__version__,
         activations=list(engine.ACTIVATIONS),
         losses=list(engine.LOSSES),
+        optimizers=list(engine.OPTIMIZERS),
+        schedules=list(engine.SCHEDULES),
         limits=limits,
         extensions=[framing.EXTENSION],
     )

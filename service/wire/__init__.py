@@ -16,7 +16,6 @@ from pydantic import (
     Field,
     StrictBool,
     StrictInt,
-    model_validator,
 )
 
 from service.wire.answers import *  # noqa: F403
@@ -41,6 +40,8 @@ from service.wire.network import (
     Weights,
     WireModel,
 )
+from service.wire.training import *  # noqa: F403
+from service.wire.training import OptimizerName, Schedule, TrainingState
 
 # ---------------------------------------------------------------- requests
 
@@ -102,10 +103,40 @@ class GradientsRequest(ComputeRequest):
     )
 
 
+#: the hyper-parameters of the optimizers, as /v1/sgd takes them (each optimizer takes those of
+#: torch.optim's class of its name, at torch's defaults: service.engine.OPTIMIZERS holds them)
+HYPER_PARAMETERS = (
+    "momentum",
+    "dampening",
+    "nesterov",
+    "weight_decay",
+    "betas",
+    "eps",
+    "amsgrad",
+    "alpha",
+    "centered",
+    "lr_decay",
+    "initial_accumulator_value",
+)
+
+
+def _hyper(description: str) -> Any:
+    return Field(default=None, description=description + "; null or left out: the optimizer's default")
+
+
 class SgdRequest(ComputeRequest):
     model_config = ConfigDict(
         json_schema_extra={
-            "examples": [{**CHAIN_EXAMPLE, "learning_rate": 0.5, "epochs": 20, "momentum": 0.9}]
+            "examples": [
+                {**CHAIN_EXAMPLE, "learning_rate": 0.5, "epochs": 20, "momentum": 0.9},
+                {
+                    **CHAIN_EXAMPLE,
+                    "learning_rate": 0.05,
+                    "epochs": 20,
+                    "optimizer": "adam",
+                    "schedule": {"kind": "cosine", "t_max": 20},
+                },
+            ]
         }
     )
 
@@ -118,16 +149,40 @@ class SgdRequest(ComputeRequest):
     seed: Annotated[StrictInt, Field(ge=0)] | None = Field(
         default=None, description="the shuffle's seed (default: a fresh random order each request)"
     )
-    momentum: Annotated[float, Field(ge=0, lt=1)] = 0.0
-    nesterov: StrictBool = False
-    weight_decay: Annotated[float, Field(ge=0)] = 0.0
     reduction: Reduction = "mean"
+    optimizer: OptimizerName = Field(
+        default="sgd",
+        description="torch.optim's optimizer of this name, with its hyper-parameters (each "
+        "optimizer takes only its own: another's, even at its default, is a 422)",
+    )
+    momentum: Annotated[float, Field(ge=0, lt=1)] | None = _hyper("sgd, rmsprop: 0")
+    dampening: Annotated[float, Field(ge=0, le=1)] | None = _hyper("sgd: 0")
+    nesterov: StrictBool | None = _hyper("sgd: false (needs momentum > 0 and dampening 0)")
+    weight_decay: Annotated[float, Field(ge=0)] | None = _hyper(
+        "every optimizer: 0, adamw 0.01 (adamw's decoupled, the others' added to the gradient)"
+    )
+    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] | None = _hyper(
+        "adam, adamw: [0.9, 0.999]"
+    )
+    eps: Annotated[float, Field(gt=0)] | None = _hyper("adam, adamw, rmsprop: 1e-8; adagrad: 1e-10")
+    amsgrad: StrictBool | None = _hyper("adam, adamw: false")
+    alpha: Annotated[float, Field(ge=0, le=1)] | None = _hyper("rmsprop: 0.99")
+    centered: StrictBool | None = _hyper("rmsprop: false")
+    lr_decay: Annotated[float, Field(ge=0)] | None = _hyper("adagrad: 0")
+    initial_accumulator_value: Annotated[float, Field(ge=0)] | None = _hyper("adagrad: 0")
+    schedule: Schedule | None = Field(
+        default=None,
+        description="the learning rate after each epoch, as torch.optim.lr_scheduler's class of "
+        "this kind gives it stepped once at each epoch's end (null: constant)",
+    )
+    state: TrainingState | None = Field(
+        default=None,
+        description="a previous answer's state: training continues as if the calls were one",
+    )
 
-    @model_validator(mode="after")
-    def _nesterov_needs_momentum(self) -> SgdRequest:
-        if self.nesterov and self.momentum == 0:
-            raise ValueError("nesterov needs momentum > 0 (as in torch.optim.SGD)")
-        return self
+    def hyper_parameters(self) -> dict[str, Any]:
+        """The hyper-parameters the request gives (null or left out: not given)."""
+        return {name: getattr(self, name) for name in HYPER_PARAMETERS if getattr(self, name) is not None}
 
 
 class ParameterVector(WireModel):
@@ -227,7 +282,13 @@ ENDPOINTS: dict[str, Endpoint] = {
             GradientsResponse,
             "The loss's gradient with respect to every weight and bias",
         ),
-        Endpoint("sgd", SgdRequest, SgdResponse, "Train the network with SGD and return it updated"),
+        Endpoint(
+            "sgd",
+            SgdRequest,
+            SgdResponse,
+            "Train the network (SGD, Adam, AdamW, RMSprop or Adagrad, under a learning-rate schedule) "
+            "and return it updated, with the state that continues the training",
+        ),
         Endpoint(
             "hvp",
             HvpRequest,

@@ -15,6 +15,7 @@ from service.wire.network import (
     Network,
     ResponseModel,
 )
+from service.wire.training import TrainingState
 
 
 class UnitValues(ResponseModel):
@@ -87,6 +88,9 @@ class HvpResponse(ResponseModel):
 class EpochLoss(ResponseModel):
     epoch: int
     loss: float
+    learning_rate: float | None = Field(
+        default=None, description="the learning rate used during the epoch: only under a schedule"
+    )
 
 
 class SgdResponse(ResponseModel):
@@ -95,8 +99,12 @@ class SgdResponse(ResponseModel):
     loss_before: float
     loss_after: float
     history: list[EpochLoss] = Field(
-        description="the full-batch loss after each epoch (epoch counts from 0, so the last "
-        "entry is loss_after); loss_before is the loss before the first"
+        description="the full-batch loss after each epoch (epoch counts from 0, continuing a "
+        "posted state's count; the last entry is loss_after); loss_before is the loss before the first"
+    )
+    state: TrainingState | None = Field(
+        default=None,
+        description="where the training stands: post it back as the request's `state` to continue",
     )
 
 
@@ -268,6 +276,8 @@ class InfoResponse(ResponseModel):
     version: str
     activations: list[str]
     losses: list[str]
+    optimizers: list[str] = Field(default_factory=list, description="what /v1/sgd's `optimizer` takes")
+    schedules: list[str] = Field(default_factory=list, description="the `kind`s of /v1/sgd's `schedule`")
     limits: dict[str, int | float]
     extensions: list[str] = Field(
         default_factory=list, description="protocol extensions served: 'binary_tensor_data' (binary arrays)"
