@@ -64,6 +64,7 @@ class EdgeProtocol(HttpToolsProtocol):
         self.in_head = False  # the parser is inside a request's head
         self.head_began_in_this_read = False
         self.head_read = 0  # bytes read inside the head, from the read after the one it began in
+        self.unproductive = 0  # bytes read since the parser last made progress (data_received)
         self.refusal: ProblemError | None = None
 
     # ------------------------------------------------------------ the connection
@@ -127,7 +128,17 @@ class EdgeProtocol(HttpToolsProtocol):
     # ------------------------------------------------------------ the head's size
 
     def data_received(self, data: bytes) -> None:
+        # Bytes that make no progress (no message begun, no head or message ended, no body
+        # byte) are bound like a head's: a chunked body's trailers are header lines after the
+        # head, which the parser joins in memory just the same.
+        self.unproductive += len(data)
         super().data_received(data)
+        if not self.in_head and self.unproductive > self.max_head and not self.transport.is_closing():
+            log.warning("a connection closed: %d bytes with no progress (trailers?)", self.unproductive)
+            self._stop_waiting()
+            self.transport.close()
+            self.headers, self.url = [], b""
+            return
         if self.in_head and not self.transport.is_closing():
             # every byte of a read after the one the head began in is the head's
             if self.head_began_in_this_read:
@@ -138,11 +149,21 @@ class EdgeProtocol(HttpToolsProtocol):
                 self._answer(self._head_too_large())
 
     def on_message_begin(self) -> None:
+        self.unproductive = 0
         super().on_message_begin()
         self.in_head = self.head_began_in_this_read = True
         self.head_read = 0
 
+    def on_body(self, body: bytes) -> None:
+        self.unproductive = 0
+        super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        self.unproductive = 0
+        super().on_message_complete()
+
     def on_headers_complete(self) -> None:
+        self.unproductive = 0
         # (counted once here, not per header: the reads above bound what a head can hold
         # before it is complete to one read past the bound)
         self.in_head = False
