@@ -50,9 +50,9 @@ class Limits(BaseSettings):
     inflight_reserve_bytes: int = Field(
         16 * 1024 * 1024,
         ge=0,
-        description="bytes of max_inflight_bytes (at most half) kept for bodies of at most 64 KiB: "
-        "larger bodies together hold at most the rest, so slow or stalled large uploads cannot "
-        "deny small requests",
+        description="bytes of max_inflight_bytes (at most half) kept for bodies of at most 64 KiB "
+        "that have arrived whole: bodies still arriving together hold at most the rest, so slow or "
+        "stalled uploads cannot deny small requests",
     )
     body_timeout_s: float = Field(
         30.0, gt=0, description="seconds a request's body may take to arrive before a 408"

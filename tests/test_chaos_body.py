@@ -227,6 +227,44 @@ def test_stalled_large_bodies_leave_room_for_small_requests() -> None:
         server.stop()
 
 
+def test_many_stalled_small_bodies_leave_room_for_small_requests() -> None:
+    """Forty connections each send a 64 KiB body one byte short, and stall: on the first
+    version of the reserve a small body could take all of it however it arrived, so 32 of them
+    filled a 2 MiB budget and every small request was a 503 until their body timeout."""
+    limit = 2 * MIB  # the reserve: half of it
+    server = start_server(
+        {
+            "GRADSERVE_LOG_LEVEL": "warning",
+            "GRADSERVE_MAX_INFLIGHT_BYTES": str(limit),
+            "GRADSERVE_BODY_TIMEOUT_S": "120",
+        }
+    )
+    host, port = server.url.removeprefix("http://").split(":")
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(40):
+            sock = socket.create_connection((host, int(port)), timeout=5)
+            sock.sendall(
+                b"POST /v1/gradients HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+                + f"content-length: {64 * 1024}\r\n\r\n".encode()
+            )
+            with contextlib.suppress(OSError):  # (a connection answered 503 may be closed)
+                sock.sendall(b" " * (64 * 1024 - 1))
+            socks.append(sock)
+        # the stalled bodies hold all they may before the bystanders come (whatever the load)
+        deadline = time.monotonic() + HANG_S
+        while metric(server, "gradserve_inflight_bytes") < limit // 2 - 64 * 1024:
+            assert time.monotonic() < deadline, "the stalled bodies never arrived"
+            time.sleep(0.1)
+        with bystanders(server) as seen:
+            time.sleep(2.0)
+        assert_served(seen)
+    finally:
+        for sock in socks:
+            sock.close()
+        server.stop()
+
+
 def metric(server: Server, name: str) -> float:
     text = httpx.get(server.url + "/metrics", timeout=HANG_S).text
     (line,) = (line for line in text.splitlines() if line.startswith(name + " "))

@@ -37,20 +37,21 @@ class Inflight:
 
     def __init__(self, limit: int, reserve: int = 0) -> None:
         self.limit, self.held = limit, 0
-        # The reserve is headroom for small bodies, a rule rather than a race: a large body's
-        # bytes may take the held bytes only up to `limit - reserve`, so clients uploading
-        # large bodies slowly (or stalling just before their end) cannot hold the whole budget
-        # and deny every small request with a 503 until their body timeout; the small bodies
-        # that may use the reserve are at most SMALL_BODY_BYTES each, so filling it takes
-        # reserve / 64 KiB connections, which the connection limit refuses. (A minimum rate or a
-        # share per connection would also cut off honest slow links and honest large bodies.)
+        # The reserve is headroom for small requests, a rule rather than a race: the bytes of a
+        # body still arriving, whatever its size, may take the held bytes only up to `limit -
+        # reserve`; only a small body (at most SMALL_BODY_BYTES) whose last bytes are here may
+        # take the reserve. So clients uploading slowly, or stalling just before their end, hold
+        # at most `limit - reserve` however many they are, and a small request that arrives
+        # whole is served until its own kind fills the reserve. (A minimum rate or a share per
+        # connection would also cut off honest slow links and honest large bodies.)
         self.reserve = min(reserve, limit // 2)
         self._freed = asyncio.Event()
         self._stalled: dict[asyncio.Event, int] = {}  # answers whose clients stopped reading: their bytes
 
-    def bound(self, size: int) -> int:
-        """What may be held at once when a body of `size` bytes (so far) takes its next bytes."""
-        return self.limit if size <= SMALL_BODY_BYTES else self.limit - self.reserve
+    def bound(self, size: int, whole: bool = True) -> int:
+        """What may be held at once when a body of `size` bytes (so far) takes its next bytes,
+        `whole` when they are its last."""
+        return self.limit if whole and size <= SMALL_BODY_BYTES else self.limit - self.reserve
 
     def could_fit(self, size: int) -> None:
         """A 413 for a body larger than all that may be held at once: waiting would not help."""
@@ -65,15 +66,15 @@ class Inflight:
                 "bytes of bodies the server holds at once (set by GRADSERVE_MAX_INFLIGHT_BYTES)"
             )
 
-    def take(self, size: int, body: int = 0) -> None:
-        """Hold `size` more bytes of a body (`body` bytes of it arrived so far, these included),
-        or a 503 when that would pass its bound even once the answers of clients that stopped
-        reading are evicted (they pay for the room)."""
-        bound = self.bound(body)
+    def take(self, size: int, body: int = 0, whole: bool = True) -> None:
+        """Hold `size` more bytes of a body (`body` bytes of it arrived so far, these included;
+        `whole` when they are its last), or a 503 when that would pass its bound even once the
+        answers of clients that stopped reading are evicted (they pay for the room)."""
+        bound = self.bound(body, whole)
         if self.held + size > bound and self.held + size - self._evict(self.held + size - bound) > bound:
             kept = (
-                f" ({self.reserve:,} of them kept for bodies of at most {SMALL_BODY_BYTES:,} bytes, "
-                "GRADSERVE_INFLIGHT_RESERVE_BYTES)"
+                f" ({self.reserve:,} of them kept for bodies of at most {SMALL_BODY_BYTES:,} bytes "
+                "that have arrived whole, GRADSERVE_INFLIGHT_RESERVE_BYTES)"
                 if bound < self.limit
                 else ""
             )
@@ -155,12 +156,12 @@ async def receive_body(
         chunks, size = [], 0
         try:
             async with asyncio.timeout(limits.body_timeout_s):
-                async for chunk in _chunks(receive):
+                async for chunk, last in _chunks(receive):
                     size += len(chunk)
                     if size > limit:
                         raise BodyTooLargeError(_too_large(size, limit, at_least=True))
                     inflight.could_fit(size)
-                    inflight.take(len(chunk), size)
+                    inflight.take(len(chunk), size, whole=last)
                     held += len(chunk)
                     if shared is not None and _written(shared, chunk, executor):
                         continue
@@ -197,13 +198,15 @@ def _written(shared: SharedBody, chunk: bytes, executor: Executor) -> bool:
     return False
 
 
-async def _chunks(receive: Receive) -> AsyncIterator[bytes]:
+async def _chunks(receive: Receive) -> AsyncIterator[tuple[bytes, bool]]:
+    """A body's chunks as they arrive, each with whether it is the last."""
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
             raise ClientGoneError
-        yield message.get("body", b"")
-        if not message.get("more_body", False):
+        last = not message.get("more_body", False)
+        yield message.get("body", b""), last
+        if last:
             return
 
 
