@@ -283,3 +283,25 @@ def test_counting_units_in_the_bytes_sees_keys_not_ids() -> None:
     reply = dispatch.handle("gradients", spaced, limits)
     assert reply.status == 413, reply.content
     assert b"10 unit entries" in reply.content
+
+
+@pytest.mark.parametrize("framed", [False, True], ids=["json", "binary"])
+def test_a_body_whose_parse_alone_would_outlast_half_the_time_limit_is_refused_before_it(
+    framed: bool,
+) -> None:
+    """Nested lists cost microseconds each to parse and walk, and a parse cannot be stopped once
+    it runs: a 31.5 MiB framed body of them held a worker 100 s (timeout_s 30) and 2.6 GB."""
+    request = {**chain_request(), "pad": [[[[1]]]] * 400_000}
+    document = json.dumps(request).encode()
+    limits = Settings(timeout_s=1.0).limits()
+    counts = costs.BodyCounts.of(document, 0 if framed else None)
+    assert counts.parse_ns() / 1e9 > max(limits.timeout_s / 2, costs.MIN_PARSE_BOUND_S)  # (the subject)
+    started = time.process_time()
+    reply = dispatch.handle("forward", document, limits, len(document) if framed else None)
+    assert reply.status == 413
+    assert "timeout_s" in json.loads(reply.content)["detail"]
+    assert time.process_time() - started < counts.parse_ns() / 1e9 / 2  # not parsed (CPU, not wall time)
+    # the same lists in a body half as deep are within the bound and read as usual (a 422: `pad`
+    # is no field), so the rule refuses by the estimate, not by the shape
+    small = json.dumps({**chain_request(), "pad": [[1]] * 1_000}).encode()
+    assert dispatch.handle("forward", small, limits, len(small) if framed else None).status in (200, 422)

@@ -100,11 +100,14 @@ REQUEST_NS = 100_000.0
 #: parsing: per byte, per JSON object (a model built), per string (an id checked), per list item
 PARSE_BYTE_NS, PARSE_OBJECT_NS, PARSE_STRING_NS, PARSE_ITEM_NS = 6.0, 2_000.0, 150.0, 5.0
 #: per list (`[`): built by the parser whatever it holds, an empty one too: many small lists
-#: cost far more than their bytes ("[]," is 3 bytes)
-PARSE_LIST_NS = 300.0
+#: cost far more than their bytes ("[]," is 3 bytes); lists nested in lists, as pydantic
+#: validates them into an Array, cost the most (bench/RESULTS.md, "parse of nested lists")
+PARSE_LIST_NS = 1_200.0
 #: a binary body's JSON document is also parsed into Python objects and walked for its
 #: references (service.wire.framing): per list or object in it
-WALK_CONTAINER_NS = 1_500.0
+WALK_CONTAINER_NS = 3_000.0
+#: a body whose parse is estimated within this is read whatever the time limit (check_body)
+MIN_PARSE_BOUND_S = 1.0
 #: a binary body's sections, per byte: checked finite, and copied where FP32 or unaligned
 BINARY_BYTE_NS = 0.5
 #: the answer: per number, as JSON lists, as base64 or as binary sections (copied at most
@@ -281,7 +284,17 @@ BOUNDED_KEYS = (
 def check_body(endpoint: str, body: bytes, counts: BodyCounts, limits: Limits) -> None:
     """Refuse a body holding more units or weight objects than the limits allow, before they are
     built: pydantic builds every item of a list before any limit can count them, at hundreds of
-    bytes each, many times the bytes of the body."""
+    bytes each, many times the bytes of the body. And refuse a body whose parse alone would
+    take over half the time limit: a parse cannot be stopped once it runs (the time limit
+    starts after it), and the estimate is good to about 2x; a parse of a second or less is
+    never refused so (a time limit set that short is for the computation)."""
+    parse_s = counts.parse_ns() / 1e9
+    if parse_s > max(limits.timeout_s / 2, MIN_PARSE_BOUND_S):
+        raise LimitExceededError(
+            f"reading this body would take about {parse_s:,.0f} s ({counts.lists:,} lists and "
+            f"{counts.objects:,} objects in {counts.size:,} bytes), over half of timeout_s = "
+            f"{limits.timeout_s:g} s (set by GRADSERVE_TIMEOUT_S), or 1 s; refused before it was parsed"
+        )
     for key, name, what, spare in BOUNDED_KEYS:
         allowed = getattr(limits, name) + spare
         # each is in an object, and is a quoted key or value: bounds that cost a scan or none
