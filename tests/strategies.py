@@ -14,6 +14,10 @@ from service import wire
 # definition in tests/reference.py) as soon as it is in the wire's Literal
 ACTIVATIONS = list(wire.ACTIVATIONS)
 LOSSES = list(wire.LOSSES)
+#: the losses whose torch form differentiates exactly: BCELoss's own backward divides by
+#: max(z (1 - z), 1e-12), not the derivative near saturation (tests/test_torch_curvature.py
+#: compares binary_cross_entropy with autograd of the exact expression instead)
+TORCH_EXACT_LOSSES = [loss for loss in LOSSES if loss != "binary_cross_entropy"]
 #: the output activations each loss that restricts them takes (its targets then lie in [0, 1])
 OUTPUT_ACTIVATIONS = {
     "cross_entropy": ["sigmoid", "softmax"],

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import socket
 import time
 from pathlib import Path
@@ -120,3 +122,21 @@ def _address(address: tuple[str, int]) -> tuple[int, int]:
 
 
 TCP_ESTABLISHED = "01"  # (linux/tcp_states.h, as /proc/net/tcp writes it)
+
+
+def open_segments(pid: int, children: bool = False) -> set[str]:
+    """The names of the shared memory segments process `pid` (and, with `children`, each of its
+    descendants) has open: what a test may say of its own server's segments, on a machine where
+    other servers make their own."""
+    names = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("/dev/shm/"):
+                names.add(target.removeprefix("/dev/shm/").removesuffix(" (deleted)"))
+    if children:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError):
+                for child in (task / "children").read_text().split():
+                    names |= open_segments(int(child), children=True)
+    return names

@@ -681,6 +681,9 @@ def test_cli_refusals_exit_1_with_the_reason(tmp_path: Path, capsys: pytest.Capt
     assert "node 'e' (Elu)" in capsys.readouterr().err
 
 
+# torch's TorchScript exporter warns that it, and functions it calls, are deprecated (the dynamo
+# exporter needs onnxscript, not installed): their warnings are torch's, not this project's
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_a_torch_model_exported_by_torch_onnx(http: httpx.Client, tmp_path: Path) -> None:
     torch = pytest.importorskip("torch")
     torch.manual_seed(0)

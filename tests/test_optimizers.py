@@ -19,7 +19,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from service import engine
-from tests.strategies import TAME, networks
+from tests.strategies import TAME, TORCH_EXACT_LOSSES, networks
 from tests.support import compile_and_bind
 from tests.torch_model import TorchNetwork, listed, relative_error, torch
 
@@ -134,7 +134,7 @@ def trainings(draw: st.DrawFn) -> tuple[engine.SgdOptions, str]:
 
 @pytest.mark.slow
 @settings(max_examples=120)
-@given(networks(max_hidden=3, activations=TAME), trainings())
+@given(networks(max_hidden=3, activations=TAME, losses=TORCH_EXACT_LOSSES), trainings())
 def test_every_optimizer_agrees_with_torch_optim(
     case: tuple[dict[str, Any], dict[str, Any]], training: tuple[engine.SgdOptions, str]
 ) -> None:

@@ -193,7 +193,7 @@ def test_every_answer_says_nosniff(http: httpx.Client, keyed_url: str) -> None:
         http.get("/healthz"),
         http.get("/metrics"),
         http.get("/openapi.json"),
-        http.get("/playground/app.js"),
+        http.get("/playground/main.js"),
         http.get("/docs-assets/swagger-ui.css"),
         http.get("/no/such/path"),
         http.get("/v1/gradients"),

@@ -17,7 +17,7 @@ import numpy as np
 from hypothesis import assume, given, settings
 
 from service import engine
-from tests.strategies import networks, sgd_options
+from tests.strategies import TORCH_EXACT_LOSSES, networks, sgd_options
 from tests.support import compile_and_bind
 from tests.torch_model import TorchNetwork, listed, torch
 
@@ -47,7 +47,7 @@ def torch_train(net: dict[str, Any], samples: dict[str, Any], opt: engine.SgdOpt
 
 
 @settings(max_examples=40)
-@given(networks(max_hidden=3), sgd_options(batch_sizes=(None, 2)))
+@given(networks(max_hidden=3, losses=TORCH_EXACT_LOSSES), sgd_options(batch_sizes=(None, 2)))
 def test_sgd_agrees_with_torch_optim_sgd(
     case: tuple[dict[str, Any], dict[str, Any]], opt: engine.SgdOptions
 ) -> None:
@@ -57,4 +57,7 @@ def test_sgd_agrees_with_torch_optim_sgd(
         trained = engine.train(plan, batch, opt)
         expected = torch_train(net, samples, opt)
     assume(np.isfinite(trained.theta).all() and np.isfinite(expected).all())
+    # nor does one on its way there (parameters past 1e6 from a start within 1): a divergence
+    # turns the last bit of any step into the leading digits of the next
+    assume(np.abs(expected).max() < 1e6)
     np.testing.assert_allclose(listed(plan, trained.theta), expected, rtol=1e-9, atol=1e-12)

@@ -25,7 +25,7 @@ from service.launcher import start_server
 from service.settings import Settings
 from service.transport import executors
 from service.transport.shared import SharedBody
-from tests.support import asgi, one_layer_body
+from tests.support import asgi, one_layer_body, open_segments
 from tests.test_workers import LIMITS, long_sgd, post, run_executor, short_request, wait_for_workers
 
 JSON = {"content-type": "application/json"}
@@ -116,17 +116,6 @@ def test_a_killed_resource_tracker_costs_no_shared_memory_and_no_clean_shutdown(
     assert "FileNotFoundError" not in log
     assert "KeyError" not in log
     assert "unexpected error" not in log
-
-
-def open_segments(pid: int) -> set[str]:
-    """The names of the shared memory segments process `pid` has open."""
-    names = set()
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        with contextlib.suppress(OSError):
-            target = os.readlink(fd)
-            if target.startswith("/dev/shm/"):
-                names.add(target.removeprefix("/dev/shm/").removesuffix(" (deleted)"))
-    return names
 
 
 @pytest.mark.chaos

@@ -92,13 +92,12 @@ export async function step() {
 async function streamedStep() {
   const epochs = readInt("epochs", "the epochs per step", 1, 10000);
   const base = training.epochs;
-  // a resumed training counts its epochs on from the state's
-  const offset = training.state && typeof training.state.epoch === "number" ? training.state.epoch : 0;
   for await (const { event, data } of sgdEvents(request(epochs))) {
     if (event === "progress") {
       training.streamed += 1;
-      const done = data.epoch + 1 - (data.epoch >= offset ? offset : 0);
-      training.epochs = base + Math.max(1, Math.min(done, epochs));
+      // a progress event counts this call's epochs from 0 (a resumed training's history goes on
+      // from the state's count; its events do not)
+      training.epochs = base + Math.max(1, Math.min(data.epoch + 1, epochs));
       training.train.push([training.epochs, data.loss]);
       chart();
     } else if (event === "result") {
