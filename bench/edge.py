@@ -42,28 +42,12 @@ import httpx
 from bench.common import rss_kib
 from bench.reliability import long_sgd_body
 from service.launcher import Server, start_server
+from service.wire import CHAIN_EXAMPLE
 
 QUIET = {"GRADSERVE_LOG_LEVEL": "warning"}
 JSON = {"content-type": "application/json"}
 #: the chain x -> j -> k -> o: a gradients request of about 400 bytes
-SMALL = json.dumps(
-    {
-        "network": {
-            "units": [
-                {"id": "x", "role": "input"},
-                {"id": "j", "activation": "sigmoid"},
-                {"id": "k", "activation": "sigmoid"},
-                {"id": "o", "role": "output", "activation": "identity"},
-            ],
-            "weights": [
-                {"source": "x", "target": "j", "value": 0.5},
-                {"source": "j", "target": "k", "value": -0.3},
-                {"source": "k", "target": "o", "value": 0.8},
-            ],
-        },
-        "samples": {"inputs": {"x": [1.5]}, "targets": {"o": [0.25]}},
-    }
-).encode()
+SMALL = json.dumps(CHAIN_EXAMPLE).encode()
 MIB = 2**20
 
 
