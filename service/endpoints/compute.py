@@ -83,7 +83,7 @@ def scalar_or(array: np.ndarray) -> Any:
     return float(array.reshape(())) if array.size == 1 else array
 
 
-def _gradient_body(plan: Plan, grad: np.ndarray, columns: wire.WeightColumns | None) -> JsonObject:
+def gradient_body(plan: Plan, grad: np.ndarray, columns: wire.WeightColumns | None) -> JsonObject:
     """Weights and biases cut out of a flat gradient [n_params] or [batch, n_params]; the
     weights as columns when they were posted so."""
     lead = grad.shape[:-1]
@@ -118,7 +118,7 @@ def _gradient_body(plan: Plan, grad: np.ndarray, columns: wire.WeightColumns | N
     return body
 
 
-def _losses(plan: Plan, values: Values, batch: Batch, reduction: str) -> float:
+def reduced_loss(plan: Plan, values: Values, batch: Batch, reduction: str) -> float:
     assert batch.y is not None
     per = engine.sample_losses(plan, values, batch.y)
     return finite_loss(float(per.sum() * engine.reduction_scale(reduction, batch.size)))
@@ -131,7 +131,7 @@ def forward(req: wire.ForwardRequest, limits: Limits) -> JsonObject:
     plan, batch = prepare(req.network, req.samples, need_targets=False)
     values = engine.forward(plan, plan.theta, batch.x)
     check_values(plan, values)
-    loss = None if batch.y is None else _losses(plan, values, batch, "mean")
+    loss = None if batch.y is None else reduced_loss(plan, values, batch, "mean")
     return {
         "outputs": {plan.units[i].id: values.z_of(plan.units[i]) for i in plan.outputs},
         "units": _unit_values(plan, values),
@@ -149,8 +149,8 @@ def gradients(req: wire.GradientsRequest, limits: Limits) -> JsonObject:
     grad = engine.gradient(plan, values, delta, scale)
     check_params(plan, grad, "gradient")
     body: JsonObject = {
-        "loss": _losses(plan, values, batch, req.reduction),
-        "gradients": _gradient_body(plan, grad, columns_of(req.network)),
+        "loss": reduced_loss(plan, values, batch, req.reduction),
+        "gradients": gradient_body(plan, grad, columns_of(req.network)),
     }
     if req.include_units:
         body["units"] = _unit_values(plan, values, delta)
@@ -161,7 +161,7 @@ def gradients(req: wire.GradientsRequest, limits: Limits) -> JsonObject:
     if req.per_sample:
         per = engine.per_sample_gradient(plan, values, delta)
         check_params(plan, per, "per-sample gradient")
-        body["per_sample"] = _gradient_body(plan, per, columns_of(req.network))
+        body["per_sample"] = gradient_body(plan, per, columns_of(req.network))
         if per_input is not None:  # each sample's own dE_n/dx_n, not scaled by the reduction
             body["per_sample"]["inputs"] = _input_body(plan, per_input)
     return body
@@ -196,7 +196,7 @@ def sgd(req: wire.SgdRequest, limits: Limits, report: progress.Report | None = N
     resumed = training.state(req, options, plan)
     before = engine.forward(plan, plan.theta, batch.x)
     check_values(plan, before)  # name what overflows as posted
-    loss_before = _losses(plan, before, batch, req.reduction)
+    loss_before = reduced_loss(plan, before, batch, req.reduction)
     throttle = None if report is None else progress.Throttle(report)
     if report is not None:
         report(progress.START, None)

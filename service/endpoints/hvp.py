@@ -131,8 +131,8 @@ def hvp(req: wire.HvpRequest, limits: Limits) -> compute.JsonObject:
     if not np.isfinite(vhv):
         raise NonFiniteResultError("v . H v is not finite: the numbers overflowed float64")
     return {
-        "loss": compute._losses(plan, values, batch, req.reduction),
-        "gradients": compute._gradient_body(plan, grad, compute.columns_of(req.network)),
+        "loss": compute.reduced_loss(plan, values, batch, req.reduction),
+        "gradients": compute.gradient_body(plan, grad, compute.columns_of(req.network)),
         "hvp": _product_body(plan, hv),
         "vhv": vhv,
     }
