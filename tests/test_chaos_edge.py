@@ -131,6 +131,28 @@ def test_a_trailer_flood_after_a_chunked_body_is_cut_off_as_a_head_is(server: Se
     assert (rss_kib(server.pid, children=False) - idle) / 1024 < 32
 
 
+def test_a_pipelined_request_is_answered_before_the_refusal_of_the_head_after_it(server: Server) -> None:
+    """A client that pipelines takes answers in order: the 431 of a head over the bound must
+    come after the answer of the request before it (at first it was written at once, taken as
+    that request's answer, and that request's computation cancelled)."""
+    first = long_sgd_body(width=20, batch=16, epochs=300)
+    head = b"GET /healthz HTTP/1.1\r\nhost: x\r\nx-pad: " + b"a" * (80 * 1024) + b"\r\n\r\n"
+    with socket.create_connection(address(server)) as sock:
+        sock.sendall(
+            b"POST /v1/sgd HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+            + f"content-length: {len(first)}\r\n\r\n".encode()
+            + first
+            + head
+        )
+        sock.settimeout(PATIENCE_S)
+        data = b""
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := sock.recv(65536):
+                data += chunk
+    statuses = [int(status) for status in re.findall(rb"HTTP/1\.1 (\d{3}) ", data)]  # (answers abut)
+    assert statuses == [200, 431], data[:300]
+
+
 def test_silent_and_trickling_connections_are_closed_at_the_head_deadline() -> None:
     server = start_server({**QUIET, "GRADSERVE_HEADER_TIMEOUT_S": "2"})
     socks = [socket.create_connection(address(server)) for _ in range(20)]

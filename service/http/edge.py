@@ -66,6 +66,8 @@ class EdgeProtocol(HttpToolsProtocol):
         self.head_read = 0  # bytes read inside the head, from the read after the one it began in
         self.unproductive = 0  # bytes read since the parser last made progress (data_received)
         self.refusal: ProblemError | None = None
+        #: a refusal waiting for the answers of the requests before it on the connection
+        self.queued_refusal: ProblemError | None = None
 
     # ------------------------------------------------------------ the connection
 
@@ -119,7 +121,7 @@ class EdgeProtocol(HttpToolsProtocol):
         if not self.transport.is_closing():
             self.transport.close()
 
-    def on_response_complete(self) -> None:
+    def _after_response(self) -> None:
         super().on_response_complete()
         # uvicorn arms its keep-alive timer exactly when no pipelined request is waiting
         if self.timeout_keep_alive_task is not None and not self.transport.is_closing():
@@ -128,6 +130,10 @@ class EdgeProtocol(HttpToolsProtocol):
     # ------------------------------------------------------------ the head's size
 
     def data_received(self, data: bytes) -> None:
+        if self.queued_refusal is not None:
+            # the parser stopped at the refused head: what follows is dropped, and read (not
+            # left unread, which would make the close a reset that loses the answers)
+            return
         # Bytes that make no progress (no message begun, no head or message ended, no body
         # byte) are bound like a head's: a chunked body's trailers are header lines after the
         # head, which the parser joins in memory just the same.
@@ -190,9 +196,27 @@ class EdgeProtocol(HttpToolsProtocol):
     # ------------------------------------------------------------ answering here
 
     def _answer(self, problem: ProblemError) -> None:
-        """Answer `problem` as problem+json and close the connection, keeping nothing of it."""
+        """Answer `problem` as problem+json and close the connection, keeping nothing of it;
+        after the answers of the requests before it on this connection, if they are still being
+        computed (a pipelining client takes answers in order: the refusal must not pass them)."""
         self._stop_waiting()
         self.in_head = False
+        self.unproductive = 0  # (the refused head's bytes are answered here)
+        self.headers, self.url = [], b""
+        if self.pipeline or (self.cycle is not None and not self.cycle.response_complete):
+            self.queued_refusal = problem  # (what arrives meanwhile is read and dropped: data_received)
+            return
+        self._write_refusal(problem)
+
+    def on_response_complete(self) -> None:
+        if self.queued_refusal is not None and not self.pipeline:
+            problem, self.queued_refusal = self.queued_refusal, None
+            self.server_state.total_requests += 1
+            self._write_refusal(problem)
+            return
+        self._after_response()
+
+    def _write_refusal(self, problem: ProblemError) -> None:
         body = json.dumps(problem.body()).encode()
         headers = [
             *self.server_state.default_headers,
@@ -205,4 +229,3 @@ class EdgeProtocol(HttpToolsProtocol):
         head = b"".join(name + b": " + value + b"\r\n" for name, value in headers)
         self.transport.write(STATUS_LINE[problem.status] + head + b"\r\n" + body)
         self.transport.close()
-        self.headers, self.url = [], b""
