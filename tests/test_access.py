@@ -355,3 +355,12 @@ def test_a_header_that_is_not_ascii_is_compared_as_its_bytes(keyed_url: str) -> 
     latin1 = httpx.get(keyed_url + "/v1/info", headers=[(b"authorization", b"Bearer \xe9" + KEY.encode())])
     assert latin1.status_code == 401
     assert status_with(keyed_url, KEY) == 200
+
+
+@pytest.mark.parametrize("variable", ["GRADSERVE_API_KEY", "GRADSERVE_API_KEYS"])
+def test_a_key_starting_with_a_hash_is_refused_as_the_key_file_would_take_it_for_a_comment(
+    variable: str,
+) -> None:
+    why = refused({variable: "#a-key-that-looks-like-a-comment"})
+    assert variable in why
+    assert "starts with #" in why

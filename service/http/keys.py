@@ -7,12 +7,13 @@ size and times), at most once every CHECK_EVERY_S, on the way of a request. A fi
 be read, or holds no key, is an error when the server starts; later, the keys last read are kept
 and the failure is logged.
 
-A key is 16 to 4096 characters of printable ASCII without spaces (what a Bearer token may
-hold, the same bytes however a client encodes its header). The file is read as UTF-8, a byte
+A key is 16 to 4096 characters of printable ASCII without spaces, not starting with `#` (what
+a Bearer token may hold, the same bytes however a client encodes its header; a line of the file
+starting with `#` is a comment). The file is read as UTF-8, a byte
 order mark dropped and each line trimmed (so a file saved by Notepad, with CRLF line ends,
 works); a key that breaks the rule is refused by its line number, never shown: at start the
 server does not start, later the whole new version is refused (the keys last read are kept),
-so a file caught half-written, holding the first characters of a key, never makes them a key.
+so a file caught half-written never makes fewer than 16 first characters of a key a key.
 The same rule holds for GRADSERVE_API_KEY and GRADSERVE_API_KEYS.
 
 A key is never logged: the access log names the key of a request by its fingerprint.
@@ -60,6 +61,8 @@ def checked_key(key: str, where: str) -> bytes:
         )
     if len(key) > MAX_KEY_CHARS:
         raise KeyFileError(f"{where} is a key {len(key)} characters long: a key has at most {MAX_KEY_CHARS}")
+    if key.startswith("#"):  # (in the key file such a line is a comment: a key is a key everywhere)
+        raise KeyFileError(f"{where} is a key that starts with #: a key may not")
     data = key.encode("utf-8")
     if not _KEY.fullmatch(data):
         raise KeyFileError(f"{where} holds a character a key may not: printable ASCII only, without spaces")
