@@ -54,6 +54,9 @@ def played(image: str, host_port: int, keys: bytes) -> list[dict[str, Any]]:
     for doc in (configmap, deployment, service):
         doc["metadata"].pop("namespace", None)  # podman has none
     configmap["data"]["GRADSERVE_SHUTDOWN_GRACE_S"] = str(GRACE_S)
+    # the drain's training must outlast the grace on any machine: minutes of work, admitted
+    configmap["data"]["GRADSERVE_MAX_WORK"] = str(10**15)
+    configmap["data"]["GRADSERVE_TIMEOUT_S"] = "3600"
     deployment["spec"]["replicas"] = 1
     container = _container(deployment)
     container["image"] = image
