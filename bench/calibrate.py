@@ -1,4 +1,4 @@
-"""Measure the per-element constants of `service.endpoints.costs` on this machine:
+"""Measure the per-element constants of `service.pipeline.costs` on this machine:
 `OPENBLAS_NUM_THREADS=1 python -m bench.calibrate`.
 
 Each figure is CPU time, the least of a few runs, on one core (the workers' BLAS runs one
@@ -19,7 +19,7 @@ import numpy as np
 import orjson
 
 from service import engine, wire
-from service.endpoints.arrays import dumps
+from service.convert.encoding import dumps
 from service.transport import executors
 from service.wire import framing
 

@@ -19,7 +19,7 @@ from bench.common import Samples, cpu_seconds, timed
 from client import Client, to_numpy
 from client.arrays import read_answer, request_body
 from service import engine, wire
-from service.endpoints import requests
+from service.convert import binding
 from service.launcher import start_server
 from service.settings import Settings
 from service.wire import ArrayEncoding, framing
@@ -110,8 +110,8 @@ def run(
 ) -> dict[str, Samples]:
     mlp = make_mlp(sizes, batch)
     net = wire.Network.model_validate(mlp.network())
-    plan = requests.compile_network(net)
-    bound = requests.bind_samples(plan, wire.Samples.model_validate(mlp.samples()), True)
+    plan = binding.compile_network(net)
+    bound = binding.bind_samples(plan, wire.Samples.model_validate(mlp.samples()), True)
     got, expected = engine_pass(plan, bound), hand_written(mlp)
     for k, w in enumerate(plan.weights):  # the same numbers, or the timing means nothing
         np.testing.assert_allclose(
@@ -120,7 +120,7 @@ def run(
     runs = {
         "hand-written NumPy": lambda: hand_written(mlp),
         "engine": lambda: engine_pass(plan, bound),
-        "engine, compile included": lambda: engine_pass(requests.compile_network(net), bound),
+        "engine, compile included": lambda: engine_pass(binding.compile_network(net), bound),
     }
     torch_run = torch_pass(mlp)
     if torch_run is not None:
@@ -200,9 +200,9 @@ def breakdown(mlp: Mlp, repeat: int = 20) -> dict[str, Samples]:
     """Where a binary round trip's time goes, each piece timed apart in this process: what the
     client and the worker do with the same request and answer (what is left of the end-to-end
     time is HTTP: uvicorn, the hop to a worker, the loopback)."""
-    from service.endpoints import dispatch
-    from service.endpoints.arrays import binary_sections, framed_answer
-    from service.endpoints.table import HANDLERS
+    from service.pipeline import dispatch
+    from service.convert.encoding import binary_sections, framed_answer
+    from service.pipeline.handlers import HANDLERS
     from service.settings import Limits
 
     limits, handler = Limits(), HANDLERS["gradients"]

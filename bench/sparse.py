@@ -13,7 +13,7 @@ import numpy as np
 from bench.common import Samples, timed
 from client import Client, to_numpy
 from service import engine, wire
-from service.endpoints import requests
+from service.convert import binding
 from service.wire import ArrayEncoding
 
 
@@ -99,8 +99,8 @@ def run(repeat: int = 20, levels: int = 62, batch: int = 256, url: str | None = 
     dag = make_dag(levels=levels, batch=batch)
     net = wire.Network.model_validate(dag.network())
     samples = {k: {u: v.tolist() for u, v in part.items()} for k, part in dag.samples().items()}
-    plan = requests.compile_network(net)
-    bound = requests.bind_samples(plan, wire.Samples.model_validate(samples), True)
+    plan = binding.compile_network(net)
+    bound = binding.bind_samples(plan, wire.Samples.model_validate(samples), True)
 
     def engine_pass(p: engine.Plan) -> np.ndarray:
         assert bound.y is not None
@@ -117,7 +117,7 @@ def run(repeat: int = 20, levels: int = 62, batch: int = 256, url: str | None = 
         {
             "per-unit NumPy loop": lambda: per_unit_loop(dag),
             "engine": lambda: engine_pass(plan),
-            "engine, compile included": lambda: engine_pass(requests.compile_network(net)),
+            "engine, compile included": lambda: engine_pass(binding.compile_network(net)),
         },
         repeat,
     )

@@ -15,15 +15,15 @@ import httpx
 import numpy as np
 
 from service import engine, wire
-from service.endpoints import requests
+from service.convert import binding
 from service.http.app import create_app
 from service.settings import Settings
 
 
 def compile_and_bind(net: dict[str, Any], samples: dict[str, Any]) -> tuple[engine.Plan, engine.Batch]:
     """A network and samples in the wire's JSON form, compiled and bound as the service does."""
-    plan = requests.compile_network(wire.Network.model_validate_json(json.dumps(net)))
-    batch = requests.bind_samples(plan, wire.Samples.model_validate_json(json.dumps(samples)), True)
+    plan = binding.compile_network(wire.Network.model_validate_json(json.dumps(net)))
+    batch = binding.bind_samples(plan, wire.Samples.model_validate_json(json.dumps(samples)), True)
     return plan, batch
 
 

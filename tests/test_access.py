@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 import client
-from service.endpoints import table
+from service.pipeline import handlers
 from service.http.keys import CHECK_EVERY_S, KeyRing
 from service.launcher import start_server
 from service.settings import Settings
@@ -115,8 +115,8 @@ def test_an_unexpected_error_is_a_generic_500_with_a_request_id(monkeypatch: pyt
     def broken(*_: Any) -> Any:
         raise RuntimeError("secret internals")
 
-    broken_gradients = dataclasses.replace(table.HANDLERS["gradients"], run=broken)
-    monkeypatch.setitem(table.HANDLERS, "gradients", broken_gradients)
+    broken_gradients = dataclasses.replace(handlers.HANDLERS["gradients"], run=broken)
+    monkeypatch.setitem(handlers.HANDLERS, "gradients", broken_gradients)
     (response,) = asgi(
         Settings(),
         ("POST", "/v1/gradients", {"json": chain_request(), "headers": {"x-request-id": "r-1"}}),

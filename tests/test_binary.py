@@ -16,9 +16,10 @@ import pytest
 
 from bench.common import rss_kib
 from service import engine, wire
-from service.endpoints import costs, dispatch, requests
-from service.endpoints.arrays import Sections, binary_sections, to_numpy
-from service.endpoints.table import HANDLERS
+from service.convert import binding
+from service.pipeline import costs, dispatch
+from service.convert.encoding import Sections, binary_sections, to_numpy
+from service.pipeline.handlers import HANDLERS
 from service.errors import InvalidRequestError
 from service.launcher import Server, start_server
 from service.settings import Settings
@@ -490,7 +491,7 @@ def test_finite_numbers_whose_sum_overflows_are_accepted(datatype: str) -> None:
 
 def test_one_input_units_array_is_used_as_given_not_copied() -> None:
     request = mlp(np.random.default_rng(15))
-    plan = requests.compile_network(wire.Network.model_validate_json(as_lists(request["network"])))
+    plan = binding.compile_network(wire.Network.model_validate_json(as_lists(request["network"])))
     x, y = request["samples"]["inputs"]["x"], request["samples"]["targets"]["o"]
     batch = engine.bind_samples(plan, {"x": x}, {"o": y}, True)
     assert np.shares_memory(batch.x, x)

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 import client
 from service import wire
 from service.endpoints import compute, gradcheck
-from service.endpoints.arrays import to_numpy
+from service.convert.encoding import to_numpy
 from service.errors import InvalidGraphError
 from service.settings import Limits
 from tests import seed
@@ -45,7 +45,7 @@ def as_columns(net: dict[str, Any], encoded: bool = False) -> dict[str, Any]:
 
 def answer(endpoint: Any, model: type[wire.WireModel], request: dict[str, Any]) -> dict[str, Any]:
     """What the service would send, parsed back from its bytes (so forms compare as JSON)."""
-    from service.endpoints.arrays import dumps
+    from service.convert.encoding import dumps
 
     body = endpoint(model.model_validate_json(json.dumps(request)), LIMITS)
     parsed: dict[str, Any] = orjson.loads(dumps(body))

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from service.endpoints import costs, dispatch, table
+from service.pipeline import costs, dispatch, handlers
 from service.settings import Settings
 from service.transport import executors
 from tests.test_limits import call, chain_request, over_limit
@@ -31,7 +31,7 @@ def wide_layer(size: int, batch: int = 1, **changes: Any) -> bytes:
 
 
 def estimate(endpoint: str, body: bytes, limits: Any = None) -> costs.Estimate:
-    handler = table.HANDLERS[endpoint]
+    handler = handlers.HANDLERS[endpoint]
     request = handler.wire.request.model_validate_json(body)
     return costs.estimate(handler.cost, request, limits or Settings().limits(), costs.BodyCounts.of(body))
 
@@ -222,7 +222,7 @@ def test_estimates_follow_the_time_each_endpoint_takes(shape: str) -> None:
 MEASURE = textwrap.dedent(
     """
     import json, resource, sys, time
-    from service.endpoints import dispatch
+    from service.pipeline import dispatch
     from service.transport import executors
     from service.settings import Settings
 

@@ -13,7 +13,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from service import engine, wire
-from service.endpoints import requests
+from service.convert import binding
 from service.engine import Plan, layout
 from service.errors import InvalidGraphError
 from tests import seed
@@ -463,7 +463,7 @@ def test_losses_are_finite_for_large_pre_activations(loss: str, activation: str)
 
 def error_of(net: dict[str, Any]) -> str:
     with pytest.raises(InvalidGraphError) as info:
-        requests.compile_network(wire.Network.model_validate_json(json.dumps(net)))
+        binding.compile_network(wire.Network.model_validate_json(json.dumps(net)))
     return str(info.value)
 
 
@@ -523,7 +523,7 @@ def test_large_sparse_graph_uses_gathered_blocks_and_stays_small() -> None:
         pool = [u["id"] for u in units[: 16 + k]]
         for src in rng.choice(pool, size=min(4, len(pool)), replace=False):
             weights.append({"source": str(src), "target": f"u{k}", "value": float(rng.normal())})
-    plan = requests.compile_network(
+    plan = binding.compile_network(
         wire.Network.model_validate_json(json.dumps({"units": units, "weights": weights}))
     )
     real = len(weights)

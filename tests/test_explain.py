@@ -206,7 +206,7 @@ def test_a_deep_chain_has_one_path_a_weight_in_the_seeds_order() -> None:
 
 
 def test_a_count_of_paths_past_64_bits_is_answered() -> None:
-    from service.endpoints import dispatch
+    from service.pipeline import dispatch
 
     net, samples = ladder(80)  # 2**79 paths from x -> a0: over what orjson writes as an integer
     body = json.dumps({"network": net, "samples": samples, "max_paths": 2}).encode()

@@ -171,7 +171,7 @@ def bad_everywhere(n: int) -> list[tuple[str, dict[str, Any]]]:
 def test_an_answer_about_many_bad_items_stays_small(what: str, request_body: dict[str, Any]) -> None:
     """A body wrong in every one of its items once cost ~900 MB of error objects per 5 MB:
     errors are now found first-per-list and at most a hundred are listed."""
-    from service.endpoints import dispatch
+    from service.pipeline import dispatch
 
     body = json.dumps(request_body).encode()
     reply = dispatch.handle("gradients", body, Settings(max_weight_elements=10**7).limits())

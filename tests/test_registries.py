@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from service import engine, wire
-from service.endpoints import explain, table
+from service.endpoints import explain
+from service.pipeline import handlers
 from service.engine.activations import Activation, elementwise
 from service.engine.losses import Outputs
 from service.settings import Limits
@@ -174,7 +175,7 @@ def test_the_engine_imports_numpy_and_the_standard_library_only() -> None:
         "fastapi",
         "starlette",
         "service.wire",
-        "service.endpoints.arrays",
+        "service.convert.encoding",
         "service.errors",
     )
     code = (
@@ -218,9 +219,9 @@ def test_every_compute_endpoint_is_one_wire_entry_with_its_handlers() -> None:
     """The endpoint table: each wire entry is served (its own name a handler, its path a route),
     and each handler is a variant (`<name>` or `<name>.<format>`) of the wire entry it names."""
     paths = {f"/v1/{name}": e for name, e in wire.ENDPOINTS.items()}
-    assert set(wire.ENDPOINTS) <= set(table.HANDLERS)
-    assert paths == table.ROUTES
-    for key, handler in table.HANDLERS.items():
+    assert set(wire.ENDPOINTS) <= set(handlers.HANDLERS)
+    assert paths == handlers.ROUTES
+    for key, handler in handlers.HANDLERS.items():
         assert key.split(".")[0] == handler.wire.name
         assert wire.ENDPOINTS[handler.wire.name] is handler.wire
 

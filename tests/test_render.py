@@ -11,7 +11,8 @@ import pytest
 from hypothesis import given, settings
 
 from service import wire
-from service.endpoints import costs, render
+from service.endpoints import render
+from service.pipeline import costs
 from service.errors import InvalidRequestError, LimitExceededError
 from service.settings import Settings
 from tests import seed

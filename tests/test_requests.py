@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from service import wire
-from service.endpoints import requests
+from service.convert import binding
 from service.errors import MAX_LISTED, InvalidGraphError, InvalidSamplesError
 from tests import seed
 
@@ -16,7 +16,7 @@ def test_a_network_wrong_everywhere_lists_the_first_problems_and_says_there_are_
         "weights": [{"source": f"q{k}", "target": "o", "value": 1.0} for k in range(3 * MAX_LISTED)],
     }
     with pytest.raises(InvalidGraphError) as info:
-        requests.compile_network(wire.Network.model_validate(net))
+        binding.compile_network(wire.Network.model_validate(net))
     assert info.value.errors is not None
     assert len(info.value.errors) == MAX_LISTED
     assert info.value.errors[0] == {
@@ -27,10 +27,10 @@ def test_a_network_wrong_everywhere_lists_the_first_problems_and_says_there_are_
 
 
 def test_sample_problems_are_located_under_samples() -> None:
-    plan = requests.compile_network(wire.Network.model_validate(seed.chain().network))
+    plan = binding.compile_network(wire.Network.model_validate(seed.chain().network))
     samples = wire.Samples.model_validate({"inputs": {"x": [[1.0, 2.0]]}, "targets": {"o": [0.5]}})
     with pytest.raises(InvalidSamplesError) as info:
-        requests.bind_samples(plan, samples, True)
+        binding.bind_samples(plan, samples, True)
     assert info.value.errors == [
         {"loc": ["samples", "inputs", "x"], "msg": "inputs['x'] has shape [1, 2], expected [batch, 1]"}
     ]

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from service.endpoints import progress as progress_module
+from service.convert import progress as progress_module
 from service.http.app import create_app
 from service.settings import Settings
 from tests.bodies import chain_request

@@ -392,7 +392,7 @@ def test_a_state_answered_in_binary_posts_back_with_its_bytes(server_url: str) -
 
 
 def test_the_estimate_counts_the_states_buffers() -> None:
-    from service.endpoints import costs
+    from service.pipeline import costs
     from service.settings import Limits
 
     def answer_bytes(**fields: Any) -> int:

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 import service.transport.shared
-from service.endpoints import dispatch
+from service.pipeline import dispatch
 from service.launcher import start_server
 from service.settings import Settings
 from service.transport import executors

@@ -20,7 +20,7 @@ import pytest
 
 import client
 from client.arrays import encode
-from service.endpoints import dispatch
+from service.pipeline import dispatch
 from service.launcher import start_server
 from service.settings import Settings
 from service.transport import executors

@@ -1,2 +1,2 @@
-"""The endpoints: one module per endpoint, the request layer between the wire and the engine, and
-what each request will cost."""
+"""The endpoints: what each compute endpoint computes, one module each (the request pipeline
+around them is `service.pipeline`, what they share between wire and engine `service.convert`)."""

@@ -2,7 +2,7 @@
 
 The engine works on flat tables; this module runs the engine, refuses results that
 overflowed, and cuts the tables back into the per-unit, per-weight form of the wire.
-Response bodies hold NumPy arrays, which `service.endpoints.arrays.dumps` serialises.
+Response bodies hold NumPy arrays, which `service.convert.encoding.dumps` serialises.
 """
 
 from __future__ import annotations
@@ -12,21 +12,22 @@ from typing import Any
 import numpy as np
 
 from service import engine, wire
-from service.endpoints import progress, requests, training
-from service.endpoints.arrays import encoded
+from service.convert import binding, progress
+from service.endpoints import training
+from service.convert.encoding import encoded
 from service.engine import Batch, Plan, Values
 from service.errors import InvalidRequestError, NonFiniteResultError
 from service.settings import Limits
 
-#: a JSON object of the answer, its arrays still NumPy (service.endpoints.arrays.dumps writes it)
+#: a JSON object of the answer, its arrays still NumPy (service.convert.encoding.dumps writes it)
 JsonObject = dict[str, Any]
 
 
 def prepare(net: wire.Network, samples: wire.Samples, *, need_targets: bool) -> tuple[Plan, Batch]:
     """Compile the network and bind the samples. The limits were checked, from the request's
-    own counts, before it got here (`service.endpoints.costs.admit`)."""
-    plan = requests.compile_network(net)
-    batch = requests.bind_samples(plan, samples, need_targets)
+    own counts, before it got here (`service.pipeline.costs.admit`)."""
+    plan = binding.compile_network(net)
+    batch = binding.bind_samples(plan, samples, need_targets)
     return plan, batch
 
 

@@ -24,7 +24,7 @@ from service.engine import Plan, UnitInfo
 from service.errors import InvalidRequestError, LimitExceededError, NonFiniteResultError, echoed, issue
 from service.settings import Limits
 
-#: a JSON object of the answer, its arrays still NumPy (service.endpoints.arrays.dumps writes it)
+#: a JSON object of the answer, its arrays still NumPy (service.convert.encoding.dumps writes it)
 JsonObject = dict[str, Any]
 
 LATEX_SHOWN_PATHS = 8

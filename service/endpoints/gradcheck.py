@@ -14,12 +14,12 @@ import numpy as np
 
 from service import engine, wire
 from service.endpoints import compute
-from service.endpoints.arrays import ensure_finite, to_numpy
+from service.convert.encoding import ensure_finite, to_numpy
 from service.engine import Batch, Plan
 from service.errors import InvalidRequestError, issue, raise_collected
 from service.settings import Limits
 
-#: a JSON object of the answer, its arrays still NumPy (service.endpoints.arrays.dumps writes it)
+#: a JSON object of the answer, its arrays still NumPy (service.convert.encoding.dumps writes it)
 JsonObject = dict[str, Any]
 
 

@@ -8,8 +8,9 @@ from typing import Any
 import numpy as np
 
 from service import engine, wire
-from service.endpoints import compute, requests
-from service.endpoints.arrays import to_numpy
+from service.convert import binding
+from service.endpoints import compute
+from service.convert.encoding import to_numpy
 from service.engine import Plan
 from service.errors import InvalidGraphError, InvalidRequestError, NonFiniteResultError, issue
 from service.settings import Limits
@@ -116,7 +117,7 @@ def hvp(req: wire.HvpRequest, limits: Limits) -> compute.JsonObject:
     try:
         engine.check_second_order(plan)
     except engine.GraphError as exc:
-        requests._raise(InvalidGraphError, exc, "network")
+        binding._raise(InvalidGraphError, exc, "network")
     v = vector(plan, req.vector)
     values = engine.forward(plan, plan.theta, batch.x)
     curvature = engine.hvp(plan, plan.theta, values, batch.y, v)

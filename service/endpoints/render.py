@@ -21,7 +21,8 @@ from xml.sax.saxutils import escape, quoteattr
 import numpy as np
 
 from service import engine, wire
-from service.endpoints import compute, drawing, requests
+from service.convert import binding
+from service.endpoints import compute, drawing
 from service.engine import UnitInfo
 from service.errors import InvalidRequestError
 from service.settings import Limits
@@ -136,7 +137,7 @@ def lay_out(
             raise InvalidRequestError(
                 "show=gradients needs samples, with targets, to compute the gradients from"
             )
-        plan = requests.compile_network(req.network)
+        plan = binding.compile_network(req.network)
         z: dict[str, np.ndarray] = {}
         theta = plan.theta
     else:

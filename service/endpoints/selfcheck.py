@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from service import engine, wire
-from service.endpoints import requests
+from service.convert import binding
 
 
 def chain_network(w_xj: float = 0.5, w_jk: float = -0.3, w_ko: float = 0.8) -> wire.Network:
@@ -30,8 +30,8 @@ def chain_network(w_xj: float = 0.5, w_jk: float = -0.3, w_ko: float = 0.8) -> w
 def passes() -> bool:
     """True when the engine's gradient of the chain equals the closed form."""
     x, y, w1, w2, w3 = 1.5, 0.25, 0.5, -0.3, 0.8
-    plan = requests.compile_network(chain_network(w1, w2, w3))
-    batch = requests.bind_samples(
+    plan = binding.compile_network(chain_network(w1, w2, w3))
+    batch = binding.bind_samples(
         plan, wire.Samples.model_validate({"inputs": {"x": [x]}, "targets": {"o": [y]}}), True
     )
     assert batch.y is not None

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from service import engine, wire
-from service.endpoints.arrays import to_numpy
+from service.convert.encoding import to_numpy
 from service.engine import Plan
 from service.errors import InvalidRequestError, issue
 

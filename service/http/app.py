@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp
 
 from service import __version__, pages, wire
-from service.endpoints.table import ROUTES
+from service.pipeline.handlers import ROUTES
 from service.errors import ProblemError
 from service.http import memory, problems
 from service.http import metrics as prometheus

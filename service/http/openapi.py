@@ -10,7 +10,7 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
 from service import wire
-from service.endpoints.table import HANDLERS, ROUTES
+from service.pipeline.handlers import HANDLERS, ROUTES
 from service.wire import framing
 
 

@@ -24,10 +24,10 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service import wire
-from service.endpoints import dispatch
-from service.endpoints.dispatch import Reply
-from service.endpoints.progress import PROGRESS, START, Report
-from service.endpoints.table import HANDLERS, ROUTES
+from service.pipeline import dispatch
+from service.pipeline.dispatch import Reply
+from service.convert.progress import PROGRESS, START, Report
+from service.pipeline.handlers import HANDLERS, ROUTES
 from service.errors import (
     InvalidRequestError,
     MalformedBinaryBodyError,

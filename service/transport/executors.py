@@ -1,6 +1,6 @@
 """Where computations run.
 
-`service.endpoints.dispatch.handle` does a compute request's whole job, from the body's
+`service.pipeline.dispatch.handle` does a compute request's whole job, from the body's
 bytes to the answer's bytes: validate, compute, serialise. By default it runs in a pool of
 worker processes, so neither parsing (pydantic holds the GIL while it builds a large body)
 nor NumPy ever stalls the server's event loop; a worker that dies takes one request with
@@ -26,8 +26,8 @@ from typing import Any, Protocol
 import anyio.to_thread
 
 from service.endpoints import selfcheck
-from service.endpoints.dispatch import Reply, handle
-from service.endpoints.progress import Report
+from service.pipeline.dispatch import Reply, handle
+from service.convert.progress import Report
 from service.errors import OutOfMemoryError, WorkerLostError
 from service.settings import Limits, Settings
 from service.transport.pool import Pool, WorkerDiedError

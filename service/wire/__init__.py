@@ -266,7 +266,7 @@ class Endpoint:
 
 
 #: every compute endpoint, by name: the service's routes, dispatch and OpenAPI description read
-#: it (through service.endpoints.table, which adds what runs each one)
+#: it (through service.pipeline.handlers, which adds what runs each one)
 ENDPOINTS: dict[str, Endpoint] = {
     e.name: e
     for e in (

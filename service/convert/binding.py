@@ -1,4 +1,4 @@
-"""The request layer: a validated wire request turned into the engine's own network and
+"""Binding a request to the engine: a validated wire request turned into the engine's own network and
 samples (its arrays decoded), and the engine's errors turned into problems located in the
 request's JSON."""
 
@@ -12,7 +12,7 @@ from typing import Any, NoReturn
 import numpy as np
 
 from service import engine, wire
-from service.endpoints.arrays import to_numpy
+from service.convert.encoding import to_numpy
 from service.engine import Batch, EngineError, Plan
 from service.errors import (
     DeadlineExceededError,

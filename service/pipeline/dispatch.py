@@ -12,10 +12,11 @@ import orjson
 from pydantic import BaseModel, ValidationError
 
 from service import wire
-from service.endpoints import costs, progress, requests
-from service.endpoints.arrays import Sections, binary_sections, dumps, framed_answer
+from service.convert import binding, progress
+from service.pipeline import costs
+from service.convert.encoding import Sections, binary_sections, dumps, framed_answer
 from service.endpoints.render import Document
-from service.endpoints.table import HANDLERS
+from service.pipeline.handlers import HANDLERS
 from service.errors import (
     InvalidRequestError,
     MalformedBinaryBodyError,
@@ -111,7 +112,7 @@ def _handle(
         # warnings would only repeat it, or, where warnings are errors, turn it into a 500.
         with (
             np.errstate(over="ignore", invalid="ignore", divide="ignore"),
-            requests.time_limit(limits.timeout_s),
+            binding.time_limit(limits.timeout_s),
             binary_sections(sections),
         ):
             result = (

@@ -411,7 +411,7 @@ class Computation:
     answer: Answer
 
 
-#: an endpoint's estimate of what it computes (one per endpoint, below; service.endpoints.table)
+#: an endpoint's estimate of what it computes (one per endpoint, below; service.pipeline.handlers)
 Estimator = Callable[[Any, Shape, Limits], Computation]
 
 

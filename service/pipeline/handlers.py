@@ -12,7 +12,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from service import wire
-from service.endpoints import compute, costs, explain, gradcheck, hvp, progress, render
+from service.convert import progress
+from service.endpoints import compute, explain, gradcheck, hvp, render
+from service.pipeline import costs
 from service.endpoints.render import Document
 from service.settings import Limits
 
@@ -25,7 +27,7 @@ class Handler:
     run: Callable[[Any, Limits], dict[str, Any] | Document]  # the validated request, computed
     cost: costs.Estimator  # its cost, estimated from the request before anything is computed
     inline: bool = False  # may be computed on the server's event loop when its estimate is small
-    # `run` reporting its progress as it goes (service.endpoints.progress), for a streamed answer
+    # `run` reporting its progress as it goes (service.convert.progress), for a streamed answer
     streamed: Callable[[Any, Limits, progress.Report], dict[str, Any]] | None = None
 
 
