@@ -1,5 +1,8 @@
-"""Measure the per-element constants of `service.pipeline.costs` on this machine:
-`OPENBLAS_NUM_THREADS=1 python -m bench.calibrate`.
+"""Measure the per-element constants of the cost model on this machine, beside the figures the
+service uses: `OPENBLAS_NUM_THREADS=1 python -m bench.calibrate`. The constants are
+`service.pipeline.costs`'s and `service.pipeline.scan`'s, and each activation's and loss's own
+(`forward_ns`, `backward_ns`, `output_ns` in its registry entry, printed in parentheses beside
+what was measured; `!` marks a measured figure over twice the registry's).
 
 Each figure is CPU time, the least of a few runs, on one core (the workers' BLAS runs one
 thread each): other processes on a shared machine then inflate it as little as possible. The
@@ -19,7 +22,9 @@ import numpy as np
 import orjson
 
 from service import engine, wire
+from service.convert import binding
 from service.convert.encoding import dumps
+from service.engine.losses import Outputs
 from service.transport import executors
 from service.wire import framing
 
@@ -37,8 +42,8 @@ def fastest_ms(fn: Callable[[], object], runs: int = 7) -> float:
 
 
 def compiled(request: dict[str, Any]) -> tuple[engine.Plan, engine.Batch]:
-    plan = engine.compile_network(wire.Network.model_validate(request["network"]))
-    return plan, engine.bind_samples(plan, wire.Samples.model_validate(request["samples"]), True)
+    plan = binding.compile_network(wire.Network.model_validate(request["network"]))
+    return plan, binding.bind_samples(plan, wire.Samples.model_validate(request["samples"]), True)
 
 
 def layer(n: int, activation: str, batch: int) -> dict[str, Any]:
@@ -53,9 +58,14 @@ def layer(n: int, activation: str, batch: int) -> dict[str, Any]:
     return {"network": {"units": units, "weights": weights}, "samples": samples}
 
 
+def _beside(measured: float, registered: float) -> str:
+    """A measured figure, the registry's beside it, flagged when the registry's is far below."""
+    return f"{measured:5.1f} ({registered:g}){'!' if measured > 2 * registered else ''}"
+
+
 def elementwise() -> None:
     n, batch = 100_000, 10
-    for name in ("identity", "sigmoid", "tanh", "relu", "leaky_relu", "softplus", "softmax"):
+    for name, activation in engine.ACTIVATIONS.items():
         plan, b = compiled(layer(n, name, batch))
         assert b.y is not None
         y = b.y
@@ -65,7 +75,27 @@ def elementwise() -> None:
         forward = fastest_ms(partial(engine.forward, plan, plan.theta, b.x)) / per
         backward = fastest_ms(partial(engine.backward, plan, plan.theta, values, y)) / per
         gradient = fastest_ms(partial(engine.gradient, plan, values, delta, 1.0)) / per
-        print(f"  {name:10s} forward {forward:5.1f}  backward {backward:5.1f}  gradient {gradient:5.1f} ns")
+        print(
+            f"  {name:13s} forward {_beside(forward, activation.forward_ns):12s}"
+            f"  backward {_beside(backward, activation.backward_ns):12s}  gradient {gradient:5.1f} ns"
+        )
+
+
+def losses() -> None:
+    """Each loss's E_n and its gradient, per output entry and sample (sigmoid outputs, random
+    targets in (0, 1), which every loss takes)."""
+    n, batch = 100_000, 10
+    s = RNG.normal(size=(n, batch))
+    z, y, cols = engine.sigmoid(s), RNG.uniform(size=(batch, n)), np.arange(n)
+    for name, loss in engine.LOSSES.items():
+
+        def both(loss: Any = loss) -> None:
+            outputs = Outputs(s, z, cols, y, n, None)
+            loss.values(outputs)
+            loss.gradient(outputs)
+
+        ns = fastest_ms(both) / (n * batch / 1e6)
+        print(f"  {name:20s} {_beside(ns, loss.output_ns)} ns")
 
 
 def dense() -> None:
@@ -101,7 +131,7 @@ def levels() -> None:
     forward = fastest_ms(partial(engine.forward, plan, plan.theta, b.x)) / per
     backward = fastest_ms(partial(engine.backward, plan, plan.theta, values, y)) / per
     gradient = fastest_ms(partial(engine.gradient, plan, values, delta, 1.0)) / per
-    compiling = fastest_ms(partial(engine.compile_network, network)) / per
+    compiling = fastest_ms(partial(binding.compile_network, network)) / per
     print(
         f"  forward {forward:.1f}  backward {backward:.1f}  gradient {gradient:.1f}  compile {compiling:.1f}"
         " us/level (a chain of single units)"
@@ -156,8 +186,10 @@ def parsing() -> None:
 
 def main() -> None:
     executors.tune_for_requests()
-    print("elementwise, per unit and sample (ns):")
+    print("elementwise, per unit and sample (ns; the registry's in parentheses):")
     elementwise()
+    print("losses, per output entry and sample, E_n and its gradient (ns; the registry's in parentheses):")
+    losses()
     print("matrix products:")
     dense()
     print("per level:")

@@ -200,8 +200,8 @@ def breakdown(mlp: Mlp, repeat: int = 20) -> dict[str, Samples]:
     """Where a binary round trip's time goes, each piece timed apart in this process: what the
     client and the worker do with the same request and answer (what is left of the end-to-end
     time is HTTP: uvicorn, the hop to a worker, the loopback)."""
-    from service.pipeline import dispatch
     from service.convert.encoding import binary_sections, framed_answer
+    from service.pipeline import dispatch
     from service.pipeline.handlers import HANDLERS
     from service.settings import Limits
 

@@ -17,9 +17,9 @@ import httpx
 import pytest
 
 import client
-from service.pipeline import handlers
 from service.http.keys import CHECK_EVERY_S, KeyRing
 from service.launcher import start_server
+from service.pipeline import handlers
 from service.settings import Settings
 from tests.bodies import chain_request
 from tests.support import asgi

@@ -17,11 +17,11 @@ import pytest
 from bench.common import rss_kib
 from service import engine, wire
 from service.convert import binding
-from service.pipeline import costs, dispatch
 from service.convert.encoding import Sections, binary_sections, to_numpy
-from service.pipeline.handlers import HANDLERS
 from service.errors import InvalidRequestError
 from service.launcher import Server, start_server
+from service.pipeline import costs, dispatch, scan
+from service.pipeline.handlers import HANDLERS
 from service.settings import Settings
 from service.transport import shared
 from service.transport.shared import SharedBody, handle_shared
@@ -545,9 +545,9 @@ def test_a_binary_answer_is_estimated_at_eight_bytes_a_number() -> None:
 def test_binary_sections_are_not_counted_as_json() -> None:
     body, headers = as_binary(_large(np.random.default_rng(11), 4000))
     length = int(headers[framing.HEADER])
-    counts = costs.BodyCounts.of(body[:length], len(body) - length)
+    counts = scan.BodyCounts.of(body[:length], len(body) - length)
     assert counts.size == length
-    json_counts = costs.BodyCounts.of(as_lists(_large(np.random.default_rng(11), 4000)))
+    json_counts = scan.BodyCounts.of(as_lists(_large(np.random.default_rng(11), 4000)))
     assert counts.parse_ns() * 20 < json_counts.parse_ns()
 
 

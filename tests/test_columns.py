@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 
 import client
 from service import wire
-from service.endpoints import compute, gradcheck
 from service.convert.encoding import to_numpy
+from service.endpoints import compute, gradcheck
 from service.errors import InvalidGraphError
 from service.settings import Limits
 from tests import seed

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from service.pipeline import costs, dispatch, handlers
+from service.pipeline import costs, dispatch, handlers, scan
 from service.settings import Settings
 from service.transport import executors
 from tests.test_limits import call, chain_request, over_limit
@@ -33,7 +33,7 @@ def wide_layer(size: int, batch: int = 1, **changes: Any) -> bytes:
 def estimate(endpoint: str, body: bytes, limits: Any = None) -> costs.Estimate:
     handler = handlers.HANDLERS[endpoint]
     request = handler.wire.request.model_validate_json(body)
-    return costs.estimate(handler.cost, request, limits or Settings().limits(), costs.BodyCounts.of(body))
+    return costs.estimate(handler.cost, request, limits or Settings().limits(), scan.BodyCounts.of(body))
 
 
 # ---------------------------------------------------------------- inline, or in a worker
@@ -294,8 +294,8 @@ def test_a_body_whose_parse_alone_would_outlast_half_the_time_limit_is_refused_b
     request = {**chain_request(), "pad": [[[[1]]]] * 400_000}
     document = json.dumps(request).encode()
     limits = Settings(timeout_s=1.0).limits()
-    counts = costs.BodyCounts.of(document, 0 if framed else None)
-    assert counts.parse_ns() / 1e9 > max(limits.timeout_s / 2, costs.MIN_PARSE_BOUND_S)  # (the subject)
+    counts = scan.BodyCounts.of(document, 0 if framed else None)
+    assert counts.parse_ns() / 1e9 > max(limits.timeout_s / 2, scan.MIN_PARSE_BOUND_S)  # (the subject)
     started = time.process_time()
     reply = dispatch.handle("forward", document, limits, len(document) if framed else None)
     assert reply.status == 413

@@ -12,9 +12,9 @@ import pytest
 
 from service import engine, wire
 from service.endpoints import explain
-from service.pipeline import handlers
 from service.engine.activations import Activation, elementwise
 from service.engine.losses import Outputs
+from service.pipeline import handlers
 from service.settings import Limits
 
 EPS = 1e-6
@@ -119,7 +119,7 @@ def _square_derivative(s: np.ndarray, z: np.ndarray, out: np.ndarray | None = No
 def test_a_new_activation_is_one_registry_entry(monkeypatch: pytest.MonkeyPatch) -> None:
     """An activation the engine has never seen, registered, is compiled and differentiated like
     the others: the passes hold no list of activations of their own."""
-    square = elementwise("square", _square, _square_derivative, "square'", r"\mathrm{sq}'")
+    square = elementwise("square", _square, _square_derivative, "square'", r"\mathrm{sq}'", ns=(6.0, 5.0))
     monkeypatch.setitem(engine.ACTIVATIONS, "square", square)
     units = [
         engine.Unit("x", "input", 2, "identity"),
@@ -215,15 +215,20 @@ def test_explain_writes_a_hidden_softmax_rule_without_the_loss_term() -> None:
     assert body["units"]["o"]["rule"] == "delta = f'(s) * (loss_term + the sum of delta_terms' values)"
 
 
-def test_every_compute_endpoint_is_one_wire_entry_with_its_handlers() -> None:
-    """The endpoint table: each wire entry is served (its own name a handler, its path a route),
-    and each handler is a variant (`<name>` or `<name>.<format>`) of the wire entry it names."""
+def test_every_compute_endpoint_is_one_wire_entry_with_its_handler_row() -> None:
+    """The handler registry: each wire entry is served by one row of its name (its path a route),
+    and each of a row's variants is named by a query its `variant` reads into that key."""
     paths = {f"/v1/{name}": e for name, e in wire.ENDPOINTS.items()}
-    assert set(wire.ENDPOINTS) <= set(handlers.HANDLERS)
+    assert set(wire.ENDPOINTS) == set(handlers.HANDLERS)
     assert paths == handlers.ROUTES
-    for key, handler in handlers.HANDLERS.items():
-        assert key.split(".")[0] == handler.wire.name
-        assert wire.ENDPOINTS[handler.wire.name] is handler.wire
+    for name, handler in handlers.HANDLERS.items():
+        assert wire.ENDPOINTS[name] is handler.wire
+        assert handler.key(b"") == name
+        assert handlers.run_of(name) == (handler, handler.run)
+        for chosen, run in handler.variants.items():
+            assert handler.variant is not None
+            assert handler.key(chosen.encode()) == f"{name}?{chosen}"
+            assert handlers.run_of(f"{name}?{chosen}") == (handler, run)
 
 
 # ---------------------------------------------------------------- neat-python's activations

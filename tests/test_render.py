@@ -12,8 +12,9 @@ from hypothesis import given, settings
 
 from service import wire
 from service.endpoints import render
-from service.pipeline import costs
 from service.errors import InvalidRequestError, LimitExceededError
+from service.pipeline import costs, refusal
+from service.pipeline.handlers import HANDLERS
 from service.settings import Settings
 from tests import seed
 from tests.strategies import networks
@@ -68,7 +69,7 @@ def test_render_as_dot_and_its_limits() -> None:
     assert '"j" -> "k2"' in text
     small = Settings(max_render_units=3).limits()
     with pytest.raises(LimitExceededError, match="max_render_units = 3"):
-        costs.admit("render", req, costs.estimate(costs.render, req, small), small)
+        refusal.admit(HANDLERS["render"], req, costs.estimate(costs.render, req, small), small)
     with pytest.raises(InvalidRequestError, match="show=gradients needs samples"):
         render.render(
             wire.RenderRequest.model_validate({"network": case.network, "show": "gradients"}), LIMITS, "svg"

@@ -392,7 +392,8 @@ def test_a_state_answered_in_binary_posts_back_with_its_bytes(server_url: str) -
 
 
 def test_the_estimate_counts_the_states_buffers() -> None:
-    from service.pipeline import costs
+    from service.pipeline import costs, scan
+    from service.pipeline.handlers import HANDLERS
     from service.settings import Limits
 
     def answer_bytes(**fields: Any) -> int:
@@ -406,7 +407,8 @@ def test_the_estimate_counts_the_states_buffers() -> None:
     )
     assert plain < adam < amsgrad
     assert amsgrad - adam == adam - answer_bytes(optimizer="adagrad")  # one buffer more each
-    assert costs.numbers_allowed("sgd", Limits()) > costs.numbers_allowed("gradients", Limits())
+    sgd, gradients = HANDLERS["sgd"].copies, HANDLERS["gradients"].copies
+    assert scan.numbers_allowed(Limits(), sgd) > scan.numbers_allowed(Limits(), gradients)
 
 
 def test_a_schedule_resumed_from_far_along_is_work_to_refuse(http: httpx.Client) -> None:

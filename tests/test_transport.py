@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 
 import service.transport.shared
-from service.pipeline import dispatch
 from service.launcher import start_server
+from service.pipeline import dispatch
 from service.settings import Settings
 from service.transport import executors
 from service.transport.pool import WorkerDiedError

@@ -20,8 +20,8 @@ import pytest
 
 import client
 from client.arrays import encode
-from service.pipeline import dispatch
 from service.launcher import start_server
+from service.pipeline import dispatch
 from service.settings import Settings
 from service.transport import executors
 from service.transport.shared import SharedBody

@@ -13,8 +13,8 @@ import numpy as np
 
 from service import engine, wire
 from service.convert import binding, progress
-from service.endpoints import training
 from service.convert.encoding import encoded
+from service.endpoints import training
 from service.engine import Batch, Plan, Values
 from service.errors import InvalidRequestError, NonFiniteResultError
 from service.settings import Limits

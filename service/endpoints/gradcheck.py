@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 
 from service import engine, wire
-from service.endpoints import compute
 from service.convert.encoding import ensure_finite, to_numpy
+from service.endpoints import compute
 from service.engine import Batch, Plan
 from service.errors import InvalidRequestError, issue, raise_collected
 from service.settings import Limits

@@ -9,8 +9,8 @@ import numpy as np
 
 from service import engine, wire
 from service.convert import binding
-from service.endpoints import compute
 from service.convert.encoding import to_numpy
+from service.endpoints import compute
 from service.engine import Plan
 from service.errors import InvalidGraphError, InvalidRequestError, NonFiniteResultError, issue
 from service.settings import Limits

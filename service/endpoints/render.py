@@ -13,7 +13,9 @@ scaled to at most 1 (weights near float64's largest still draw), a norm past flo
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 from xml.sax.saxutils import escape, quoteattr
@@ -120,6 +122,32 @@ def render(
     if fmt == "dot":
         return Document(dot(drawing).encode(), "text/vnd.graphviz; charset=utf-8")
     return Document(svg(drawing).encode(), "image/svg+xml")
+
+
+def variant(query: Mapping[str, list[str]]) -> str:
+    """Which of render's answers a request's query asks for (?format=svg|dot|layout and, for a
+    layout, &orient=horizontal|vertical): "" for the SVG, else a key of VARIANTS; a 422 for
+    any other."""
+    fmt = query.get("format", ["svg"])[-1]
+    if fmt not in ("svg", "dot", "layout"):
+        raise InvalidRequestError(f"format: Input should be 'svg', 'dot' or 'layout', not {fmt[:40]!r}")
+    orient = query.get("orient", ["horizontal"])[-1]
+    if orient not in ("horizontal", "vertical"):
+        raise InvalidRequestError(f"orient: Input should be 'horizontal' or 'vertical', not {orient[:40]!r}")
+    if orient == "vertical" and fmt != "layout":
+        raise InvalidRequestError("orient: 'vertical' is for format=layout; SVG and DOT run left to right")
+    if fmt == "svg":
+        return ""
+    return f"format={fmt}" + ("&orient=vertical" if orient == "vertical" else "")
+
+
+#: render's answers: the SVG, and the others by the query that asks for them (`variant`'s keys)
+as_svg = functools.partial(render, fmt="svg")
+VARIANTS = {
+    "format=dot": functools.partial(render, fmt="dot"),
+    "format=layout": functools.partial(render, fmt="layout"),
+    "format=layout&orient=vertical": functools.partial(render, fmt="layout", vertical=True),
+}
 
 
 def lay_out(

@@ -15,11 +15,9 @@ from service.engine.activations import (
     ACTIVATIONS,
     ELEMENTWISE,
     Activation,
-    Segments,
     derivative,
     leaky_relu,
     resolve,
-    segments,
     sigmoid,
     softmax,
 )
@@ -48,6 +46,7 @@ from service.engine.passes import (
 from service.engine.plan import Block, Columns, Group, Level, Plan, UnitInfo, WeightGroup, WeightInfo
 from service.engine.samples import Batch, bind_samples
 from service.engine.schedules import SCHEDULES, Schedule, rates
+from service.engine.segments import Segments, segments
 from service.engine.sgd import (
     EpochCallback,
     OptimizerState,

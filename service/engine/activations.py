@@ -4,8 +4,9 @@ products), and how explanations write it.
 
 Every rule works on the value tables' layout, unit-major [size, batch], and writes into
 `out` (a new array when it is None): a pass over a level then allocates nothing but its
-tables. Adding an activation is one entry in ACTIVATIONS (and its name in the wire's
-ActivationName), plus its tests. neat-python's scaled and clamped rules are in
+tables. Adding an activation is one entry in ACTIVATIONS, with its costs (`forward_ns`,
+`backward_ns`), and its name in the wire's ActivationName; everything else reads the registry
+(tests/test_registries.py shows it). neat-python's scaled and clamped rules are in
 `service.engine.neat_rules`.
 """
 
@@ -13,47 +14,14 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from service.engine import neat_rules as neat
+from service.engine.segments import Segments
 
 Array = np.ndarray
-
-
-@dataclass(frozen=True)
-class Segments:
-    """Consecutive segments of the columns of a [batch, size] array, one per unit entry: what
-    a segmented activation (softmax) normalises over."""
-
-    starts: Array
-    sizes: Array
-
-    def sum(self, x: Array) -> Array:
-        return np.add.reduceat(x, self.starts, axis=1)
-
-    def max(self, x: Array) -> Array:
-        return np.maximum.reduceat(x, self.starts, axis=1)
-
-    def spread(self, per_segment: Array) -> Array:
-        return np.repeat(per_segment, self.sizes, axis=1)
-
-    def shifted(self, s: Array) -> tuple[Array, Array]:
-        """(s minus its segment's max, the max): every entry <= 0, so exp cannot overflow."""
-        m = self.max(s)
-        with np.errstate(over="ignore"):  # s - m can only reach -inf, whose exp is an exact 0
-            return s - self.spread(m), m
-
-    def logsumexp(self, s: Array) -> Array:
-        shifted, m = self.shifted(s)
-        return m + np.log(self.sum(np.exp(shifted)))
-
-
-def segments(sizes: list[int]) -> Segments:
-    """The segments of units of these sizes, laid side by side."""
-    sizes_arr = np.asarray(sizes, dtype=np.intp)
-    return Segments(starts=np.concatenate([[0], np.cumsum(sizes_arr)[:-1]]).astype(np.intp), sizes=sizes_arr)
 
 
 Forward = Callable[..., Array]  # (s, out=None, segments=None) -> z = f(s)
@@ -90,6 +58,11 @@ class Activation:
     segmented: bool = False  # normalises over each unit's entries: forward and vjp need the segments
     second_derivative: Derivative | None = None
     curvature: Curvature | None = None
+    #: its cost, per unit entry (counted with its size) and sample, in ns on one core: of a
+    #: forward pass (s, then z = f(s)) and of a backward pass (delta from dE/dz); what the cost
+    #: model (service.pipeline.costs) counts, calibrated with `python -m bench.calibrate`
+    forward_ns: float = field(kw_only=True)
+    backward_ns: float = field(kw_only=True)
 
 
 def _new(s: Array, out: Array | None) -> Array:
@@ -103,9 +76,12 @@ def elementwise(
     text: str | None,
     latex: str | None,
     second_derivative: Derivative | None = None,
+    *,
+    ns: tuple[float, float],
 ) -> Activation:
     """An elementwise activation, whose vector-Jacobian product is f'(s) g, and whose product's
-    derivative along r is f''(s) r g (when its second derivative is given)."""
+    derivative along r is f''(s) r g (when its second derivative is given); `ns` is its costs,
+    (`forward_ns`, `backward_ns`) (`Activation`'s)."""
 
     def vjp(g: Array, s: Array, z: Array, out: Array, segments: Segments | None = None) -> None:
         derivative(s, z, out=out)
@@ -124,7 +100,16 @@ def elementwise(
                 out *= g
 
     return Activation(
-        name, forward, derivative, vjp, text, latex, second_derivative=second_derivative, curvature=curvature
+        name,
+        forward,
+        derivative,
+        vjp,
+        text,
+        latex,
+        second_derivative=second_derivative,
+        curvature=curvature,
+        forward_ns=ns[0],
+        backward_ns=ns[1],
     )
 
 
@@ -220,7 +205,9 @@ def leaky_relu(slope: float = DEFAULT_SLOPE) -> Activation:
         np.copyto(out, 1.0, where=s > 0)
         return out
 
-    return elementwise("leaky_relu", forward, derivative, "leaky_relu'", r"\mathrm{lrelu}'", _zeros)
+    return elementwise(
+        "leaky_relu", forward, derivative, "leaky_relu'", r"\mathrm{lrelu}'", _zeros, ns=(8.0, 9.0)
+    )
 
 
 def _softplus(s: Array, out: Array | None = None, segments: Segments | None = None) -> Array:
@@ -291,13 +278,23 @@ ACTIVATIONS: dict[str, Activation] = {
             None,
             second_derivative=_zeros,
             curvature=_no_curvature,
+            forward_ns=5.0,
+            backward_ns=2.0,
         ),
-        elementwise("sigmoid", sigmoid, _sigmoid_derivative, "sigmoid'", r"\sigma'", _sigmoid_second),
-        elementwise("tanh", _tanh, _tanh_derivative, "tanh'", r"\tanh'", _tanh_second),
-        elementwise("relu", _relu, _relu_derivative, "relu'", r"\mathrm{relu}'", _zeros),
+        elementwise(
+            "sigmoid", sigmoid, _sigmoid_derivative, "sigmoid'", r"\sigma'", _sigmoid_second, ns=(14.0, 5.0)
+        ),
+        elementwise("tanh", _tanh, _tanh_derivative, "tanh'", r"\tanh'", _tanh_second, ns=(21.0, 4.0)),
+        elementwise("relu", _relu, _relu_derivative, "relu'", r"\mathrm{relu}'", _zeros, ns=(6.0, 4.0)),
         leaky_relu(),
         elementwise(
-            "softplus", _softplus, _softplus_derivative, "softplus'", r"\mathrm{softplus}'", _softplus_second
+            "softplus",
+            _softplus,
+            _softplus_derivative,
+            "softplus'",
+            r"\mathrm{softplus}'",
+            _softplus_second,
+            ns=(30.0, 14.0),
         ),
         Activation(
             "softmax",
@@ -310,16 +307,36 @@ ACTIVATIONS: dict[str, Activation] = {
             segmented=True,
             second_derivative=_softmax_second,
             curvature=_softmax_curvature,
+            forward_ns=25.0,
+            backward_ns=22.0,
         ),
-        elementwise("elu", neat.elu, neat.elu_derivative, "elu'", r"\mathrm{elu}'", neat.elu_second),
-        elementwise("selu", neat.selu, neat.selu_derivative, "selu'", r"\mathrm{selu}'", neat.selu_second),
-        elementwise("abs", neat.abs, neat.sign, "sign", r"\operatorname{sign}", _zeros),
-        elementwise("square", neat.square, neat.square_derivative, "2 s", "2 s", neat.twos),
-        elementwise("cube", neat.cube, neat.cube_derivative, "3 s^2", "3 s^2", neat.cube_second),
         elementwise(
-            "clamped", neat.clamped, neat.clamped_derivative, "clamped'", r"\mathrm{clamped}'", _zeros
+            "elu", neat.elu, neat.elu_derivative, "elu'", r"\mathrm{elu}'", neat.elu_second, ns=(30.0, 25.0)
         ),
-        elementwise("hat", neat.hat, neat.hat_derivative, "hat'", r"\mathrm{hat}'", _zeros),
+        elementwise(
+            "selu",
+            neat.selu,
+            neat.selu_derivative,
+            "selu'",
+            r"\mathrm{selu}'",
+            neat.selu_second,
+            ns=(32.0, 27.0),
+        ),
+        elementwise("abs", neat.abs, neat.sign, "sign", r"\operatorname{sign}", _zeros, ns=(6.0, 6.0)),
+        elementwise("square", neat.square, neat.square_derivative, "2 s", "2 s", neat.twos, ns=(6.0, 5.0)),
+        elementwise(
+            "cube", neat.cube, neat.cube_derivative, "3 s^2", "3 s^2", neat.cube_second, ns=(20.0, 8.0)
+        ),
+        elementwise(
+            "clamped",
+            neat.clamped,
+            neat.clamped_derivative,
+            "clamped'",
+            r"\mathrm{clamped}'",
+            _zeros,
+            ns=(8.0, 8.0),
+        ),
+        elementwise("hat", neat.hat, neat.hat_derivative, "hat'", r"\mathrm{hat}'", _zeros, ns=(10.0, 14.0)),
         elementwise(
             "neat_sigmoid",
             neat.neat_sigmoid,
@@ -327,6 +344,7 @@ ACTIVATIONS: dict[str, Activation] = {
             "neat_sigmoid'",
             r"\sigma_5'",
             neat.neat_sigmoid_second,
+            ns=(25.0, 20.0),
         ),
         elementwise(
             "neat_tanh",
@@ -335,6 +353,7 @@ ACTIVATIONS: dict[str, Activation] = {
             "neat_tanh'",
             r"\tanh_{2.5}'",
             neat.neat_tanh_second,
+            ns=(30.0, 20.0),
         ),
         elementwise(
             "neat_softplus",
@@ -343,9 +362,16 @@ ACTIVATIONS: dict[str, Activation] = {
             "neat_softplus'",
             r"\mathrm{softplus}_5'",
             neat.neat_softplus_second,
+            ns=(45.0, 45.0),
         ),
         elementwise(
-            "neat_sin", neat.neat_sin, neat.neat_sin_derivative, "neat_sin'", r"\sin_5'", neat.neat_sin_second
+            "neat_sin",
+            neat.neat_sin,
+            neat.neat_sin_derivative,
+            "neat_sin'",
+            r"\sin_5'",
+            neat.neat_sin_second,
+            ns=(30.0, 30.0),
         ),
         elementwise(
             "neat_gauss",
@@ -354,6 +380,7 @@ ACTIVATIONS: dict[str, Activation] = {
             "neat_gauss'",
             r"\mathrm{gauss}'",
             neat.neat_gauss_second,
+            ns=(30.0, 20.0),
         ),
         elementwise(
             "neat_exp",
@@ -362,6 +389,7 @@ ACTIVATIONS: dict[str, Activation] = {
             "neat_exp'",
             r"\exp_{60}'",
             neat.neat_exp_second,
+            ns=(25.0, 15.0),
         ),
         elementwise(
             "neat_log",
@@ -370,6 +398,7 @@ ACTIVATIONS: dict[str, Activation] = {
             "neat_log'",
             r"\log_{10^{-7}}'",
             neat.neat_log_second,
+            ns=(25.0, 20.0),
         ),
         elementwise(
             "neat_inv",
@@ -378,6 +407,7 @@ ACTIVATIONS: dict[str, Activation] = {
             "neat_inv'",
             r"\mathrm{inv}'",
             neat.neat_inv_second,
+            ns=(12.0, 12.0),
         ),
     )
 }

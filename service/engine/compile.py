@@ -12,12 +12,13 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from service.engine.activations import ACTIVATIONS, DEFAULT_SLOPE, resolve, segments
+from service.engine.activations import ACTIVATIONS, DEFAULT_SLOPE, resolve
 from service.engine.errors import GraphError, Problem, enough, raise_collected
 from service.engine.layout import Edges, Layout
 from service.engine.losses import LOSSES
 from service.engine.network import AGGREGATIONS, Network, Unit, Value, WeightColumns
 from service.engine.plan import Group, Level, Plan, UnitInfo
+from service.engine.segments import segments
 
 Array = np.ndarray
 ROLES = ("input", "hidden", "output")

@@ -4,7 +4,8 @@ and that gradient's derivative along a direction (for Hessian-vector products).
 A loss's gradient is dE_n/dz of the outputs, which backward passes through each output's
 activation; or, for a loss *fused* with the activations it accepts, dE_n/ds directly, which
 is both simpler and stable where z saturates (cross-entropy after sigmoid is z - y). Adding
-a loss is one entry in LOSSES (and its name in the wire's LossName), plus its tests.
+a loss is one entry in LOSSES, with its cost (`output_ns`), and its name in the wire's LossName;
+everything else reads the registry (tests/test_registries.py shows it).
 
 Every E_n is the sum of per-element terms over all the outputs' entries (so each loss's
 Hessian with respect to z is diagonal, but a fused loss's with respect to s need not be).
@@ -14,11 +15,11 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from service.engine.activations import Segments
+from service.engine.segments import Segments
 
 Array = np.ndarray
 
@@ -66,6 +67,10 @@ class Loss:
     #: how explanations name dE/dz at output {o} where it is not `coefficient` (yhat - y): its
     #: text and LaTeX
     term: tuple[str, str] | None = None
+    #: its cost, per output entry (counted with its size) and sample, in ns on one core: E_n's
+    #: term and its gradient; what the cost model (service.pipeline.costs) counts, calibrated
+    #: with `python -m bench.calibrate`
+    output_ns: float = field(kw_only=True)
 
 
 Rule = Callable[[Outputs], Array]
@@ -184,7 +189,7 @@ def huber(delta: float = 1.0) -> Loss:
     def curvature(out: Outputs, r: Array) -> Array:
         return np.where(np.abs(out.z - out.y) <= delta, r, 0.0)
 
-    return Loss("huber", values, gradient, curvature, term=_DE_DZ)
+    return Loss("huber", values, gradient, curvature, term=_DE_DZ, output_ns=5.0)
 
 
 #: huber's delta when a network gives none (torch's HuberLoss default)
@@ -202,8 +207,8 @@ def resolve(name: str, huber_delta: float | None = None) -> Loss:
 LOSSES: dict[str, Loss] = {
     loss.name: loss
     for loss in (
-        Loss("half_squared_error", *_squared(0.5)),
-        Loss("squared_error", *_squared(1.0), coefficient="2"),
+        Loss("half_squared_error", *_squared(0.5), output_ns=5.0),
+        Loss("squared_error", *_squared(1.0), coefficient="2", output_ns=5.0),
         Loss(
             "cross_entropy",
             _cross_entropy,
@@ -212,6 +217,7 @@ LOSSES: dict[str, Loss] = {
             fused=True,
             accepts={"sigmoid": "binary", "softmax": "categorical"},
             targets=(0.0, 1.0),
+            output_ns=5.0,
         ),
         Loss(
             "binary_cross_entropy",
@@ -221,6 +227,7 @@ LOSSES: dict[str, Loss] = {
             accepts={"sigmoid": "binary", "neat_sigmoid": "binary"},
             targets=(0.0, 1.0),
             term=_DE_DZ,
+            output_ns=5.0,
         ),
         huber(DEFAULT_HUBER_DELTA),
     )

@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
-from service.engine.activations import Activation, Segments
+from service.engine.activations import Activation
 from service.engine.losses import Loss, resolve
+from service.engine.segments import Segments
 
 if TYPE_CHECKING:
     from service.engine.layout import Layout

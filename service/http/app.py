@@ -17,7 +17,6 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp
 
 from service import __version__, pages, wire
-from service.pipeline.handlers import ROUTES
 from service.errors import ProblemError
 from service.http import memory, problems
 from service.http import metrics as prometheus
@@ -28,6 +27,7 @@ from service.http.middleware import Abortable, ApiKeyAuth, RequestContext, Secur
 from service.http.openapi import REQUEST_MODELS, compute_docs
 from service.http.routes import ComputeRoutes
 from service.http.shutdown import Shutdown
+from service.pipeline.handlers import ROUTES
 from service.settings import Settings, get_settings
 from service.transport.executors import make_executor
 

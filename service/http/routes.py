@@ -17,19 +17,14 @@ import logging
 from collections import deque
 from collections.abc import Coroutine
 from typing import Any
-from urllib.parse import parse_qs
 
 import orjson
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service import wire
-from service.pipeline import dispatch
-from service.pipeline.dispatch import Reply
 from service.convert.progress import PROGRESS, START, Report
-from service.pipeline.handlers import HANDLERS, ROUTES
 from service.errors import (
-    InvalidRequestError,
     MalformedBinaryBodyError,
     MethodNotAllowedError,
     OutOfMemoryError,
@@ -39,6 +34,9 @@ from service.errors import (
 from service.http.admission import ClientGoneError, Inflight, computation_slot, receive_body
 from service.http.middleware import ConnectionDroppedError
 from service.http.shutdown import Shutdown
+from service.pipeline import dispatch
+from service.pipeline.dispatch import Reply
+from service.pipeline.handlers import HANDLERS, ROUTES
 from service.settings import Settings
 from service.transport.executors import Executor
 from service.transport.shared import ReceivedBody
@@ -78,7 +76,7 @@ class ComputeRoutes:
             framed = _framing(scope)
             shutdown.refuse_new()
             endpoint = _endpoint(route, scope)
-            if HANDLERS[endpoint].streamed is not None and _wants_stream(scope):
+            if HANDLERS[route.name].streamed is not None and _wants_stream(scope):
                 await _stream(scope, receive, send, endpoint, framed)
                 return
             reply = await _answer(scope, receive, endpoint, framed)
@@ -168,22 +166,8 @@ async def _piece(send: Send, message: dict[str, Any], inflight: Inflight, size: 
 
 
 def _endpoint(route: wire.Endpoint, scope: Scope) -> str:
-    """The worker's endpoint: render's depends on ?format=svg|dot|layout and, for a layout,
-    ?orient=horizontal|vertical."""
-    if route.name != "render":
-        return route.name
-    query = parse_qs(scope["query_string"].decode("latin-1"))
-    fmt = query.get("format", ["svg"])[-1]
-    if fmt not in ("svg", "dot", "layout"):
-        raise InvalidRequestError(f"format: Input should be 'svg', 'dot' or 'layout', not {fmt[:40]!r}")
-    orient = query.get("orient", ["horizontal"])[-1]
-    if orient not in ("horizontal", "vertical"):
-        raise InvalidRequestError(f"orient: Input should be 'horizontal' or 'vertical', not {orient[:40]!r}")
-    if orient == "vertical" and fmt != "layout":
-        raise InvalidRequestError("orient: 'vertical' is for format=layout; SVG and DOT run left to right")
-    if fmt == "layout":
-        return "render.layout.vertical" if orient == "vertical" else "render.layout"
-    return "render.dot" if fmt == "dot" else "render"
+    """The dispatch's key: the endpoint's handler row reads its variant from the query."""
+    return HANDLERS[route.name].key(scope["query_string"])
 
 
 async def _answer(scope: Scope, receive: Receive, endpoint: str, framed: int | None) -> Reply:

@@ -1,30 +1,34 @@
-"""What a request will cost, estimated before anything is computed: its time and its answer's size.
+"""The cost model: what a request will cost, estimated before anything is computed: its time
+and its answer's size.
 
-Everything is read from the validated request (and the body's bytes), never from a compiled
-plan, so the estimate decides before any of the work it estimates is spent: whether a request
-may run on the server's event loop (`GRADSERVE_INLINE_MS`), and whether it is refused outright
-(413 past `max_work` or `max_answer_bytes`). Each endpoint has its own function, counting what
-that endpoint does: its passes over the batch (elementwise work over units x batch, matrix work
-over weight elements x batch, a fixed cost per level visited), its Python work per unit and per
-weight, and its answer, built and serialised (a number in a JSON list costs more than in base64).
+Everything is read from the validated request (and the body's counts, `service.pipeline.scan`),
+never from a compiled plan, so the estimate decides before any of the work it estimates is spent:
+whether a request may run on the server's event loop (`GRADSERVE_INLINE_MS`), and whether it is
+refused outright (`service.pipeline.refusal`: 413 past `max_work` or `max_answer_bytes`). Each
+endpoint has its own estimator (its handler row names it), counting what that endpoint does: its
+passes over the batch (elementwise work over units x batch, matrix work over weight elements x
+batch, a fixed cost per level visited), its Python work per unit and per weight, and its answer,
+built and serialised (a number in a JSON list costs more than in base64).
 
 The constants are per-element times on one core, calibrated with `python -m bench.calibrate`
-(its figures are in bench/RESULTS.md); an estimate is meant to be within a small factor of the
-time taken, not exact.
+(its figures are in bench/RESULTS.md); an activation's and a loss's own are in their registry
+entries (`forward_ns`, `backward_ns`, `output_ns`). An estimate is meant to be within a small
+factor of the time taken, not exact.
 """
 
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from service import wire
+from service.engine.activations import ACTIVATIONS
 from service.engine.compile import longest_paths
+from service.engine.losses import LOSSES
 from service.engine.optimizers import OPTIMIZERS, resolved
-from service.errors import LimitExceededError, echoed
+from service.pipeline.scan import BodyCounts
 from service.settings import Limits
 
 # ---------------------------------------------------------------- calibrated constants (ns)
@@ -34,62 +38,13 @@ from service.settings import Limits
 WORK_PER_MS = 1e7
 MAC_NS = 1e6 / WORK_PER_MS
 
-#: per unit (counted with its size) and sample: a forward pass (s, then z = f(s))...
-FORWARD_NS = {
-    "identity": 5.0,
-    "sigmoid": 14.0,
-    "tanh": 21.0,
-    "relu": 6.0,
-    "leaky_relu": 8.0,
-    "softplus": 30.0,
-    "softmax": 25.0,
-    # neat-python's and the other elementwise ones: not calibrated, set beside their kin (a
-    # clamp costs about a relu; neat_* compute the clamp, then their function)
-    "elu": 30.0,
-    "selu": 32.0,
-    "abs": 6.0,
-    "square": 6.0,
-    "cube": 20.0,
-    "clamped": 8.0,
-    "hat": 10.0,
-    "neat_sigmoid": 25.0,
-    "neat_tanh": 30.0,
-    "neat_softplus": 45.0,
-    "neat_sin": 30.0,
-    "neat_gauss": 30.0,
-    "neat_exp": 25.0,
-    "neat_log": 25.0,
-    "neat_inv": 12.0,
-}
-#: ...a backward pass (delta from dE/dz)...
-BACKWARD_NS = {
-    "identity": 2.0,
-    "sigmoid": 5.0,
-    "tanh": 4.0,
-    "relu": 4.0,
-    "leaky_relu": 9.0,
-    "softplus": 14.0,
-    "softmax": 22.0,
-    "elu": 25.0,
-    "selu": 27.0,
-    "abs": 6.0,
-    "square": 5.0,
-    "cube": 8.0,
-    "clamped": 8.0,
-    "hat": 14.0,
-    "neat_sigmoid": 20.0,
-    "neat_tanh": 20.0,
-    "neat_softplus": 45.0,
-    "neat_sin": 30.0,
-    "neat_gauss": 20.0,
-    "neat_exp": 15.0,
-    "neat_log": 20.0,
-    "neat_inv": 12.0,
-}
+# (per unit, counted with its size, and sample: a forward pass (s, then z = f(s)) and a
+# backward pass (delta from dE/dz) cost each activation's own `forward_ns` and `backward_ns`,
+# and each output entry its loss's `output_ns` (E_n and its gradient): in their registries)
 #: per unit (with its size) and sample, in each of the forward and backward passes, where a
 #: response or a mean scales the weighted sums
 SCALE_NS = 3.0
-#: ...and the gradient's sums and the loss
+#: ...and the gradient's sums
 GRADIENT_NS = 5.0
 #: per level visited by a forward, backward and gradient pass, whatever its batch
 LEVEL_FORWARD_NS, LEVEL_BACKWARD_NS, LEVEL_GRADIENT_NS = 15_000.0, 10_000.0, 3_000.0
@@ -97,19 +52,6 @@ LEVEL_FORWARD_NS, LEVEL_BACKWARD_NS, LEVEL_GRADIENT_NS = 15_000.0, 10_000.0, 3_0
 COMPILE_ENTRY_NS, COMPILE_LEVEL_NS = 1_000.0, 16_000.0
 #: any request: routing, validating a tiny body, the answer's envelope
 REQUEST_NS = 100_000.0
-#: parsing: per byte, per JSON object (a model built), per string (an id checked), per list item
-PARSE_BYTE_NS, PARSE_OBJECT_NS, PARSE_STRING_NS, PARSE_ITEM_NS = 6.0, 2_000.0, 150.0, 5.0
-#: per list (`[`): built by the parser whatever it holds, an empty one too: many small lists
-#: cost far more than their bytes ("[]," is 3 bytes); lists nested in lists, as pydantic
-#: validates them into an Array, cost the most (bench/RESULTS.md, "parse of nested lists")
-PARSE_LIST_NS = 1_200.0
-#: a binary body's JSON document is also parsed into Python objects and walked for its
-#: references (service.wire.framing): per list or object in it
-WALK_CONTAINER_NS = 3_000.0
-#: a body whose parse is estimated within this is read whatever the time limit (check_body)
-MIN_PARSE_BOUND_S = 1.0
-#: a binary body's sections, per byte: checked finite, and copied where FP32 or unaligned
-BINARY_BYTE_NS = 0.5
 #: the answer: per number, as JSON lists, as base64 or as binary sections (copied at most
 #: once, never converted); per entry (a unit's or a weight's object)
 LIST_NUMBER_NS, BASE64_NUMBER_NS, BINARY_NUMBER_NS, ENTRY_NS = 30.0, 17.0, 2.0, 3_000.0
@@ -146,6 +88,7 @@ class Shape:
     batch: int
     forward_ns: float  # one sample's elementwise forward work, each unit at its activation's cost
     backward_ns: float
+    loss_ns: float  # one sample's loss and its gradient at the outputs, at the loss's cost
     responses: bool = False  # a unit gives a response: every unit's is a parameter
 
     @property
@@ -177,8 +120,9 @@ def shape_of(net: wire.Network, samples: wire.Samples | None) -> Shape:
     scaled = responses or any(u.aggregation == "mean" for u in net.units)
     for u in net.units:
         if u.role != "input":
-            forward += u.size * (FORWARD_NS[u.resolved_activation] + (SCALE_NS if scaled else 0.0))
-            backward += u.size * (BACKWARD_NS[u.resolved_activation] + (SCALE_NS if scaled else 0.0))
+            activation = ACTIVATIONS[u.resolved_activation]
+            forward += u.size * (activation.forward_ns + (SCALE_NS if scaled else 0.0))
+            backward += u.size * (activation.backward_ns + (SCALE_NS if scaled else 0.0))
     given = net.weights
     if isinstance(given, wire.WeightColumns):
         sources, targets = given.source, given.target
@@ -200,6 +144,7 @@ def shape_of(net: wire.Network, samples: wire.Samples | None) -> Shape:
         batch=max(1, batch_rows(samples)) if samples is not None else 0,
         forward_ns=forward,
         backward_ns=backward,
+        loss_ns=outputs * LOSSES[net.loss].output_ns,
         responses=responses,
     )
 
@@ -229,128 +174,11 @@ def levels(ids: list[str], sources: Sequence[str], targets: Sequence[str]) -> in
     return len(ids) if any(left) else max(level, default=0) + 1
 
 
-# ---------------------------------------------------------------- the body, before it is parsed
-
-
-@dataclass(frozen=True)
-class BodyCounts:
-    """A body's bytes and what they can hold, counted without parsing it (a few fast scans)."""
-
-    size: int  # of the JSON (a binary body's JSON document)
-    objects: int  # `{`: no id, activation, base64 or number holds one
-    strings: int  # pairs of `"`: no id or base64 holds one
-    items: int  # `,`: separators of list items and of object members
-    binary: int = 0  # bytes of a binary body's sections (not JSON: never scanned)
-    lists: int = 0  # `[` (no id, activation or base64 holds one)
-    framed: bool = False  # a binary body: its document is walked for references too
-
-    @classmethod
-    def of(cls, body: bytes, binary: int | None = None) -> BodyCounts:
-        """The counts of a JSON body, or of a binary body's JSON document and `binary` bytes of sections."""
-        return cls(
-            len(body),
-            body.count(b"{"),
-            body.count(b'"') // 2,
-            body.count(b","),
-            binary or 0,
-            body.count(b"["),
-            binary is not None,
-        )
-
-    def parse_ns(self) -> float:
-        """The parse's time, counted before it runs (so before any of it is spent on the event
-        loop): linear in the body's bytes whatever its shape."""
-        walk = (self.objects + self.lists) * WALK_CONTAINER_NS if self.framed else 0.0
-        return (
-            self.size * PARSE_BYTE_NS
-            + self.objects * PARSE_OBJECT_NS
-            + self.strings * PARSE_STRING_NS
-            + self.items * PARSE_ITEM_NS
-            + self.lists * PARSE_LIST_NS
-            + self.binary * BINARY_BYTE_NS
-            + walk
-        )
-
-
-#: keys whose count bounds what pydantic would build: every unit object has one "id" (as may one
-#: entry of inputs, targets and biases, for a unit named "id"), every weight object one "source"
-#: (as do the columns); no id, activation name or base64 holds a quote
-BOUNDED_KEYS = (
-    (b'"id"', "max_units", "unit entries", 3),
-    (b'"source"', "max_weight_elements", "weight objects (each has at least one element)", 2),
-)
-
-
-def check_body(endpoint: str, body: bytes, counts: BodyCounts, limits: Limits) -> None:
-    """Refuse a body holding more units or weight objects than the limits allow, before they are
-    built: pydantic builds every item of a list before any limit can count them, at hundreds of
-    bytes each, many times the bytes of the body. And refuse a body whose parse alone would
-    take over half the time limit: a parse cannot be stopped once it runs (the time limit
-    starts after it), and the estimate is good to about 2x; a parse of a second or less is
-    never refused so (a time limit set that short is for the computation)."""
-    parse_s = counts.parse_ns() / 1e9
-    if parse_s > max(limits.timeout_s / 2, MIN_PARSE_BOUND_S):
-        raise LimitExceededError(
-            f"reading this body would take about {parse_s:,.0f} s ({counts.lists:,} lists and "
-            f"{counts.objects:,} objects in {counts.size:,} bytes), over half of timeout_s = "
-            f"{limits.timeout_s:g} s (set by GRADSERVE_TIMEOUT_S), or 1 s; refused before it was parsed"
-        )
-    for key, name, what, spare in BOUNDED_KEYS:
-        allowed = getattr(limits, name) + spare
-        # each is in an object, and is a quoted key or value: bounds that cost a scan or none
-        if counts.objects <= allowed or body.count(key) <= allowed:
-            continue
-        found = body.count(key + b":")  # compact JSON; else whitespace may come before the colon
-        if found <= allowed:
-            pattern = re.compile(re.escape(key) + rb"\s*:")
-            found = sum(1 for _ in pattern.finditer(body))
-        if found > allowed:
-            raise LimitExceededError(
-                f"the body holds {found:,} {what}, over the limit {name} = {allowed - spare:,} "
-                f"(set by GRADSERVE_{name.upper()}); refused before it was parsed"
-            )
-    # Numbers in lists: a comma after anything but a string, an object or a list follows a number
-    # (or a member's value, a few per object). However they are given, a request's numbers are
-    # its inputs and targets (batch x their units, within max_activation_elements), weight
-    # elements and biases (and /v1/check's claimed gradients of both).
-    allowed = numbers_allowed(endpoint, limits) + 8 * counts.objects + 64
-    least = counts.binary // 8  # numbers in binary sections: at least one per 8 bytes
-    if counts.items + least <= allowed:
-        return
-    numbers = least + counts.items - body.count(b'",') - body.count(b"},") - body.count(b"],")
-    if numbers > allowed:
-        raise LimitExceededError(
-            f"the body holds about {numbers:,} numbers in lists"
-            + (" and binary sections" if least else "")
-            + ", more than the limits allow: "
-            f"max_activation_elements ({limits.max_activation_elements:,}) of inputs and targets, "
-            f"max_weight_elements ({limits.max_weight_elements:,}) and max_neurons "
-            f"({limits.max_neurons:,}) of weights, biases and responses"
-            + (", twice (the network's and the claimed gradients)" if endpoint == "check" else "")
-            + (", twice (the network's and the vector)" if endpoint == "hvp" else "")
-            + (
-                f", up to {1 + MAX_BUFFERS} times (the network's and a state's buffers)"
-                if endpoint == "sgd"
-                else ""
-            )
-            + " (set by GRADSERVE_MAX_ACTIVATION_ELEMENTS, GRADSERVE_MAX_WEIGHT_ELEMENTS and "
-            "GRADSERVE_MAX_NEURONS); refused before it was parsed"
-        )
-
-
 #: the most buffers an optimizer keeps (adam with amsgrad, rmsprop centered with momentum)
 MAX_BUFFERS = max(
     len(o.buffers({**o.hyper, "amsgrad": True, "centered": True, "momentum": 0.5}))
     for o in OPTIMIZERS.values()
 )
-
-
-def numbers_allowed(endpoint: str, limits: Limits) -> int:
-    """The most numbers a request's body can hold within the limits."""
-    parameters = limits.max_weight_elements + 2 * limits.max_neurons  # biases and responses
-    # check: the claimed gradients; hvp: the vector; sgd: a state's buffers (at most three, as the network's)
-    copies = {"check": 2, "hvp": 2, "sgd": 1 + MAX_BUFFERS}.get(endpoint, 1)
-    return limits.max_activation_elements + parameters * copies
 
 
 # ---------------------------------------------------------------- the answer
@@ -432,7 +260,7 @@ def forward(req: wire.ForwardRequest, s: Shape, limits: Limits) -> Computation:
 
 
 def gradients(req: wire.GradientsRequest, s: Shape, limits: Limits) -> Computation:
-    data = s.batch * (s.row_ns(backward=True) + s.output_neurons * GRADIENT_NS)
+    data = s.batch * (s.row_ns(backward=True) + s.loss_ns)
     parts = [_gradient_tables(s)]
     if req.include_units:
         parts.append(_unit_tables(s, 3))
@@ -453,8 +281,7 @@ def gradients(req: wire.GradientsRequest, s: Shape, limits: Limits) -> Computati
 
 def sgd(req: wire.SgdRequest, s: Shape, limits: Limits) -> Computation:
     rows = s.batch
-    size = rows if req.batch_size is None else max(1, min(req.batch_size, rows))
-    steps = req.epochs * -(-rows // size)
+    steps = sgd_steps(req, rows)
     # each epoch: forward and backward over every sample, a step (a pass over the levels and an
     # update of every parameter) per minibatch, then a forward of the whole batch for the
     # history; and one forward before
@@ -476,10 +303,16 @@ def sgd(req: wire.SgdRequest, s: Shape, limits: Limits) -> Computation:
     return Computation(data, sweeps, answer)
 
 
+def sgd_steps(req: wire.SgdRequest, rows: int) -> int:
+    """The optimizer's steps: one per minibatch of each epoch."""
+    size = rows if req.batch_size is None else max(1, min(req.batch_size, rows))
+    return req.epochs * -(-rows // size)
+
+
 def hvp(req: wire.HvpRequest, s: Shape, limits: Limits) -> Computation:
     # the R-operator takes about three gradient passes: the forward and backward it follows,
     # then the R-forward and R-backward, each of them about twice the matrix work of its pass
-    data = 3 * s.batch * (s.row_ns(backward=True) + s.output_neurons * GRADIENT_NS)
+    data = 3 * s.batch * (s.row_ns(backward=True) + s.loss_ns)
     answer = Answer(2 * s.params + 1, 2 * (s.weights + s.units))  # the gradients, H v and v.Hv
     return Computation(data, 3 * s.sweep_ns(backward=True), answer)
 
@@ -511,9 +344,7 @@ def check(req: wire.CheckRequest, s: Shape, limits: Limits) -> Computation:
     # forward (every level finding the replicas it offsets); the replicas go in chunks of
     # max_activation_elements, each chunk a pass over the levels
     replicas = 2 * params * rows
-    per_replica = (
-        s.weight_elements * MAC_NS + s.forward_ns + s.output_neurons * GRADIENT_NS + s.levels * MAC_NS
-    )
+    per_replica = s.weight_elements * MAC_NS + s.forward_ns + s.loss_ns + s.levels * MAC_NS
     data = rows * s.row_ns(backward=True) + replicas * per_replica + params * rows * PARAM_NS
     per_chunk = max(1, limits.max_activation_elements // max(1, 2 * rows * s.neurons))
     chunks = -(-params // per_chunk)
@@ -549,65 +380,3 @@ def estimate(
     )
     work = math.ceil(done.data_ns * WORK_PER_MS / 1e6)
     return Estimate(ns / 1e6, work, math.ceil(done.answer.size(encoding)), shape)
-
-
-def limit(limits: Limits, name: str, value: int, what: str) -> None:
-    allowed = getattr(limits, name)
-    if value > allowed:
-        raise LimitExceededError(
-            f"{what} is {echoed(value)}, over the limit {name} = {allowed:,} "
-            f"(set by GRADSERVE_{name.upper()})"
-        )
-
-
-def admit(endpoint: str, request: Any, cost: Estimate, limits: Limits) -> None:
-    """Refuse (413) a request over a limit: first what it asks for (units, weights, batch: its
-    own counts, exact for any network that compiles), then the estimated work and answer size
-    that follow from them. Nothing later checks a limit."""
-    s = cost.shape
-    if endpoint.startswith("render"):
-        limit(limits, "max_render_units", s.units, "the number of units to draw")
-    limit(limits, "max_units", s.units, "the number of unit entries")
-    limit(limits, "max_neurons", s.input_neurons + s.neurons, "the number of units counted with their sizes")
-    limit(limits, "max_weight_elements", s.weights, "the number of weights")  # each has one or more
-    limit(limits, "max_weight_elements", s.weight_elements, "the number of weight elements")
-    limit(limits, "max_batch", s.batch, "the batch size")
-    limit(limits, "max_activation_elements", (s.input_neurons + s.neurons) * s.batch, "units x batch")
-    if getattr(request, "per_sample", False):
-        limit(limits, "max_per_sample_elements", s.params * s.batch, "batch x parameters")
-    if isinstance(request, wire.SgdRequest):
-        limit(limits, "max_epochs", request.epochs, "epochs")
-        size = s.batch if request.batch_size is None else max(1, min(request.batch_size, s.batch))
-        limit(limits, "max_steps", request.epochs * -(-s.batch // size), "the number of SGD steps")
-    if cost.work > limits.max_work:
-        raise LimitExceededError(
-            f"the estimated work is {cost.work:,} (the whole request: about {cost.ms / 1000:,.3g} s on "
-            f"one core), over the limit max_work = {limits.max_work:,} (set by GRADSERVE_MAX_WORK); "
-            "ask for less: a smaller batch, fewer epochs, a smaller network"
-            + (
-                f"; checking {cost.shape.params:,} parameters runs the network twice for each"
-                if endpoint == "check"
-                else ""
-            )
-        )
-    if cost.answer_bytes > limits.max_answer_bytes:
-        ways = list(ASK_FOR_LESS.get(endpoint, ("a smaller network",)))
-        if getattr(request, "array_encoding", "list") == "list" and endpoint in ENCODED:
-            ways.insert(-1, "array_encoding 'binary' or 'base64' (a third or less than half the bytes)")
-        raise LimitExceededError(
-            f"the answer could take up to {cost.answer_bytes:,} bytes, over the limit max_answer_bytes = "
-            f"{limits.max_answer_bytes:,} (set by GRADSERVE_MAX_ANSWER_BYTES; numbers in JSON lists "
-            "are counted at their longest); ask for less: " + ", ".join(ways)
-        )
-
-
-#: how to ask each endpoint for a smaller answer (array_encoding is suggested where it is not used yet)
-ASK_FOR_LESS: dict[str, tuple[str, ...]] = {
-    "forward": ("a smaller batch",),
-    "gradients": ("include_units false", "per_sample false", "a smaller batch"),
-    "sgd": ("a smaller network",),
-    "explain": ("fewer paths (max_paths)", "a smaller network"),
-    "check": ("a smaller network",),
-    "hvp": ("a smaller network",),
-}
-ENCODED = frozenset(ASK_FOR_LESS)

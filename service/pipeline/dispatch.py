@@ -13,10 +13,8 @@ from pydantic import BaseModel, ValidationError
 
 from service import wire
 from service.convert import binding, progress
-from service.pipeline import costs
 from service.convert.encoding import Sections, binary_sections, dumps, framed_answer
 from service.endpoints.render import Document
-from service.pipeline.handlers import HANDLERS
 from service.errors import (
     InvalidRequestError,
     MalformedBinaryBodyError,
@@ -24,6 +22,8 @@ from service.errors import (
     issue,
     schema_problem,
 )
+from service.pipeline import costs, refusal, scan
+from service.pipeline.handlers import run_of
 from service.settings import Limits
 from service.wire import framing
 
@@ -64,9 +64,11 @@ def handle(
     framed: int | None = None,
     report: progress.Report | None = None,
 ) -> Reply:
-    """One compute request, from the body's bytes to the answer's bytes. `framed`: the body is in
-    the binary framing, its JSON document the first `framed` bytes. With `report`, an endpoint
-    that can (`Handler.streamed`) reports its progress to it as it goes."""
+    """One compute request, from the body's bytes to the answer's bytes. `endpoint`: the key of
+    its handler row (`service.pipeline.handlers.Handler.key`: the endpoint's name, with its
+    variant). `framed`: the body is in the binary framing, its JSON document the first `framed`
+    bytes. With `report`, an endpoint that can (`Handler.streamed`) reports its progress to it
+    as it goes."""
     return handle_in_pieces(endpoint, body, limits, framed, report).joined()
 
 
@@ -93,18 +95,18 @@ def _handle(
     report: progress.Report | None = None,
 ) -> Reply | None:
     """`handle`; with a budget, None (handed on) as soon as its estimate is over `budget_ms`."""
-    handler = HANDLERS[endpoint]
+    handler, run = run_of(endpoint)
     try:
         document, sections = _unframed(body, framed)
-        counts = costs.BodyCounts.of(document, None if sections is None else len(sections.buffer))
+        counts = scan.BodyCounts.of(document, None if sections is None else len(sections.buffer))
         if budget_ms is not None and counts.parse_ns() / 1e6 > budget_ms:
             return None  # even parsing it would hold the event loop too long
-        costs.check_body(endpoint, document, counts, limits)
+        scan.check_body(document, counts, limits, handler.copies, handler.copies_are)
         if sections is not None:
             sections = _referenced(document, sections.buffer)
         request = parse(handler.wire.request, document)
         cost = costs.estimate(handler.cost, request, limits, counts)
-        costs.admit(endpoint, request, cost, limits)
+        refusal.admit(handler, request, cost, limits)
         if budget_ms is not None and cost.ms > budget_ms:
             return None
         # Every endpoint runs under the time limit and without NumPy's floating-point warnings:
@@ -116,7 +118,7 @@ def _handle(
             binary_sections(sections),
         ):
             result = (
-                handler.run(request, limits)
+                run(request, limits)
                 if report is None or handler.streamed is None
                 else handler.streamed(request, limits, report)
             )
@@ -178,7 +180,7 @@ def handle_inline(
     Tiny requests are most requests, and the hop to a worker process and back costs more than
     computing one of them (bench/RESULTS.md, "Figures behind the design").
     """
-    if not HANDLERS[endpoint].inline or budget_ms <= 0:
+    if not run_of(endpoint)[0].inline or budget_ms <= 0:
         return None
     reply = _handle(endpoint, body, limits, budget_ms, framed)
     return None if reply is None else reply.joined()

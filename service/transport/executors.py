@@ -25,10 +25,10 @@ from typing import Any, Protocol
 
 import anyio.to_thread
 
-from service.endpoints import selfcheck
-from service.pipeline.dispatch import Reply, handle
 from service.convert.progress import Report
+from service.endpoints import selfcheck
 from service.errors import OutOfMemoryError, WorkerLostError
+from service.pipeline.dispatch import Reply, handle
 from service.settings import Limits, Settings
 from service.transport.pool import Pool, WorkerDiedError
 from service.transport.pool import report as pool_report

@@ -11,8 +11,8 @@ from multiprocessing.shared_memory import SharedMemory
 
 import numpy as np
 
-from service.pipeline.dispatch import Reply, handle_in_pieces
 from service.convert.progress import Report
+from service.pipeline.dispatch import Reply, handle_in_pieces
 from service.settings import Limits
 
 
