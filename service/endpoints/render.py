@@ -124,16 +124,11 @@ def render(
     return Document(svg(drawing).encode(), "image/svg+xml")
 
 
-def variant(query: Mapping[str, list[str]]) -> str:
-    """Which of render's answers a request's query asks for (?format=svg|dot|layout and, for a
-    layout, &orient=horizontal|vertical): "" for the SVG, else a key of VARIANTS; a 422 for
-    any other."""
-    fmt = query.get("format", ["svg"])[-1]
-    if fmt not in ("svg", "dot", "layout"):
-        raise InvalidRequestError(f"format: Input should be 'svg', 'dot' or 'layout', not {fmt[:40]!r}")
-    orient = query.get("orient", ["horizontal"])[-1]
-    if orient not in ("horizontal", "vertical"):
-        raise InvalidRequestError(f"orient: Input should be 'horizontal' or 'vertical', not {orient[:40]!r}")
+def variant(query: Mapping[str, str]) -> str:
+    """Which of render's answers its query parameters (`wire.ENDPOINTS["render"].query`, each
+    one of its values) ask for: "" for the SVG, else a key of VARIANTS; a 422 for a vertical
+    SVG or DOT."""
+    fmt, orient = query["format"], query["orient"]
     if orient == "vertical" and fmt != "layout":
         raise InvalidRequestError("orient: 'vertical' is for format=layout; SVG and DOT run left to right")
     if fmt == "svg":

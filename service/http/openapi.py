@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
-from fastapi import Query
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
@@ -84,17 +83,22 @@ REQUEST_MODELS: tuple[type[BaseModel], ...] = (
 )
 
 
-# Never called: the signatures of the compute routes (render's has a query parameter), for
-# the OpenAPI document. (No docstrings: FastAPI would publish them as descriptions.)
+# Never called: the signature of the compute routes, for the OpenAPI document (their query
+# parameters are the wire's: `_parameters`). (No docstring: FastAPI would publish it.)
 def _served_by_compute_routes() -> None:
     pass
 
 
-def _render_served_by_compute_routes(
-    format: Literal["svg", "dot", "layout"] = Query("svg"),
-    orient: Literal["horizontal", "vertical"] = Query("horizontal", description="for format=layout"),
-) -> None:
-    pass
+def _parameters(endpoint: wire.Endpoint) -> list[dict[str, Any]]:
+    """An endpoint's query parameters, as FastAPI describes a `Literal` query parameter."""
+    described = []
+    for p in endpoint.query:
+        schema = {"enum": list(p.values), "type": "string", "default": p.default, "title": p.name.title()}
+        about = {"description": p.description} if p.description else {}
+        described.append(
+            {"name": p.name, "in": "query", "required": False, "schema": {**schema, **about}, **about}
+        )
+    return described
 
 
 def compute_docs() -> list[APIRoute]:
@@ -103,7 +107,7 @@ def compute_docs() -> list[APIRoute]:
     return [
         APIRoute(
             path,
-            _served_by_compute_routes if c.response else _render_served_by_compute_routes,
+            _served_by_compute_routes,
             methods=["POST"],
             name=c.name,
             summary=c.summary,
@@ -115,6 +119,7 @@ def compute_docs() -> list[APIRoute]:
                 **(STREAMED if HANDLERS[c.name].streamed else {}),
             },
             openapi_extra={
+                **({"parameters": _parameters(c)} if c.query else {}),
                 "requestBody": {
                     "required": True,
                     "content": {

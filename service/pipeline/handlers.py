@@ -18,14 +18,15 @@ from service import wire
 from service.convert import progress
 from service.endpoints import compute, explain, gradcheck, hvp, render
 from service.endpoints.render import Document
+from service.errors import InvalidRequestError
 from service.pipeline import costs
 from service.pipeline.refusal import limit
 from service.settings import Limits
 
 #: a compute endpoint's function: the validated request, computed
 Run = Callable[[Any, Limits], dict[str, Any] | Document]
-#: a request's query parameters, as `urllib.parse.parse_qs` reads them
-Query = Mapping[str, list[str]]
+#: a request's query parameters, each one of its values (`wire.Endpoint.query`)
+Query = Mapping[str, str]
 
 
 def no_checks(request: Any, shape: costs.Shape, limits: Limits) -> None:
@@ -54,17 +55,34 @@ class Handler:
     copies: int = 1
     copies_are: str = ""
     #: its other answers, by the query that asks for them: `variant` reads a request's query
-    #: into one of `variants`' keys ("" for `run`), refusing one it does not know
+    #: parameters (`wire.query`'s, each one of its values) into one of `variants`' keys ("" for
+    #: `run`), refusing a combination it does not answer
     variant: Callable[[Query], str] | None = None
     variants: Mapping[str, Run] = field(default_factory=dict)
 
     def key(self, query_string: bytes) -> str:
         """The dispatch's key for a request with this query (the transport carries it to
         `run_of`): the endpoint's name, and `?<variant>` for another of its answers."""
-        if self.variant is None:
+        if not self.wire.query:
             return self.wire.name
-        chosen = self.variant(parse_qs(query_string.decode("latin-1")))
+        values = query_values(self.wire, query_string)
+        chosen = self.variant(values) if self.variant is not None else ""
         return f"{self.wire.name}?{chosen}" if chosen else self.wire.name
+
+
+def query_values(endpoint: wire.Endpoint, query_string: bytes) -> dict[str, str]:
+    """The endpoint's query parameters in a request's query: the last value given of each
+    (its default when none is), refused (422) when not one of its values. Others are ignored."""
+    given = parse_qs(query_string.decode("latin-1"))
+    values = {}
+    for p in endpoint.query:
+        value = given.get(p.name, [p.default])[-1]
+        if value not in p.values:
+            quoted = [repr(v) for v in p.values]
+            listed = ", ".join(quoted[:-1]) + " or " + quoted[-1] if len(quoted) > 1 else quoted[0]
+            raise InvalidRequestError(f"{p.name}: Input should be {listed}, not {value[:40]!r}")
+        values[p.name] = value
+    return values
 
 
 def run_of(key: str) -> tuple[Handler, Run]:

@@ -250,15 +250,27 @@ class RenderRequest(WireModel):
 
 
 @dataclass(frozen=True)
+class QueryParameter:
+    """A compute endpoint's query parameter: one of `values`, `default` when not given."""
+
+    name: str
+    values: tuple[str, ...]
+    default: str
+    description: str = ""
+
+
+@dataclass(frozen=True)
 class Endpoint:
-    """A compute endpoint as the wire sees it: POST `path` with a `request` body, answered with
-    a `response` body (None: not JSON, but one of `media_types`)."""
+    """A compute endpoint as the wire sees it: POST `path` with a `request` body and `query`
+    parameters (asking for another of its answers), answered with a `response` body (None:
+    not JSON, but one of `media_types`)."""
 
     name: str
     request: type[WireModel]
     response: type[ResponseModel] | None
     summary: str
     media_types: tuple[str, ...] = ("application/json",)
+    query: tuple[QueryParameter, ...] = ()
 
     @property
     def path(self) -> str:
@@ -266,7 +278,7 @@ class Endpoint:
 
 
 #: every compute endpoint, by name: the service's routes, dispatch and OpenAPI description read
-#: it (through service.pipeline.handlers, which adds what runs each one)
+#: it (through service.pipeline.handlers, which adds what runs each one), and the client's CLI
 ENDPOINTS: dict[str, Endpoint] = {
     e.name: e
     for e in (
@@ -313,6 +325,10 @@ ENDPOINTS: dict[str, Endpoint] = {
             None,
             "A picture of the network, its edges coloured and sized by weight or gradient",
             ("image/svg+xml", "text/vnd.graphviz", "application/json"),
+            (
+                QueryParameter("format", ("svg", "dot", "layout"), "svg"),
+                QueryParameter("orient", ("horizontal", "vertical"), "horizontal", "for format=layout"),
+            ),
         ),
     )
 }
