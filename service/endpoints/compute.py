@@ -25,7 +25,7 @@ JsonObject = dict[str, Any]
 
 def prepare(net: wire.Network, samples: wire.Samples, *, need_targets: bool) -> tuple[Plan, Batch]:
     """Compile the network and bind the samples. The limits were checked, from the request's
-    own counts, before it got here (`service.pipeline.costs.admit`)."""
+    own counts, before it got here (`service.pipeline.refusal.admit`)."""
     plan = binding.compile_network(net)
     batch = binding.bind_samples(plan, samples, need_targets)
     return plan, batch
