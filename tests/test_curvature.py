@@ -214,7 +214,7 @@ def test_a_new_activation_gets_forward_backward_and_hvp_from_its_one_entry(
 ) -> None:
     """An activation registered under a name of its own, with its second derivative: compiled,
     differentiated and twice differentiated by the same passes as the others."""
-    sq = elementwise("sq", _square, _square_derivative, "sq'", r"\mathrm{sq}'", _square_second)
+    sq = elementwise("sq", _square, _square_derivative, "sq'", r"\mathrm{sq}'", _square_second, ns=(6.0, 5.0))
     monkeypatch.setitem(engine.ACTIVATIONS, "sq", sq)
     units = [
         engine.Unit("x", "input", 2, "identity"),
@@ -245,7 +245,9 @@ def test_an_activation_without_a_second_derivative_is_refused_by_hvp_naming_the_
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setitem(
-        engine.ACTIVATIONS, "sq", elementwise("sq", _square, _square_derivative, "sq'", r"\mathrm{sq}'")
+        engine.ACTIVATIONS,
+        "sq",
+        elementwise("sq", _square, _square_derivative, "sq'", r"\mathrm{sq}'", ns=(6.0, 5.0)),
     )
     units = [engine.Unit("x", "input", 1, "identity"), engine.Unit("o", "output", 1, "sq")]
     plan = engine.compile_network(engine.Network(units, engine.WeightList(["x"], ["o"], [1.0])))
