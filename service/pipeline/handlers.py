@@ -5,7 +5,7 @@ whether it may be computed inline or streamed, its own limit checks, its hints f
 how many times its body may hold the network's parameters, and its query variants. The HTTP
 routes, the dispatch, the refusal policy and the OpenAPI description read the rows and never
 test an endpoint's name: a new compute endpoint is an entry in `wire.ENDPOINTS`, a row here,
-and its module in `service.endpoints` (tests/test_registries.py shows it)."""
+and its module in `service.endpoints` (tests/test_one_place.py shows it)."""
 
 from __future__ import annotations
 
