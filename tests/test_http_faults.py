@@ -21,8 +21,8 @@ import httpx
 import pytest
 
 from bench.reliability import Termination, huge_answer_body, long_sgd_body, sigterm_under_load
-from service.http import admission
 from service.http.app import create_app
+from service.http.inflight import Inflight, computation_slot
 from service.launcher import Server, start_server
 from service.settings import Settings
 from service.transport.shared import SegmentPool
@@ -388,11 +388,11 @@ def test_a_request_given_up_while_it_waits_for_room_gives_its_slot_back() -> Non
     settings = Settings(queue_timeout_s=5, max_concurrent=1)
 
     async def go() -> bool:
-        slots, inflight = asyncio.Semaphore(1), admission.Inflight(100)
+        slots, inflight = asyncio.Semaphore(1), Inflight(100)
         inflight.hold(500)  # answers not yet read, over the limit
 
         async def compute() -> None:
-            async with admission.computation_slot(slots, inflight, settings):
+            async with computation_slot(slots, inflight, settings):
                 pass
 
         waiting = asyncio.ensure_future(compute())
@@ -406,7 +406,7 @@ def test_a_request_given_up_while_it_waits_for_room_gives_its_slot_back() -> Non
 
 def test_an_answer_that_stalls_after_a_computation_began_waiting_is_evicted() -> None:
     async def go() -> tuple[bool, bool]:
-        inflight = admission.Inflight(100)
+        inflight = Inflight(100)
         inflight.hold(500)
         room = asyncio.ensure_future(inflight.room())
         await asyncio.sleep(0.05)

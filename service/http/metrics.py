@@ -327,7 +327,7 @@ class RecordMetrics:
             )
 
 
-#: how a streamed answer's problem begins (service.http.routes)
+#: how a streamed answer's problem begins (service.http.events)
 STREAMED_ERROR = b"event: error\ndata: "
 
 

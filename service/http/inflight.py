@@ -1,21 +1,25 @@
-"""Admission control: a body read within its limits, the bytes held in flight, and a computation slot."""
+"""Bytes in flight both ways: a body read within its limits and held as it arrives, an answer
+held until it has gone out in pieces (and evicted when its client stops reading), both against
+one limit (`Inflight`)."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Literal
+from typing import Any, Literal
 
 from starlette.datastructures import Headers
-from starlette.types import Receive, Scope
+from starlette.types import Receive, Scope, Send
 
+from service.endpoints.dispatch import Reply
 from service.errors import (
     BodyTooLargeError,
     LimitExceededError,
     OverloadedError,
     RequestTimeoutError,
 )
+from service.http.middleware import ConnectionDroppedError
 from service.settings import Limits, Settings
 from service.transport.executors import Executor
 from service.transport.shared import ReceivedBody, SharedBody
@@ -23,6 +27,14 @@ from service.transport.shared import ReceivedBody, SharedBody
 #: a body of at most this many bytes may take the in-flight budget's reserve (Inflight): the
 #: small requests, a 400-byte gradients request as much as the largest that may run inline
 SMALL_BODY_BYTES = 64 * 1024
+
+#: answers go out in pieces of this size, so that uvicorn's flow control holds the next piece
+#: back until the client has read the last: a client that does not read holds one piece in the
+#: transport, never a copy of the whole answer
+SEND_CHUNK = 256 * 1024
+
+#: a piece of an answer not taken by its client within this long counts as stalled
+STALLED_AFTER_S = 0.1
 
 
 class ClientGoneError(Exception):
@@ -269,3 +281,53 @@ def _overloaded(busy: str, settings: Settings) -> OverloadedError:
         "GRADSERVE_MAX_INFLIGHT_BYTES, GRADSERVE_QUEUE_TIMEOUT_S); try again shortly",
         headers={"retry-after": "1"},
     )
+
+
+async def disconnected(receive: Receive) -> None:
+    """Once the client has hung up (after the whole body has been read, the next thing
+    `receive` says is http.disconnect: when the client goes, or once the answer has been sent)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def send_reply(reply: Reply, send: Send, inflight: Inflight) -> None:
+    """Send an answer, its bytes held against the in-flight limit until they have gone."""
+    content = reply.content
+    headers = [
+        (b"content-type", reply.media_type.encode()),
+        (b"content-length", str(len(content)).encode()),
+        *((k.encode(), v.encode()) for k, v in reply.headers.items()),
+    ]
+    inflight.hold(len(content))
+    try:
+        await send({"type": "http.response.start", "status": reply.status, "headers": headers})
+        if len(content) <= SEND_CHUNK:
+            await send({"type": "http.response.body", "body": content})
+            return
+        for at in range(0, len(content), SEND_CHUNK):
+            end = at + SEND_CHUNK
+            more = end < len(content)
+            piece = {"type": "http.response.body", "body": content[at:end], "more_body": more}
+            await send_piece(send, piece, inflight, len(content))
+    finally:
+        inflight.give(len(content))
+
+
+async def send_piece(send: Send, message: dict[str, Any], inflight: Inflight, size: int) -> None:
+    """Send one piece of an answer of `size` bytes; while its client does not read, the answer
+    may be evicted (its connection dropped) to make room for bodies and computations."""
+    sending = asyncio.ensure_future(send(message))
+    done, _ = await asyncio.wait({sending}, timeout=STALLED_AFTER_S)
+    if done:
+        return sending.result()
+    evicted = inflight.stalled(size)
+    waiting = asyncio.ensure_future(evicted.wait())
+    try:
+        await asyncio.wait({sending, waiting}, return_when=asyncio.FIRST_COMPLETED)
+        if sending.done():
+            return sending.result()
+        raise ConnectionDroppedError  # (the connection is aborted; its bytes are let go)
+    finally:
+        inflight.unstalled(evicted)
+        waiting.cancel()
+        sending.cancel()
