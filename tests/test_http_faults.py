@@ -21,8 +21,9 @@ import httpx
 import pytest
 
 from bench.reliability import Termination, huge_answer_body, long_sgd_body, sigterm_under_load
+from service.http import admission
 from service.http.app import create_app
-from service.http.inflight import Inflight, computation_slot
+from service.http.inflight import Inflight
 from service.launcher import Server, start_server
 from service.settings import Settings
 from service.transport.shared import SegmentPool
@@ -392,7 +393,7 @@ def test_a_request_given_up_while_it_waits_for_room_gives_its_slot_back() -> Non
         inflight.hold(500)  # answers not yet read, over the limit
 
         async def compute() -> None:
-            async with computation_slot(slots, inflight, settings):
+            async with admission.computation_slot(slots, inflight, settings):
                 pass
 
         waiting = asyncio.ensure_future(compute())

@@ -21,7 +21,8 @@ from service.endpoints.table import ROUTES
 from service.errors import ProblemError
 from service.http import memory, problems
 from service.http import metrics as prometheus
-from service.http.inflight import Inflight, Slots
+from service.http.admission import Slots
+from service.http.inflight import Inflight
 from service.http.info import health, router
 from service.http.keys import KeyRing
 from service.http.middleware import Abortable, ApiKeyAuth, RequestContext, SecurityHeaders, SendTimeout

@@ -39,7 +39,8 @@ from service.errors import (
     UnsupportedMediaTypeError,
 )
 from service.http import events
-from service.http.inflight import ClientGoneError, computation_slot, disconnected, receive_body, send_reply
+from service.http.admission import computation_slot
+from service.http.inflight import ClientGoneError, disconnected, receive_body, send_reply
 from service.http.shutdown import Shutdown
 from service.settings import Settings
 from service.transport.executors import Executor
