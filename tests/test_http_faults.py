@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import select
@@ -335,7 +336,9 @@ def test_a_hang_up_cancels_the_computation_and_frees_its_slot() -> None:
     async def go() -> tuple[Stalling, float, list[Any], int, int]:
         app = create_app(settings)
         async with app.router.lifespan_context(app):
-            executor = app.state.executor = Stalling()
+            executor = Stalling()
+            assert app.runtime is not None
+            runtime = app.runtime = dataclasses.replace(app.runtime, executor=executor)
             sent: list[Any] = []
             hung_up = asyncio.Event()
             messages = [{"type": "http.request", "body": body, "more_body": False}]
@@ -371,7 +374,7 @@ def test_a_hang_up_cancels_the_computation_and_frees_its_slot() -> None:
             hung_up.set()
             gone = time.monotonic()
             await asyncio.wait_for(request, 5)
-            return executor, time.monotonic() - gone, sent, app.state.slots._value, app.state.inflight.held
+            return executor, time.monotonic() - gone, sent, runtime.slots._value, runtime.inflight.held
 
     executor, took, sent, free_slots, held = asyncio.run(go())
     assert executor.cancelled == 1
@@ -382,6 +385,26 @@ def test_a_hang_up_cancels_the_computation_and_frees_its_slot() -> None:
 
 
 # ---------------------------------------------------------------- admission's own rules
+
+
+def test_an_app_called_before_it_has_started_answers_503_not_ready() -> None:
+    """Called without its lifespan (uvicorn never does; an embedding program might), the app
+    has no runtime: its compute routes and its readiness say so with a 503 `not-ready` problem,
+    never a 500."""
+
+    async def go() -> list[httpx.Response]:
+        app = create_app(Settings(isolation="thread"))
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gradserve") as http:
+            return [
+                await http.post("/v1/gradients", content=chain_body(), headers=JSON),
+                await http.get("/readyz"),
+            ]
+
+    for response in asyncio.run(go()):
+        assert response.status_code == 503, response.text
+        assert problem_type(response).endswith("not-ready")
+        assert response.headers["content-type"] == "application/problem+json"
 
 
 def test_a_request_given_up_while_it_waits_for_room_gives_its_slot_back() -> None:

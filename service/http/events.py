@@ -17,7 +17,7 @@ from service.endpoints.dispatch import Reply
 from service.endpoints.progress import PROGRESS, START, Report
 from service.errors import ProblemError
 from service.http.inflight import SEND_CHUNK, ClientGoneError, Inflight, disconnected, send_piece, send_reply
-from service.http.shutdown import Shutdown
+from service.http.runtime import Runtime
 
 
 def wants_stream(scope: Scope) -> bool:
@@ -78,9 +78,7 @@ async def stream(
     receive: Receive,
     send: Send,
     compute: Callable[[Report], Coroutine[Any, Any, Reply]],
-    inflight: Inflight,
-    heartbeat_s: float,
-    shutdown: Shutdown,
+    runtime: Runtime,
 ) -> None:
     """A computation's answer as server-sent events: `progress` as it reports them, then
     `result` (the plain answer's JSON) or `error` (its problem document).
@@ -91,6 +89,7 @@ async def stream(
     GRADSERVE_STREAM_HEARTBEAT_S without an event. A client that hangs up stops the
     computation; one that does not read is dropped after GRADSERVE_SEND_TIMEOUT_S.
     """
+    inflight, shutdown = runtime.inflight, runtime.shutdown
     reports = _Reports()
     job = asyncio.ensure_future(compute(reports))
     gone = asyncio.ensure_future(disconnected(receive))
@@ -101,7 +100,7 @@ async def stream(
             return
         await send({"type": "http.response.start", "status": 200, "headers": EVENT_STREAM_HEADERS})
         try:
-            await _relay(send, job, gone, reports, heartbeat_s)
+            await _relay(send, job, gone, reports, runtime.settings.stream_heartbeat_s)
             try:
                 reply = job.result()
             except ProblemError as exc:

@@ -34,6 +34,7 @@ from service.errors import (
     InvalidRequestError,
     MalformedBinaryBodyError,
     MethodNotAllowedError,
+    NotReadyError,
     OutOfMemoryError,
     ProblemError,
     UnsupportedMediaTypeError,
@@ -41,9 +42,8 @@ from service.errors import (
 from service.http import events
 from service.http.admission import computation_slot
 from service.http.inflight import ClientGoneError, disconnected, receive_body, send_reply
-from service.http.shutdown import Shutdown
-from service.settings import Settings
-from service.transport.executors import Executor
+from service.http.problems import ProblemResponse
+from service.http.runtime import Runtime
 from service.transport.shared import ReceivedBody
 from service.wire import framing
 
@@ -65,8 +65,14 @@ class ComputeRoutes:
         if route is None:
             await self.app(scope, receive, send)
             return
-        state = scope["app"].state
-        shutdown: Shutdown = state.shutdown
+        try:
+            runtime = Runtime.of(scope)
+        except NotReadyError as exc:  # (called without its lifespan: nothing to compute with)
+            await ProblemResponse(exc.body(), status_code=exc.status, headers=exc.headers)(
+                scope, receive, send
+            )
+            return
+        shutdown = runtime.shutdown
         task = asyncio.current_task()
         assert task is not None
         shutdown.tasks.add(task)
@@ -77,9 +83,9 @@ class ComputeRoutes:
             shutdown.refuse_new()
             endpoint = _endpoint(route, scope)
             if HANDLERS[endpoint].streamed is not None and events.wants_stream(scope):
-                await _streamed(scope, receive, send, endpoint, framed)
+                await _streamed(runtime, scope, receive, send, endpoint, framed)
                 return
-            reply = await _answer(scope, receive, endpoint, framed)
+            reply = await _answer(runtime, scope, receive, endpoint, framed)
         except ProblemError as exc:
             reply = dispatch.problem_reply(exc)
         except MemoryError:  # in this process: computing inline, or holding the body
@@ -93,7 +99,7 @@ class ComputeRoutes:
             reply = dispatch.problem_reply(shutdown.problem())
         finally:
             shutdown.tasks.discard(task)
-        await send_reply(reply, send, state.inflight)
+        await send_reply(reply, send, runtime.inflight)
 
 
 def _framing(scope: Scope) -> int | None:
@@ -137,45 +143,35 @@ def _endpoint(route: wire.Endpoint, scope: Scope) -> str:
     return "render.dot" if fmt == "dot" else "render"
 
 
-async def _answer(scope: Scope, receive: Receive, endpoint: str, framed: int | None) -> Reply:
-    state = scope["app"].state
-    settings: Settings = state.settings
-    async with receive_body(scope, receive, settings, state.executor, state.inflight) as body:
+async def _answer(
+    runtime: Runtime, scope: Scope, receive: Receive, endpoint: str, framed: int | None
+) -> Reply:
+    settings = runtime.settings
+    async with receive_body(scope, receive, runtime.limits, runtime.executor, runtime.inflight) as body:
         if isinstance(body, bytes) and len(body) <= INLINE_MAX_BYTES and settings.inline_ms > 0:
-            reply = dispatch.handle_inline(endpoint, body, state.limits, settings.inline_ms, framed)
+            reply = dispatch.handle_inline(endpoint, body, runtime.limits, settings.inline_ms, framed)
             if reply is not None:
                 return reply
-        return await _unless_gone(receive, _computed(state, settings, endpoint, body, framed))
+        return await _unless_gone(receive, _computed(runtime, endpoint, body, framed))
 
 
-async def _streamed(scope: Scope, receive: Receive, send: Send, endpoint: str, framed: int | None) -> None:
+async def _streamed(
+    runtime: Runtime, scope: Scope, receive: Receive, send: Send, endpoint: str, framed: int | None
+) -> None:
     """The answer as server-sent events (service.http.events), once the body has arrived."""
-    state = scope["app"].state
-    settings: Settings = state.settings
-    async with receive_body(scope, receive, settings, state.executor, state.inflight) as body:
+    async with receive_body(scope, receive, runtime.limits, runtime.executor, runtime.inflight) as body:
         await events.stream(
-            receive,
-            send,
-            lambda reports: _computed(state, settings, endpoint, body, framed, reports),
-            state.inflight,
-            settings.stream_heartbeat_s,
-            state.shutdown,
+            receive, send, lambda reports: _computed(runtime, endpoint, body, framed, reports), runtime
         )
 
 
 async def _computed(
-    state: Any,
-    settings: Settings,
-    endpoint: str,
-    body: ReceivedBody,
-    framed: int | None,
-    report: Report | None = None,
+    runtime: Runtime, endpoint: str, body: ReceivedBody, framed: int | None, report: Report | None = None
 ) -> Reply:
-    async with computation_slot(state.slots, state.inflight, settings):
-        executor: Executor = state.executor
+    async with computation_slot(runtime.slots, runtime.inflight, runtime.settings):
         if report is None:
-            return await executor.run(endpoint, body, state.limits, framed)
-        return await executor.run(endpoint, body, state.limits, framed, report)
+            return await runtime.executor.run(endpoint, body, runtime.limits, framed)
+        return await runtime.executor.run(endpoint, body, runtime.limits, framed, report)
 
 
 async def _unless_gone(receive: Receive, work: Coroutine[Any, Any, Reply]) -> Reply:
