@@ -12,8 +12,7 @@ import orjson
 from starlette.datastructures import Headers
 from starlette.types import Receive, Scope, Send
 
-from service.endpoints import dispatch
-from service.endpoints.dispatch import Reply
+from service.endpoints.dispatch import Reply, problem_reply
 from service.endpoints.progress import PROGRESS, START, Report
 from service.errors import ProblemError
 from service.http.inflight import SEND_CHUNK, ClientGoneError, Inflight, disconnected, send_piece, send_reply
@@ -81,7 +80,8 @@ async def stream(
     runtime: Runtime,
 ) -> None:
     """A computation's answer as server-sent events: `progress` as it reports them, then
-    `result` (the plain answer's JSON) or `error` (its problem document).
+    `result` (the plain answer's JSON) or `error` (its problem document). `compute(report)` is
+    the computation (in a slot, on the executor), `report` the callback its progress goes to.
 
     The stream starts once the computation says it has begun (its request validated and
     admitted, a slot taken): whatever is refused before that (4xx, a busy 503) is answered
@@ -104,12 +104,12 @@ async def stream(
             try:
                 reply = job.result()
             except ProblemError as exc:
-                reply = dispatch.problem_reply(exc)
+                reply = problem_reply(exc)
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if not shutdown.draining or task is None or task.uncancel() > 0:
                 raise
-            reply = dispatch.problem_reply(shutdown.problem())
+            reply = problem_reply(shutdown.problem())
         name = "result" if reply.status == 200 else "error"
         await _send_event(send, name, reply.content, inflight, last=True)
     finally:
