@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import select
@@ -23,6 +24,7 @@ import pytest
 from bench.reliability import Termination, huge_answer_body, long_sgd_body, sigterm_under_load
 from service.http import admission
 from service.http.app import create_app
+from service.http.inflight import Inflight
 from service.launcher import Server, start_server
 from service.settings import Settings
 from service.transport.shared import SegmentPool
@@ -334,7 +336,9 @@ def test_a_hang_up_cancels_the_computation_and_frees_its_slot() -> None:
     async def go() -> tuple[Stalling, float, list[Any], int, int]:
         app = create_app(settings)
         async with app.router.lifespan_context(app):
-            executor = app.state.executor = Stalling()
+            executor = Stalling()
+            assert app.runtime is not None
+            runtime = app.runtime = dataclasses.replace(app.runtime, executor=executor)
             sent: list[Any] = []
             hung_up = asyncio.Event()
             messages = [{"type": "http.request", "body": body, "more_body": False}]
@@ -370,7 +374,7 @@ def test_a_hang_up_cancels_the_computation_and_frees_its_slot() -> None:
             hung_up.set()
             gone = time.monotonic()
             await asyncio.wait_for(request, 5)
-            return executor, time.monotonic() - gone, sent, app.state.slots._value, app.state.inflight.held
+            return executor, time.monotonic() - gone, sent, runtime.slots._value, runtime.inflight.held
 
     executor, took, sent, free_slots, held = asyncio.run(go())
     assert executor.cancelled == 1
@@ -383,12 +387,32 @@ def test_a_hang_up_cancels_the_computation_and_frees_its_slot() -> None:
 # ---------------------------------------------------------------- admission's own rules
 
 
+def test_an_app_called_before_it_has_started_answers_503_not_ready() -> None:
+    """Called without its lifespan (uvicorn never does; an embedding program might), the app
+    has no runtime: its compute routes and its readiness say so with a 503 `not-ready` problem,
+    never a 500."""
+
+    async def go() -> list[httpx.Response]:
+        app = create_app(Settings(isolation="thread"))
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gradserve") as http:
+            return [
+                await http.post("/v1/gradients", content=chain_body(), headers=JSON),
+                await http.get("/readyz"),
+            ]
+
+    for response in asyncio.run(go()):
+        assert response.status_code == 503, response.text
+        assert problem_type(response).endswith("not-ready")
+        assert response.headers["content-type"] == "application/problem+json"
+
+
 def test_a_request_given_up_while_it_waits_for_room_gives_its_slot_back() -> None:
     """Cancelled (a hang-up, the drain) after taking a slot, while answers held the bytes."""
     settings = Settings(queue_timeout_s=5, max_concurrent=1)
 
     async def go() -> bool:
-        slots, inflight = asyncio.Semaphore(1), admission.Inflight(100)
+        slots, inflight = asyncio.Semaphore(1), Inflight(100)
         inflight.hold(500)  # answers not yet read, over the limit
 
         async def compute() -> None:
@@ -406,7 +430,7 @@ def test_a_request_given_up_while_it_waits_for_room_gives_its_slot_back() -> Non
 
 def test_an_answer_that_stalls_after_a_computation_began_waiting_is_evicted() -> None:
     async def go() -> tuple[bool, bool]:
-        inflight = admission.Inflight(100)
+        inflight = Inflight(100)
         inflight.hold(500)
         room = asyncio.ensure_future(inflight.room())
         await asyncio.sleep(0.05)

@@ -204,7 +204,8 @@ def test_bodies_held_at_once_are_limited() -> None:
                     yield body[100:]
 
                 first = asyncio.ensure_future(http.post("/v1/gradients", content=slowly(), headers=JSON))
-                while app.state.inflight.held < 100:
+                assert app.runtime is not None
+                while app.runtime.inflight.held < 100:
                     await asyncio.sleep(0.001)
                 second = await http.post(
                     "/v1/gradients", content=body, headers=JSON

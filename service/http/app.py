@@ -20,13 +20,12 @@ from service import __version__, pages, wire
 from service.errors import ProblemError
 from service.http import memory, problems
 from service.http import metrics as prometheus
-from service.http.admission import Inflight, Slots
 from service.http.info import health, router
 from service.http.keys import KeyRing
 from service.http.middleware import Abortable, ApiKeyAuth, RequestContext, SecurityHeaders, SendTimeout
 from service.http.openapi import REQUEST_MODELS, compute_docs
 from service.http.routes import ComputeRoutes
-from service.http.shutdown import Shutdown
+from service.http.runtime import Runtime
 from service.pipeline.handlers import ROUTES
 from service.settings import Settings, get_settings
 from service.transport.executors import make_executor
@@ -35,25 +34,24 @@ log = logging.getLogger("gradserve")
 
 
 @asynccontextmanager
-async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    settings: Settings = app.state.settings
+async def _lifespan(app: GradServe) -> AsyncIterator[None]:
+    """The app's Runtime, built once its executor has started, for as long as it runs."""
+    settings = app.settings
     computes = settings.isolation == "thread"  # (then it keeps freed memory, as workers do)
     memory.tune_server(computes)
     executor = make_executor(settings)
-    app.state.executor = executor
-    app.state.ready = await executor.start()
-    if not app.state.ready:
+    ready = await executor.start()
+    if not ready:
         log.error("the engine's self-check failed: /readyz answers 503")
-    shutdown: Shutdown = app.state.shutdown
-    metrics: prometheus.Metrics | None = app.state.metrics
-    sampling = asyncio.ensure_future(metrics.sampling(app.state)) if metrics is not None else None
+    runtime = app.runtime = Runtime.build(settings, executor, ready)
+    metrics = app.metrics
+    sampling = asyncio.ensure_future(metrics.sampling(runtime)) if metrics is not None else None
     trimming = asyncio.ensure_future(memory.trimming()) if not computes else None
     try:
-        with shutdown.on_signals():
+        with runtime.shutdown.on_signals():
             yield
     finally:
-        app.state.ready = False
-        shutdown.drain()  # whatever uvicorn has not cancelled yet
+        runtime.shutdown.drain()  # whatever uvicorn has not cancelled yet (and /readyz says so)
         executor.stop()
         if trimming is not None:
             trimming.cancel()
@@ -66,42 +64,39 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 class GradServe(FastAPI):
     """FastAPI, its whole middleware stack inside `Abortable` and `SecurityHeaders` (so that
-    even Starlette's own 500 gets the headers)."""
+    even Starlette's own 500 gets the headers); what it holds is typed: its settings, its
+    metrics (made with its routes), and once started its `runtime` (service.http.runtime)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.metrics: prometheus.Metrics | None = None
+        self.runtime: Runtime | None = None
+        super().__init__(
+            title="gradserve",
+            version=__version__,
+            summary="Backpropagation as a service: forward values, exact gradients and SGD "
+            "for any DAG of units. Every error is problem+json.",
+            description=wire.BODY_RULES,
+            lifespan=_lifespan,
+            separate_input_output_schemas=False,
+            docs_url=None,  # served by service.pages with every asset from the service itself
+            redoc_url=None,
+        )
 
     def build_middleware_stack(self) -> ASGIApp:
-        settings: Settings = self.state.settings
-        return Abortable(SecurityHeaders(super().build_middleware_stack(), settings.frame_ancestors))
+        return Abortable(SecurityHeaders(super().build_middleware_stack(), self.settings.frame_ancestors))
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """A gradserve app; nothing happens at import time."""
+def create_app(settings: Settings | None = None) -> GradServe:
+    """A gradserve app; nothing happens at import time, and nothing is started before its lifespan."""
     settings = settings or get_settings()
     keys = KeyRing.from_settings(settings)  # (a key file that cannot be read stops it here)
-    app = GradServe(
-        title="gradserve",
-        version=__version__,
-        summary="Backpropagation as a service: forward values, exact gradients and SGD "
-        "for any DAG of units. Every error is problem+json.",
-        description=wire.BODY_RULES,
-        lifespan=_lifespan,
-        separate_input_output_schemas=False,
-        docs_url=None,  # served by service.pages with every asset from the service itself
-        redoc_url=None,
-    )
-    app.state.settings = settings
-    app.state.limits = settings.limits()
-    app.state.ready = False
-    app.state.slots = Slots(settings.max_concurrent)  # computations at once
-    # bodies and answers held at once
-    app.state.inflight = Inflight(settings.max_inflight_bytes, settings.inflight_reserve_bytes)
-    app.state.shutdown = Shutdown(settings.shutdown_grace_s)
+    app = GradServe(settings)
     app.include_router(health)
     app.include_router(router)
     pages.mount(app)
-    metrics = (
-        prometheus.mount(app, [health, router], pages.OPEN_PREFIXES, ROUTES) if settings.metrics else None
-    )
-    app.state.metrics = metrics
+    if settings.metrics:
+        app.metrics = prometheus.mount(app, [health, router], pages.OPEN_PREFIXES, ROUTES)
     app.add_exception_handler(ProblemError, problems.on_problem)
     app.add_exception_handler(HTTPException, problems.on_http)
     app.add_exception_handler(RequestValidationError, problems.on_validation)
@@ -124,8 +119,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["authorization", "content-type", "x-request-id"],
             expose_headers=["x-request-id", "retry-after"],
         )
-    if metrics is not None:
-        app.add_middleware(prometheus.RecordMetrics, metrics=metrics)
+    if app.metrics is not None:
+        app.add_middleware(prometheus.RecordMetrics, metrics=app.metrics)
     app.add_middleware(RequestContext)
     app.add_middleware(SendTimeout, timeout_s=settings.send_timeout_s)
 

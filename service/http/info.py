@@ -11,14 +11,14 @@ from service.errors import (
     NotReadyError,
 )
 from service.http.openapi import AUTH_ERRORS, problem_doc
+from service.http.runtime import Runtime
 from service.settings import Limits, Settings
 from service.wire import framing
 
 
 def app_settings(request: Request) -> Settings:
     """The settings the app was created with."""
-    settings: Settings = request.app.state.settings
-    return settings
+    return Runtime.of(request.scope).settings
 
 
 SettingsDep = Annotated[Settings, Depends(app_settings)]
@@ -60,8 +60,9 @@ async def healthz() -> wire.Health:
     summary="Readiness: 200 once the engine has passed its self-check",
 )
 async def readyz(request: Request) -> wire.Health:
-    if request.app.state.shutdown.started:
+    runtime = Runtime.of(request.scope)
+    if runtime.shutdown.started:
         raise NotReadyError("the server is shutting down")
-    if not request.app.state.ready:
+    if not runtime.ready:
         raise NotReadyError("the engine's start-up self-check has not passed")
     return wire.Health(status="ready")

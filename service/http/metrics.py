@@ -26,7 +26,6 @@ import tempfile
 import time
 from collections import Counter as Tally
 from collections.abc import Iterable, Iterator
-from typing import Any
 
 import orjson
 from fastapi import APIRouter, FastAPI, Request, Response
@@ -44,6 +43,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.errors import PROBLEM_TYPE, DeadlineExceededError, OutOfMemoryError
 from service.http import memory
+from service.http.runtime import Runtime
 from service.transport.executors import ProcessExecutor
 from service.transport.pool import CAUSES
 
@@ -180,15 +180,15 @@ class Metrics:
         if stopped is not None:
             self.stopped.labels(stopped).inc()
 
-    def sample(self, state: Any) -> None:
-        """Set the gauges from an app's state, and add the pool's new counts to the counters."""
-        slots = state.slots
+    def sample(self, runtime: Runtime) -> None:
+        """Set the gauges from a running app, and add the pool's new counts to the counters."""
+        slots = runtime.slots
         self.slots.set(slots.size)
         self.slots_in_use.set(slots.taken)
         self.waiting.set(slots.waiting)
-        self.inflight.set(state.inflight.held)
+        self.inflight.set(runtime.inflight.held)
         self.server_rss.set(memory.rss_bytes())
-        executor = getattr(state, "executor", None)
+        executor = runtime.executor
         if not isinstance(executor, ProcessExecutor):
             return
         self.workers_alive.set(len(executor.pool.workers))
@@ -200,10 +200,10 @@ class Metrics:
                 counter = self.workers_started if name == "started" else self.workers_replaced.labels(name)
                 counter.inc(new)
 
-    async def sampling(self, state: Any) -> None:
+    async def sampling(self, runtime: Runtime) -> None:
         """Sample every SAMPLE_EVERY_S, until cancelled."""
         while True:
-            self.sample(state)
+            self.sample(runtime)
             await asyncio.sleep(SAMPLE_EVERY_S)
 
     def exposition(self) -> bytes:
@@ -327,7 +327,7 @@ class RecordMetrics:
             )
 
 
-#: how a streamed answer's problem begins (service.http.routes)
+#: how a streamed answer's problem begins (service.http.events)
 STREAMED_ERROR = b"event: error\ndata: "
 
 
@@ -349,7 +349,7 @@ def mount(
 
     @app.get("/metrics", include_in_schema=False)
     async def exposition(request: Request) -> Response:
-        metrics.sample(request.app.state)
+        metrics.sample(Runtime.of(request.scope))
         return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     routes = [*app.routes, *(route for router in routers for route in router.routes)]
