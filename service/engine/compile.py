@@ -7,6 +7,7 @@ thousands of single units compiles without a Python step per weight.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Sequence
 
@@ -67,8 +68,8 @@ def compile_network(net: Network) -> Plan:
     sizes = [u.size for u in units]
     edges = _edges(net, index, sizes, roles, problems)
 
-    biases = [_per_entry(i, u, "bias", u.bias, problems) for i, u in enumerate(units)]
-    responses = [_per_entry(i, u, "response", u.response, problems) for i, u in enumerate(units)]
+    biases = [per_entry(i, u, "bias", u.bias, problems) for i, u in enumerate(units)]
+    responses = [per_entry(i, u, "response", u.response, problems) for i, u in enumerate(units)]
     for i, u in enumerate(units):
         _unit_fields(i, u, problems)
     raise_collected(GraphError, problems)
@@ -78,7 +79,7 @@ def compile_network(net: Network) -> Plan:
     return _lay_out(net, edges, biases, responses, levels)
 
 
-def _per_entry(i: int, u: Unit, name: str, value: Value | None, problems: list[Problem]) -> Array | None:
+def per_entry(i: int, u: Unit, name: str, value: Value | None, problems: list[Problem]) -> Array | None:
     """A unit's bias or response as an array [size] (a number for a single unit), or None."""
     if value is None:
         return None
@@ -141,7 +142,7 @@ def _edges(
     for k, (value, a, b) in enumerate(zip(raw, src, tgt, strict=True)):
         if enough(problems):
             return None
-        parts.append(_weight_value(net, k, value, sizes[a], sizes[b], problems))
+        parts.append(weight_value(net, k, value, sizes[a], sizes[b], problems))
     if problems:  # (a value that did not fit its shape: reported, and nothing to lay out)
         return None
     values = np.concatenate([p.ravel() for p in parts if p is not None]) if parts else np.empty(0)
@@ -186,7 +187,7 @@ def _fine_columns(src: list[int], tgt: list[int], sizes: list[int], roles: Seque
     return not into_input and not layers and not (pairs[1:] == pairs[:-1]).any()
 
 
-def _weight_value(
+def weight_value(
     net: Network, k: int, value: Value, rows: int, cols: int, problems: list[Problem]
 ) -> Array | None:
     """Weight k's value as a [rows, cols] array, or None (and a problem) if it is not that shape."""
@@ -240,7 +241,7 @@ def _weight_problems(net: Network, index: dict[str, int], sizes: list[int], prob
                     )
                 )
         else:
-            _weight_value(net, k, given.value[k], sizes[index[a]], sizes[index[b]], problems)
+            weight_value(net, k, given.value[k], sizes[index[a]], sizes[index[b]], problems)
 
 
 def longest_paths(n: int, src: Sequence[int], tgt: Sequence[int]) -> tuple[list[int], list[int]]:
@@ -336,17 +337,11 @@ def _lay_out(
     n_weight_params = offsets.pop()
     has_responses = any(r is not None for r in responses)
     n_response_params = n_cols if has_responses else 0
-    theta = np.zeros(n_weight_params + n_cols + n_response_params)
-    theta[:n_weight_params] = edges.values
-    theta[n_weight_params + n_cols :] = 1.0
-    for unit, bias, response in zip(info, biases, responses, strict=True):
-        if bias is not None:
-            theta[n_weight_params + unit.cols.start : n_weight_params + unit.cols.stop] = bias
-        if response is not None:
-            start = n_weight_params + n_cols
-            theta[start + unit.cols.start : start + unit.cols.stop] = response
+    theta = parameters(info, edges.values, biases, responses, n_cols, n_response_params)
 
-    layout = Layout(info, edges, counts, offsets, n_inputs)
+    # the layout keeps no values: a plan never holds on to the arrays of the request it was
+    # compiled from (a plan kept for its structure, service.engine.reuse, outlives that request)
+    layout = Layout(info, dataclasses.replace(edges, values=_NO_VALUES), counts, offsets, n_inputs)
     by_level: dict[int, list[int]] = {}
     for i in order:
         if units[i].role != "input":
@@ -384,6 +379,33 @@ def _lay_out(
         n_response_params=n_response_params,
         huber_delta=net.huber_delta,
     )
+
+
+_NO_VALUES = np.empty(0)
+
+
+def parameters(
+    info: Sequence[UnitInfo],
+    weights: Array,
+    biases: Sequence[Array | None],
+    responses: Sequence[Array | None],
+    n_cols: int,
+    n_response_params: int,
+) -> Array:
+    """theta: every weight's elements (`weights`, back to back), a bias per column (0 where
+    none is given), then a response per column when the network gives any (1 where none is
+    given); `info`, `biases` and `responses` in the listed order of the units."""
+    n_weight_params = len(weights)
+    theta = np.zeros(n_weight_params + n_cols + n_response_params)
+    theta[:n_weight_params] = weights
+    theta[n_weight_params + n_cols :] = 1.0
+    for unit, bias, response in zip(info, biases, responses, strict=True):
+        if bias is not None:
+            theta[n_weight_params + unit.cols.start : n_weight_params + unit.cols.stop] = bias
+        if response is not None:
+            start = n_weight_params + n_cols
+            theta[start + unit.cols.start : start + unit.cols.stop] = response
+    return theta
 
 
 def _mean_scale(units: Sequence[Unit], info: list[UnitInfo], edges: Edges, n_cols: int) -> Array | None:
