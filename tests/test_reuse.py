@@ -174,7 +174,7 @@ def test_a_kept_plan_holds_no_array_of_the_request_it_came_from() -> None:
     )
     plan = engine.compile_network(net)
     assert plan.layout is not None
-    assert plan.layout.edges.values.size == 0
+    assert plan.layout.edges.values == ()
     assert not np.shares_memory(plan.theta, values)
 
 

@@ -137,7 +137,7 @@ def _edges(
     rows, cols = [sizes[a] for a in src], [sizes[b] for b in tgt]
     raw = weights.value
     if rows.count(1) == len(rows) == cols.count(1) and set(map(type, raw)) <= {float}:
-        return Edges(src, tgt, rows, cols, np.array(raw, dtype=np.float64))  # single units: one call
+        return Edges(src, tgt, rows, cols, (np.array(raw, dtype=np.float64),))  # single units: one call
     parts = []
     for k, (value, a, b) in enumerate(zip(raw, src, tgt, strict=True)):
         if enough(problems):
@@ -145,8 +145,7 @@ def _edges(
         parts.append(weight_value(net, k, value, sizes[a], sizes[b], problems))
     if problems:  # (a value that did not fit its shape: reported, and nothing to lay out)
         return None
-    values = np.concatenate([p.ravel() for p in parts if p is not None]) if parts else np.empty(0)
-    return Edges(src, tgt, rows, cols, values)
+    return Edges(src, tgt, rows, cols, tuple(p for p in parts if p is not None))
 
 
 def _column_edges(
@@ -174,7 +173,7 @@ def _column_edges(
     if problems:
         return None
     ones = [1] * n
-    return Edges(src, tgt, ones, ones, values)
+    return Edges(src, tgt, ones, ones, (values,))
 
 
 def _fine_columns(src: list[int], tgt: list[int], sizes: list[int], roles: Sequence[str]) -> bool:
@@ -341,7 +340,7 @@ def _lay_out(
 
     # the layout keeps no values: a plan never holds on to the arrays of the request it was
     # compiled from (a plan kept for its structure, service.engine.reuse, outlives that request)
-    layout = Layout(info, dataclasses.replace(edges, values=_NO_VALUES), counts, offsets, n_inputs)
+    layout = Layout(info, dataclasses.replace(edges, values=()), counts, offsets, n_inputs)
     by_level: dict[int, list[int]] = {}
     for i in order:
         if units[i].role != "input":
@@ -381,23 +380,22 @@ def _lay_out(
     )
 
 
-_NO_VALUES = np.empty(0)
-
-
 def parameters(
     info: Sequence[UnitInfo],
-    weights: Array,
+    weights: Sequence[Array],
     biases: Sequence[Array | None],
     responses: Sequence[Array | None],
     n_cols: int,
     n_response_params: int,
 ) -> Array:
-    """theta: every weight's elements (`weights`, back to back), a bias per column (0 where
-    none is given), then a response per column when the network gives any (1 where none is
-    given); `info`, `biases` and `responses` in the listed order of the units."""
-    n_weight_params = len(weights)
+    """theta: every weight's elements (`weights`: arrays whose elements, row-major, follow one
+    another), a bias per column (0 where none is given), then a response per column when the
+    network gives any (1 where none is given); `info`, `biases` and `responses` in the listed
+    order of the units. Each value is copied once, into theta: nothing is joined on the way."""
+    n_weight_params = sum(w.size for w in weights)
     theta = np.zeros(n_weight_params + n_cols + n_response_params)
-    theta[:n_weight_params] = weights
+    if weights:
+        np.concatenate([w.reshape(-1) for w in weights], out=theta[:n_weight_params])
     theta[n_weight_params + n_cols :] = 1.0
     for unit, bias, response in zip(info, biases, responses, strict=True):
         if bias is not None:

@@ -24,8 +24,6 @@ from service.engine.errors import Problem
 from service.engine.network import Network, WeightColumns
 from service.engine.plan import Plan
 
-_NONE = np.empty(0)
-
 #: what a plan built on first use keeps of its structure, and passes on (service.engine.plan)
 _STRUCTURAL = ("weights", "weight_groups")
 
@@ -48,19 +46,18 @@ def with_parameters(plan: Plan, net: Network) -> Plan:
     edges, units = plan.layout.edges, net.units
     given = net.weights
     singles = edges.rows.count(1) == len(edges.rows) == edges.cols.count(1)
-    weights: np.ndarray | None
+    weights: tuple[np.ndarray, ...] | None
     if isinstance(given, WeightColumns):
-        weights = np.asarray(given.value, dtype=np.float64)
-        if weights.shape != (len(edges.src),):
-            weights = None
+        column = np.asarray(given.value, dtype=np.float64)
+        weights = (column,) if column.shape == (len(edges.src),) else None
     elif singles and set(map(type, given.value)) <= {float}:
-        weights = np.array(given.value, dtype=np.float64)  # single units: one call
+        weights = (np.array(given.value, dtype=np.float64),)  # single units: one call
     else:
         parts = [
             weight_value(net, k, value, rows, cols, problems)
             for k, (value, rows, cols) in enumerate(zip(given.value, edges.rows, edges.cols, strict=True))
         ]
-        weights = None if problems else np.concatenate([p.ravel() for p in parts if p is not None] or [_NONE])
+        weights = None if problems else tuple(p for p in parts if p is not None)
     biases = [per_entry(i, u, "bias", u.bias, problems) for i, u in enumerate(units)]
     responses = [per_entry(i, u, "response", u.response, problems) for i, u in enumerate(units)]
     if problems or weights is None:
