@@ -22,6 +22,10 @@ from bench.common import cpu_seconds
 from service.launcher import Server, start_server
 
 CONCURRENCY = 16
+UVICORN_AS_IT_COMES = [
+    sys.executable, "-m", "uvicorn", "service.http.app:create_app", "--factory",
+    "--http", "httptools", "--loop", "uvloop", "--no-access-log", "--log-level", "warning",
+]  # fmt: skip
 
 
 def _hey(url: str, body: bytes, seconds: float) -> tuple[float, int]:
@@ -40,12 +44,23 @@ def main() -> None:
     parser.add_argument("--against", action="append", default=[], help="a git revision (repeatable)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument(
+        "--features",
+        action="store_true",
+        help="also this checkout without its metrics, and without the edge protocol (uvicorn's own)",
+    )
     args = parser.parse_args()
     if not shutil.which("hey"):
         sys.exit("python -m bench.p1 needs hey (Debian's package)")
     body = json.dumps(throughput.CHAIN).encode()
     quiet = {"GRADSERVE_LOG_LEVEL": "warning"}
     starts = {"gradserve, this checkout": lambda: start_server(quiet)}
+    if args.features:
+        starts["  without metrics (GRADSERVE_METRICS=false)"] = lambda: start_server(
+            {**quiet, "GRADSERVE_METRICS": "false"}
+        )
+        # the app served by uvicorn as it comes: its httptools protocol, none of the edge's guards
+        starts["  without the edge protocol"] = lambda: start_server(quiet, UVICORN_AS_IT_COMES)
     for rev in args.against:
         built = ab.build(rev)
         starts[f"gradserve at {rev}"] = lambda built=built: built.start(quiet)  # type: ignore[misc]
