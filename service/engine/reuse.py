@@ -41,21 +41,18 @@ def structure_key(net: Network) -> Hashable:
 def with_parameters(plan: Plan, net: Network) -> Plan:
     """`plan`, compiled from a network with `net`'s structure, with `net`'s parameters: what
     `compile_network(net)` returns. A value of the wrong shape is reported as compiling reports it."""
-    assert plan.layout is not None
     problems: list[Problem] = []
-    edges, units = plan.layout.edges, net.units
-    given = net.weights
-    singles = edges.rows.count(1) == len(edges.rows) == edges.cols.count(1)
+    units, given, shapes = net.units, net.weights, [w.shape for w in plan.weights]
     weights: tuple[np.ndarray, ...] | None
     if isinstance(given, WeightColumns):
         column = np.asarray(given.value, dtype=np.float64)
-        weights = (column,) if column.shape == (len(edges.src),) else None
-    elif singles and set(map(type, given.value)) <= {float}:
+        weights = (column,) if column.shape == (len(shapes),) else None
+    elif shapes.count((1, 1)) == len(shapes) and set(map(type, given.value)) <= {float}:
         weights = (np.array(given.value, dtype=np.float64),)  # single units: one call
     else:
         parts = [
             weight_value(net, k, value, rows, cols, problems)
-            for k, (value, rows, cols) in enumerate(zip(given.value, edges.rows, edges.cols, strict=True))
+            for k, (value, (rows, cols)) in enumerate(zip(given.value, shapes, strict=True))
         ]
         weights = None if problems else tuple(p for p in parts if p is not None)
     biases = [per_entry(i, u, "bias", u.bias, problems) for i, u in enumerate(units)]
@@ -77,7 +74,7 @@ class Plans:
 
     def __init__(self, weights: int) -> None:
         self.weights = weights
-        self._plans: OrderedDict[Hashable, Plan] = OrderedDict()
+        self._plans: OrderedDict[Hashable, tuple[Plan, int]] = OrderedDict()  # and its weights
         self._kept = 0  # weights of the plans kept
         self._lock = threading.Lock()
         self.hits = self.misses = 0
@@ -93,14 +90,14 @@ class Plans:
                 self._plans.move_to_end(key)
                 self.hits += 1
         if known is not None:
-            return with_parameters(known, net)
+            return with_parameters(known[0], net)
         plan = compile_network(net)  # (raises for a network that does not compile: nothing kept)
         with self._lock:
             self.misses += 1
             if key not in self._plans:  # (another thread may have compiled it meanwhile)
-                self._plans[key] = plan
+                self._plans[key] = (plan, n)
                 self._kept += n
             while self._kept > self.weights:
-                _, dropped = self._plans.popitem(last=False)
-                self._kept -= len(dropped.layout.edges.src) if dropped.layout is not None else 0
+                _, (_, dropped) = self._plans.popitem(last=False)
+                self._kept -= dropped
         return plan
