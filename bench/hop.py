@@ -27,11 +27,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.hop")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--repeat", type=int, default=10, help="calls per round")
+    parser.add_argument("--tiny", action="store_true", help="an MLP 8-4-4-2, batch 4: only to check it runs")
     args = parser.parse_args()
     tune_for_requests()  # NumPy alone measured with a worker's BLAS threads
-    mlp = make_mlp()
+    mlp = make_mlp((8, 4, 4, 2), 4) if args.tiny else make_mlp()
     quiet = {"GRADSERVE_LOG_LEVEL": "warning"}
-    floor_command = [sys.executable, "-m", "bench.floor", "--sizes", ",".join(map(str, mlp.sizes))]
+    floor_command = [
+        *(sys.executable, "-m", "bench.floor", "--sizes", ",".join(map(str, mlp.sizes))),
+        *("--batch", str(len(mlp.x))),
+    ]
     servers = {
         "process": start_server({**quiet, "GRADSERVE_ISOLATION": "process"}),
         "thread": start_server({**quiet, "GRADSERVE_ISOLATION": "thread"}),

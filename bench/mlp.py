@@ -148,9 +148,9 @@ def compile_and_bind(mlp: Mlp) -> dict[str, Callable[[], object]]:
         "array_encoding": "binary",
     }
     framed = request_body(body)
-    document, unread = dispatch._unframed(framed.content, int(framed.headers[framing.HEADER]))
-    assert unread is not None
-    sections = dispatch._referenced(document, unread.buffer)
+    length = int(framed.headers[framing.HEADER]) if framing.HEADER in framed.headers else None
+    document, unread = dispatch._unframed(framed.content, length)  # (small arrays go inline)
+    sections = None if unread is None else dispatch._referenced(document, unread.buffer)
     request = dispatch.parse(wire.GradientsRequest, document)
 
     def run(compile_network: Callable[[wire.Network], engine.Plan]) -> Callable[[], object]:
