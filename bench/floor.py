@@ -2,7 +2,8 @@
 (float64, in the order `pack` writes them), runs the hand-written NumPy forward and backward
 and answers the gradients as raw bytes; served by uvicorn on loopback like gradserve.
 
-`python -m bench.floor --port N --sizes 784,256,256,10 --batch 256` serves it.
+`python -m bench.floor --port N --sizes 784,256,256,10 --batch 256` serves it; POST /echo answers
+the body's own bytes (HTTP alone, for the same bytes).
 """
 
 from __future__ import annotations
@@ -60,6 +61,15 @@ def app_for(sizes: tuple[int, ...], batch: int) -> Callable[[Scope, Any, Any], A
             chunks.append(message.get("body", b""))
             if not message.get("more_body"):
                 break
+        if scope["path"] == "/echo":  # the same bytes back: what HTTP alone costs them
+            body = b"".join(chunks)
+            headers = [
+                (b"content-type", b"application/octet-stream"),
+                (b"content-length", str(len(body)).encode()),
+            ]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+            return
         arrays = unpack(b"".join(chunks), layout)
         mlp = Mlp(sizes, arrays[:layers], arrays[layers : 2 * layers], arrays[-2], arrays[-1])
         grads = hand_written(mlp)  # from the last layer back: weight, bias, weight, bias...

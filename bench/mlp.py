@@ -120,7 +120,12 @@ def run(
     runs = {
         "hand-written NumPy": lambda: hand_written(mlp),
         "engine": lambda: engine_pass(plan, bound),
-        "engine, compile included": lambda: engine_pass(binding.compile_network(net), bound),
+        "engine, compile included": lambda: engine_pass(engine.compile_network(binding.network(net)), bound),
+        # (a structure compiled before: its plan reused, service.engine.reuse)
+        "engine, compile included, structure seen before": lambda: engine_pass(
+            binding.compile_network(net), bound
+        ),
+        **compile_and_bind(mlp),
     }
     torch_run = torch_pass(mlp)
     if torch_run is not None:
@@ -129,6 +134,37 @@ def run(
     if url is not None:
         results.update(end_to_end(mlp, url, max(3, repeat // 3)))
     return results
+
+
+def compile_and_bind(mlp: Mlp) -> dict[str, Callable[[], object]]:
+    """What a worker does with a binary request before computing: its network compiled (or its
+    structure's plan reused) and its samples bound, the arrays read from the body in place."""
+    from service.convert.encoding import binary_sections
+    from service.pipeline import dispatch
+
+    body = {
+        "network": mlp.network(lambda a: a),
+        "samples": mlp.samples(lambda a: a),
+        "array_encoding": "binary",
+    }
+    framed = request_body(body)
+    length = int(framed.headers[framing.HEADER]) if framing.HEADER in framed.headers else None
+    document, unread = dispatch._unframed(framed.content, length)  # (small arrays go inline)
+    sections = None if unread is None else dispatch._referenced(document, unread.buffer)
+    request = dispatch.parse(wire.GradientsRequest, document)
+
+    def run(compile_network: Callable[[wire.Network], engine.Plan]) -> Callable[[], object]:
+        def call() -> object:
+            with binary_sections(sections):
+                plan = compile_network(request.network)
+                return binding.bind_samples(plan, request.samples, True)
+
+        return call
+
+    return {
+        "compile and bind, binary arrays": run(lambda net: engine.compile_network(binding.network(net))),
+        "compile and bind, binary, structure seen before": run(binding.compile_network),
+    }
 
 
 def end_to_end(mlp: Mlp, url: str, repeat: int) -> dict[str, Samples]:

@@ -44,7 +44,12 @@ def test_the_mlp_bench_runs_and_checks_its_numbers(monkeypatch: pytest.MonkeyPat
 def test_the_sparse_bench_runs_and_checks_its_numbers(monkeypatch: pytest.MonkeyPatch) -> None:
     results = sparse.run(repeat=2, levels=3, batch=4)
     ratios = timings_and_ratios(results, "per-unit NumPy loop")
-    assert set(ratios) == {"per-unit NumPy loop", "engine", "engine, compile included"}
+    assert set(ratios) == {
+        "per-unit NumPy loop",
+        "engine",
+        "engine, compile included",
+        "engine, compile included, structure seen before",
+    }
     right = sparse.per_unit_loop
     monkeypatch.setattr(sparse, "per_unit_loop", lambda d: ([g * 1.001 for g in right(d)[0]], right(d)[1]))
     with pytest.raises(AssertionError, match="Not equal to tolerance"):
@@ -152,3 +157,36 @@ def test_python_m_bench_against_a_revision_builds_it_and_prints_the_table() -> N
     for row in ("P1 chain", "P2 MLP", "P3 sparse DAG"):
         assert row in out, out
     assert "new/old" in out
+
+
+def test_each_hot_path_feature_s_cost_is_measured_in_process() -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.stack", "-n", "5", "--rounds", "1"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    for variant in ("every feature", "metrics", "RequestContext", "SendTimeout", "outer pair", "bare"):
+        assert variant in run.stdout, run.stdout
+
+
+@pytest.mark.slow
+def test_the_worker_hop_bench_runs() -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.hop", "--tiny", "--rounds", "1", "--repeat", "1"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert "isolation=process" in run.stdout
+    assert "isolation=thread" in run.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("hey") is None, reason="bench.p1 drives hey (Debian's package)")
+def test_the_p1_table_runs() -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.p1", "--seconds", "0.5", "--rounds", "1", "--features"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert "bare FastAPI endpoint" in run.stdout
+    assert "without the edge protocol" in run.stdout

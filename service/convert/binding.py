@@ -59,11 +59,17 @@ def network(net: wire.Network) -> engine.Network:
 _source, _target, _value = (operator.attrgetter(name) for name in ("source", "target", "value"))
 
 
+#: the structures this process compiled last (service.engine.reuse): a plan's memory grows with
+#: its weights, and this many weights in all keep it to a few MB (bench/RESULTS.md)
+PLANS = engine.Plans(weights=100_000)
+
+
 def compile_network(net: wire.Network) -> Plan:
-    """Compile a wire network; what is wrong with it is an InvalidGraphError."""
+    """Compile a wire network, or reuse the plan of its structure; what is wrong with it is an
+    InvalidGraphError."""
     described = network(net)
     try:
-        return engine.compile_network(described)
+        return PLANS.compile(described)
     except engine.GraphError as exc:
         _raise(InvalidGraphError, exc, "network")
 

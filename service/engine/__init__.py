@@ -44,6 +44,7 @@ from service.engine.passes import (
     summed_delta,
 )
 from service.engine.plan import Block, Columns, Group, Level, Plan, UnitInfo, WeightGroup, WeightInfo
+from service.engine.reuse import Plans, structure_key, with_parameters
 from service.engine.samples import Batch, bind_samples
 from service.engine.schedules import SCHEDULES, Schedule, rates
 from service.engine.segments import Segments, segments
@@ -102,6 +103,9 @@ __all__ = [
     "bind_samples",
     "checkpoint",
     "compile_network",
+    "Plans",
+    "structure_key",
+    "with_parameters",
     "derivative",
     "forward",
     "gradient",

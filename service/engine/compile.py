@@ -7,6 +7,7 @@ thousands of single units compiles without a Python step per weight.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Sequence
 
@@ -68,8 +69,8 @@ def compile_network(net: Network) -> Plan:
     sizes = [u.size for u in units]
     edges = _edges(net, index, sizes, roles, problems)
 
-    biases = [_per_entry(i, u, "bias", u.bias, problems) for i, u in enumerate(units)]
-    responses = [_per_entry(i, u, "response", u.response, problems) for i, u in enumerate(units)]
+    biases = [per_entry(i, u, "bias", u.bias, problems) for i, u in enumerate(units)]
+    responses = [per_entry(i, u, "response", u.response, problems) for i, u in enumerate(units)]
     for i, u in enumerate(units):
         _unit_fields(i, u, problems)
     raise_collected(GraphError, problems)
@@ -79,7 +80,7 @@ def compile_network(net: Network) -> Plan:
     return _lay_out(net, edges, biases, responses, levels)
 
 
-def _per_entry(i: int, u: Unit, name: str, value: Value | None, problems: list[Problem]) -> Array | None:
+def per_entry(i: int, u: Unit, name: str, value: Value | None, problems: list[Problem]) -> Array | None:
     """A unit's bias or response as an array [size] (a number for a single unit), or None."""
     if value is None:
         return None
@@ -137,16 +138,15 @@ def _edges(
     rows, cols = [sizes[a] for a in src], [sizes[b] for b in tgt]
     raw = weights.value
     if rows.count(1) == len(rows) == cols.count(1) and set(map(type, raw)) <= {float}:
-        return Edges(src, tgt, rows, cols, np.array(raw, dtype=np.float64))  # single units: one call
+        return Edges(src, tgt, rows, cols, (np.array(raw, dtype=np.float64),))  # single units: one call
     parts = []
     for k, (value, a, b) in enumerate(zip(raw, src, tgt, strict=True)):
         if enough(problems):
             return None
-        parts.append(_weight_value(net, k, value, sizes[a], sizes[b], problems))
+        parts.append(weight_value(net, k, value, sizes[a], sizes[b], problems))
     if problems:  # (a value that did not fit its shape: reported, and nothing to lay out)
         return None
-    values = np.concatenate([p.ravel() for p in parts if p is not None]) if parts else np.empty(0)
-    return Edges(src, tgt, rows, cols, values)
+    return Edges(src, tgt, rows, cols, tuple(p for p in parts if p is not None))
 
 
 def _column_edges(
@@ -174,7 +174,7 @@ def _column_edges(
     if problems:
         return None
     ones = [1] * n
-    return Edges(src, tgt, ones, ones, values)
+    return Edges(src, tgt, ones, ones, (values,))
 
 
 def _fine_columns(src: list[int], tgt: list[int], sizes: list[int], roles: Sequence[str]) -> bool:
@@ -187,7 +187,7 @@ def _fine_columns(src: list[int], tgt: list[int], sizes: list[int], roles: Seque
     return not into_input and not layers and not (pairs[1:] == pairs[:-1]).any()
 
 
-def _weight_value(
+def weight_value(
     net: Network, k: int, value: Value, rows: int, cols: int, problems: list[Problem]
 ) -> Array | None:
     """Weight k's value as a [rows, cols] array, or None (and a problem) if it is not that shape."""
@@ -241,7 +241,7 @@ def _weight_problems(net: Network, index: dict[str, int], sizes: list[int], prob
                     )
                 )
         else:
-            _weight_value(net, k, given.value[k], sizes[index[a]], sizes[index[b]], problems)
+            weight_value(net, k, given.value[k], sizes[index[a]], sizes[index[b]], problems)
 
 
 def longest_paths(n: int, src: Sequence[int], tgt: Sequence[int]) -> tuple[list[int], list[int]]:
@@ -337,17 +337,11 @@ def _lay_out(
     n_weight_params = offsets.pop()
     has_responses = any(r is not None for r in responses)
     n_response_params = n_cols if has_responses else 0
-    theta = np.zeros(n_weight_params + n_cols + n_response_params)
-    theta[:n_weight_params] = edges.values
-    theta[n_weight_params + n_cols :] = 1.0
-    for unit, bias, response in zip(info, biases, responses, strict=True):
-        if bias is not None:
-            theta[n_weight_params + unit.cols.start : n_weight_params + unit.cols.stop] = bias
-        if response is not None:
-            start = n_weight_params + n_cols
-            theta[start + unit.cols.start : start + unit.cols.stop] = response
+    theta = parameters(info, edges.values, biases, responses, n_cols, n_response_params)
 
-    layout = Layout(info, edges, counts, offsets, n_inputs)
+    # the layout keeps no values: a plan never holds on to the arrays of the request it was
+    # compiled from (a plan kept for its structure, service.engine.reuse, outlives that request)
+    layout = Layout(info, dataclasses.replace(edges, values=()), counts, offsets, n_inputs)
     by_level: dict[int, list[int]] = {}
     for i in order:
         if units[i].role != "input":
@@ -385,6 +379,32 @@ def _lay_out(
         n_response_params=n_response_params,
         huber_delta=net.huber_delta,
     )
+
+
+def parameters(
+    info: Sequence[UnitInfo],
+    weights: Sequence[Array],
+    biases: Sequence[Array | None],
+    responses: Sequence[Array | None],
+    n_cols: int,
+    n_response_params: int,
+) -> Array:
+    """theta: every weight's elements (`weights`: arrays whose elements, row-major, follow one
+    another), a bias per column (0 where none is given), then a response per column when the
+    network gives any (1 where none is given); `info`, `biases` and `responses` in the listed
+    order of the units. Each value is copied once, into theta: nothing is joined on the way."""
+    n_weight_params = sum(w.size for w in weights)
+    theta = np.zeros(n_weight_params + n_cols + n_response_params)
+    if weights:
+        np.concatenate([w.reshape(-1) for w in weights], out=theta[:n_weight_params])
+    theta[n_weight_params + n_cols :] = 1.0
+    for unit, bias, response in zip(info, biases, responses, strict=True):
+        if bias is not None:
+            theta[n_weight_params + unit.cols.start : n_weight_params + unit.cols.stop] = bias
+        if response is not None:
+            start = n_weight_params + n_cols
+            theta[start + unit.cols.start : start + unit.cols.stop] = response
+    return theta
 
 
 def _mean_scale(units: Sequence[Unit], info: list[UnitInfo], edges: Edges, n_cols: int) -> Array | None:

@@ -33,7 +33,9 @@ class Edges:
     tgt: list[int]
     rows: list[int]  # its shape: [source.size, target.size]
     cols: list[int]
-    values: Array  # every element, weight after weight, each row-major
+    #: the weights' elements, row-major, weight after weight, in arrays that follow one another
+    #: (one for all, or one per weight); none once compiled (a plan keeps no request's arrays)
+    values: tuple[Array, ...]
 
 
 def as_slice(cols: Array) -> Columns:

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import json
 import logging
+import os
 import re
 import time
-import uuid
 from typing import Any
 
 from starlette.datastructures import Headers, MutableHeaders
@@ -21,6 +22,18 @@ from service.http.problems import problem_response
 access_log = logging.getLogger("gradserve.access")
 
 _SANE_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")  # whole value (fullmatch): "$" would pass "id\n"
+#: a request's own id, 32 hex digits like a UUID's: a random prefix per process and a count
+#: (unique as a uuid4 is, and a tenth of its cost: no system call per request)
+_ID_PREFIX = os.urandom(8).hex()
+_ids = itertools.count()
+
+
+def _new_prefix() -> None:  # (a forked process counts on its own)
+    global _ID_PREFIX
+    _ID_PREFIX = os.urandom(8).hex()
+
+
+os.register_at_fork(after_in_child=_new_prefix)
 
 
 class RequestContext:
@@ -34,7 +47,7 @@ class RequestContext:
             await self.app(scope, receive, send)
             return
         given = Headers(scope=scope).get("x-request-id", "")
-        request_id = given if _SANE_ID.fullmatch(given) else uuid.uuid4().hex
+        request_id = given if _SANE_ID.fullmatch(given) else f"{_ID_PREFIX}{next(_ids):016x}"
         scope.setdefault("state", {})["request_id"] = request_id
         status, start = 500, time.perf_counter()
 
@@ -135,8 +148,13 @@ class SendTimeout:
             await self.app(scope, receive, send)
             return
 
+        # a send can only wait while the connection's writing is paused (uvicorn's flow
+        # control; nothing between here and uvicorn's send waits on anything else): timed then
+        # only, for timing each piece would cost P1 more than any other feature (bench/RESULTS.md)
+        paused = (scope.get("extensions") or {}).get(WRITE_PAUSED, _always)
+
         async def send_in_time(message: Message) -> None:
-            if message["type"] != "http.response.body":
+            if message["type"] != "http.response.body" or not paused():
                 await send(message)
                 return
             try:
@@ -156,12 +174,19 @@ class SendTimeout:
 
 #: the scope's extension that aborts the request's connection (see `Abortable`)
 ABORT = "gradserve.abort"
+#: the scope's extension that says whether the connection's writing is paused (see `Abortable`)
+WRITE_PAUSED = "gradserve.write_paused"
+
+
+def _always() -> bool:
+    return True
 
 
 class Abortable:
     """Give the app a way to abort a request's connection, as the scope's `gradserve.abort`
-    extension, under uvicorn: its `send` is the bound method of the request's cycle, which
-    holds the transport. It must wrap everything, Starlette's error handling included (which
+    extension, and to ask whether writing to it is paused (`gradserve.write_paused`), under
+    uvicorn: its `send` is the bound method of the request's cycle, which holds the transport
+    and the flow control. It must wrap everything, Starlette's error handling included (which
     wraps `send` in turn)."""
 
     def __init__(self, app: ASGIApp) -> None:
@@ -171,8 +196,17 @@ class Abortable:
         cycle: Any = getattr(send, "__self__", None)
         transport: Any = getattr(cycle, "transport", None)
         if scope["type"] == "http" and transport is not None:
-            scope["extensions"] = {**(scope.get("extensions") or {}), ABORT: functools.partial(_abort, cycle)}
+            scope["extensions"] = {
+                **(scope.get("extensions") or {}),
+                ABORT: functools.partial(_abort, cycle),
+                WRITE_PAUSED: functools.partial(_write_paused, cycle),
+            }
         await self.app(scope, receive, send)
+
+
+def _write_paused(cycle: Any) -> bool:
+    flow = getattr(cycle, "flow", None)
+    return True if flow is None else bool(flow.write_paused)
 
 
 async def _abort(cycle: Any) -> None:
