@@ -22,8 +22,8 @@ from service.endpoints import dispatch
 from service.launcher import start_server
 from service.settings import Settings
 from service.transport import executors
-from service.transport.pool import WorkerDiedError
 from service.transport.shared import SegmentPool, SharedBody, handle_shared
+from service.transport.worker import WorkerDiedError
 from tests.bodies import chain_request, heavy_request
 from tests.support import asgi
 
