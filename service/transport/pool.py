@@ -33,7 +33,7 @@ from multiprocessing.connection import wait
 from typing import Any
 
 from service.errors import NotReadyError
-from service.transport.worker import STOP, NotSentError, UnpicklableError, Worker, WorkerDiedError, serve
+from service.transport.worker import STOP, NotSentError, UnpicklableError, Worker, WorkerDiedError
 
 log = logging.getLogger("gradserve")
 
@@ -93,7 +93,7 @@ class Pool:
 
     async def _spawn(self, replaces: Worker | None = None) -> bool:
         loop = asyncio.get_running_loop()
-        w = Worker(self.ctx, serve, self.worker_args)
+        w = Worker(self.ctx, self.worker_args)
         self.workers.add(w)
         future = loop.run_in_executor(self.threads, w.boot)
         try:

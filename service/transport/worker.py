@@ -103,12 +103,12 @@ State = Literal["starting", "idle", "busy", "retiring", "gone"]
 
 
 class Worker:
-    """One worker process and the parent's end of its pipe."""
+    """One worker process (running `serve` with `args`) and the parent's end of its pipe."""
 
-    def __init__(self, ctx: Any, target: Callable[..., None], args: tuple[Any, ...]) -> None:
+    def __init__(self, ctx: Any, args: tuple[Any, ...]) -> None:
         self.conn, child = ctx.Pipe()
         self.proc: BaseProcess = ctx.Process(
-            target=target, args=(child, *args), name="gradserve-worker", daemon=True
+            target=serve, args=(child, *args), name="gradserve-worker", daemon=True
         )
         self._child = child
         self.state: State = "starting"
