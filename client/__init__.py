@@ -7,7 +7,8 @@ with Client() as gs:
         print(event)
 """
 
-from client._client import AsyncClient, Client
+from client._async_client import AsyncClient
+from client._client import Client
 from client._errors import (
     APIConnectionError,
     APIError,

@@ -11,15 +11,13 @@ from __future__ import annotations
 import inspect
 import json
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
 
+from client._core import Call, Core
 from client._errors import APIConnectionError, APIError, status_error
 from service.wire import SgdProgress, SgdResponse
-
-if TYPE_CHECKING:
-    from client._client import _Call, _Core
 
 #: what a streamed training yields: its progress as epochs end, last its result
 SgdEvent = SgdProgress | SgdResponse
@@ -50,7 +48,7 @@ class _Events:
         return None  # comments (heartbeats) and other fields
 
 
-def _request(core: _Core, http: httpx.Client | httpx.AsyncClient, call: _Call) -> httpx.Request:
+def _request(core: Core, http: httpx.Client | httpx.AsyncClient, call: Call) -> httpx.Request:
     call.streamed = True
     request = core.request(http, call)
     request.headers["accept"] = "text/event-stream"
@@ -63,7 +61,7 @@ def _streams(response: httpx.Response) -> bool:
     )
 
 
-def _event(call: _Call, request: httpx.Request, name: str, data: str) -> SgdEvent | None:
+def _event(call: Call, request: httpx.Request, name: str, data: str) -> SgdEvent | None:
     """A progress event or the result; an error event raised as its exception."""
     if name == "progress":
         return SgdProgress.model_validate_json(data)
@@ -80,13 +78,11 @@ def _event(call: _Call, request: httpx.Request, name: str, data: str) -> SgdEven
     return None  # an event this client does not know
 
 
-def _cut_short(call: _Call, request: httpx.Request) -> APIConnectionError:
+def _cut_short(call: Call, request: httpx.Request) -> APIConnectionError:
     return APIConnectionError(f"the stream of {call.path} ended before its result", request)
 
 
-def events(
-    core: _Core, http: httpx.Client, sleep: Callable[[float], None], call: _Call
-) -> Iterator[SgdEvent]:
+def events(core: Core, http: httpx.Client, sleep: Callable[[float], None], call: Call) -> Iterator[SgdEvent]:
     """The sync client's streamed call."""
     attempt = 0
     while True:
@@ -126,7 +122,7 @@ def events(
 
 
 async def aevents(
-    core: _Core, http: httpx.AsyncClient, sleep: Callable[[float], Any], call: _Call
+    core: Core, http: httpx.AsyncClient, sleep: Callable[[float], Any], call: Call
 ) -> AsyncIterator[SgdEvent]:
     """The async client's streamed call: `events`, awaited."""
     attempt = 0

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from service.launcher import start_server
+from tests.servers import Serve
 
 CHROMIUM = shutil.which("chromium")
 NO_CHROMIUM = "Debian's chromium is not installed (apt-get install -y chromium; .ci/run installs it)"
@@ -49,10 +49,8 @@ def browser() -> Iterator[Any]:
 
 
 @pytest.fixture(scope="module")
-def keyed_url() -> Iterator[str]:
-    server = start_server(env={"GRADSERVE_API_KEY": KEY, "GRADSERVE_ISOLATION": "thread"})
-    yield server.url
-    server.stop()
+def keyed_url(serve_module: Serve) -> str:
+    return serve_module({"GRADSERVE_API_KEY": KEY, "GRADSERVE_ISOLATION": "thread"}).url
 
 
 Opener = Callable[..., tuple[Any, Watch]]

@@ -9,7 +9,6 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +17,10 @@ import pytest
 
 import client
 from service.http.keys import CHECK_EVERY_S, KeyRing
-from service.launcher import start_server
 from service.pipeline import handlers
 from service.settings import Settings
 from tests.bodies import chain_request
+from tests.servers import Serve
 from tests.support import asgi
 
 # ---------------------------------------------------------------- auth
@@ -31,10 +30,8 @@ KEY = "s3cret-of-the-tests"
 
 
 @pytest.fixture(scope="module")
-def keyed_url() -> Iterator[str]:
-    server = start_server({"GRADSERVE_API_KEY": KEY})
-    yield server.url
-    server.stop()
+def keyed_url(serve_module: Serve) -> str:
+    return serve_module({"GRADSERVE_API_KEY": KEY}).url
 
 
 def test_with_a_key_everything_but_the_health_checks_and_the_pages_needs_it(keyed_url: str) -> None:
@@ -97,12 +94,10 @@ def test_request_ids_are_echoed_or_made(http: httpx.Client) -> None:
     assert made.headers["x-request-id"] != http.get("/healthz").headers["x-request-id"]
 
 
-def test_one_structured_log_line_per_request() -> None:
-    server = start_server()
-    try:
-        httpx.post(server.url + "/v1/gradients", json=chain_request(), headers={"x-request-id": "trace-me"})
-    finally:
-        server.stop()
+def test_one_structured_log_line_per_request(serve: Serve) -> None:
+    server = serve()
+    httpx.post(server.url + "/v1/gradients", json=chain_request(), headers={"x-request-id": "trace-me"})
+    server.stop()
     lines = [json.loads(line) for line in server.output().splitlines() if line.startswith("{")]
     (entry,) = [line for line in lines if line["request_id"] == "trace-me"]
     assert entry["method"] == "POST"
@@ -187,29 +182,27 @@ def until_status(url: str, key: str, status: int, within: float) -> float:
 OLD, NEW, ENV, NEWER = (f"{name}-key-0123456789" for name in ("old", "new", "env", "newer"))
 
 
-def test_keys_in_a_file_rotate_without_a_restart(tmp_path: Path) -> None:
+def test_keys_in_a_file_rotate_without_a_restart(tmp_path: Path, serve: Serve) -> None:
     secret = MountedSecret(tmp_path)
     secret.write(f"# the keys, one a line\n{OLD}\n\n  {NEW}  \n")
-    server = start_server({"GRADSERVE_API_KEYS_FILE": str(secret.path), "GRADSERVE_API_KEY": ENV})
-    try:
-        assert [status_with(server.url, k) for k in (OLD, NEW, ENV, "nope")] == [
-            200,
-            200,
-            200,
-            401,
-        ]
-        secret.write(f"{NEW}\n")  # old-key withdrawn
-        until_status(server.url, OLD, 401, within=60)  # (looked at once a second; a guard)
-        assert status_with(server.url, NEW) == status_with(server.url, ENV) == 200
-        secret.write(None)  # a version without the file: the keys read before stay
-        time.sleep(1.2)
-        assert status_with(server.url, NEW) == 200
-        assert status_with(server.url, OLD) == 401
-        secret.write(f"{NEWER}\n")
-        until_status(server.url, NEWER, 200, within=60)
-        assert status_with(server.url, NEW) == 401
-    finally:
-        server.stop()
+    server = serve({"GRADSERVE_API_KEYS_FILE": str(secret.path), "GRADSERVE_API_KEY": ENV})
+    assert [status_with(server.url, k) for k in (OLD, NEW, ENV, "nope")] == [
+        200,
+        200,
+        200,
+        401,
+    ]
+    secret.write(f"{NEW}\n")  # old-key withdrawn
+    until_status(server.url, OLD, 401, within=60)  # (looked at once a second; a guard)
+    assert status_with(server.url, NEW) == status_with(server.url, ENV) == 200
+    secret.write(None)  # a version without the file: the keys read before stay
+    time.sleep(1.2)
+    assert status_with(server.url, NEW) == 200
+    assert status_with(server.url, OLD) == 401
+    secret.write(f"{NEWER}\n")
+    until_status(server.url, NEWER, 200, within=60)
+    assert status_with(server.url, NEW) == 401
+    server.stop()
     log = server.output()
     assert "the keys read before are still accepted" in log
     lines = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
@@ -226,13 +219,13 @@ def fingerprint(key: str) -> str:
 
 @pytest.mark.parametrize(("text", "said"), [(None, "cannot be read"), ("# none yet\n\n", "holds no key")])
 def test_a_key_file_without_keys_stops_the_server_as_it_starts(
-    tmp_path: Path, text: str | None, said: str
+    tmp_path: Path, text: str | None, said: str, serve: Serve
 ) -> None:
     path = tmp_path / "api-keys"
     if text is not None:
         path.write_text(text)
     with pytest.raises(RuntimeError, match=f"GRADSERVE_API_KEYS_FILE\\) {said}"):
-        start_server({"GRADSERVE_API_KEYS_FILE": str(path)})
+        serve({"GRADSERVE_API_KEYS_FILE": str(path)})
 
 
 def test_the_file_is_looked_at_once_a_second_and_a_bad_version_keeps_the_last_keys(tmp_path: Path) -> None:
@@ -258,33 +251,31 @@ def test_the_file_is_looked_at_once_a_second_and_a_bad_version_keeps_the_last_ke
 @pytest.mark.parametrize("variable", ["GRADSERVE_API_KEYS", "GRADSERVE_API_KEY"])
 @pytest.mark.parametrize("value", ["", " , "])
 def test_a_key_setting_set_but_empty_stops_the_server_instead_of_opening_it(
-    variable: str, value: str
+    variable: str, value: str, serve: Serve
 ) -> None:
     """An empty secret in a deployment must not turn the keys off (every path open, /metrics too)."""
     with pytest.raises(RuntimeError, match=f"{variable} is set but holds no key"):
-        start_server({variable: value})
+        serve({variable: value})
 
 
 # ---------------------------------------------------------------- what a key may be
 
 
-def test_a_key_file_saved_with_a_byte_order_mark_and_crlf_line_ends_works(tmp_path: Path) -> None:
+def test_a_key_file_saved_with_a_byte_order_mark_and_crlf_line_ends_works(
+    tmp_path: Path, serve: Serve
+) -> None:
     path = tmp_path / "api-keys"
     path.write_bytes(b"\xef\xbb\xbf" + f"{OLD}\r\n# a comment\r\n{NEW}\r\n".encode())
-    server = start_server({"GRADSERVE_API_KEYS_FILE": str(path)})
-    try:
-        assert [status_with(server.url, k) for k in (OLD, NEW, "\ufeff" + OLD)] == [200, 200, 401]
-    finally:
-        server.stop()
+    server = serve({"GRADSERVE_API_KEYS_FILE": str(path)})
+    assert [status_with(server.url, k) for k in (OLD, NEW, "\ufeff" + OLD)] == [200, 200, 401]
 
 
-def refused(env: dict[str, str]) -> str:
-    """Why a server with `env` does not start (one that does is stopped, and fails the test)."""
+def refused(serve: Serve, env: dict[str, str]) -> str:
+    """Why a server with `env` does not start (one that does fails the test)."""
     try:
-        server = start_server(env)
+        serve(env)
     except RuntimeError as exc:
         return str(exc)
-    server.stop()
     raise AssertionError("the server started")
 
 
@@ -298,12 +289,12 @@ BAD_KEYS = {
 
 @pytest.mark.parametrize("bad", BAD_KEYS, ids=list(BAD_KEYS))
 def test_a_key_file_with_a_key_that_is_not_one_stops_the_server_naming_its_line(
-    tmp_path: Path, bad: str
+    tmp_path: Path, bad: str, serve: Serve
 ) -> None:
     key, said = BAD_KEYS[bad]
     path = tmp_path / "api-keys"
     path.write_text(f"{OLD}\n{key}\n", encoding="utf-8")
-    why = refused({"GRADSERVE_API_KEYS_FILE": str(path)})
+    why = refused(serve, {"GRADSERVE_API_KEYS_FILE": str(path)})
     assert "line 2 of the API key file" in why
     assert said in why
     assert key not in why
@@ -312,9 +303,11 @@ def test_a_key_file_with_a_key_that_is_not_one_stops_the_server_naming_its_line(
 
 @pytest.mark.parametrize("variable", ["GRADSERVE_API_KEY", "GRADSERVE_API_KEYS"])
 @pytest.mark.parametrize("bad", BAD_KEYS, ids=list(BAD_KEYS))
-def test_a_key_setting_with_a_key_that_is_not_one_stops_the_server(variable: str, bad: str) -> None:
+def test_a_key_setting_with_a_key_that_is_not_one_stops_the_server(
+    variable: str, bad: str, serve: Serve
+) -> None:
     key, said = BAD_KEYS[bad]
-    why = refused({variable: key})
+    why = refused(serve, {variable: key})
     assert variable in why
     assert said in why
     assert key not in why
@@ -359,8 +352,8 @@ def test_a_header_that_is_not_ascii_is_compared_as_its_bytes(keyed_url: str) -> 
 
 @pytest.mark.parametrize("variable", ["GRADSERVE_API_KEY", "GRADSERVE_API_KEYS"])
 def test_a_key_starting_with_a_hash_is_refused_as_the_key_file_would_take_it_for_a_comment(
-    variable: str,
+    variable: str, serve: Serve
 ) -> None:
-    why = refused({variable: "#a-key-that-looks-like-a-comment"})
+    why = refused(serve, {variable: "#a-key-that-looks-like-a-comment"})
     assert variable in why
     assert "starts with #" in why

@@ -18,9 +18,9 @@ import httpx
 import numpy as np
 import pytest
 
-from service.launcher import start_server
 from service.settings import Settings
 from tests.bodies import chain_request, heavy_request
+from tests.servers import Serve
 from tests.support import asgi, hammer, one_layer_body, open_segments
 from tests.test_metrics import scrape, until
 
@@ -61,9 +61,9 @@ def test_a_computation_past_its_deadline_stops_with_503_and_frees_its_slot() -> 
 # ---------------------------------------------------------------- shutdown
 
 
-def test_sigterm_lets_a_request_in_flight_finish() -> None:
+def test_sigterm_lets_a_request_in_flight_finish(serve: Serve) -> None:
     # (the grace and the deadline only guard a hang: a loaded machine is slow)
-    server = start_server({"GRADSERVE_SHUTDOWN_GRACE_S": "300", "GRADSERVE_TIMEOUT_S": "300"})
+    server = serve({"GRADSERVE_SHUTDOWN_GRACE_S": "300", "GRADSERVE_TIMEOUT_S": "300"})
     proc, url = server.proc, server.url
     result: dict[str, Any] = {}
 
@@ -106,9 +106,9 @@ def largest_list_body() -> bytes:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["long computations", "largest bodies"])
-def test_healthz_stays_responsive_while_eight_clients_post_heavy_requests(kind: str) -> None:
+def test_healthz_stays_responsive_while_eight_clients_post_heavy_requests(kind: str, serve: Serve) -> None:
     # (the deadline only guards a hang: on a loaded machine a computation may take minutes)
-    server = start_server({"GRADSERVE_QUEUE_TIMEOUT_S": "1", "GRADSERVE_TIMEOUT_S": "600"})
+    server = serve({"GRADSERVE_QUEUE_TIMEOUT_S": "1", "GRADSERVE_TIMEOUT_S": "600"})
     url = server.url
     if kind == "long computations":
         path, heavy = "/v1/sgd", json.dumps(heavy_request(epochs=200)).encode()
@@ -119,20 +119,17 @@ def test_healthz_stays_responsive_while_eight_clients_post_heavy_requests(kind: 
     # The eight clients are processes of their own, at a lower priority, as if on other
     # machines: threads here would hold this process's GIL and time themselves, not the server.
     spawn = multiprocessing.get_context("spawn")
-    try:
-        with ProcessPoolExecutor(8, mp_context=spawn, initializer=os.nice, initargs=(10,)) as pool:
-            futures = [pool.submit(hammer, url + path, heavy, 8.0) for _ in range(8)]
-            time.sleep(1.5)
-            with httpx.Client(timeout=10) as http:
-                stop = time.monotonic() + 6
-                while time.monotonic() < stop:
-                    start = time.perf_counter()
-                    assert http.get(url + "/healthz").status_code == 200
-                    latencies.append(time.perf_counter() - start)
-                    time.sleep(0.02)
-            statuses = [status for future in futures for status in future.result()]
-    finally:
-        server.stop()
+    with ProcessPoolExecutor(8, mp_context=spawn, initializer=os.nice, initargs=(10,)) as pool:
+        futures = [pool.submit(hammer, url + path, heavy, 8.0) for _ in range(8)]
+        time.sleep(1.5)
+        with httpx.Client(timeout=10) as http:
+            stop = time.monotonic() + 6
+            while time.monotonic() < stop:
+                start = time.perf_counter()
+                assert http.get(url + "/healthz").status_code == 200
+                latencies.append(time.perf_counter() - start)
+                time.sleep(0.02)
+        statuses = [status for future in futures for status in future.result()]
     p99 = statistics.quantiles(latencies, n=100)[98]
     ok, busy = sum(s == 200 for s, _, _ in statuses), sum(s == 503 for s, _, _ in statuses)
     probes = f"{len(latencies)} probes, max {max(latencies) * 1000:.1f} ms"
@@ -158,24 +155,22 @@ def rss_kib(pid: int) -> int:
 
 
 @pytest.mark.slow
-def test_memory_stays_flat_over_200_max_size_requests() -> None:
+def test_memory_stays_flat_over_200_max_size_requests(serve: Serve) -> None:
     limit = 4 * 1024 * 1024
-    server = start_server({"GRADSERVE_MAX_BODY_BYTES": str(limit)})
+    server = serve({"GRADSERVE_MAX_BODY_BYTES": str(limit)})
     body = one_layer_body(400, (limit - 4096) // (400 * 11))
     assert limit * 0.9 < len(body) <= limit
-    try:
-        with httpx.Client(timeout=60) as http:
-            for k in range(200):
-                r = http.post(
-                    server.url + "/v1/gradients", content=body, headers={"content-type": "application/json"}
-                )
-                assert r.status_code == 200, r.text
-                if k == 9:
-                    early = rss_kib(server.pid)
-            late = rss_kib(server.pid)
-            held = open_segments(server.pid, children=True)  # (other servers may run beside it)
-    finally:
-        server.stop()
+    with httpx.Client(timeout=60) as http:
+        for k in range(200):
+            r = http.post(
+                server.url + "/v1/gradients", content=body, headers={"content-type": "application/json"}
+            )
+            assert r.status_code == 200, r.text
+            if k == 9:
+                early = rss_kib(server.pid)
+        late = rss_kib(server.pid)
+        held = open_segments(server.pid, children=True)  # (other servers may run beside it)
+    server.stop()
     print(f"RSS {early} KiB after 10 requests of {len(body):,} bytes, {late} KiB after 200")
     assert late <= 2 * early, f"RSS {early} KiB after 10 requests, {late} KiB after 200"
     assert held, "no body went through shared memory: the test tests nothing"

@@ -15,8 +15,8 @@ import httpx
 import pytest
 
 from service import wire
-from service.launcher import start_server
 from tests import seed
+from tests.servers import Serve
 
 JSON = {"content-type": "application/json"}
 
@@ -35,10 +35,8 @@ LIMITS = {
 
 
 @pytest.fixture(scope="module")
-def strict_url() -> Iterator[str]:
-    server = start_server(LIMITS)
-    yield server.url
-    server.stop()
+def strict_url(serve_module: Serve) -> str:
+    return serve_module(LIMITS).url
 
 
 Request = dict[str, Any]

@@ -13,7 +13,7 @@ import pytest
 from bench import ab, floor, memory, mlp, sparse
 from bench.__main__ import verdict
 from bench.common import load_generator, report
-from service.launcher import start_server
+from tests.servers import Serve
 
 
 def timings_and_ratios(results: dict[str, list[float]], reference: str) -> dict[str, float]:
@@ -98,15 +98,12 @@ def test_the_p1_title_names_its_load_generator(monkeypatch: pytest.MonkeyPatch) 
     assert "hey" in load_generator()
 
 
-def test_the_floor_answers_the_hand_written_gradients() -> None:
+def test_the_floor_answers_the_hand_written_gradients(serve: Serve) -> None:
     """The floor's app runs the same NumPy as the reference and answers in gradserve's order."""
     sizes, batch = (6, 5, 3), 4
     case = mlp.make_mlp(sizes, batch, seed=3)
-    server = start_server({}, [sys.executable, "-m", "bench.floor", "--sizes", "6,5,3", "--batch", "4"])
-    try:
-        answer = httpx.post(server.url + "/", content=floor.pack(case)).raise_for_status().content
-    finally:
-        server.stop()
+    server = serve({}, [sys.executable, "-m", "bench.floor", "--sizes", "6,5,3", "--batch", "4"])
+    answer = httpx.post(server.url + "/", content=floor.pack(case)).raise_for_status().content
     got = floor.unpack(answer, floor.answer_layout(sizes))
     grads = mlp.hand_written(case)  # from the last layer back: weight, bias, weight, bias
     assert [g.tolist() for g in got] == [g.tolist() for g in (grads[2], grads[0], grads[3], grads[1])]
@@ -114,16 +111,13 @@ def test_the_floor_answers_the_hand_written_gradients() -> None:
         floor.unpack(answer + bytes(8), floor.answer_layout(sizes))
 
 
-def test_the_breakdown_and_the_servers_cpu_time_are_measured() -> None:
+def test_the_breakdown_and_the_servers_cpu_time_are_measured(serve: Serve) -> None:
     case = mlp.make_mlp((8, 4, 4, 2), 4)
     pieces = mlp.breakdown(case, repeat=1)
     assert len(pieces) == 5
     assert all(t > 0 for times in pieces.values() for t in times)
-    server = start_server({"GRADSERVE_LOG_LEVEL": "warning"})
-    try:
-        cpu = mlp.server_cpu(case, server.url, server.pid, rounds=1, per_round=2)
-    finally:
-        server.stop()
+    server = serve({"GRADSERVE_LOG_LEVEL": "warning"})
+    cpu = mlp.server_cpu(case, server.url, server.pid, rounds=1, per_round=2)
     assert set(cpu) == {"binary", "base64"}
     assert all(ms >= 0 for ms in cpu.values())
 

@@ -19,13 +19,14 @@ from service import engine, wire
 from service.convert import binding
 from service.convert.encoding import Sections, binary_sections, to_numpy
 from service.errors import InvalidRequestError
-from service.launcher import Server, start_server
+from service.launcher import Server
 from service.pipeline import costs, dispatch, scan
 from service.pipeline.handlers import HANDLERS
 from service.settings import Settings
 from service.transport import shared
 from service.transport.shared import SharedBody, handle_shared
 from service.wire import framing
+from tests.servers import Serve
 
 OCTETS = "application/octet-stream"
 PROBLEM = "urn:gradserve:problem:"
@@ -500,7 +501,7 @@ def test_one_input_units_array_is_used_as_given_not_copied() -> None:
 
 
 @pytest.mark.slow
-def test_a_32_mib_binary_body_peaks_under_three_times_its_size() -> None:
+def test_a_32_mib_binary_body_peaks_under_three_times_its_size(serve: Serve) -> None:
     rng = np.random.default_rng(16)
     width = 400
     rows = 3_990_000 // (width + 1)  # (max_activation_elements)
@@ -516,14 +517,11 @@ def test_a_32_mib_binary_body_peaks_under_three_times_its_size() -> None:
     }
     body, headers = as_binary(request)
     assert len(body) > 30 * 2**20
-    server = start_server()
-    try:
-        idle = rss_kib(server.pid)
-        response = httpx.post(server.url + "/v1/gradients", content=body, headers=headers, timeout=120)
-        assert response.status_code == 200
-        peak = rss_kib(server.pid, "VmHWM")
-    finally:
-        server.stop()
+    server = serve()
+    idle = rss_kib(server.pid)
+    response = httpx.post(server.url + "/v1/gradients", content=body, headers=headers, timeout=120)
+    assert response.status_code == 200
+    peak = rss_kib(server.pid, "VmHWM")
     assert (peak - idle) * 1024 / len(body) < 3  # server and workers (shared memory counted in each)
 
 
@@ -575,10 +573,8 @@ def test_the_openapi_document_describes_binary_bodies_and_answers(http: httpx.Cl
 
 
 @pytest.fixture(scope="module")
-def thread_server() -> Iterator[Server]:
-    server = start_server({"GRADSERVE_ISOLATION": "thread", "GRADSERVE_INLINE_MS": "0"})
-    yield server
-    server.stop()
+def thread_server(serve_module: Serve) -> Server:
+    return serve_module({"GRADSERVE_ISOLATION": "thread", "GRADSERVE_INLINE_MS": "0"})
 
 
 def test_binary_bodies_work_computed_in_threads_too(thread_server: Server) -> None:

@@ -26,7 +26,8 @@ import pytest
 
 from bench.common import rss_kib
 from bench.reliability import hostile_body, huge_answer_body, long_sgd_body
-from service.launcher import Server, start_server
+from service.launcher import Server
+from tests.servers import Serve
 from tests.support import one_layer_body
 from tests.test_metrics import scrape, until
 
@@ -143,10 +144,8 @@ def run_clients(n: int, seconds: float, fn: Callable[[], Outcome], record: Recor
 
 
 @pytest.fixture
-def server() -> Iterator[Server]:
-    s = start_server({"GRADSERVE_LOG_LEVEL": "warning", "GRADSERVE_MAX_CONCURRENT": "2"})
-    yield s
-    s.stop()
+def server(serve: Serve) -> Server:
+    return serve({"GRADSERVE_LOG_LEVEL": "warning", "GRADSERVE_MAX_CONCURRENT": "2"})
 
 
 def test_a_worker_killed_under_load_costs_at_most_its_own_request(server: Server) -> None:
@@ -167,8 +166,8 @@ def test_a_worker_killed_under_load_costs_at_most_its_own_request(server: Server
     assert post(server.url + "/v1/gradients", body).status == 200
 
 
-def test_idle_and_slow_uploads_neither_hold_the_budget_nor_stay_forever() -> None:
-    server = start_server({"GRADSERVE_LOG_LEVEL": "warning", "GRADSERVE_BODY_TIMEOUT_S": "3"})
+def test_idle_and_slow_uploads_neither_hold_the_budget_nor_stay_forever(serve: Serve) -> None:
+    server = serve({"GRADSERVE_LOG_LEVEL": "warning", "GRADSERVE_BODY_TIMEOUT_S": "3"})
     host, port = server.url.removeprefix("http://").split(":")
     head = b"POST /v1/gradients HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
     socks = []
@@ -196,7 +195,6 @@ def test_idle_and_slow_uploads_neither_hold_the_budget_nor_stay_forever() -> Non
     finally:
         for sock in socks:
             sock.close()
-        server.stop()
 
 
 def test_clients_that_never_read_do_not_grow_the_server_without_bound(server: Server) -> None:
@@ -225,8 +223,8 @@ def test_clients_that_never_read_do_not_grow_the_server_without_bound(server: Se
             sock.close()
 
 
-def test_clients_that_hang_up_free_their_slots() -> None:
-    server = start_server(
+def test_clients_that_hang_up_free_their_slots(serve: Serve) -> None:
+    server = serve(
         {
             "GRADSERVE_LOG_LEVEL": "warning",
             "GRADSERVE_MAX_CONCURRENT": "2",
@@ -234,10 +232,7 @@ def test_clients_that_hang_up_free_their_slots() -> None:
             "GRADSERVE_MAX_WORK": str(10**13),
         }
     )
-    try:
-        hang_up_and_ask_again(server)
-    finally:
-        server.stop()
+    hang_up_and_ask_again(server)
 
 
 def hang_up_and_ask_again(server: Server) -> None:

@@ -24,7 +24,8 @@ import httpx
 import pytest
 
 from bench.common import rss_kib
-from service.launcher import Server, start_server
+from service.launcher import Server
+from tests.servers import Serve
 from tests.support import one_layer_body
 
 pytestmark = [pytest.mark.chaos, pytest.mark.slow]
@@ -127,10 +128,8 @@ def problem(response: httpx.Response) -> tuple[int, str]:
 
 
 @pytest.fixture
-def server() -> Iterator[Server]:
-    s = start_server({"GRADSERVE_LOG_LEVEL": "warning", "GRADSERVE_MAX_CONCURRENT": "2"})
-    yield s
-    s.stop()
+def server(serve: Serve) -> Server:
+    return serve({"GRADSERVE_LOG_LEVEL": "warning", "GRADSERVE_MAX_CONCURRENT": "2"})
 
 
 def test_the_framing_walk_bomb_and_costly_json_shapes_neither_block_nor_bloat_the_server(
@@ -187,12 +186,12 @@ def test_the_framing_walk_bomb_and_costly_json_shapes_neither_block_nor_bloat_th
     assert worker_peaks(server) < 600 * MIB, worker_peaks(server) / MIB
 
 
-def test_stalled_large_bodies_leave_room_for_small_requests() -> None:
+def test_stalled_large_bodies_leave_room_for_small_requests(serve: Serve) -> None:
     """Five connections send large bodies up to 100 bytes short of the in-flight limit, and
     stall (on 1b9ec26 every other compute request, 400 bytes too, was a 503 until their body
     timeout). Small requests are served meanwhile; the large ones past their share get a 503."""
     limit = 40 * MIB
-    server = start_server(
+    server = serve(
         {
             "GRADSERVE_LOG_LEVEL": "warning",
             "GRADSERVE_MAX_INFLIGHT_BYTES": str(limit),
@@ -224,15 +223,14 @@ def test_stalled_large_bodies_leave_room_for_small_requests() -> None:
     finally:
         for sock in socks:
             sock.close()
-        server.stop()
 
 
-def test_many_stalled_small_bodies_leave_room_for_small_requests() -> None:
+def test_many_stalled_small_bodies_leave_room_for_small_requests(serve: Serve) -> None:
     """Forty connections each send a 64 KiB body one byte short, and stall: on the first
     version of the reserve a small body could take all of it however it arrived, so 32 of them
     filled a 2 MiB budget and every small request was a 503 until their body timeout."""
     limit = 2 * MIB  # the reserve: half of it
-    server = start_server(
+    server = serve(
         {
             "GRADSERVE_LOG_LEVEL": "warning",
             "GRADSERVE_MAX_INFLIGHT_BYTES": str(limit),
@@ -262,7 +260,6 @@ def test_many_stalled_small_bodies_leave_room_for_small_requests() -> None:
     finally:
         for sock in socks:
             sock.close()
-        server.stop()
 
 
 def metric(server: Server, name: str) -> float:

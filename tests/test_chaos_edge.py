@@ -16,7 +16,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -25,7 +25,8 @@ import pytest
 from bench.common import rss_kib
 from bench.edge import JSON, SMALL, Bystanders, address, bystanders, command, is_open, worker_pids
 from bench.reliability import long_sgd_body
-from service.launcher import Server, start_server
+from service.launcher import Server
+from tests.servers import Serve
 
 pytestmark = [pytest.mark.chaos, pytest.mark.slow]
 
@@ -65,10 +66,8 @@ def answer_of(sock: socket.socket) -> tuple[int, dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[Server]:
-    s = start_server({**QUIET, "GRADSERVE_MAX_CONCURRENT": "2"})
-    yield s
-    s.stop()
+def server(serve_module: Serve) -> Server:
+    return serve_module({**QUIET, "GRADSERVE_MAX_CONCURRENT": "2"})
 
 
 @pytest.mark.parametrize(
@@ -153,8 +152,8 @@ def test_a_pipelined_request_is_answered_before_the_refusal_of_the_head_after_it
     assert statuses == [200, 431], data[:300]
 
 
-def test_silent_and_trickling_connections_are_closed_at_the_head_deadline() -> None:
-    server = start_server({**QUIET, "GRADSERVE_HEADER_TIMEOUT_S": "2"})
+def test_silent_and_trickling_connections_are_closed_at_the_head_deadline(serve: Serve) -> None:
+    server = serve({**QUIET, "GRADSERVE_HEADER_TIMEOUT_S": "2"})
     socks = [socket.create_connection(address(server)) for _ in range(20)]
     trickling = socks[10:]
     try:
@@ -177,13 +176,12 @@ def test_silent_and_trickling_connections_are_closed_at_the_head_deadline() -> N
     finally:
         for sock in socks:
             sock.close()
-        server.stop()
 
 
-def test_past_the_open_file_limit_a_dead_worker_is_replaced_and_healthz_answers() -> None:
+def test_past_the_open_file_limit_a_dead_worker_is_replaced_and_healthz_answers(serve: Serve) -> None:
     # 38 idle connections kept a killed worker from being replaced; 78 made /healthz fail
     env = {**QUIET, "GRADSERVE_MAX_CONCURRENT": "2", "GRADSERVE_HEADER_TIMEOUT_S": "600"}
-    server = start_server(env, ["prlimit", "--nofile=64:64", *command(None)])
+    server = serve(env, ["prlimit", "--nofile=64:64", *command(None)])
     socks: list[socket.socket] = []
     try:
         with bystanders(server.url) as seen:
@@ -202,11 +200,10 @@ def test_past_the_open_file_limit_a_dead_worker_is_replaced_and_healthz_answers(
     finally:
         for sock in socks:
             sock.close()
-        server.stop()
 
 
-def test_a_connection_past_the_bound_is_refused_when_every_one_is_busy() -> None:
-    server = start_server({**QUIET, "GRADSERVE_MAX_CONNECTIONS": "4"})
+def test_a_connection_past_the_bound_is_refused_when_every_one_is_busy(serve: Serve) -> None:
+    server = serve({**QUIET, "GRADSERVE_MAX_CONNECTIONS": "4"})
     busy = []
     try:
         for _ in range(4):  # each with a request in progress: its body is still to come
@@ -228,7 +225,6 @@ def test_a_connection_past_the_bound_is_refused_when_every_one_is_busy() -> None
     finally:
         for sock in busy:
             sock.close()
-        server.stop()
 
 
 def slots_in_use(server: Server) -> float:
@@ -237,10 +233,10 @@ def slots_in_use(server: Server) -> float:
 
 
 @pytest.mark.parametrize("processes", [1, 2])
-def test_a_new_request_during_the_drain_is_refused_at_once(processes: int) -> None:
+def test_a_new_request_during_the_drain_is_refused_at_once(processes: int, serve: Serve) -> None:
     env = {**QUIET, "GRADSERVE_SHUTDOWN_GRACE_S": "8", "GRADSERVE_MAX_WORK": str(10**14)}
     env |= {"GRADSERVE_TIMEOUT_S": "600", "GRADSERVE_MAX_CONCURRENT": "1"}
-    server = start_server(env, command(None, "--workers", str(processes)))
+    server = serve(env, command(None, "--workers", str(processes)))
     events: list[tuple[str, Any]] = []
 
     def long() -> None:
@@ -251,26 +247,23 @@ def test_a_new_request_during_the_drain_is_refused_at_once(processes: int) -> No
             events.append(("long", type(exc).__name__))
 
     thread = threading.Thread(target=long)
-    try:
-        thread.start()
-        assert until(lambda: slots_in_use(server) >= 1)  # the long request is computing
-        server.proc.send_signal(signal.SIGTERM)
+    thread.start()
+    assert until(lambda: slots_in_use(server) >= 1)  # the long request is computing
+    server.proc.send_signal(signal.SIGTERM)
 
-        def refusing() -> bool:
-            try:
-                return httpx.get(server.url + "/readyz", timeout=1).status_code != 200
-            except httpx.TransportError:
-                return True
-
-        assert until(refusing)
+    def refusing() -> bool:
         try:
-            r = httpx.post(server.url + "/v1/gradients", content=SMALL, headers=JSON, timeout=60)
-            events.append(("new", (r.status_code, r.json()["type"])))
-        except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError) as exc:
-            events.append(("new", type(exc).__name__))
-        thread.join()
-    finally:
-        server.stop()
+            return httpx.get(server.url + "/readyz", timeout=1).status_code != 200
+        except httpx.TransportError:
+            return True
+
+    assert until(refusing)
+    try:
+        r = httpx.post(server.url + "/v1/gradients", content=SMALL, headers=JSON, timeout=60)
+        events.append(("new", (r.status_code, r.json()["type"])))
+    except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError) as exc:
+        events.append(("new", type(exc).__name__))
+    thread.join()
     # the new request was refused (or answered shutting-down) while the long one was still in flight
     assert [name for name, _ in events] == ["new", "long"], events
     assert events[0][1] in {"ConnectError", (503, "urn:gradserve:problem:shutting-down")}, events

@@ -13,8 +13,6 @@ import os
 import select
 import socket
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,25 +23,20 @@ from bench.reliability import Termination, huge_answer_body, long_sgd_body, sigt
 from service.http import admission
 from service.http.app import create_app
 from service.http.inflight import Inflight
-from service.launcher import Server, start_server
+from service.launcher import Server
 from service.settings import Settings
 from service.transport.shared import SegmentPool
 from tests import seed
+from tests.servers import Serve
 from tests.support import dropped
 from tests.test_metrics import scrape, until
 
 JSON = {"content-type": "application/json"}
 
 
-@contextmanager
-def serving(**env: str) -> Iterator[Server]:
-    server = start_server(
-        {"GRADSERVE_LOG_LEVEL": "warning", **{f"GRADSERVE_{k.upper()}": v for k, v in env.items()}}
-    )
-    try:
-        yield server
-    finally:
-        server.stop()
+def serving(serve: Serve, **env: str) -> Server:
+    """A quiet server with these settings (`body_timeout_s="3"`: GRADSERVE_BODY_TIMEOUT_S)."""
+    return serve({"GRADSERVE_LOG_LEVEL": "warning", **{f"GRADSERVE_{k.upper()}": v for k, v in env.items()}})
 
 
 def chain_body() -> bytes:
@@ -154,12 +147,13 @@ def test_json_with_or_without_parameters_is_computed(http: httpx.Client, content
 
 
 @pytest.mark.chaos
-def test_idle_uploads_hold_only_what_arrived_and_time_out_with_a_408() -> None:
+def test_idle_uploads_hold_only_what_arrived_and_time_out_with_a_408(serve: Serve) -> None:
     """Four connections that declare 32 MiB bodies and send one byte: other requests are still
     computed, /dev/shm is not reserved for the bytes that never came, and each idle upload is
     answered 408 once its time is up."""
     declared = 32 * 1024 * 1024
-    with serving(body_timeout_s="3", inline_ms="0") as server, contextlib.ExitStack() as sockets:
+    server = serving(serve, body_timeout_s="3", inline_ms="0")
+    with contextlib.ExitStack() as sockets:
         idle = []
         for _ in range(4):
             sock = sockets.enter_context(connect(server))
@@ -185,9 +179,10 @@ def test_idle_uploads_hold_only_what_arrived_and_time_out_with_a_408() -> None:
 
 
 @pytest.mark.chaos
-def test_a_body_trickling_in_is_cut_off_at_the_body_timeout() -> None:
+def test_a_body_trickling_in_is_cut_off_at_the_body_timeout(serve: Serve) -> None:
     body = chain_body() + b" " * 2000  # (JSON allows the spaces): some 200 s at a byte a 0.1 s
-    with serving(body_timeout_s="2") as server, connect(server) as sock:
+    server = serving(serve, body_timeout_s="2")
+    with connect(server) as sock:
         sock.sendall(head("/v1/gradients", len(body)))
         sent = 0
         # A byte every 0.1 s, each well within the 2 s, until the server answers: cut off while
@@ -205,14 +200,12 @@ def test_a_body_trickling_in_is_cut_off_at_the_body_timeout() -> None:
 
 
 @pytest.mark.chaos
-def test_clients_that_never_read_do_not_grow_the_server_and_are_dropped() -> None:
+def test_clients_that_never_read_do_not_grow_the_server_and_are_dropped(serve: Serve) -> None:
     """Thirty clients post a 170-byte request whose answer is ~8 MB and never read it."""
     body = huge_answer_body(999_000)
     budget = 24 * 1024 * 1024
-    with (
-        serving(max_inflight_bytes=str(budget), send_timeout_s="2") as server,
-        contextlib.ExitStack() as sockets,
-    ):
+    server = serving(serve, max_inflight_bytes=str(budget), send_timeout_s="2")
+    with contextlib.ExitStack() as sockets:
         with httpx.Client(base_url=server.url, timeout=20) as http:  # (the server warmed up)
             assert http.post("/v1/forward", content=body, headers=JSON).status_code == 200
         before = rss(server.pid)
@@ -245,13 +238,11 @@ def test_clients_that_never_read_do_not_grow_the_server_and_are_dropped() -> Non
 
 
 @pytest.mark.chaos
-def test_a_client_that_hangs_up_frees_its_slot() -> None:
+def test_a_client_that_hangs_up_frees_its_slot(serve: Serve) -> None:
     """Two clients post long SGD requests and hang up: both are stopped and their slots given
     back (what the server decided, seen in /metrics), and a third is computed."""
-    with (
-        serving(max_concurrent="2", inline_ms="0", max_work=str(10**13)) as server,
-        contextlib.ExitStack() as sockets,
-    ):
+    server = serving(serve, max_concurrent="2", inline_ms="0", max_work=str(10**13))
+    with contextlib.ExitStack() as sockets:
         long = long_sgd_body(epochs=2000)
         gone = []
         for taken in (1, 2):

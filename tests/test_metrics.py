@@ -26,10 +26,11 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.launcher import Server, start_server
+from service.launcher import Server
 from service.settings import Settings
 from service.transport.pool import CAUSES
 from tests.bodies import chain_request
+from tests.servers import Serve
 from tests.support import asgi
 from tests.test_workers import long_sgd, wait_for_workers, wait_until_computing
 
@@ -105,9 +106,9 @@ def send_and_keep_open(url: str, body: bytes) -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[Server]:
+def server(serve_module: Serve) -> Server:
     """Two worker processes, nothing computed inline, a short deadline for long requests."""
-    server = start_server(
+    server = serve_module(
         {
             "GRADSERVE_MAX_CONCURRENT": "2",
             "GRADSERVE_INLINE_MS": "0",
@@ -116,11 +117,8 @@ def server() -> Iterator[Server]:
             "GRADSERVE_API_KEY": KEY,
         }
     )
-    try:
-        wait_for_workers(server.pid, 2, set())
-        yield server
-    finally:
-        server.stop()
+    wait_for_workers(server.pid, 2, set())
+    return server
 
 
 def test_every_metric_is_there_with_its_type(server: Server) -> None:
@@ -197,8 +195,8 @@ def test_the_deadline_counts_a_stopped_computation(server: Server) -> None:
 
 
 @pytest.mark.chaos
-def test_slots_waiting_hang_ups_and_a_killed_worker_are_counted() -> None:
-    server = start_server(
+def test_slots_waiting_hang_ups_and_a_killed_worker_are_counted(serve: Serve) -> None:
+    server = serve(
         {
             "GRADSERVE_MAX_CONCURRENT": "1",
             "GRADSERVE_INLINE_MS": "0",
@@ -207,70 +205,64 @@ def test_slots_waiting_hang_ups_and_a_killed_worker_are_counted() -> None:
             "GRADSERVE_MAX_WORK": str(10 * Settings().max_work),  # (the sgd below computes for long)
         }
     )
-    try:
-        (first,) = wait_for_workers(server.pid, 1, set())
-        before = scrape(server.url)
-        body = long_sgd(5000)
-        with ThreadPoolExecutor(1) as pool:
-            computing = pool.submit(post, server.url, "/v1/sgd", body)
-            wait_until_computing([first])
-            with send_and_keep_open(server.url, body):  # it waits for the slot
-                seen: list[Scrape] = []
+    (first,) = wait_for_workers(server.pid, 1, set())
+    before = scrape(server.url)
+    body = long_sgd(5000)
+    with ThreadPoolExecutor(1) as pool:
+        computing = pool.submit(post, server.url, "/v1/sgd", body)
+        wait_until_computing([first])
+        with send_and_keep_open(server.url, body):  # it waits for the slot
+            seen: list[Scrape] = []
 
-                def one_waits() -> bool:
-                    seen.append(scrape(server.url))
-                    return seen[-1].value("gradserve_requests_waiting") == 1
+            def one_waits() -> bool:
+                seen.append(scrape(server.url))
+                return seen[-1].value("gradserve_requests_waiting") == 1
 
-                until(one_waits)
-                assert seen[-1].value("gradserve_slots_in_use") == 1
-                assert seen[-1].value("gradserve_inflight_bytes") >= 2 * len(body)
-                # the worker computing is killed: its request fails (500 worker-lost), the other
-                # one gets the slot and a fresh worker; its client hangs up while it computes
-                os.kill(first, signal.SIGKILL)
-                assert computing.result().status_code == 500
-                (second,) = wait_for_workers(server.pid, 1, {first})
-                started = before.value("gradserve_workers_started_total") + 1
-                until(lambda: scrape(server.url).value("gradserve_workers_started_total") == started)
-                wait_until_computing([second])  # (started: past its self-check, on the request)
-        until(lambda: stopped(server.url, "client-gone") == 1)
-        wait_for_workers(server.pid, 1, {first, second})  # the one computing was replaced
-        until(lambda: scrape(server.url).value("gradserve_workers_started_total") == started + 1)
-        after = scrape(server.url)
+            until(one_waits)
+            assert seen[-1].value("gradserve_slots_in_use") == 1
+            assert seen[-1].value("gradserve_inflight_bytes") >= 2 * len(body)
+            # the worker computing is killed: its request fails (500 worker-lost), the other
+            # one gets the slot and a fresh worker; its client hangs up while it computes
+            os.kill(first, signal.SIGKILL)
+            assert computing.result().status_code == 500
+            (second,) = wait_for_workers(server.pid, 1, {first})
+            started = before.value("gradserve_workers_started_total") + 1
+            until(lambda: scrape(server.url).value("gradserve_workers_started_total") == started)
+            wait_until_computing([second])  # (started: past its self-check, on the request)
+    until(lambda: stopped(server.url, "client-gone") == 1)
+    wait_for_workers(server.pid, 1, {first, second})  # the one computing was replaced
+    until(lambda: scrape(server.url).value("gradserve_workers_started_total") == started + 1)
+    after = scrape(server.url)
 
-        def moved(sample: str, **labels: str) -> float:
-            return after.value(sample, **labels) - before.value(sample, **labels)
+    def moved(sample: str, **labels: str) -> float:
+        return after.value(sample, **labels) - before.value(sample, **labels)
 
-        assert moved("gradserve_workers_replaced_total", cause="died") == 1
-        assert moved("gradserve_workers_replaced_total", cause="cancelled") == 1
-        assert moved("gradserve_workers_started_total") == 2
-        assert moved("gradserve_requests_total", endpoint="/v1/sgd", status="500") == 1
-        assert moved("gradserve_requests_total", endpoint="/v1/sgd", status="499") == 1
-        assert after.value("gradserve_workers_alive") == 1
-        assert after.value("gradserve_slots_in_use") == after.value("gradserve_requests_waiting") == 0
-        assert after.value("gradserve_inflight_bytes") == 0
-    finally:
-        server.stop()
+    assert moved("gradserve_workers_replaced_total", cause="died") == 1
+    assert moved("gradserve_workers_replaced_total", cause="cancelled") == 1
+    assert moved("gradserve_workers_started_total") == 2
+    assert moved("gradserve_requests_total", endpoint="/v1/sgd", status="500") == 1
+    assert moved("gradserve_requests_total", endpoint="/v1/sgd", status="499") == 1
+    assert after.value("gradserve_workers_alive") == 1
+    assert after.value("gradserve_slots_in_use") == after.value("gradserve_requests_waiting") == 0
+    assert after.value("gradserve_inflight_bytes") == 0
 
 
 @pytest.mark.parametrize(
     ("setting", "cause"),
     [("GRADSERVE_WORKER_MAX_TASKS", "recycled"), ("GRADSERVE_WORKER_MAX_RSS_BYTES", "over-memory")],
 )
-def test_workers_recycled_or_over_memory_are_counted_by_cause(setting: str, cause: str) -> None:
+def test_workers_recycled_or_over_memory_are_counted_by_cause(setting: str, cause: str, serve: Serve) -> None:
     """A worker replaced after 2 requests, or after each (a budget of 2 bytes of memory)."""
-    server = start_server({"GRADSERVE_MAX_CONCURRENT": "1", "GRADSERVE_INLINE_MS": "0", setting: "2"})
-    try:
-        wait_for_workers(server.pid, 1, set())
-        before = scrape(server.url)
-        for _ in range(4):
-            assert post(server.url, "/v1/gradients", json.dumps(chain_request())).status_code == 200
-        until(lambda: scrape(server.url).value("gradserve_workers_replaced_total", cause=cause) > 0)
-        after = scrape(server.url)
-        for other in set(CAUSES) - {cause}:
-            assert after.value("gradserve_workers_replaced_total", cause=other) == 0
-        assert before.value("gradserve_workers_replaced_total", cause=cause) == 0
-    finally:
-        server.stop()
+    server = serve({"GRADSERVE_MAX_CONCURRENT": "1", "GRADSERVE_INLINE_MS": "0", setting: "2"})
+    wait_for_workers(server.pid, 1, set())
+    before = scrape(server.url)
+    for _ in range(4):
+        assert post(server.url, "/v1/gradients", json.dumps(chain_request())).status_code == 200
+    until(lambda: scrape(server.url).value("gradserve_workers_replaced_total", cause=cause) > 0)
+    after = scrape(server.url)
+    for other in set(CAUSES) - {cause}:
+        assert after.value("gradserve_workers_replaced_total", cause=other) == 0
+    assert before.value("gradserve_workers_replaced_total", cause=cause) == 0
 
 
 def stopped(url: str, reason: str, key: str | None = None) -> float:
@@ -296,9 +288,9 @@ def test_metrics_can_be_turned_off() -> None:
 
 
 @pytest.mark.slow
-def test_two_uvicorn_processes_add_up(tmp_path: Path) -> None:
+def test_two_uvicorn_processes_add_up(tmp_path: Path, serve: Serve) -> None:
     """Whichever process answers a scrape, it counts the requests both answered."""
-    server = start_server(
+    server = serve(
         {
             "GRADSERVE_WORKERS": "2",
             "GRADSERVE_ISOLATION": "thread",
@@ -306,33 +298,29 @@ def test_two_uvicorn_processes_add_up(tmp_path: Path) -> None:
             "TMPDIR": str(tmp_path),  # where the launcher makes the directory of the numbers
         }
     )
-    try:
-        (directory,) = glob.glob(str(tmp_path / "gradserve-metrics-*"))
-        body = chain_request()
+    (directory,) = glob.glob(str(tmp_path / "gradserve-metrics-*"))
+    body = chain_request()
 
-        def one(_: int) -> int:
-            with httpx.Client(timeout=30) as http:  # a connection each: either process may take it
-                return http.post(server.url + "/v1/gradients", json=body).status_code
+    def one(_: int) -> int:
+        with httpx.Client(timeout=30) as http:  # a connection each: either process may take it
+            return http.post(server.url + "/v1/gradients", json=body).status_code
 
-        with ThreadPoolExecutor(4) as pool:
-            assert set(pool.map(one, range(60))) == {200}
-        # both processes answered some (each its own files, merged here one by one)
-        per_process = {}
-        for path in glob.glob(os.path.join(directory, "counter_*.db")):
-            (family,) = [
-                m
-                for m in MultiProcessCollector.merge([path], accumulate=False)
-                if m.name == "gradserve_requests"
-            ]
-            per_process[path] = sum(
-                s.value for s in family.samples if s.labels.get("endpoint") == "/v1/gradients"
-            )
-        assert sorted(v > 0 for v in per_process.values()) == [True, True]
-        assert sum(per_process.values()) == 60
-        for _ in range(6):  # answered by one process or the other
-            seen = scrape(server.url)
-            assert seen.value("gradserve_requests_total", endpoint="/v1/gradients", status="200") == 60
-            assert seen.value("gradserve_slots") == 2 * 3  # both processes' gauges, alive
-    finally:
-        server.stop()
+    with ThreadPoolExecutor(4) as pool:
+        assert set(pool.map(one, range(60))) == {200}
+    # both processes answered some (each its own files, merged here one by one)
+    per_process = {}
+    for path in glob.glob(os.path.join(directory, "counter_*.db")):
+        (family,) = [
+            m for m in MultiProcessCollector.merge([path], accumulate=False) if m.name == "gradserve_requests"
+        ]
+        per_process[path] = sum(
+            s.value for s in family.samples if s.labels.get("endpoint") == "/v1/gradients"
+        )
+    assert sorted(v > 0 for v in per_process.values()) == [True, True]
+    assert sum(per_process.values()) == 60
+    for _ in range(6):  # answered by one process or the other
+        seen = scrape(server.url)
+        assert seen.value("gradserve_requests_total", endpoint="/v1/gradients", status="200") == 60
+        assert seen.value("gradserve_slots") == 2 * 3  # both processes' gauges, alive
+    server.stop()
     assert not Path(directory).exists()  # removed when the server stopped

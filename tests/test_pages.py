@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from service.launcher import start_server
 from service.settings import Settings
 from tests import seed
+from tests.servers import Serve
 from tests.support import asgi
 
 KEY = "a-test-key-of-the-pages"
@@ -21,10 +20,8 @@ ANOTHER_HOST = re.compile(
 
 
 @pytest.fixture(scope="module")
-def keyed_url() -> Iterator[str]:
-    server = start_server(env={"GRADSERVE_API_KEY": KEY, "GRADSERVE_ISOLATION": "thread"})
-    yield server.url
-    server.stop()
+def keyed_url(serve_module: Serve) -> str:
+    return serve_module({"GRADSERVE_API_KEY": KEY, "GRADSERVE_ISOLATION": "thread"}).url
 
 
 def assets(html: str) -> list[str]:

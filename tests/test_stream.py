@@ -22,9 +22,10 @@ import pytest
 import client
 from bench.reliability import huge_answer_body
 from client.cli import main as cli_main
-from service.launcher import Server, start_server
+from service.launcher import Server
 from service.settings import Settings
 from tests.bodies import chain_request, heavy_request
+from tests.servers import Serve
 from tests.support import asgi, until_dropped
 from tests.test_metrics import scrape, stopped, until
 
@@ -44,10 +45,8 @@ ENV = {
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[Server]:
-    server = start_server(env=ENV)
-    yield server
-    server.stop()
+def server(serve_module: Serve) -> Server:
+    return serve_module(ENV)
 
 
 @pytest.fixture(scope="module")
@@ -154,15 +153,12 @@ def test_a_training_that_overflows_mid_way_ends_with_the_plain_answers_problem_a
     assert progress[-1]["epoch"] < 200  # the non-finite losses are not sent (JSON has no Infinity)
 
 
-def test_the_deadline_mid_stream_is_an_error_event() -> None:
+def test_the_deadline_mid_stream_is_an_error_event(serve: Serve) -> None:
     # Its first epoch takes a few ms of CPU, the whole some 100 s (estimated): with a 3 s
     # deadline, progress then the deadline on any machine, loaded or fast.
     env = {"GRADSERVE_TIMEOUT_S": "3", "GRADSERVE_INLINE_MS": "0", "GRADSERVE_MAX_WORK": str(10**13)}
-    server = start_server(env=env)
-    try:
-        response, got = stream(server.url, heavy_request(epochs=10_000, batch=512))
-    finally:
-        server.stop()
+    server = serve(env)
+    response, got = stream(server.url, heavy_request(epochs=10_000, batch=512))
     assert response.status_code == 200
     name, data = got[-1]
     assert name == "error"
@@ -379,84 +375,77 @@ def test_in_threads_the_stream_is_the_same(url: str) -> None:
 
 
 @pytest.mark.chaos
-def test_a_client_that_does_not_read_its_streamed_result_is_dropped_after_the_send_timeout() -> None:
+def test_a_client_that_does_not_read_its_streamed_result_is_dropped_after_the_send_timeout(
+    serve: Serve,
+) -> None:
     request = json.loads(huge_answer_body(999_000))  # the answer's network holds a bias for each: 4 MB
     request["samples"]["targets"] = {"o": [1.0]}
     body = json.dumps({**request, "learning_rate": 0.1}).encode()
-    server = start_server(env={"GRADSERVE_SEND_TIMEOUT_S": "1", "GRADSERVE_LOG_LEVEL": "warning"})
-    try:
-        json_ = {"content-type": "application/json"}
-        plain = httpx.post(server.url + "/v1/sgd", content=body, headers=json_, timeout=30)
-        assert plain.status_code == 200
-        host, port = server.url.removeprefix("http://").split(":")
-        with socket.socket() as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            sock.connect((host, int(port)))
-            sock.sendall(
-                b"POST /v1/sgd HTTP/1.1\r\nhost: test\r\ncontent-type: application/json\r\n"
-                b"accept: text/event-stream\r\ncontent-length: %d\r\n\r\n" % len(body) + body
-            )
-            # not reading: the result's first piece waits past the send timeout, and the server
-            # drops the connection (however long the answer took to compute on this machine)
-            until_dropped(sock, within=120)
-            sock.settimeout(10)
-            got = b""
-            with contextlib.suppress(ConnectionResetError):
-                while chunk := sock.recv(1 << 20):  # what the kernel held, then the end (no hang)
-                    got += chunk
-        assert got.startswith(b"HTTP/1.1 200")
-        assert b"event: progress" in got
-        assert len(got) < len(plain.content)  # dropped: not its whole answer (the kernel held some)
-        assert b'"history"' not in got  # (the answer's end)
-        again = httpx.post(server.url + "/v1/sgd", content=body, headers=json_, timeout=30)
-        assert again.content == plain.content  # and its bytes were let go
-    finally:
-        server.stop()
+    server = serve({"GRADSERVE_SEND_TIMEOUT_S": "1", "GRADSERVE_LOG_LEVEL": "warning"})
+    json_ = {"content-type": "application/json"}
+    plain = httpx.post(server.url + "/v1/sgd", content=body, headers=json_, timeout=30)
+    assert plain.status_code == 200
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect((host, int(port)))
+        sock.sendall(
+            b"POST /v1/sgd HTTP/1.1\r\nhost: test\r\ncontent-type: application/json\r\n"
+            b"accept: text/event-stream\r\ncontent-length: %d\r\n\r\n" % len(body) + body
+        )
+        # not reading: the result's first piece waits past the send timeout, and the server
+        # drops the connection (however long the answer took to compute on this machine)
+        until_dropped(sock, within=120)
+        sock.settimeout(10)
+        got = b""
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := sock.recv(1 << 20):  # what the kernel held, then the end (no hang)
+                got += chunk
+    assert got.startswith(b"HTTP/1.1 200")
+    assert b"event: progress" in got
+    assert len(got) < len(plain.content)  # dropped: not its whole answer (the kernel held some)
+    assert b'"history"' not in got  # (the answer's end)
+    again = httpx.post(server.url + "/v1/sgd", content=body, headers=json_, timeout=30)
+    assert again.content == plain.content  # and its bytes were let go
 
 
 @pytest.mark.chaos
-def test_sigterm_mid_stream_ends_it_with_a_shutting_down_error_event() -> None:
+def test_sigterm_mid_stream_ends_it_with_a_shutting_down_error_event(serve: Serve) -> None:
     # some 100 s of training (estimated) outlasts the 2 s grace on any machine
     env = {"GRADSERVE_SHUTDOWN_GRACE_S": "2", "GRADSERVE_INLINE_MS": "0", "GRADSERVE_MAX_WORK": str(10**13)}
-    server = start_server(env=env)
-    try:
-        got: list[Event] = []
-        body = heavy_request(epochs=10_000, batch=512)
-        with httpx.stream("POST", server.url + "/v1/sgd", json=body, headers=STREAM, timeout=60) as r:
-            assert r.status_code == 200
-            for event in events(r.iter_lines()):
-                got.append(event)
-                if event[0] == "progress" and [name for name, _ in got].count("progress") == 1:
-                    os.kill(server.pid, signal.SIGTERM)  # (after heartbeats too, on a slow machine)
-        name, data = got[-1]
-        assert name == "error"
-        assert json.loads(data)["type"].endswith("shutting-down")
-        assert server.proc.wait(timeout=60) in (0, -signal.SIGTERM)  # (uvicorn re-raises the signal)
-    finally:
-        server.stop()
+    server = serve(env)
+    got: list[Event] = []
+    body = heavy_request(epochs=10_000, batch=512)
+    with httpx.stream("POST", server.url + "/v1/sgd", json=body, headers=STREAM, timeout=60) as r:
+        assert r.status_code == 200
+        for event in events(r.iter_lines()):
+            got.append(event)
+            if event[0] == "progress" and [name for name, _ in got].count("progress") == 1:
+                os.kill(server.pid, signal.SIGTERM)  # (after heartbeats too, on a slow machine)
+    name, data = got[-1]
+    assert name == "error"
+    assert json.loads(data)["type"].endswith("shutting-down")
+    assert server.proc.wait(timeout=60) in (0, -signal.SIGTERM)  # (uvicorn re-raises the signal)
 
 
 @pytest.mark.chaos
-def test_a_stream_stopped_by_its_deadline_or_a_hang_up_is_counted() -> None:
+def test_a_stream_stopped_by_its_deadline_or_a_hang_up_is_counted(serve: Serve) -> None:
     env = {"GRADSERVE_TIMEOUT_S": "3", "GRADSERVE_INLINE_MS": "0", "GRADSERVE_MAX_WORK": str(10**13)}
-    server = start_server(env=env)
-    try:
-        _, got = stream(server.url, heavy_request(epochs=10_000, batch=512))  # (some 100 s)
-        assert got[-1][0] == "error"  # the deadline, mid-stream
-        assert stopped(server.url, "deadline") == 1
-        with httpx.stream(
-            "POST",
-            server.url + "/v1/sgd",
-            json=chain_request(learning_rate=0.1, epochs=10_000),
-            headers=STREAM,
-        ) as r:
-            for name, _ in events(r.iter_lines()):
-                if name == "progress":
-                    break  # hang up
-        until(lambda: stopped(server.url, "client-gone") == 1)
-        assert stopped(server.url, "deadline") == 1
-    finally:
-        server.stop()
+    server = serve(env)
+    _, got = stream(server.url, heavy_request(epochs=10_000, batch=512))  # (some 100 s)
+    assert got[-1][0] == "error"  # the deadline, mid-stream
+    assert stopped(server.url, "deadline") == 1
+    with httpx.stream(
+        "POST",
+        server.url + "/v1/sgd",
+        json=chain_request(learning_rate=0.1, epochs=10_000),
+        headers=STREAM,
+    ) as r:
+        for name, _ in events(r.iter_lines()):
+            if name == "progress":
+                break  # hang up
+    until(lambda: stopped(server.url, "client-gone") == 1)
+    assert stopped(server.url, "deadline") == 1
 
 
 def test_the_sdk_streams_a_training_of_numpy_arrays_and_a_binary_answer_is_refused_before_it(

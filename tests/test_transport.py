@@ -18,13 +18,13 @@ from typing import Any
 import pytest
 
 import service.transport.shared
-from service.launcher import start_server
 from service.pipeline import dispatch
 from service.settings import Settings
 from service.transport import executors
-from service.transport.pool import WorkerDiedError
 from service.transport.shared import SegmentPool, SharedBody, handle_shared
+from service.transport.worker import WorkerDiedError
 from tests.bodies import chain_request, heavy_request
+from tests.servers import Serve
 from tests.support import asgi
 
 JSON = {"content-type": "application/json"}
@@ -286,8 +286,8 @@ def test_a_dead_worker_costs_one_request_and_the_pool_comes_back() -> None:
     assert size > 0
 
 
-def test_workers_die_with_a_server_killed_outright() -> None:
-    server = start_server()
+def test_workers_die_with_a_server_killed_outright(serve: Serve) -> None:
+    server = serve()
     # (workers are started from the server's threads: each thread lists its own children)
     children = [
         int(p)

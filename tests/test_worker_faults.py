@@ -20,11 +20,11 @@ import pytest
 
 import client
 from client.arrays import encode
-from service.launcher import start_server
 from service.pipeline import dispatch
 from service.settings import Settings
 from service.transport import executors
 from service.transport.shared import SharedBody
+from tests.servers import Serve
 from tests.support import asgi, one_layer_body, open_segments
 from tests.test_workers import LIMITS, long_sgd, post, run_executor, short_request, wait_for_workers
 
@@ -78,12 +78,12 @@ def large_body() -> bytes:
 
 
 @pytest.mark.chaos
-def test_a_killed_resource_tracker_costs_no_shared_memory_and_no_clean_shutdown() -> None:
+def test_a_killed_resource_tracker_costs_no_shared_memory_and_no_clean_shutdown(serve: Serve) -> None:
     """Workers attached the server's pooled segments as if they owned them: with the server's
     resource tracker killed, each started a tracker of its own, which unlinked those segments
     when the worker was replaced; large requests then failed (a 500, FileNotFoundError), and
     so did the shutdown. A worker now only maps them, and a segment gone is made again."""
-    server = start_server({"GRADSERVE_MAX_CONCURRENT": "2", "GRADSERVE_INLINE_MS": "0"})
+    server = serve({"GRADSERVE_MAX_CONCURRENT": "2", "GRADSERVE_INLINE_MS": "0"})
     body, headers = large_body(), {"content-type": "application/json"}
 
     def large_requests(n: int) -> list[int]:
@@ -93,24 +93,22 @@ def test_a_killed_resource_tracker_costs_no_shared_memory_and_no_clean_shutdown(
                 for _ in range(n)
             ]
 
-    try:
-        first = wait_for_workers(server.pid, 2, set())
-        assert large_requests(2) == [200, 200]
-        (tracker,) = trackers(server.pid)  # the spawn context's: a child of the server
-        kill_and_wait([tracker])
-        assert large_requests(4) == [200] * 4  # each worker has attached the pooled segment since
-        for victim in first:  # replaced one after the other; and whatever they started with them
-            theirs = children_of(victim)
-            kill_and_wait([victim, *theirs])
-            wait_for_workers(server.pid, 2, {victim})
-            assert large_requests(4) == [200] * 4
-        for segment in Path("/dev/shm").glob("psm_*"):  # an operator's clean-up, or a rogue process
-            with contextlib.suppress(OSError):
-                if segment.stat().st_uid == os.getuid() and segment.name in open_segments(server.pid):
-                    segment.unlink()
-        assert large_requests(3) == [200] * 3
-    finally:
-        server.stop()
+    first = wait_for_workers(server.pid, 2, set())
+    assert large_requests(2) == [200, 200]
+    (tracker,) = trackers(server.pid)  # the spawn context's: a child of the server
+    kill_and_wait([tracker])
+    assert large_requests(4) == [200] * 4  # each worker has attached the pooled segment since
+    for victim in first:  # replaced one after the other; and whatever they started with them
+        theirs = children_of(victim)
+        kill_and_wait([victim, *theirs])
+        wait_for_workers(server.pid, 2, {victim})
+        assert large_requests(4) == [200] * 4
+    for segment in Path("/dev/shm").glob("psm_*"):  # an operator's clean-up, or a rogue process
+        with contextlib.suppress(OSError):
+            if segment.stat().st_uid == os.getuid() and segment.name in open_segments(server.pid):
+                segment.unlink()
+    assert large_requests(3) == [200] * 3
+    server.stop()
     log = server.output()
     assert "Application shutdown failed" not in log
     assert "FileNotFoundError" not in log
@@ -179,54 +177,50 @@ def assert_out_of_memory(answer: httpx.Response) -> None:
 
 
 @pytest.mark.chaos
-def test_a_worker_out_of_memory_answers_503_and_is_replaced() -> None:
+def test_a_worker_out_of_memory_answers_503_and_is_replaced(serve: Serve) -> None:
     """Under an address-space limit a computation meets a MemoryError, not the OOM killer: it
     was a 500 `internal`, logged as a bug, and the worker (its heap in any state) was kept."""
-    server = start_server(
+    server = serve(
         {
             "GRADSERVE_MAX_CONCURRENT": "1",
             "GRADSERVE_INLINE_MS": "0",
             "GRADSERVE_MAX_ACTIVATION_ELEMENTS": "100000000",
         }
     )
-    try:
-        (worker,) = wait_for_workers(server.pid, 1, set())
-        limit_address_space(worker, 96 << 20)
-        answer = httpx.post(
-            server.url + "/v1/gradients",
-            content=wide_gradients(),
-            headers={"content-type": "application/json"},
-            timeout=120,
-        )
-        assert_out_of_memory(answer)
-        wait_for_workers(server.pid, 1, {worker})  # retired, and a fresh one in its place
-        assert post(server.url, long_sgd(epochs=2)).status_code == 200
-        assert metric(server.url, "gradserve_workers_replaced_total", 'cause="out-of-memory"') == 1
-        assert metric(server.url, "gradserve_computations_stopped_total", 'reason="out-of-memory"') == 1
-    finally:
-        server.stop()
+    (worker,) = wait_for_workers(server.pid, 1, set())
+    limit_address_space(worker, 96 << 20)
+    answer = httpx.post(
+        server.url + "/v1/gradients",
+        content=wide_gradients(),
+        headers={"content-type": "application/json"},
+        timeout=120,
+    )
+    assert_out_of_memory(answer)
+    wait_for_workers(server.pid, 1, {worker})  # retired, and a fresh one in its place
+    assert post(server.url, long_sgd(epochs=2)).status_code == 200
+    assert metric(server.url, "gradserve_workers_replaced_total", 'cause="out-of-memory"') == 1
+    assert metric(server.url, "gradserve_computations_stopped_total", 'reason="out-of-memory"') == 1
+    server.stop()
     log = server.output()
     assert f"replacing compute worker {worker}: out-of-memory" in log
     assert "unexpected error" not in log
 
 
 @pytest.mark.chaos
-def test_the_server_process_out_of_memory_answers_503_and_serves_on() -> None:
+def test_the_server_process_out_of_memory_answers_503_and_serves_on(serve: Serve) -> None:
     """Computed in the server process (GRADSERVE_ISOLATION=thread, or inline): the same 503."""
-    server = start_server({"GRADSERVE_ISOLATION": "thread", "GRADSERVE_MAX_ACTIVATION_ELEMENTS": "100000000"})
-    try:
-        limit_address_space(server.pid, 256 << 20)
-        answer = httpx.post(
-            server.url + "/v1/gradients",
-            content=wide_gradients(),
-            headers={"content-type": "application/json"},
-            timeout=120,
-        )
-        assert_out_of_memory(answer)
-        assert post(server.url, long_sgd(epochs=2)).status_code == 200
-        assert metric(server.url, "gradserve_computations_stopped_total", 'reason="out-of-memory"') == 1
-    finally:
-        server.stop()
+    server = serve({"GRADSERVE_ISOLATION": "thread", "GRADSERVE_MAX_ACTIVATION_ELEMENTS": "100000000"})
+    limit_address_space(server.pid, 256 << 20)
+    answer = httpx.post(
+        server.url + "/v1/gradients",
+        content=wide_gradients(),
+        headers={"content-type": "application/json"},
+        timeout=120,
+    )
+    assert_out_of_memory(answer)
+    assert post(server.url, long_sgd(epochs=2)).status_code == 200
+    assert metric(server.url, "gradserve_computations_stopped_total", 'reason="out-of-memory"') == 1
+    server.stop()
     assert "unexpected error" not in server.output()
 
 

@@ -14,7 +14,6 @@ import os
 import pickle
 import signal
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -26,10 +25,11 @@ import pytest
 import client
 from client.arrays import encode
 from service.errors import WorkerLostError
-from service.launcher import Server, start_server
+from service.launcher import Server
 from service.settings import Settings
 from service.transport import executors
 from tests import seed
+from tests.servers import Serve
 
 LIMITS = Settings().limits()
 #: for a computation that is stopped, not finished: long_sgd(10_000), some 50 s on an idle core,
@@ -98,9 +98,9 @@ def wait_for_workers(pid: int, count: int, avoid: set[int], within: float = 120.
 
 
 @pytest.fixture
-def two_workers() -> Iterator[Server]:
+def two_workers(serve: Serve) -> Server:
     """A server with two workers and nothing computed inline, so every request goes to one."""
-    server = start_server(
+    server = serve(
         {
             "GRADSERVE_MAX_CONCURRENT": "2",
             "GRADSERVE_INLINE_MS": "0",
@@ -108,11 +108,8 @@ def two_workers() -> Iterator[Server]:
             "GRADSERVE_TIMEOUT_S": "120",
         }
     )
-    try:
-        wait_for_workers(server.pid, 2, set())
-        yield server
-    finally:
-        server.stop()
+    wait_for_workers(server.pid, 2, set())
+    return server
 
 
 def post(url: str, body: bytes) -> httpx.Response:
@@ -151,8 +148,8 @@ def test_a_killed_idle_worker_fails_no_later_request(two_workers: Server) -> Non
 
 
 @pytest.mark.chaos
-def test_a_worker_over_its_memory_budget_is_replaced_after_its_request() -> None:
-    server = start_server(
+def test_a_worker_over_its_memory_budget_is_replaced_after_its_request(serve: Serve) -> None:
+    server = serve(
         {
             "GRADSERVE_MAX_CONCURRENT": "1",
             "GRADSERVE_INLINE_MS": "0",
@@ -160,16 +157,13 @@ def test_a_worker_over_its_memory_budget_is_replaced_after_its_request() -> None
             "GRADSERVE_WORKER_MAX_RSS_BYTES": "1",  # every worker is over it after a request
         }
     )
-    try:
-        (first,) = wait_for_workers(server.pid, 1, set())
-        seen = {first}
-        for _ in range(3):
-            assert post(server.url, long_sgd(epochs=2)).status_code == 200
-            seen |= set(wait_for_workers(server.pid, 1, seen))
-        assert len(seen) == 4  # a fresh worker after each request
-        assert server.output().count("over-memory") == 3
-    finally:
-        server.stop()
+    (first,) = wait_for_workers(server.pid, 1, set())
+    seen = {first}
+    for _ in range(3):
+        assert post(server.url, long_sgd(epochs=2)).status_code == 200
+        seen |= set(wait_for_workers(server.pid, 1, seen))
+    assert len(seen) == 4  # a fresh worker after each request
+    assert server.output().count("over-memory") == 3
 
 
 # ---------------------------------------------------------------- the executor, driven directly

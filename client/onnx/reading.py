@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, field
 from os import PathLike
 from typing import TYPE_CHECKING, Any
 
-from client._constants import BASE64_MIN_ELEMENTS
-from client.arrays import encode
 from client.onnx.common import (
     ACTIVATION_OF,
     DEFAULT_SLOPE,
@@ -18,6 +14,7 @@ from client.onnx.common import (
     OnnxError,
     load_onnx,
 )
+from client.onnx.units import Const, Linear, Unit, Value, Z, network_of
 from service.wire import Network
 
 if TYPE_CHECKING:
@@ -25,51 +22,9 @@ if TYPE_CHECKING:
     import onnx
 
 
-@dataclass
-class _Const:
-    """A constant tensor: an initialiser, a Constant node's value, or what they fold to."""
-
-    value: np.ndarray
-
-
-@dataclass
-class _Z:
-    """The activations z of a unit (a graph input, or an activation's output): [batch, size]."""
-
-    unit: int
-
-
-@dataclass
-class _Linear:
-    """A pre-activation not yet a unit: s = sum of z_source @ matrix, plus bias, [batch, size]."""
-
-    terms: dict[int, np.ndarray]
-    bias: np.ndarray | None
-    size: int
-    name: str  # the tensor holding it: the id of the unit it may become
-
-
-_Value = _Const | _Z | _Linear
-
-
-@dataclass
-class _Unit:
-    name: str
-    role: str
-    size: int | None  # a graph input whose width is symbolic waits for its first weight
-    activation: str | None = None
-    bias: np.ndarray | None = None
-    slope: float | None = None
-    inputs: dict[int, np.ndarray] = field(default_factory=dict)
-
-
 def _describe(node: onnx.NodeProto, index: int) -> str:
     name = node.name or f"#{index}"
     return f"node {name!r} ({node.op_type})"
-
-
-_UNSAFE = re.compile(r"[^A-Za-z0-9_.:\-]")
-_ID_LENGTH = 64
 
 
 class _Reader:
@@ -85,8 +40,8 @@ class _Reader:
         self.opset = next(
             (entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx")), 1
         )
-        self.units: list[_Unit] = []
-        self.values: dict[str, _Value] = {}
+        self.units: list[Unit] = []
+        self.values: dict[str, Value] = {}
         self.materialised: dict[str, int] = {}
         input_names = {graph_input.name for graph_input in graph.input}
         # Before IR 4 every initialiser was listed among the inputs too; from IR 4 on, one that is
@@ -97,10 +52,10 @@ class _Reader:
             if tensor.name in input_names and overridable:
                 self.overridable.add(tensor.name)
             else:
-                self.values[tensor.name] = _Const(self._array(tensor, f"initialiser {tensor.name!r}"))
+                self.values[tensor.name] = Const(self._array(tensor, f"initialiser {tensor.name!r}"))
         for graph_input in graph.input:
             if graph_input.name not in self.values and graph_input.name not in self.overridable:
-                self.values[graph_input.name] = _Z(self._graph_input(graph_input))
+                self.values[graph_input.name] = Z(self._graph_input(graph_input))
 
     # -- arrays and shapes
 
@@ -135,7 +90,7 @@ class _Reader:
         return self._new_unit(graph_input.name, "input", size)
 
     def _new_unit(self, name: str, role: str, size: int | None, **fields: Any) -> int:
-        self.units.append(_Unit(name, role, size, **fields))
+        self.units.append(Unit(name, role, size, **fields))
         return len(self.units) - 1
 
     def _size(self, unit: int, where: str, wanted: int | None = None) -> int:
@@ -169,7 +124,7 @@ class _Reader:
 
     # -- values
 
-    def _value(self, name: str, where: str) -> _Value:
+    def _value(self, name: str, where: str) -> Value:
         if name in self.overridable:
             raise OnnxError(
                 f"{where}: initialiser {name!r} is also a graph input, so a caller may replace it "
@@ -182,20 +137,20 @@ class _Reader:
             )
         return self.values[name]
 
-    def _linear(self, value: _Value, where: str) -> _Linear:
+    def _linear(self, value: Value, where: str) -> Linear:
         """A value as a pre-activation: a unit's z is z @ I (exact: one product by 1, the rest by 0)."""
-        if isinstance(value, _Linear):
+        if isinstance(value, Linear):
             return value
-        if isinstance(value, _Z):
+        if isinstance(value, Z):
             size = self._size(value.unit, where)
-            return _Linear({value.unit: self.np.eye(size)}, None, size, self.units[value.unit].name)
+            return Linear({value.unit: self.np.eye(size)}, None, size, self.units[value.unit].name)
         raise OnnxError(f"{where}: this input is a constant, where gradserve needs activations")
 
-    def _unit_of(self, value: _Value, where: str) -> int:
+    def _unit_of(self, value: Value, where: str) -> int:
         """The unit whose z a weight multiplies: a pre-activation becomes an identity unit once."""
-        if isinstance(value, _Z):
+        if isinstance(value, Z):
             return value.unit
-        if isinstance(value, _Linear):
+        if isinstance(value, Linear):
             if value.name not in self.materialised:
                 self.materialised[value.name] = self._new_unit(
                     value.name, "hidden", value.size, activation="identity", bias=value.bias,
@@ -206,8 +161,8 @@ class _Reader:
             f"{where}: the activations must be the left operand and the weights (a constant) the right one"
         )
 
-    def _weights(self, value: _Value, where: str, role: str) -> np.ndarray:
-        if not isinstance(value, _Const):
+    def _weights(self, value: Value, where: str, role: str) -> np.ndarray:
+        if not isinstance(value, Const):
             raise OnnxError(
                 f"{where}: its {role} must be an initialiser or a Constant (a weight matrix), "
                 "not a computed tensor"
@@ -236,7 +191,7 @@ class _Reader:
             self.values[node.output[0]] = self._node(node, where, attributes)
         return self._network()
 
-    def _node(self, node: onnx.NodeProto, where: str, attributes: dict[str, Any]) -> _Value:
+    def _node(self, node: onnx.NodeProto, where: str, attributes: dict[str, Any]) -> Value:
         op, out = node.op_type, node.output[0]
         if op == "Constant":
             return self._constant(attributes, where)
@@ -251,36 +206,36 @@ class _Reader:
             raise OnnxError(f"{where}: it has {len(present)} inputs, where {op} takes {expected}")
         if op == "Identity":
             only = present[0]
-            return _Linear(only.terms, only.bias, only.size, out) if isinstance(only, _Linear) else only
+            return Linear(only.terms, only.bias, only.size, out) if isinstance(only, Linear) else only
         if op == "MatMul":
             weights = self._weights(present[1], where, "second input")
             source = self._unit_of(present[0], where)
             self._size(source, where, weights.shape[0])
-            return _Linear({source: weights}, None, weights.shape[1], out)
+            return Linear({source: weights}, None, weights.shape[1], out)
         if op == "Add":
             return self._add(present[0], present[1], where, out)
         if op == "PRelu":
             attributes = {"alpha": self._slope(present[1], where)}
         return self._activation(op, present[0], attributes, where, out)
 
-    def _slope(self, value: _Value, where: str) -> float:
+    def _slope(self, value: Value, where: str) -> float:
         """PRelu's slope: a constant, one number for every unit of the layer."""
-        if not isinstance(value, _Const):
+        if not isinstance(value, Const):
             raise OnnxError(f"{where}: its slope must be an initialiser or a Constant")
         slopes = value.value.reshape(-1)
         if slopes.size == 0 or (slopes != slopes[0]).any():
             raise OnnxError(f"{where}: a slope per unit ({slopes.size} of them): a layer has one slope")
         return float(slopes[0])
 
-    def _constant(self, attributes: dict[str, Any], where: str) -> _Const:
+    def _constant(self, attributes: dict[str, Any], where: str) -> Const:
         if len(attributes) != 1:
             raise OnnxError(f"{where}: a Constant needs exactly one value attribute")
         ((name, value),) = attributes.items()
         if name == "value":
-            return _Const(self._array(value, where))
-        return _Const(self.np.asarray(value, dtype=self.np.float64))
+            return Const(self._array(value, where))
+        return Const(self.np.asarray(value, dtype=self.np.float64))
 
-    def _gemm(self, inputs: list[_Value | None], attributes: dict[str, Any], where: str, out: str) -> _Value:
+    def _gemm(self, inputs: list[Value | None], attributes: dict[str, Any], where: str, out: str) -> Value:
         if len(inputs) not in (2, 3) or inputs[0] is None or inputs[1] is None:
             raise OnnxError(f"{where}: Gemm takes A, B and an optional C")
         if attributes.get("transA", 0):
@@ -297,34 +252,34 @@ class _Reader:
             weights = alpha * weights  # Y = (alpha B')-weighted A: the weight is alpha B'
         source = self._unit_of(inputs[0], where)
         self._size(source, where, weights.shape[0])
-        product = _Linear({source: self.np.ascontiguousarray(weights)}, None, weights.shape[1], out)
+        product = Linear({source: self.np.ascontiguousarray(weights)}, None, weights.shape[1], out)
         c = inputs[2] if len(inputs) == 3 else None
         if c is None:
             return product
-        if isinstance(c, _Const):
-            return _Linear(product.terms, self._bias(beta * c.value, product.size, where), product.size, out)
+        if isinstance(c, Const):
+            return Linear(product.terms, self._bias(beta * c.value, product.size, where), product.size, out)
         if beta != 1.0:
             raise OnnxError(f"{where}: C is not a constant, so beta must be 1 (it is {beta})")
         return self._add(product, c, where, out)
 
-    def _add(self, left: _Value, right: _Value, where: str, out: str) -> _Value:
-        if isinstance(left, _Const) and isinstance(right, _Const):
+    def _add(self, left: Value, right: Value, where: str, out: str) -> Value:
+        if isinstance(left, Const) and isinstance(right, Const):
             try:
-                return _Const(left.value + right.value)
+                return Const(left.value + right.value)
             except ValueError:
                 raise OnnxError(f"{where}: the two constants do not broadcast") from None
-        if isinstance(left, _Const):
+        if isinstance(left, Const):
             left, right = right, left
-        if isinstance(right, _Const):
+        if isinstance(right, Const):
             linear = self._linear(left, where)
             bias = self._bias(right.value, linear.size, where)
             total = bias if linear.bias is None else linear.bias + bias
-            return _Linear(linear.terms, total, linear.size, out)
+            return Linear(linear.terms, total, linear.size, out)
         # two branches: a unit with several inputs (a pre-activation is a sum of its terms)
         widths = [self._known_width(value) for value in (left, right)]
         width = next((w for w in widths if w is not None), None)
         for value in (left, right):
-            if isinstance(value, _Z):
+            if isinstance(value, Z):
                 self._size(value.unit, where, width)
         a, b = self._linear(left, where), self._linear(right, where)
         if a.size != b.size:
@@ -334,16 +289,16 @@ class _Reader:
             terms[source] = terms[source] + matrix if source in terms else matrix
         biases = [bias for bias in (a.bias, b.bias) if bias is not None]
         summed = None if not biases else biases[0] if len(biases) == 1 else biases[0] + biases[1]
-        return _Linear(terms, summed, a.size, out)
+        return Linear(terms, summed, a.size, out)
 
-    def _known_width(self, value: _Value) -> int | None:
-        if isinstance(value, _Linear):
+    def _known_width(self, value: Value) -> int | None:
+        if isinstance(value, Linear):
             return value.size
-        if isinstance(value, _Z):
+        if isinstance(value, Z):
             return self.units[value.unit].size
         return None
 
-    def _activation(self, op: str, value: _Value, attributes: dict[str, Any], where: str, out: str) -> _Z:
+    def _activation(self, op: str, value: Value, attributes: dict[str, Any], where: str, out: str) -> Z:
         linear = self._linear(value, where)
         fields: dict[str, Any] = {}
         if op == "Softmax":
@@ -361,7 +316,7 @@ class _Reader:
             out, "hidden", linear.size, activation=ACTIVATION_OF.get(op, "leaky_relu"), bias=linear.bias,
             inputs=dict(linear.terms), **fields,
         )  # fmt: skip
-        return _Z(unit)
+        return Z(unit)
 
     # -- the network
 
@@ -370,11 +325,11 @@ class _Reader:
         for graph_output in graph.output:
             where = f"graph output {graph_output.name!r}"
             value = self.values.get(graph_output.name)
-            if value is None or isinstance(value, _Const):
+            if value is None or isinstance(value, Const):
                 raise OnnxError(f"{where} is {'a constant' if value is not None else 'never computed'}")
-            if isinstance(value, _Z) and self.units[value.unit].role == "hidden":
+            if isinstance(value, Z) and self.units[value.unit].role == "hidden":
                 unit = value.unit
-            elif isinstance(value, _Z):  # a graph input, or an output again: an identity copy
+            elif isinstance(value, Z):  # a graph input, or an output again: an identity copy
                 size = self._size(value.unit, where)
                 unit = self._new_unit(
                     graph_output.name, "hidden", size, activation="identity",
@@ -386,52 +341,8 @@ class _Reader:
             self.units[unit].name = graph_output.name  # samples' targets are keyed by this name
         for key, each in enumerate(self.units):
             self._size(key, f"graph input {each.name!r}")
-        ids = self._ids()
         loss = next((entry.value for entry in self.model.metadata_props if entry.key == LOSS_KEY), None)
-        units: list[dict[str, Any]] = []
-        weights: list[dict[str, Any]] = []
-        for key, made in enumerate(self.units):
-            entry: dict[str, Any] = {"id": ids[key], "role": made.role, "size": made.size}
-            if made.role != "input":
-                entry["activation"] = made.activation
-            if made.bias is not None:
-                entry["bias"] = _array(made.bias)
-            if made.slope is not None:
-                entry["slope"] = made.slope
-            units.append(entry)
-            for source, matrix in made.inputs.items():
-                weights.append({"source": ids[source], "target": ids[key], "value": _array(matrix)})
-        document: dict[str, Any] = {"units": units, "weights": weights}
-        if loss is not None:
-            document["loss"] = loss
-        return Network.model_validate(document)
-
-    def _ids(self) -> dict[int, str]:
-        """Unit ids from the tensor names, made valid and unique: inputs and outputs first, so
-        the names samples are keyed by stay as the model has them wherever they can."""
-        taken: set[str] = set()
-        ids: dict[int, str] = {}
-        rank = {"input": 0, "output": 1, "hidden": 2}
-        for key in sorted(range(len(self.units)), key=lambda k: rank[self.units[k].role]):
-            ids[key] = _unique(self.units[key].name, taken)
-        return ids
-
-
-def _unique(name: str, taken: set[str]) -> str:
-    """`name` as a unit id (^[A-Za-z0-9_.:-]{1,64}$), with a suffix when it is taken."""
-    base = _UNSAFE.sub("_", name)[:_ID_LENGTH] or "unit"
-    candidate, count = base, 1
-    while candidate in taken:
-        count += 1
-        suffix = f"_{count}"
-        candidate = base[: _ID_LENGTH - len(suffix)] + suffix
-    taken.add(candidate)
-    return candidate
-
-
-def _array(value: np.ndarray) -> Any:
-    """A vector or matrix in its wire form: large ones encoded, small ones as lists."""
-    return encode(value) if value.size >= BASE64_MIN_ELEMENTS else value.tolist()
+        return network_of(self.units, loss)
 
 
 def from_onnx(model_or_path: onnx.ModelProto | str | PathLike[str] | bytes) -> Network:

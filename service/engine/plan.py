@@ -7,16 +7,13 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple, Protocol
 
 import numpy as np
 
 from service.engine.activations import Activation
 from service.engine.losses import Loss, resolve
 from service.engine.segments import Segments
-
-if TYPE_CHECKING:
-    from service.engine.layout import Layout
 
 Array = np.ndarray
 
@@ -108,6 +105,15 @@ class WeightGroup:
     params: Columns  # [E, m*n] theta indices, or a slice when E == 1
 
 
+class Weights(Protocol):
+    """What a plan's weights are cut from when first asked for (`service.engine.layout.Layout`,
+    which compile_network builds with the plan)."""
+
+    def weight_infos(self) -> tuple[WeightInfo, ...]: ...
+
+    def weight_groups(self) -> tuple[WeightGroup, ...]: ...
+
+
 @dataclass(frozen=True)
 class Plan:
     """A compiled network: layout, levels, parameter offsets, and the loss."""
@@ -124,13 +130,13 @@ class Plan:
     out_segments: Segments | None
     loss: str
     theta: Array = field(repr=False)  # the initial parameters: weights, one bias per column, responses
+    layout: Weights = field(repr=False, compare=False)
     has_gathered_blocks: bool = False
     #: 1/(incoming scalar connections) per column of units that take the mean, 1 elsewhere;
     #: None when every unit sums
     mean_scale: Array | None = field(default=None, repr=False)
     #: n_cols when the network gives a response (then every unit's is a parameter), else 0
     n_response_params: int = 0
-    layout: Layout | None = field(default=None, repr=False, compare=False)
     huber_delta: float | None = None  # the network's own, for loss "huber"
 
     @property
@@ -142,13 +148,11 @@ class Plan:
     def weights(self) -> tuple[WeightInfo, ...]:
         """Every weight in the listed order: built on first use (answers given as columns,
         for thousands of weights, never need them)."""
-        assert self.layout is not None
         return self.layout.weight_infos()
 
     @functools.cached_property
     def weight_groups(self) -> tuple[WeightGroup, ...]:
         """Weights grouped for per-sample gradients: built only when those are asked for."""
-        assert self.layout is not None
         return self.layout.weight_groups()
 
     @property

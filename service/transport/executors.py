@@ -30,8 +30,7 @@ from service.endpoints import selfcheck
 from service.errors import OutOfMemoryError, WorkerLostError
 from service.pipeline.dispatch import Reply, handle
 from service.settings import Limits, Settings
-from service.transport.pool import Pool, WorkerDiedError
-from service.transport.pool import report as pool_report
+from service.transport.pool import Pool
 from service.transport.shared import (
     ReceivedBody,
     SegmentGoneError,
@@ -40,6 +39,8 @@ from service.transport.shared import (
     handle_shared,
     shm_bytes,
 )
+from service.transport.worker import WorkerDiedError
+from service.transport.worker import report as pool_report
 
 log = logging.getLogger("gradserve")
 
