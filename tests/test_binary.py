@@ -18,10 +18,10 @@ from bench.common import rss_kib
 from service import engine, wire
 from service.convert import binding
 from service.convert.encoding import Sections, binary_sections, to_numpy
-from service.errors import InvalidRequestError
 from service.launcher import Server
 from service.pipeline import costs, dispatch, scan
 from service.pipeline.handlers import HANDLERS
+from service.problems import InvalidRequestError
 from service.settings import Settings
 from service.transport import shared
 from service.transport.shared import SharedBody, handle_shared

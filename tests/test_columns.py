@@ -16,7 +16,7 @@ import client
 from service import wire
 from service.convert.encoding import to_numpy
 from service.endpoints import compute, gradcheck
-from service.errors import InvalidGraphError
+from service.problems import InvalidGraphError
 from service.settings import Limits
 from tests import seed
 from tests.strategies import encode, networks

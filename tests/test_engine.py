@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from service import engine, wire
 from service.convert import binding
 from service.engine import Plan, layout
-from service.errors import InvalidGraphError
+from service.problems import InvalidGraphError
 from tests import seed
 from tests.reference import Reference
 from tests.strategies import LOSSES, TAME, networks, sgd_options

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 
 from service import wire
 from service.endpoints import explain
-from service.errors import LimitExceededError
+from service.problems import LimitExceededError
 from service.settings import Settings
 from tests import seed
 from tests.strategies import networks

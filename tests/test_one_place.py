@@ -157,7 +157,7 @@ SOFTSIGN: list[Edit] = [
         "        ),\n"
         "    )\n}\n\n#: the activations computed entry by entry",
     ),
-    ("wire/network.py", '    "neat_inv",\n]', '    "neat_inv",\n    "softsign",\n]'),
+    ("wire/base.py", '    "neat_inv",\n]', '    "neat_inv",\n    "softsign",\n]'),
 ]
 
 
@@ -259,7 +259,7 @@ LOG_COSH: list[Edit] = [
         '        Loss("log_cosh", _log_cosh, _log_cosh_gradient, _log_cosh_curvature, output_ns=23.0),\n'
         "    )\n}",
     ),
-    ("wire/network.py", '"binary_cross_entropy", "huber"]', '"binary_cross_entropy", "huber", "log_cosh"]'),
+    ("wire/base.py", '"binary_cross_entropy", "huber"]', '"binary_cross_entropy", "huber", "log_cosh"]'),
 ]
 
 

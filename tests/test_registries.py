@@ -176,7 +176,7 @@ def test_the_engine_imports_numpy_and_the_standard_library_only() -> None:
         "starlette",
         "service.wire",
         "service.convert.encoding",
-        "service.errors",
+        "service.problems",
     )
     code = (
         "import sys, service.engine; print(' '.join(m for m in "

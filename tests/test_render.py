@@ -12,9 +12,9 @@ from hypothesis import given, settings
 
 from service import wire
 from service.endpoints import render
-from service.errors import InvalidRequestError, LimitExceededError
 from service.pipeline import costs, refusal
 from service.pipeline.handlers import HANDLERS
+from service.problems import InvalidRequestError, LimitExceededError
 from service.settings import Settings
 from tests import seed
 from tests.strategies import networks

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from service import engine, wire
 from service.convert import binding
-from service.errors import InvalidGraphError
+from service.problems import InvalidGraphError
 from tests.strategies import encode, networks
 
 
@@ -173,8 +173,8 @@ def test_a_kept_plan_holds_no_array_of_the_request_it_came_from() -> None:
         engine.WeightList(["x"], ["o"], [values]),
     )
     plan = engine.compile_network(net)
-    assert plan.layout is not None
-    assert plan.layout.edges.values == ()
+    assert plan.sparse is not None
+    assert plan.sparse.edges.values == ()
     assert not np.shares_memory(plan.theta, values)
 
 

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from service import engine, wire
 from service.endpoints import compute, hvp
-from service.errors import NonFiniteResultError
+from service.problems import NonFiniteResultError
 from service.settings import Limits
 from tests.strategies import networks
 from tests.support import compile_and_bind

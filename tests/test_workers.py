@@ -24,8 +24,8 @@ import pytest
 
 import client
 from client.arrays import encode
-from service.errors import WorkerLostError
 from service.launcher import Server
+from service.problems import WorkerLostError
 from service.settings import Settings
 from service.transport import executors
 from tests import seed

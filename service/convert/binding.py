@@ -14,7 +14,7 @@ import numpy as np
 from service import engine, wire
 from service.convert.encoding import to_numpy
 from service.engine import Batch, EngineError, Plan
-from service.errors import (
+from service.problems import (
     DeadlineExceededError,
     InvalidGraphError,
     InvalidSamplesError,

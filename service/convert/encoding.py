@@ -15,7 +15,7 @@ import orjson
 import pybase64
 
 from service import wire
-from service.errors import InvalidRequestError, NonFiniteResultError, issue
+from service.problems import InvalidRequestError, NonFiniteResultError, issue
 from service.wire import framing
 
 _DTYPES: dict[str, np.dtype[Any]] = {"float64": np.dtype("<f8"), "float32": np.dtype("<f4")}

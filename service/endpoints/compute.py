@@ -16,7 +16,7 @@ from service.convert import binding, progress
 from service.convert.encoding import encoded
 from service.endpoints import training
 from service.engine import Batch, Plan, Values
-from service.errors import InvalidRequestError, NonFiniteResultError
+from service.problems import InvalidRequestError, NonFiniteResultError
 from service.settings import Limits
 
 #: a JSON object of the answer, its arrays still NumPy (service.convert.encoding.dumps writes it)

@@ -21,7 +21,7 @@ import numpy as np
 from service import engine, wire
 from service.endpoints import compute
 from service.engine import Plan, UnitInfo
-from service.errors import InvalidRequestError, LimitExceededError, NonFiniteResultError, echoed, issue
+from service.problems import InvalidRequestError, LimitExceededError, NonFiniteResultError, echoed, issue
 from service.settings import Limits
 
 #: a JSON object of the answer, its arrays still NumPy (service.convert.encoding.dumps writes it)

@@ -16,7 +16,7 @@ from service import engine, wire
 from service.convert.encoding import ensure_finite, to_numpy
 from service.endpoints import compute
 from service.engine import Batch, Plan
-from service.errors import InvalidRequestError, issue, raise_collected
+from service.problems import InvalidRequestError, issue, raise_collected
 from service.settings import Limits
 
 #: a JSON object of the answer, its arrays still NumPy (service.convert.encoding.dumps writes it)

@@ -12,7 +12,7 @@ from service.convert import binding
 from service.convert.encoding import to_numpy
 from service.endpoints import compute
 from service.engine import Plan
-from service.errors import InvalidGraphError, InvalidRequestError, NonFiniteResultError, issue
+from service.problems import InvalidGraphError, InvalidRequestError, NonFiniteResultError, issue
 from service.settings import Limits
 
 

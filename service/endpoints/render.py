@@ -26,7 +26,7 @@ from service import engine, wire
 from service.convert import binding
 from service.endpoints import compute, drawing
 from service.engine import UnitInfo
-from service.errors import InvalidRequestError
+from service.problems import InvalidRequestError
 from service.settings import Limits
 
 POSITIVE, NEGATIVE, ZERO = "#2166ac", "#b2182b", "#999999"

@@ -12,7 +12,7 @@ import numpy as np
 from service import engine, wire
 from service.convert.encoding import to_numpy
 from service.engine import Plan
-from service.errors import InvalidRequestError, issue
+from service.problems import InvalidRequestError, issue
 
 
 def _refuse(loc: list[str | int], msg: str) -> InvalidRequestError:

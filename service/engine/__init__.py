@@ -1,8 +1,9 @@
 """The backpropagation engine: NumPy and the standard library only.
 
 A network, described in the engine's own terms (`network`), is checked and compiled once
-(`compile`) into a Plan (`plan`, `layout`); samples are bound to it (`samples`); the passes
-(`passes`) compute values, dE/ds and gradients a level at a time; `curvature` takes their
+(`compile`; a structure seen before, `reuse`) into a Plan (`plan`, its weights in sparse
+`blocks`); samples are bound to it (`samples`); the passes (`passes`) compute values, dE/ds
+and gradients a level at a time; `curvature` takes their
 R-operator for Hessian-vector products; `sgd` trains, with an optimizer (`optimizers`) under a
 schedule (`schedules`). Activations and losses are registries (`activations`, `losses`): each
 entry holds its rule and its first and second derivatives, and everything else reads them; so

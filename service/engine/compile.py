@@ -14,8 +14,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from service.engine.activations import ACTIVATIONS, DEFAULT_SLOPE, resolve
+from service.engine.blocks import Edges, SparseBlocks
 from service.engine.errors import GraphError, Problem, enough, raise_collected
-from service.engine.layout import Edges, Layout
 from service.engine.losses import LOSSES
 from service.engine.network import AGGREGATIONS, Network, Unit, Value, WeightColumns
 from service.engine.plan import Group, Level, Plan, UnitInfo
@@ -339,9 +339,9 @@ def _lay_out(
     n_response_params = n_cols if has_responses else 0
     theta = parameters(info, edges.values, biases, responses, n_cols, n_response_params)
 
-    # the layout keeps no values: a plan never holds on to the arrays of the request it was
+    # the sparse blocks keep no values: a plan never holds on to the arrays of the request it was
     # compiled from (a plan kept for its structure, service.engine.reuse, outlives that request)
-    layout = Layout(info, dataclasses.replace(edges, values=()), counts, offsets, n_inputs)
+    sparse = SparseBlocks(info, dataclasses.replace(edges, values=()), counts, offsets, n_inputs)
     by_level: dict[int, list[int]] = {}
     for i in order:
         if units[i].role != "input":
@@ -353,7 +353,7 @@ def _lay_out(
             groups=_groups([info[i] for i in members]),
             blocks=blocks,
         )
-        for members, blocks in zip(members_by_level, layout.blocks(members_by_level), strict=True)
+        for members, blocks in zip(members_by_level, sparse.blocks(members_by_level), strict=True)
     )
 
     # outputs with elementwise activations first, then the segmented ones
@@ -364,7 +364,7 @@ def _lay_out(
         units=tuple(info),
         unit_index={u.id: i for i, u in enumerate(info)},
         levels=levels,
-        layout=layout,
+        sparse=sparse,
         n_inputs=n_inputs,
         n_cols=n_cols,
         n_weight_params=n_weight_params,

@@ -106,7 +106,7 @@ class WeightGroup:
 
 
 class Weights(Protocol):
-    """What a plan's weights are cut from when first asked for (`service.engine.layout.Layout`,
+    """What a plan's weights are cut from when first asked for (`service.engine.blocks.SparseBlocks`,
     which compile_network builds with the plan)."""
 
     def weight_infos(self) -> tuple[WeightInfo, ...]: ...
@@ -116,7 +116,7 @@ class Weights(Protocol):
 
 @dataclass(frozen=True)
 class Plan:
-    """A compiled network: layout, levels, parameter offsets, and the loss."""
+    """A compiled network: its sparse blocks, levels, parameter offsets, and the loss."""
 
     units: tuple[UnitInfo, ...]  # in the listed order
     unit_index: dict[str, int]
@@ -130,7 +130,7 @@ class Plan:
     out_segments: Segments | None
     loss: str
     theta: Array = field(repr=False)  # the initial parameters: weights, one bias per column, responses
-    layout: Weights = field(repr=False, compare=False)
+    sparse: Weights = field(repr=False, compare=False)
     has_gathered_blocks: bool = False
     #: 1/(incoming scalar connections) per column of units that take the mean, 1 elsewhere;
     #: None when every unit sums
@@ -148,12 +148,12 @@ class Plan:
     def weights(self) -> tuple[WeightInfo, ...]:
         """Every weight in the listed order: built on first use (answers given as columns,
         for thousands of weights, never need them)."""
-        return self.layout.weight_infos()
+        return self.sparse.weight_infos()
 
     @functools.cached_property
     def weight_groups(self) -> tuple[WeightGroup, ...]:
         """Weights grouped for per-sample gradients: built only when those are asked for."""
-        return self.layout.weight_groups()
+        return self.sparse.weight_groups()
 
     @property
     def n_params(self) -> int:

@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Literal
 
-from service.errors import OverloadedError
 from service.http.inflight import Inflight
+from service.problems import OverloadedError
 from service.settings import Settings
 
 

@@ -17,8 +17,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp
 
 from service import __version__, pages, wire
-from service.errors import ProblemError
-from service.http import memory, problems
+from service.http import error_responses, memory
 from service.http import metrics as prometheus
 from service.http.info import health, router
 from service.http.keys import KeyRing
@@ -27,6 +26,7 @@ from service.http.openapi import REQUEST_MODELS, compute_docs
 from service.http.routes import ComputeRoutes
 from service.http.runtime import Runtime
 from service.pipeline.handlers import ROUTES
+from service.problems import ProblemError
 from service.settings import Settings, get_settings
 from service.transport.executors import make_executor
 
@@ -97,10 +97,10 @@ def create_app(settings: Settings | None = None) -> GradServe:
     pages.mount(app)
     if settings.metrics:
         app.metrics = prometheus.mount(app, [health, router], pages.OPEN_PREFIXES, ROUTES)
-    app.add_exception_handler(ProblemError, problems.on_problem)
-    app.add_exception_handler(HTTPException, problems.on_http)
-    app.add_exception_handler(RequestValidationError, problems.on_validation)
-    app.add_exception_handler(Exception, problems.on_unexpected)
+    app.add_exception_handler(ProblemError, error_responses.on_problem)
+    app.add_exception_handler(HTTPException, error_responses.on_http)
+    app.add_exception_handler(RequestValidationError, error_responses.on_validation)
+    app.add_exception_handler(Exception, error_responses.on_unexpected)
     # the last added runs first: the send timeout around request ids and logs around the
     # metrics around CORS around the API key around the compute routes
     app.add_middleware(ComputeRoutes)

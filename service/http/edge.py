@@ -34,7 +34,7 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
 
-from service.errors import HeadTooLargeError, OverloadedError, ProblemError
+from service.problems import HeadTooLargeError, OverloadedError, ProblemError
 from service.settings import get_settings
 
 log = logging.getLogger("gradserve")

@@ -13,10 +13,10 @@ from starlette.datastructures import Headers
 from starlette.types import Receive, Scope, Send
 
 from service.convert.progress import PROGRESS, START, Report
-from service.errors import ProblemError
 from service.http.inflight import SEND_CHUNK, ClientGoneError, Inflight, disconnected, send_piece, send_reply
 from service.http.runtime import Runtime
 from service.pipeline.dispatch import Reply, problem_reply
+from service.problems import ProblemError
 
 
 def wants_stream(scope: Scope) -> bool:

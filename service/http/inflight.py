@@ -12,14 +12,14 @@ from typing import Any
 from starlette.datastructures import Headers
 from starlette.types import Receive, Scope, Send
 
-from service.errors import (
+from service.http.middleware import ConnectionDroppedError
+from service.pipeline.dispatch import Reply
+from service.problems import (
     BodyTooLargeError,
     LimitExceededError,
     OverloadedError,
     RequestTimeoutError,
 )
-from service.http.middleware import ConnectionDroppedError
-from service.pipeline.dispatch import Reply
 from service.settings import Limits
 from service.transport.executors import Executor
 from service.transport.shared import ReceivedBody, SharedBody

@@ -7,11 +7,11 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 
 from service import __version__, engine, wire
-from service.errors import (
-    NotReadyError,
-)
 from service.http.openapi import AUTH_ERRORS, problem_doc
 from service.http.runtime import Runtime
+from service.problems import (
+    NotReadyError,
+)
 from service.settings import Limits, Settings
 from service.wire import framing
 

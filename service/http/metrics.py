@@ -41,9 +41,9 @@ from prometheus_client import (
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import PROBLEM_TYPE, DeadlineExceededError, OutOfMemoryError
 from service.http import memory
 from service.http.runtime import Runtime
+from service.problems import PROBLEM_TYPE, DeadlineExceededError, OutOfMemoryError
 from service.transport.executors import ProcessExecutor
 from service.transport.pool import CAUSES
 

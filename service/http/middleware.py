@@ -16,8 +16,8 @@ from typing import Any
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.http.error_responses import problem_response
 from service.http.keys import KeyRing
-from service.http.problems import problem_response
 
 access_log = logging.getLogger("gradserve.access")
 

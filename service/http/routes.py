@@ -26,7 +26,15 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service import wire
 from service.convert.progress import Report
-from service.errors import (
+from service.http import events
+from service.http.admission import computation_slot
+from service.http.error_responses import ProblemResponse
+from service.http.inflight import ClientGoneError, disconnected, receive_body, send_reply
+from service.http.runtime import Runtime
+from service.pipeline import dispatch
+from service.pipeline.dispatch import Reply
+from service.pipeline.handlers import HANDLERS, ROUTES
+from service.problems import (
     MalformedBinaryBodyError,
     MethodNotAllowedError,
     NotReadyError,
@@ -34,14 +42,6 @@ from service.errors import (
     ProblemError,
     UnsupportedMediaTypeError,
 )
-from service.http import events
-from service.http.admission import computation_slot
-from service.http.inflight import ClientGoneError, disconnected, receive_body, send_reply
-from service.http.problems import ProblemResponse
-from service.http.runtime import Runtime
-from service.pipeline import dispatch
-from service.pipeline.dispatch import Reply
-from service.pipeline.handlers import HANDLERS, ROUTES
 from service.transport.shared import ReceivedBody
 from service.wire import framing
 

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 
 from starlette.types import Scope
 
-from service.errors import NotReadyError
 from service.http.admission import Slots
 from service.http.inflight import Inflight
 from service.http.shutdown import Shutdown
+from service.problems import NotReadyError
 from service.settings import Limits, Settings
 from service.transport.executors import Executor
 

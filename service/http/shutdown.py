@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from types import FrameType
 from typing import Any
 
-from service.errors import (
+from service.problems import (
     ShuttingDownError,
 )
 

@@ -15,15 +15,15 @@ from service import wire
 from service.convert import binding, progress
 from service.convert.encoding import Sections, binary_sections, dumps, framed_answer
 from service.endpoints.render import Document
-from service.errors import (
+from service.pipeline import costs, refusal, scan
+from service.pipeline.handlers import run_of
+from service.problems import (
     InvalidRequestError,
     MalformedBinaryBodyError,
     ProblemError,
     issue,
     schema_problem,
 )
-from service.pipeline import costs, refusal, scan
-from service.pipeline.handlers import run_of
 from service.settings import Limits
 from service.wire import framing
 

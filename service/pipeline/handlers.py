@@ -18,9 +18,9 @@ from service import wire
 from service.convert import progress
 from service.endpoints import compute, explain, gradcheck, hvp, render
 from service.endpoints.render import Document
-from service.errors import InvalidRequestError
 from service.pipeline import costs
 from service.pipeline.refusal import limit
+from service.problems import InvalidRequestError
 from service.settings import Limits
 
 #: a compute endpoint's function: the validated request, computed

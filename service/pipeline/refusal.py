@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from service.errors import LimitExceededError, echoed
 from service.pipeline.costs import Estimate
+from service.problems import LimitExceededError, echoed
 from service.settings import Limits
 
 if TYPE_CHECKING:

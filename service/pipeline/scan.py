@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from service.errors import LimitExceededError
+from service.problems import LimitExceededError
 from service.settings import Limits
 
 #: parsing: per byte, per JSON object (a model built), per string (an id checked), per list item

@@ -27,8 +27,8 @@ import anyio.to_thread
 
 from service.convert.progress import Report
 from service.endpoints import selfcheck
-from service.errors import OutOfMemoryError, WorkerLostError
 from service.pipeline.dispatch import Reply, handle
+from service.problems import OutOfMemoryError, WorkerLostError
 from service.settings import Limits, Settings
 from service.transport.pool import Pool
 from service.transport.shared import (

@@ -32,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import wait
 from typing import Any
 
-from service.errors import NotReadyError
+from service.problems import NotReadyError
 from service.transport.worker import STOP, NotSentError, UnpicklableError, Worker, WorkerDiedError
 
 log = logging.getLogger("gradserve")

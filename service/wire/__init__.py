@@ -27,8 +27,8 @@ from service.wire.answers import (
     HvpResponse,
     SgdResponse,
 )
-from service.wire.network import *  # noqa: F403
-from service.wire.network import (
+from service.wire.base import *  # noqa: F403
+from service.wire.base import (
     ArrayEncoding,
     ArrayValue,
     Network,

@@ -9,7 +9,7 @@ from pydantic import (
     Field,
 )
 
-from service.wire.network import (
+from service.wire.base import (
     AnsweredColumn,
     ArrayValue,
     Network,

@@ -7,7 +7,7 @@ from typing import Annotated, Literal, get_args
 
 from pydantic import Field, StrictInt
 
-from service.wire.network import ArrayValue, Column, UnitId, WireModel
+from service.wire.base import ArrayValue, Column, UnitId, WireModel
 
 #: the optimizers and schedules /v1/sgd takes: the names of the engine's registries
 #: (service.engine.OPTIMIZERS, SCHEDULES), spelled out here so the wire needs no NumPy; a test

@@ -1,4 +1,4 @@
-"""The sparse layout: each level cut into blocks of columns, and the weight matrix of each
+"""The sparse blocks: each level cut into blocks of columns, and the weight matrix of each
 block, whole (a view of theta) or gathered from the weights feeding it.
 
 A block of gathered columns holds a dense matrix over every source column that feeds any of
@@ -66,7 +66,7 @@ class _Elements(NamedTuple):
     param: Array
 
 
-class Layout:
+class SparseBlocks:
     """The laid-out units and weights, from which level blocks and weight groups are cut."""
 
     def __init__(

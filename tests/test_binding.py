@@ -6,7 +6,7 @@ import pytest
 
 from service import wire
 from service.convert import binding
-from service.errors import MAX_LISTED, InvalidGraphError, InvalidSamplesError
+from service.problems import MAX_LISTED, InvalidGraphError, InvalidSamplesError
 from tests import seed
 
 

@@ -12,7 +12,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from service.errors import PROBLEM_TYPE, MethodNotAllowedError, OutOfMemoryError, ProblemError, schema_problem
+from service.problems import (
+    PROBLEM_TYPE,
+    MethodNotAllowedError,
+    OutOfMemoryError,
+    ProblemError,
+    schema_problem,
+)
 
 log = logging.getLogger("gradserve")
 
