@@ -17,10 +17,13 @@ from pathlib import Path
 
 from service.transport.executors import collect_less_often, tune_for_requests
 
-#: every buffer over this many bytes (a body, an answer or a piece of one) gets a mapping of its
-#: own, unmapped when it is freed; glibc's default raises its threshold as large buffers are
-#: freed (up to 32 MiB), after which they stay in its heaps
-MMAP_THRESHOLD = 128 * 1024
+#: every buffer over this many bytes (a large body, an answer waiting for its client) gets a
+#: mapping of its own, unmapped when it is freed; glibc's default raises its threshold as large
+#: buffers are freed (up to 32 MiB), after which they stay in its heaps. Not lower: a buffer
+#: mapped afresh is faulted in page by page, and at 128 KiB every MiB-sized body and answer of an
+#: ordinary request was (P2's round trip took 11 ms more: bench/RESULTS.md); smaller buffers come
+#: from the heaps, which `trimming` hands back after a burst
+MMAP_THRESHOLD = 4 * 1024 * 1024
 #: seconds between two looks at the server's size
 TRIM_EVERY_S = 2.0
 #: the server's size over its idle size (the least seen) past which freed memory is handed back
