@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import shutil
 import subprocess
 import sys
@@ -184,3 +185,14 @@ def test_the_p1_table_runs() -> None:
     assert run.returncode == 0, run.stderr
     assert "bare FastAPI endpoint" in run.stdout
     assert "without the edge protocol" in run.stdout
+
+
+def test_a_request_s_walk_through_the_modules_is_counted() -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.walk", "gradients"], capture_output=True, text=True, timeout=300
+    )
+    assert run.returncode == 0, run.stderr
+    last = run.stdout.strip().splitlines()[-1]
+    assert re.fullmatch(r"gradients: \d+ stops, \d+ modules, \d+ returns to a module already left", last)
+    assert "-> http.routes" in run.stdout
+    assert "-> pipeline.dispatch" in run.stdout
