@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from service import engine, wire
 from service.convert import binding
-from service.engine import Plan, layout
+from service.engine import Plan, blocks
 from service.problems import InvalidGraphError
 from tests import seed
 from tests.reference import Reference
@@ -289,12 +289,12 @@ def test_listed_order_never_changes_a_result(case: tuple[dict[str, Any], dict[st
 @contextmanager
 def gathered_blocks() -> Iterator[None]:
     """Force every level into small gathered blocks (the sparse-graph layout)."""
-    saved = layout.DENSITY, layout.MIN_BLOCK
-    layout.DENSITY, layout.MIN_BLOCK = 1, 1
+    saved = blocks.DENSITY, blocks.MIN_BLOCK
+    blocks.DENSITY, blocks.MIN_BLOCK = 1, 1
     try:
         yield
     finally:
-        layout.DENSITY, layout.MIN_BLOCK = saved
+        blocks.DENSITY, blocks.MIN_BLOCK = saved
 
 
 @given(networks(max_hidden=8, singles=True))
@@ -528,7 +528,7 @@ def test_large_sparse_graph_uses_gathered_blocks_and_stays_small() -> None:
     )
     real = len(weights)
     gathered = sum(int(np.prod(b.shape)) for lv in plan.levels for b in lv.blocks)
-    assert gathered <= layout.DENSITY * real + layout.MIN_BLOCK * len(plan.levels)
+    assert gathered <= blocks.DENSITY * real + blocks.MIN_BLOCK * len(plan.levels)
     # theta is every weight's value, in the order given, then the biases (all zero here)
     assert plan.theta[:real].tolist() == [w["value"] for w in weights]
     assert plan.theta.size == real + len(units) - 16
