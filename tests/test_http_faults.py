@@ -23,6 +23,7 @@ from bench.reliability import Termination, huge_answer_body, long_sgd_body, sigt
 from service.http import admission
 from service.http.app import create_app
 from service.http.inflight import Inflight
+from service.http.middleware import ABORT, WRITE_PAUSED, SendTimeout
 from service.launcher import Server
 from service.settings import Settings
 from service.transport.shared import SegmentPool
@@ -443,3 +444,53 @@ def test_segments_given_back_after_the_shutdown_are_unlinked() -> None:
     body.release()  # a request that ended after the executor stopped
     assert segments.idle == []
     assert not Path(f"/dev/shm/{body.shm.name}").exists()
+
+
+@pytest.mark.parametrize("kind", ["http.response.start", "http.response.body"])
+def test_a_send_held_by_a_client_that_does_not_read_is_dropped_in_time(kind: str) -> None:
+    """While the connection's writing is paused (uvicorn's flow control), every message waits for
+    the client: an answer's start as much as its pieces (a pipelining client that stopped
+    reading after the first answer held the second's start, and its bytes in flight, for good);
+    the send timeout drops the connection. While it is not paused, nothing is timed."""
+    aborted: list[bool] = []
+    paused = [True]
+
+    async def forever(message: dict[str, Any]) -> None:
+        await asyncio.Event().wait()  # a client that never reads
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if kind == "http.response.body":
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send(
+            {"type": kind, "status": 200, "headers": []}
+            if kind == "http.response.start"
+            else {"type": kind, "body": b"x"}
+        )
+
+    async def abort() -> None:
+        aborted.append(True)
+
+    async def sent_through(downstream: Any) -> None:
+        scope = {"type": "http", "extensions": {ABORT: abort, WRITE_PAUSED: lambda: paused[0]}}
+        await SendTimeout(app, timeout_s=0.05)(scope, None, downstream)  # type: ignore[arg-type]
+
+    async def drive() -> None:
+        async def first_free(message: dict[str, Any]) -> None:  # (the start goes when a body is tested)
+            if message["type"] == "http.response.body":
+                await forever(message)
+
+        await asyncio.wait_for(
+            sent_through(forever if kind == "http.response.start" else first_free), timeout=60
+        )
+
+    asyncio.run(drive())
+    assert aborted == [True]
+    paused[0], aborted[:] = False, []
+    done: list[str] = []
+
+    async def quick(message: dict[str, Any]) -> None:
+        done.append(message["type"])
+
+    asyncio.run(sent_through(quick))
+    assert not aborted
+    assert done[-1] == kind

@@ -130,7 +130,7 @@ def test_a_value_of_the_wrong_shape_is_named_as_compiling_names_it() -> None:
         "units": [{"id": "x", "role": "input", "size": 2}, {"id": "o", "role": "output", "size": 3}],
         "weights": [{"source": "x", "target": "o", "value": [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]}],
     }
-    plans = engine.Plans(weights=100)
+    plans = engine.Plans(budget=1 << 20)
     plans.compile(_described(net))
     bad = copy.deepcopy(net)
     bad["weights"][0]["value"] = [[1.0, 2.0], [3.0, 4.0]]
@@ -143,27 +143,77 @@ def test_a_value_of_the_wrong_shape_is_named_as_compiling_names_it() -> None:
     assert (plans.hits, plans.misses) == (1, 1)
 
 
-def test_plans_are_kept_up_to_a_number_of_weights_the_last_used_first() -> None:
-    def chain(n: int, act: str) -> dict[str, Any]:
-        ids = ["x", *(f"h{i}" for i in range(n - 1)), "o"]
-        units = [{"id": "x", "role": "input"}, *({"id": i, "activation": act} for i in ids[1:-1])]
-        units.append({"id": "o", "role": "output"})
-        weights = [{"source": a, "target": b, "value": 0.5} for a, b in itertools.pairwise(ids)]
-        return {"units": units, "weights": weights}
+def _chain(n: int, act: str) -> dict[str, Any]:
+    ids = ["x", *(f"h{i}" for i in range(n - 1)), "o"]
+    units = [{"id": "x", "role": "input"}, *({"id": i, "activation": act} for i in ids[1:-1])]
+    units.append({"id": "o", "role": "output"})
+    weights = [{"source": a, "target": b, "value": 0.5} for a, b in itertools.pairwise(ids)]
+    return {"units": units, "weights": weights}
 
-    plans = engine.Plans(weights=10)
-    a, b, c = (_described(chain(4, act)) for act in ("tanh", "relu", "sigmoid"))  # 4 weights each
+
+def _footprint(net: engine.Network) -> int:
+    return engine.footprint(engine.compile_network(net))
+
+
+def test_plans_are_kept_up_to_a_budget_of_bytes_the_last_used_first() -> None:
+    a, b, c = (_described(_chain(4, act)) for act in ("tanh", "relu", "sigmoid"))  # alike in size
+    size = _footprint(a)
+    assert size == _footprint(b) == _footprint(c)
+    plans = engine.Plans(budget=2 * size + size // 2)  # room for two
     for net in (a, b, a):
         plans.compile(net)
-    assert (plans.hits, plans.misses) == (1, 2)
-    plans.compile(c)  # 12 weights: b, used least lately, goes
+    assert (plans.hits, plans.misses, len(plans)) == (1, 2, 2)
+    plans.compile(c)  # b, used least lately, goes
     plans.compile(a)
     plans.compile(b)
-    assert (plans.hits, plans.misses) == (2, 4)
-    big = _described(chain(11, "tanh"))  # more than all it keeps: compiled, never kept
+    assert (plans.hits, plans.misses, len(plans)) == (2, 4, 2)
+    assert plans.kept == 2 * size
+    big = _described(_chain(40, "tanh"))  # more than all it keeps: compiled, never kept
+    assert _footprint(big) > plans.budget
     plans.compile(big)
     plans.compile(big)
-    assert (plans.hits, plans.misses) == (2, 4)
+    assert (plans.hits, plans.misses) == (2, 6)
+
+
+def test_structures_without_weights_count_against_the_budget() -> None:
+    plans = engine.Plans(budget=20_000)
+    for k in range(200):  # a different structure each time: k + 1 outputs, no weights
+        units = [{"id": "x", "role": "input"}, *({"id": f"o{j}", "role": "output"} for j in range(k + 1))]
+        plans.compile(_described({"units": units, "weights": []}))
+    assert plans.misses == 200
+    assert 0 < plans.kept <= plans.budget
+    assert len(plans) < 200
+
+
+def test_a_layer_s_weights_count_by_their_elements_when_gathered() -> None:
+    """A plan whose level is gathered keeps index arrays as long as its weights' elements: its
+    footprint says so, however few its weights."""
+    net = {
+        "units": [
+            {"id": "a", "role": "input", "size": 30},
+            {"id": "b", "role": "input", "size": 30},
+            {"id": "o", "role": "output", "size": 30},
+        ],
+        "weights": [
+            {"source": "a", "target": "o", "value": np.ones((30, 30)).tolist()},
+            {"source": "b", "target": "o", "value": np.ones((30, 30)).tolist()},
+        ],
+    }
+    plan = engine.compile_network(_described(net))
+    gathered = [b.params for lv in plan.levels for b in lv.blocks if isinstance(b.params, np.ndarray)]
+    assert gathered  # (two weights into one layer: one gathered block over both)
+    assert engine.footprint(plan) > sum(p.nbytes for p in gathered) >= 2 * 30 * 30 * 8
+
+
+def test_a_kept_plan_keeps_none_of_the_parameters_it_was_compiled_with() -> None:
+    plans = engine.Plans(budget=1 << 20)
+    net = _described(_chain(3, "tanh"))
+    first = plans.compile(net)
+    assert first.theta.size > 0
+    ((kept, _),) = plans._plans.values()
+    assert kept.theta.size == 0
+    again = plans.compile(net)
+    np.testing.assert_array_equal(again.theta, first.theta)
 
 
 def test_a_kept_plan_holds_no_array_of_the_request_it_came_from() -> None:
@@ -211,7 +261,7 @@ def test_answers_for_one_structure_follow_each_request_s_own_values(monkeypatch:
         for n in (net, _revalued(net, 7), _revalued(net, 8))
     ]
     reused = [dispatch.handle("gradients", body, Limits()).content for body in bodies]
-    monkeypatch.setattr(binding, "PLANS", engine.Plans(weights=0))  # every one compiled anew
+    monkeypatch.setattr(binding, "PLANS", engine.Plans(budget=0))  # every one compiled anew
     compiled = [dispatch.handle("gradients", body, Limits()).content for body in bodies]
     assert reused == compiled
     assert len(set(compiled)) == 3

@@ -59,9 +59,9 @@ def network(net: wire.Network) -> engine.Network:
 _source, _target, _value = (operator.attrgetter(name) for name in ("source", "target", "value"))
 
 
-#: the structures this process compiled last (service.engine.reuse): a plan's memory grows with
-#: its weights, and this many weights in all keep it to a few MB (bench/RESULTS.md)
-PLANS = engine.Plans(weights=100_000)
+#: the structures this process compiled last (service.engine.reuse), up to this many bytes of
+#: plans (`engine.footprint`): the seed's chain keeps about 3 KB, P3's DAG of 7,800 weights 3.7 MB
+PLANS = engine.Plans(budget=32 * 1024 * 1024)
 
 
 def compile_network(net: wire.Network) -> Plan:

@@ -45,7 +45,7 @@ from service.engine.passes import (
     summed_delta,
 )
 from service.engine.plan import Block, Columns, Group, Level, Plan, UnitInfo, WeightGroup, WeightInfo
-from service.engine.reuse import Plans, structure_key, with_parameters
+from service.engine.reuse import Plans, footprint, structure_key, with_parameters
 from service.engine.samples import Batch, bind_samples
 from service.engine.schedules import SCHEDULES, Schedule, rates
 from service.engine.segments import Segments, segments
@@ -105,6 +105,7 @@ __all__ = [
     "checkpoint",
     "compile_network",
     "Plans",
+    "footprint",
     "structure_key",
     "with_parameters",
     "derivative",

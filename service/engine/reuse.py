@@ -67,21 +67,44 @@ def with_parameters(plan: Plan, net: Network) -> Plan:
     return made
 
 
-class Plans:
-    """The structures compiled last, up to `weights` weights in all (a plan's memory grows with
-    its weights): `compile` compiles a network whose structure is not among them, and reuses
-    the plan of one that is. Safe to share between threads."""
+#: bytes a plan keeps per unit and per weight beyond its arrays (their infos, ids, the key)
+UNIT_BYTES, WEIGHT_BYTES = 400, 300
 
-    def __init__(self, weights: int) -> None:
-        self.weights = weights
-        self._plans: OrderedDict[Hashable, tuple[Plan, int]] = OrderedDict()  # and its weights
-        self._kept = 0  # weights of the plans kept
+
+def footprint(plan: Plan) -> int:
+    """About the bytes a kept plan holds: its index arrays (gathered blocks' above all), and
+    what it keeps per unit and per weight."""
+    arrays: list[object] = [plan.out_cols, plan.mean_scale]
+    for level in plan.levels:
+        for block in level.blocks:
+            arrays += [block.src_x, block.src_z, block.params, block.cells, block.cell_params]
+    held = sum(a.nbytes for a in arrays if isinstance(a, np.ndarray))  # (a slice: a view, none)
+    return held + UNIT_BYTES * len(plan.units) + WEIGHT_BYTES * len(plan.weights)
+
+
+class Plans:
+    """The structures compiled last, up to `budget` bytes of plans in all (`footprint`):
+    `compile` compiles a network whose structure is not among them, and reuses the plan of one
+    that is. A plan is kept without its parameters (a hit brings its own) and without what its
+    sparse blocks build on first use. Safe to share between threads."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self._plans: OrderedDict[Hashable, tuple[Plan, int]] = OrderedDict()  # and its footprint
+        self._kept = 0  # bytes of the plans kept
         self._lock = threading.Lock()
         self.hits = self.misses = 0
 
+    @property
+    def kept(self) -> int:
+        """Bytes of the plans kept (their footprints)."""
+        return self._kept
+
+    def __len__(self) -> int:
+        return len(self._plans)
+
     def compile(self, net: Network) -> Plan:
-        n = len(net.weights.source)
-        if n > self.weights:
+        if self.budget <= 0:
             return compile_network(net)
         key = structure_key(net)
         with self._lock:
@@ -92,12 +115,22 @@ class Plans:
         if known is not None:
             return with_parameters(known[0], net)
         plan = compile_network(net)  # (raises for a network that does not compile: nothing kept)
+        kept = dataclasses.replace(plan, theta=_NO_PARAMETERS)
+        for name in _BUILT_ON_FIRST_USE:
+            kept.sparse.__dict__.pop(name, None)
+        size = footprint(kept)
         with self._lock:
             self.misses += 1
-            if key not in self._plans:  # (another thread may have compiled it meanwhile)
-                self._plans[key] = (plan, n)
-                self._kept += n
-            while self._kept > self.weights:
+            if size <= self.budget and key not in self._plans:  # (another thread may have kept it)
+                self._plans[key] = (kept, size)
+                self._kept += size
+            while self._kept > self.budget:
                 _, (_, dropped) = self._plans.popitem(last=False)
                 self._kept -= dropped
         return plan
+
+
+_NO_PARAMETERS = np.empty(0)
+#: what the sparse blocks build when first asked (for compiling, for per-sample gradients),
+#: rebuilt if a kept plan's hit asks again: index arrays as large as the weights' elements
+_BUILT_ON_FIRST_USE = ("elements", "arrays")

@@ -131,7 +131,8 @@ class ConnectionDroppedError(Exception):
 
 
 class SendTimeout:
-    """Drop the connection of a client that leaves a piece of its answer unread for `timeout_s`.
+    """Drop the connection of a client that leaves a piece of its answer (or its start) unread
+    for `timeout_s`.
 
     uvicorn holds a `send` back while the client's socket is full (its flow control); without a
     limit, a client that never reads would hold its answer, and what it pins, forever. Dropped
@@ -154,8 +155,8 @@ class SendTimeout:
         paused = (scope.get("extensions") or {}).get(WRITE_PAUSED, _always)
 
         async def send_in_time(message: Message) -> None:
-            if message["type"] != "http.response.body" or not paused():
-                await send(message)
+            if not paused():  # (an answer's start too: a pipelining client that stopped reading
+                await send(message)  # holds the next answer's start, and its bytes in flight)
                 return
             try:
                 async with asyncio.timeout(self.timeout_s):
