@@ -116,6 +116,8 @@ def test_the_chain_shows_the_apis_gradients_and_explains_a_clicked_edge(
                    const m = p.getScreenCTM(); return [q.x * m.a + m.e, q.y * m.d + m.f]; }"""
     )
     page.mouse.click(x, y)
+    # (an explanation shown before the click's answer arrives is another weight's: wait for this one)
+    page.wait_for_selector('#explain-gradient[data-weight="j -> k"]')
     page.wait_for_selector("#explain-paths li")
     explained = api(http, "/v1/explain", {"network": case.network, "samples": case.samples})["weights"][1]
     assert page.locator("#explain-gradient").get_attribute("data-weight") == "j -> k"
