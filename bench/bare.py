@@ -18,17 +18,18 @@ async def gradients(request: Request) -> Response:
     return Response(b"{}", media_type="application/json")
 
 
-@app.get("/readyz")
-async def readyz() -> dict[str, str]:
-    return {"status": "ready"}
+def serve(reference: FastAPI) -> None:
+    """Serve a reference app on --port as the bench starts servers (readiness at /readyz)."""
 
+    @reference.get("/readyz")
+    async def readyz() -> dict[str, str]:
+        return {"status": "ready"}
 
-def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
-    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
+    uvicorn.run(reference, host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
 
 
 if __name__ == "__main__":
-    main()
+    serve(app)

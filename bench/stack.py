@@ -16,9 +16,10 @@ from collections.abc import Callable
 from typing import Any
 
 import uvloop
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 from starlette.types import ASGIApp, Message
 
+from bench import bare
 from bench.throughput import CHAIN
 from service import wire
 from service.http import app as http_app
@@ -88,18 +89,6 @@ def _gradserve(settings: Settings, without: tuple[type, ...] = (), outer: bool =
     return app
 
 
-def _bare() -> FastAPI:
-    """bench.bare's endpoint: validate the same body, answer {}."""
-    app = FastAPI()
-
-    @app.post("/v1/gradients")
-    async def gradients(request: Request) -> Response:
-        wire.GradientsRequest.model_validate_json(await request.body())
-        return Response(b"{}", media_type="application/json")
-
-    return app
-
-
 async def _per_request_us(app: ASGIApp, n: int) -> float:
     start = time.thread_time()
     for _ in range(n):
@@ -130,7 +119,7 @@ def variants(settings: Settings) -> dict[str, Callable[[], FastAPI]]:
         "- send timeout (SendTimeout)": lambda: _gradserve(settings, (SendTimeout,)),
         "- security headers, abort (outer pair)": lambda: _gradserve(settings, outer=False),
         "- all four": lambda: _gradserve(quiet, (RequestContext, SendTimeout), outer=False),
-        "bare FastAPI endpoint (validation only)": _bare,
+        "bare FastAPI endpoint (validation only)": lambda: bare.app,
     }
 
 

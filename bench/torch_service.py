@@ -5,13 +5,12 @@ network of single units in float64 with torch's autograd, and answers them as gr
 
 from __future__ import annotations
 
-import argparse
 from typing import Any
 
 import torch
-import uvicorn
 from fastapi import FastAPI, Request
 
+from bench.bare import serve
 from service import wire
 
 app = FastAPI()
@@ -61,18 +60,5 @@ async def gradients(request: Request) -> dict[str, Any]:
     }
 
 
-@app.get("/readyz")
-async def readyz() -> dict[str, str]:
-    return {"status": "ready"}
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--port", type=int, required=True)
-    args = parser.parse_args()
-    torch.set_num_threads(1)
-    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
-
-
 if __name__ == "__main__":
-    main()
+    serve(app)
