@@ -17,9 +17,10 @@ from service.engine.activations import ACTIVATIONS, DEFAULT_SLOPE, resolve
 from service.engine.blocks import Edges, SparseBlocks
 from service.engine.errors import GraphError, Problem, enough, raise_collected
 from service.engine.losses import LOSSES
-from service.engine.network import AGGREGATIONS, Network, Unit, Value, WeightColumns
+from service.engine.network import AGGREGATIONS, Network, Unit, WeightColumns
 from service.engine.plan import Group, Level, Plan, UnitInfo
 from service.engine.segments import segments
+from service.engine.values import parameters, unit_values, weight_value, weight_values
 
 Array = np.ndarray
 ROLES = ("input", "hidden", "output")
@@ -69,8 +70,7 @@ def compile_network(net: Network) -> Plan:
     sizes = [u.size for u in units]
     edges = _edges(net, index, sizes, roles, problems)
 
-    biases = [per_entry(i, u, "bias", u.bias, problems) for i, u in enumerate(units)]
-    responses = [per_entry(i, u, "response", u.response, problems) for i, u in enumerate(units)]
+    biases, responses = unit_values(units, problems)
     for i, u in enumerate(units):
         _unit_fields(i, u, problems)
     raise_collected(GraphError, problems)
@@ -78,22 +78,6 @@ def compile_network(net: Network) -> Plan:
 
     levels = _levels(net, edges.src, edges.tgt)
     return _lay_out(net, edges, biases, responses, levels)
-
-
-def per_entry(i: int, u: Unit, name: str, value: Value | None, problems: list[Problem]) -> Array | None:
-    """A unit's bias or response as an array [size] (a number for a single unit), or None."""
-    if value is None:
-        return None
-    array = np.asarray(value, dtype=np.float64)
-    if array.ndim == 0 and u.size == 1:
-        array = array.reshape(1)
-    if array.shape != (u.size,):
-        problems.append(
-            Problem(
-                ("units", i, name), f"{name} of {u.id!r} has shape {list(array.shape)}, expected [{u.size}]"
-            )
-        )
-    return array
 
 
 def _unit_fields(i: int, u: Unit, problems: list[Problem]) -> None:
@@ -136,17 +120,8 @@ def _edges(
         _weight_problems(net, index, sizes, problems)
         return None
     rows, cols = [sizes[a] for a in src], [sizes[b] for b in tgt]
-    raw = weights.value
-    if rows.count(1) == len(rows) == cols.count(1) and set(map(type, raw)) <= {float}:
-        return Edges(src, tgt, rows, cols, (np.array(raw, dtype=np.float64),))  # single units: one call
-    parts = []
-    for k, (value, a, b) in enumerate(zip(raw, src, tgt, strict=True)):
-        if enough(problems):
-            return None
-        parts.append(weight_value(net, k, value, sizes[a], sizes[b], problems))
-    if problems:  # (a value that did not fit its shape: reported, and nothing to lay out)
-        return None
-    return Edges(src, tgt, rows, cols, tuple(p for p in parts if p is not None))
+    values = weight_values(net, rows, cols, problems)
+    return None if values is None else Edges(src, tgt, rows, cols, values)
 
 
 def _column_edges(
@@ -158,23 +133,15 @@ def _column_edges(
     problems: list[Problem],
 ) -> Edges | None:
     """Weights given as columns: all between single units, their values one array."""
-    n = len(weights.source)
+    ones = [1] * len(weights.source)
     src = list(map(index.get, weights.source, itertools.repeat(-1)))
     tgt = list(map(index.get, weights.target, itertools.repeat(-1)))
-    values = np.asarray(weights.value, dtype=np.float64)
-    if values.shape != (n,):
-        problems.append(
-            Problem(
-                ("weights", "value"),
-                f"weights.value has shape {list(values.shape)}, expected [{n}]: one number per weight",
-            )
-        )
+    values = weight_values(net, ones, ones, problems)
     if -1 in src or -1 in tgt or not _fine_columns(src, tgt, sizes, roles):
         _weight_problems(net, index, sizes, problems)
-    if problems:
+    if problems or values is None:
         return None
-    ones = [1] * n
-    return Edges(src, tgt, ones, ones, (values,))
+    return Edges(src, tgt, ones, ones, values)
 
 
 def _fine_columns(src: list[int], tgt: list[int], sizes: list[int], roles: Sequence[str]) -> bool:
@@ -185,26 +152,6 @@ def _fine_columns(src: list[int], tgt: list[int], sizes: list[int], roles: Seque
     pairs = a * len(sizes) + b
     pairs.sort()  # np.unique would hash: sorting is faster here
     return not into_input and not layers and not (pairs[1:] == pairs[:-1]).any()
-
-
-def weight_value(
-    net: Network, k: int, value: Value, rows: int, cols: int, problems: list[Problem]
-) -> Array | None:
-    """Weight k's value as a [rows, cols] array, or None (and a problem) if it is not that shape."""
-    array = np.asarray(value, dtype=np.float64)
-    if array.ndim == 0 and rows == cols == 1:
-        array = array.reshape(1, 1)
-    if array.shape != (rows, cols):
-        a, b = net.weights.source[k], net.weights.target[k]
-        problems.append(
-            Problem(
-                ("weights", k, "value"),
-                f"weight {a}->{b} has shape {list(array.shape)}, expected [{rows}, {cols}] "
-                f"([{a}.size, {b}.size])",
-            )
-        )
-        return None
-    return array
 
 
 def _weight_problems(net: Network, index: dict[str, int], sizes: list[int], problems: list[Problem]) -> None:
@@ -379,32 +326,6 @@ def _lay_out(
         n_response_params=n_response_params,
         huber_delta=net.huber_delta,
     )
-
-
-def parameters(
-    info: Sequence[UnitInfo],
-    weights: Sequence[Array],
-    biases: Sequence[Array | None],
-    responses: Sequence[Array | None],
-    n_cols: int,
-    n_response_params: int,
-) -> Array:
-    """theta: every weight's elements (`weights`: arrays whose elements, row-major, follow one
-    another), a bias per column (0 where none is given), then a response per column when the
-    network gives any (1 where none is given); `info`, `biases` and `responses` in the listed
-    order of the units. Each value is copied once, into theta: nothing is joined on the way."""
-    n_weight_params = sum(w.size for w in weights)
-    theta = np.zeros(n_weight_params + n_cols + n_response_params)
-    if weights:
-        np.concatenate([w.reshape(-1) for w in weights], out=theta[:n_weight_params])
-    theta[n_weight_params + n_cols :] = 1.0
-    for unit, bias, response in zip(info, biases, responses, strict=True):
-        if bias is not None:
-            theta[n_weight_params + unit.cols.start : n_weight_params + unit.cols.stop] = bias
-        if response is not None:
-            start = n_weight_params + n_cols
-            theta[start + unit.cols.start : start + unit.cols.stop] = response
-    return theta
 
 
 def _mean_scale(units: Sequence[Unit], info: list[UnitInfo], edges: Edges, n_cols: int) -> Array | None:

@@ -19,10 +19,11 @@ from collections.abc import Hashable
 
 import numpy as np
 
-from service.engine.compile import compile_network, parameters, per_entry, weight_value
+from service.engine.compile import compile_network
 from service.engine.errors import Problem
 from service.engine.network import Network, WeightColumns
 from service.engine.plan import Plan
+from service.engine.values import parameters, unit_values, weight_values
 
 #: what a plan built on first use keeps of its structure, and passes on (service.engine.plan)
 _STRUCTURAL = ("weights", "weight_groups")
@@ -42,21 +43,9 @@ def with_parameters(plan: Plan, net: Network) -> Plan:
     """`plan`, compiled from a network with `net`'s structure, with `net`'s parameters: what
     `compile_network(net)` returns. A value of the wrong shape is reported as compiling reports it."""
     problems: list[Problem] = []
-    units, given, shapes = net.units, net.weights, [w.shape for w in plan.weights]
-    weights: tuple[np.ndarray, ...] | None
-    if isinstance(given, WeightColumns):
-        column = np.asarray(given.value, dtype=np.float64)
-        weights = (column,) if column.shape == (len(shapes),) else None
-    elif shapes.count((1, 1)) == len(shapes) and set(map(type, given.value)) <= {float}:
-        weights = (np.array(given.value, dtype=np.float64),)  # single units: one call
-    else:
-        parts = [
-            weight_value(net, k, value, rows, cols, problems)
-            for k, (value, (rows, cols)) in enumerate(zip(given.value, shapes, strict=True))
-        ]
-        weights = None if problems else tuple(p for p in parts if p is not None)
-    biases = [per_entry(i, u, "bias", u.bias, problems) for i, u in enumerate(units)]
-    responses = [per_entry(i, u, "response", u.response, problems) for i, u in enumerate(units)]
+    shapes = [w.shape for w in plan.weights]
+    weights = weight_values(net, [m for m, _ in shapes], [n for _, n in shapes], problems)
+    biases, responses = unit_values(net.units, problems)
     if problems or weights is None:
         return compile_network(net)  # (which names every problem, in its order)
     theta = parameters(plan.units, weights, biases, responses, plan.n_cols, plan.n_response_params)
