@@ -41,17 +41,24 @@ def load_generator(concurrency: int = 8) -> str:
     return f"load from {concurrency} Python threads, one httpx client each (hey is not installed)"
 
 
+def hey(url: str, body: bytes, seconds: float, concurrency: int) -> tuple[float, int]:
+    """`hey` posting `body` to `url` for `seconds` from `concurrency` connections: requests per
+    second, and how many were answered 200 (none at all is an error)."""
+    out = subprocess.run(
+        ["hey", "-z", f"{seconds}s", "-c", str(concurrency), "-m", "POST", "-T", "application/json",
+         "-d", body.decode(), url],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    ok = sum(int(line.split()[1]) for line in out.splitlines() if line.strip().startswith("[200]"))
+    if not ok:
+        raise RuntimeError(f"the load generator saw no 200 answers:\n{out}")
+    return float(next(line.split()[1] for line in out.splitlines() if "Requests/sec" in line)), ok
+
+
 def throughput(url: str, body: bytes, seconds: float, concurrency: int = 8) -> float:
     """Requests per second against `url`: `hey` when installed, else a bounded httpx loop."""
     if shutil.which("hey"):
-        out = subprocess.run(
-            ["hey", "-z", f"{seconds}s", "-c", str(concurrency), "-m", "POST", "-T", "application/json",
-             "-d", body.decode(), url],
-            capture_output=True, text=True, check=True,
-        ).stdout  # fmt: skip
-        if "[200]" not in out:
-            raise RuntimeError(f"the load generator saw no 200 answers:\n{out}")
-        return float(next(line.split()[1] for line in out.splitlines() if "Requests/sec" in line))
+        return hey(url, body, seconds, concurrency)[0]
     done = [0] * concurrency
     stop = time.monotonic() + seconds
 

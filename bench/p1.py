@@ -14,11 +14,10 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 
 from bench import ab, throughput
-from bench.common import cpu_seconds
+from bench.common import cpu_seconds, hey
 from service.launcher import Server, start_server
 
 CONCURRENCY = 16
@@ -26,17 +25,6 @@ UVICORN_AS_IT_COMES = [
     sys.executable, "-m", "uvicorn", "service.http.app:create_app", "--factory",
     "--http", "httptools", "--loop", "uvloop", "--no-access-log", "--log-level", "warning",
 ]  # fmt: skip
-
-
-def _hey(url: str, body: bytes, seconds: float) -> tuple[float, int]:
-    out = subprocess.run(
-        ["hey", "-z", f"{seconds}s", "-c", str(CONCURRENCY), "-m", "POST", "-T", "application/json",
-         "-d", body.decode(), url],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
-    rate = float(next(line.split()[1] for line in out.splitlines() if "Requests/sec" in line))
-    ok = sum(int(line.split()[1]) for line in out.splitlines() if line.strip().startswith("[200]"))
-    return rate, ok
 
 
 def main() -> None:
@@ -76,12 +64,12 @@ def main() -> None:
         rates: dict[str, list[float]] = {name: [] for name in servers}
         cpu: dict[str, list[float]] = {name: [] for name in servers}
         for server in servers.values():  # warm up
-            _hey(server.url + "/v1/gradients", body, 1.0)
+            hey(server.url + "/v1/gradients", body, 1.0, CONCURRENCY)
         for k in range(args.rounds):
             order = list(servers.items())
             for name, server in order if k % 2 == 0 else order[::-1]:
                 before = cpu_seconds(server.pid)
-                rate, ok = _hey(server.url + "/v1/gradients", body, args.seconds)
+                rate, ok = hey(server.url + "/v1/gradients", body, args.seconds, CONCURRENCY)
                 rates[name].append(rate)
                 cpu[name].append((cpu_seconds(server.pid) - before) / max(ok, 1) * 1e6)
     finally:
