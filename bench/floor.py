@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import sys
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+import httpx
 import numpy as np
 
 from bench.mlp import Mlp, hand_written
@@ -82,6 +84,26 @@ def app_for(sizes: tuple[int, ...], batch: int) -> Callable[[Scope, Any, Any], A
         await send({"type": "http.response.body", "body": answer})
 
     return app
+
+
+def command(mlp: Mlp) -> list[str]:
+    """The command serving the floor for `mlp`'s sizes and batch (it gets --port)."""
+    return [
+        sys.executable,
+        "-m",
+        "bench.floor",
+        "--sizes",
+        ",".join(map(str, mlp.sizes)),
+        "--batch",
+        str(len(mlp.x)),
+    ]
+
+
+def post(http: httpx.Client, url: str, mlp: Mlp) -> list[np.ndarray]:
+    """The floor's round trip: `mlp`'s arrays posted as raw bytes, the gradients read back."""
+    response = http.post(url + "/", content=pack(mlp))
+    response.raise_for_status()
+    return unpack(response.content, answer_layout(mlp.sizes))
 
 
 def answer_layout(sizes: tuple[int, ...]) -> list[tuple[int, ...]]:

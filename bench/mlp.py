@@ -167,52 +167,40 @@ def compile_and_bind(mlp: Mlp) -> dict[str, Callable[[], object]]:
     }
 
 
+def numpy_user(client: Client, encoding: ArrayEncoding, mlp: Mlp) -> Callable[[], list[np.ndarray]]:
+    """What a NumPy user does: `mlp`'s arrays in, the answer's arrays read as NumPy."""
+    as_numpy = (mlp.network(lambda a: a), mlp.samples(lambda a: a))
+
+    def call() -> list[np.ndarray]:
+        got = client.gradients(*as_numpy, include_units=False, array_encoding=encoding).gradients
+        return [to_numpy(w.value) for w in got.weights] + [to_numpy(b) for b in got.biases.values()]
+
+    return call
+
+
 def end_to_end(mlp: Mlp, url: str, repeat: int) -> dict[str, Samples]:
     """gradserve end to end with each array encoding, and the floor (raw bytes over HTTP to a
     minimal app running the hand-written NumPy), each driven by the same client loop."""
     from bench import floor
 
-    command = [
-        sys.executable,
-        "-m",
-        "bench.floor",
-        "--sizes",
-        ",".join(map(str, mlp.sizes)),
-        "--batch",
-        str(len(mlp.x)),
-    ]
-    server = start_server(AS_A_WORKER, command)
-    layout = floor.answer_layout(mlp.sizes)
+    server = start_server(AS_A_WORKER, floor.command(mlp))
     try:
         with Client(url) as gs, Client(url, binary=False) as gs64, httpx.Client(timeout=60) as http:
-            as_numpy = (mlp.network(lambda a: a), mlp.samples(lambda a: a))
-
-            def numpy_in_numpy_out(client: Client, encoding: ArrayEncoding) -> Callable[[], list[np.ndarray]]:
-                """What a NumPy user does: arrays in, the answer's arrays read as NumPy."""
-
-                def call() -> list[np.ndarray]:
-                    got = client.gradients(*as_numpy, include_units=False, array_encoding=encoding).gradients
-                    return [to_numpy(w.value) for w in got.weights] + [
-                        to_numpy(b) for b in got.biases.values()
-                    ]
-
-                return call
 
             def bare_http() -> list[np.ndarray]:
-                response = http.post(server.url + "/", content=floor.pack(mlp))
-                response.raise_for_status()
-                return floor.unpack(response.content, layout)
+                return floor.post(http, server.url, mlp)
 
+            binary, base64 = numpy_user(gs, "binary", mlp), numpy_user(gs64, "base64", mlp)
             as_lists = (mlp.network(), mlp.samples())
-            bits = (numpy_in_numpy_out(gs, "binary")(), numpy_in_numpy_out(gs64, "base64")(), bare_http())
+            bits = (binary(), base64(), bare_http())
             for got in bits[1:]:  # the same numbers, or the timing means nothing
                 for a, b in zip(bits[0], got, strict=True):
                     np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
             return timed(
                 {
                     FLOOR: bare_http,
-                    "end to end, binary arrays": numpy_in_numpy_out(gs, "binary"),
-                    "end to end, base64 arrays": numpy_in_numpy_out(gs64, "base64"),
+                    "end to end, binary arrays": binary,
+                    "end to end, base64 arrays": base64,
                     "end to end, JSON lists": lambda: gs.gradients(
                         *as_lists, include_units=False, array_encoding="list"
                     ),

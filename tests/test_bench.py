@@ -167,7 +167,7 @@ def test_each_hot_path_feature_s_cost_is_measured_in_process() -> None:
 @pytest.mark.slow
 def test_the_worker_hop_bench_runs() -> None:
     run = subprocess.run(
-        [sys.executable, "-m", "bench.hop", "--tiny", "--rounds", "1", "--repeat", "1"],
+        [sys.executable, "-m", "bench.hop", "--tiny", "--repeat", "1"],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
